@@ -1,0 +1,3 @@
+from mpim.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""The ``mpim`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from mpim import config as config_mod
+from mpim.config import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def _load(path: str | None) -> config_mod.Config:
+    try:
+        return config_mod.load(path)
+    except ConfigError as exc:
+        print(f"mpim: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from mpim.worker.main import run_standalone
+
+    return run_standalone(_load(args.config), args.config)
+
+
+def cmd_master(args: argparse.Namespace) -> int:
+    from mpim.master import run_master
+
+    return run_master(_load(args.config), args.config)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    print(f"{cfg.source}: ok ({cfg.worker_count()} workers, auth {cfg.auth.mode})")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from mpim.auth import mint
+
+    secret = args.secret
+    if not secret:
+        cfg = _load(args.config)
+        secret = cfg.auth.secret
+    if not secret:
+        print("mpim token: no secret: pass --secret or a config with [auth] secret", file=sys.stderr)
+        return EXIT_CONFIG
+    accepts = tuple(int(op) for op in args.accepts.split(",") if op) if args.accepts else ()
+    print(mint(secret, args.mid, args.room, args.key, args.platform, accepts, args.ttl))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("-c", "--config", help="config.toml (default: embedded defaults)")
+        p.set_defaults(func=func)
+        return p
+
+    add("master", cmd_master, "run the master: workers, bus and router, supervised")
+    add("worker", cmd_worker, "run one worker in the foreground (no bus, no router)")
+    add("check", cmd_check, "validate a config file and exit")
+    token = add("token", cmd_token, "mint an HS256 client token for jwt auth mode")
+    token.add_argument("--mid", type=int, required=True, help="user id")
+    token.add_argument("--room", default="", help="room id, e.g. live://1000")
+    token.add_argument("--key", default="", help="connection key (empty = server generates one)")
+    token.add_argument("--platform", default="", help="platform, e.g. web")
+    token.add_argument("--accepts", default="", help="comma-separated ops, e.g. 1000,1001")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until exp")
+    token.add_argument("--secret", default="", help="secret (default: [auth] secret of --config)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    raise SystemExit(args.func(args))

@@ -1,0 +1,159 @@
+"""A small asyncio goim client over TCP or WebSocket (tests, examples, `mpim client`).
+
+It speaks the wire contract only; it shares the codec with the server but no
+server code. Room batches (op 9) are split back into their inner frames by
+:meth:`Client.recv_push`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from mpim.proto import Decoder, Frame, Op, decode, encode
+
+
+class ConnectionClosedError(Exception):
+    """The server closed the connection."""
+
+
+class Client:
+    """One goim connection. Use :func:`connect_tcp` or :func:`connect_ws`."""
+
+    is_ws = False
+
+    def __init__(self) -> None:
+        self._frames: list[Frame] = []
+        self._seq = 0
+
+    async def _read(self) -> list[Frame]:
+        raise NotImplementedError
+
+    async def send_raw(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def send(self, op: int, body: bytes = b"", seq: int | None = None, ver: int = 1) -> int:
+        if seq is None:
+            self._seq += 1
+            seq = self._seq
+        await self.send_raw(encode(op, body, ver, seq))
+        return seq
+
+    async def recv(self, timeout: float = 5.0) -> Frame:
+        """The next frame as sent on the wire (op 9 batches are not split)."""
+        while not self._frames:
+            self._frames.extend(await asyncio.wait_for(self._read(), timeout))
+        return self._frames.pop(0)
+
+    async def recv_push(self, timeout: float = 5.0) -> Frame:
+        """The next frame, with op-9 batches split into their inner frames."""
+        frame = await self.recv(timeout)
+        if frame.op == Op.RAW:
+            inner, tail = decode(frame.body, max_body=1 << 30)
+            if tail:
+                raise ValueError("op 9 batch ends inside a frame")
+            self._frames[:0] = inner
+            return await self.recv(timeout)
+        return frame
+
+    async def expect_closed(self, timeout: float = 5.0) -> list[Frame]:
+        """Read until the server closes; returns the frames received meanwhile."""
+        got: list[Frame] = []
+        try:
+            while True:
+                got.append(await self.recv(timeout))
+        except ConnectionClosedError:
+            return got
+
+    async def auth(
+        self,
+        token: str | bytes | dict[str, Any],
+        timeout: float = 5.0,
+    ) -> Frame:
+        if isinstance(token, dict):
+            token = json.dumps(token)
+        if isinstance(token, str):
+            token = token.encode()
+        seq = await self.send(Op.AUTH, token)
+        reply = await self.recv(timeout)
+        if reply.op != Op.AUTH_REPLY or reply.seq != seq:
+            raise AssertionError(f"expected auth reply for seq {seq}, got {reply}")
+        return reply
+
+    async def heartbeat(self, timeout: float = 5.0) -> int:
+        """Send op 2; returns the online count of the op-3 reply (skipping pushes)."""
+        seq = await self.send(Op.HEARTBEAT)
+        while True:
+            frame = await self.recv(timeout)
+            if frame.op == Op.HEARTBEAT_REPLY and frame.seq == seq:
+                return int.from_bytes(frame.body, "big", signed=True)
+
+
+class TcpClient(Client):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__()
+        self._reader = reader
+        self._writer = writer
+        self._decoder = Decoder(max_body=1 << 30)
+
+    async def _read(self) -> list[Frame]:
+        while True:
+            data = await self._reader.read(65536)
+            if not data:
+                raise ConnectionClosedError("server closed the connection")
+            frames = self._decoder.feed(data)
+            if frames:
+                return frames
+
+    async def send_raw(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+
+class WsClient(Client):
+    is_ws = True
+
+    def __init__(self, conn: ClientConnection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    async def _read(self) -> list[Frame]:
+        try:
+            message = await self.conn.recv()
+        except ConnectionClosed as exc:
+            raise ConnectionClosedError(str(exc)) from None
+        data = message.encode() if isinstance(message, str) else message
+        frames, tail = decode(data, max_body=1 << 30)
+        if tail:
+            raise ValueError("message ends inside a frame")
+        return frames
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.conn.send(data)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+async def connect_tcp(host: str, port: int) -> TcpClient:
+    reader, writer = await asyncio.open_connection(host, port)
+    return TcpClient(reader, writer)
+
+
+async def connect_ws(url: str) -> WsClient:
+    conn = await ws_connect(url, max_size=None, compression=None)
+    return WsClient(conn)

@@ -1,0 +1,234 @@
+"""Configuration: TOML -> frozen, validated dataclasses.
+
+Every section is a frozen dataclass whose fields carry their own limits. :func:`load`
+returns a new :class:`Config` or raises :class:`ConfigError` naming the file, the key
+and the reason, so a reload can keep the old configuration when the new one is bad.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(Exception):
+    """The configuration file cannot be used; the message says where and why."""
+
+
+def _opt(
+    default: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    doc: str = "",
+) -> Any:
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    workers: int = _opt(0, lo=0, hi=1024, doc="worker processes; 0 = one per CPU")
+    graceful_timeout: float = _opt(30.0, lo=0.0, hi=3600.0, doc="drain deadline, seconds")
+    run_dir: str = _opt("", doc="directory for ipc sockets; empty = a private temp dir")
+    worker_timeout: float = _opt(30.0, lo=1.0, hi=3600.0, doc="hung-worker kill, seconds")
+    name: str = _opt("", doc="server name reported to the router; empty = hostname")
+
+
+@dataclass(frozen=True)
+class TcpSection:
+    bind: list[str] = _opt(["0.0.0.0:3101"], doc="host:port list")
+    backlog: int = _opt(4096, lo=1, hi=65535)
+    sndbuf: int = _opt(0, lo=0, hi=1 << 26, doc="SO_SNDBUF bytes; 0 = kernel default")
+    rcvbuf: int = _opt(0, lo=0, hi=1 << 26, doc="SO_RCVBUF bytes; 0 = kernel default")
+
+
+@dataclass(frozen=True)
+class WebSocketSection:
+    bind: list[str] = _opt(["0.0.0.0:3102"], doc="host:port list")
+    path: str = _opt("/sub")
+    echo_path: str = _opt("", doc="echo endpoint for Autobahn checks; empty = off")
+    backlog: int = _opt(4096, lo=1, hi=65535)
+    max_message: int = _opt(65536, lo=16, hi=1 << 24, doc="largest client message, bytes")
+
+
+@dataclass(frozen=True)
+class HttpSection:
+    bind: str = _opt("0.0.0.0:3111")
+    max_body: int = _opt(1 << 20, lo=0, hi=1 << 28, doc="largest push body, bytes")
+
+
+@dataclass(frozen=True)
+class AuthSection:
+    mode: str = _opt("json", choices=("jwt", "json"))
+    secret: str = _opt("", doc="HS256 secret for jwt mode")
+
+
+@dataclass(frozen=True)
+class ProtocolSection:
+    handshake_timeout: float = _opt(8.0, lo=0.1, hi=3600.0)
+    heartbeat: float = _opt(240.0, lo=0.1, hi=86400.0)
+    heartbeat_max: int = _opt(2, lo=1, hi=100)
+    max_body: int = _opt(4096, lo=0, hi=1 << 24)
+
+
+@dataclass(frozen=True)
+class ChannelSection:
+    max_pending_bytes: int = _opt(262144, lo=1024, hi=1 << 30, doc="outbound bytes before cut")
+    high_water: int = _opt(65536, lo=0, hi=1 << 30, doc="transport pause threshold")
+    slow_timeout: float = _opt(10.0, lo=0.1, hi=3600.0, doc="longest pause before cut")
+
+
+@dataclass(frozen=True)
+class RoomSection:
+    batch: int = _opt(20, lo=1, hi=100000, doc="flush a room after this many messages")
+    batch_delay: float = _opt(0.01, lo=0.0, hi=10.0, doc="or after this delay, seconds")
+    buckets: int = _opt(32, lo=1, hi=65536, doc="channel shards per worker")
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = _opt("info", choices=("debug", "info", "warning", "error"))
+    file: str = _opt("", doc="log file; empty = stderr")
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerSection = field(default_factory=ServerSection)
+    tcp: TcpSection = field(default_factory=TcpSection)
+    websocket: WebSocketSection = field(default_factory=WebSocketSection)
+    http: HttpSection = field(default_factory=HttpSection)
+    auth: AuthSection = field(default_factory=AuthSection)
+    protocol: ProtocolSection = field(default_factory=ProtocolSection)
+    channel: ChannelSection = field(default_factory=ChannelSection)
+    room: RoomSection = field(default_factory=RoomSection)
+    log: LogSection = field(default_factory=LogSection)
+    source: str = "<defaults>"
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        return self.protocol.heartbeat * self.protocol.heartbeat_max
+
+    def worker_count(self) -> int:
+        return self.server.workers or (os.cpu_count() or 1)
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}.get(
+        tp, "a list of strings"
+    )
+
+
+def _check_value(where: str, tp: Any, meta: dict[str, Any], value: Any) -> Any:
+    if isinstance(value, bool) and tp is not bool:
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if tp is float and isinstance(value, int):
+        value = float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    elif not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{where}: {value!r} is below the minimum {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{where}: {value!r} is above the maximum {hi}")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _build_section(source: str, name: str, cls: type[Any], table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{source}: [{name}] {key}: unknown key (known: {known})")
+        where = f"{source}: [{name}] {key}"
+        values[key] = _check_value(where, hints[key], dict(fields[key].metadata), value)
+    return cls(**values)
+
+
+def _check_addresses(source: str, cfg: Config) -> None:
+    pairs = [("tcp", a) for a in cfg.tcp.bind] + [("websocket", a) for a in cfg.websocket.bind]
+    pairs.append(("http", cfg.http.bind))
+    for section, addr in pairs:
+        try:
+            parse_address(addr)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: [{section}] bind: {exc}") from None
+    if cfg.auth.mode == "jwt" and not cfg.auth.secret:
+        raise ConfigError(f'{source}: [auth] secret: required when mode = "jwt"')
+    for key in ("path", "echo_path"):
+        path = getattr(cfg.websocket, key)
+        if path and not path.startswith("/"):
+            raise ConfigError(f"{source}: [websocket] {key}: {path!r} must start with '/'")
+    if cfg.websocket.echo_path and cfg.websocket.echo_path == cfg.websocket.path:
+        raise ConfigError(f"{source}: [websocket] echo_path: must differ from path")
+
+
+def parse_address(addr: str) -> tuple[str, int]:
+    """``"host:port"`` (``[v6]:port`` for IPv6) -> (host, port)."""
+    host, sep, port_text = addr.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"{addr!r} is not host:port")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"{addr!r}: port {port} is out of range")
+    host = host.strip("[]")
+    return host or "0.0.0.0", port
+
+
+SECTIONS: dict[str, type[Any]] = {name: tp for name, tp in get_type_hints(Config).items() if name != "source"}
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    sections: dict[str, Any] = {}
+    for name, table in data.items():
+        if name not in SECTIONS:
+            known = ", ".join(sorted(SECTIONS))
+            raise ConfigError(f"{source}: [{name}]: unknown section (known: {known})")
+        sections[name] = _build_section(source, name, SECTIONS[name], table)
+    cfg = Config(**sections, source=source)
+    _check_addresses(source, cfg)
+    return cfg
+
+
+def load(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate a config file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return Config()
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return from_dict(data, source)
+
+
+def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with some keys changed, validated like a file (for tests)."""
+    data: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        if f.name == "source":
+            continue
+        data[f.name] = dataclasses.asdict(getattr(cfg, f.name))
+    for name, changes in sections.items():
+        data.setdefault(name, {}).update(changes)
+    return from_dict(data, cfg.source)

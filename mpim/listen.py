@@ -1,0 +1,54 @@
+"""Listening sockets: every worker binds the client ports itself with SO_REUSEPORT."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from mpim.config import parse_address
+
+
+class BindError(Exception):
+    """A port cannot be bound; the message names it."""
+
+
+def listen_socket(
+    addr: str,
+    backlog: int = 4096,
+    *,
+    reuse_port: bool = True,
+    sndbuf: int = 0,
+    rcvbuf: int = 0,
+    listen: bool = True,
+) -> socket.socket:
+    host, port = parse_address(addr)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if sndbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((host, port))
+        if listen:
+            sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise BindError(f"port {port} on {host} is already in use by another program") from None
+        raise BindError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def probe(addrs: list[str]) -> None:
+    """Fail with :class:`BindError` if any address is held by another program.
+
+    The probe binds without SO_REUSEPORT, so it also notices another mpim (or any
+    program) that shares the port with SO_REUSEPORT under the same user.
+    """
+    for addr in addrs:
+        listen_socket(addr, reuse_port=False, listen=False).close()

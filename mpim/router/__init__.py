@@ -1,0 +1,1 @@
+"""The router: session tables, online counts and the push ingress."""

@@ -1,0 +1,1 @@
+"""The per-process server: adapters for TCP and WebSocket, buckets, rooms, channels."""

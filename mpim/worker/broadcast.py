@@ -1,0 +1,110 @@
+"""Push-all: one frame to every connection that watches its op, optionally paced.
+
+Broadcasts run one after another, so two pushes to everyone arrive in the order
+they were submitted. An unpaced broadcast with nothing ahead of it is written at
+once; a paced one is walked by a single task that sleeps so that at most
+``speed`` connections per second are written (goim's ``speed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import TYPE_CHECKING
+
+from mpim.proto import encode
+from mpim.worker.channel import AUTHED
+from mpim.worker.wsframe import binary_frame
+
+if TYPE_CHECKING:
+    from mpim.worker.channel import Channel
+    from mpim.worker.hub import Hub
+
+_CHUNKS_PER_SECOND = 20
+
+
+class _Job:
+    __slots__ = ("done", "frame", "op", "speed", "targets")
+
+    def __init__(self, op: int, body: bytes, speed: int) -> None:
+        self.op = op
+        self.frame = encode(op, body)
+        self.speed = speed
+        self.targets: list[Channel] | None = None
+        self.done = 0
+
+
+class Broadcaster:
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def submit(self, op: int, body: bytes, speed: int) -> None:
+        job = _Job(op, body, speed)
+        if speed <= 0 and not self._queue:
+            self._finish(job)
+            return
+        self._queue.append(job)
+        if self._task is None:
+            self._task = self._hub.loop.create_task(self._run())
+
+    def _select(self, job: _Job) -> list[Channel]:
+        if job.targets is None:
+            op = job.op
+            job.targets = [ch for bucket in self._hub.buckets for ch in bucket if op in ch.accepts]
+        return job.targets
+
+    def _write(self, job: _Job, channels: list[Channel]) -> None:
+        frame = job.frame
+        ws_frame = binary_frame(frame)
+        for channel in channels:
+            if channel.state == AUTHED:
+                channel.write(ws_frame if channel.is_ws else frame)
+                self.sent += 1
+
+    def _finish(self, job: _Job) -> None:
+        targets = self._select(job)
+        self._write(job, targets[job.done :])
+        job.done = len(targets)
+
+    async def _run(self) -> None:
+        loop = self._hub.loop
+        try:
+            while self._queue:
+                job = self._queue[0]
+                if job.speed > 0:
+                    targets = self._select(job)
+                    chunk = max(1, job.speed // _CHUNKS_PER_SECOND)
+                    start = loop.time()
+                    while job.done < len(targets):
+                        delay = start + job.done / job.speed - loop.time()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        end = job.done + chunk
+                        self._write(job, targets[job.done : end])
+                        job.done = min(end, len(targets))
+                else:
+                    self._finish(job)
+                self._queue.popleft()
+        finally:
+            self._task = None
+
+    def finish_now(self) -> None:
+        """Drain: write what is still queued, without pacing, in order."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        while self._queue:
+            self._finish(self._queue.popleft())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._queue.clear()

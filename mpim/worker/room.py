@@ -1,0 +1,136 @@
+"""Rooms and the room batcher.
+
+A room is a set of member channels (O(1) join and leave, exact local count).
+Pushed room frames wait in the room's ``pending`` list and are flushed as one
+write per member when ``batch`` frames are waiting or ``batch_delay`` has passed,
+whichever comes first. A flush encodes once: the concatenated frames for TCP
+members and one op-9 WebSocket message for WebSocket members, the same bytes
+for every member (goim's op Raw).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from mpim.proto import Op, encode_header
+from mpim.worker.wsframe import binary_frame
+
+if TYPE_CHECKING:
+    from mpim.worker.channel import Channel
+
+RoomHook = Callable[[str], None]
+
+
+class Room:
+    __slots__ = ("cluster_online", "flush_handle", "id", "members", "pending")
+
+    def __init__(self, room_id: str) -> None:
+        self.id = room_id
+        self.members: set[Channel] = set()
+        self.pending: list[bytes] = []
+        self.flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self.cluster_online = -1
+
+    @property
+    def online(self) -> int:
+        """Cluster-wide count when the router told us one, else the local count."""
+        return self.cluster_online if self.cluster_online >= 0 else len(self.members)
+
+
+def encode_batch(frames: list[bytes]) -> tuple[bytes, bytes]:
+    """(TCP bytes, WebSocket message) for a batch of encoded frames."""
+    inner = frames[0] if len(frames) == 1 else b"".join(frames)
+    return inner, binary_frame(encode_header(Op.RAW, len(inner)) + inner)
+
+
+class RoomTable:
+    """All rooms of one worker, with the batcher that flushes them."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: int,
+        batch_delay: float,
+        on_open: RoomHook | None = None,
+        on_close: RoomHook | None = None,
+    ) -> None:
+        self._loop = loop
+        self.batch = batch
+        self.batch_delay = batch_delay
+        self._rooms: dict[str, Room] = {}
+        self._on_open = on_open
+        self._on_close = on_close
+        self.delivered = 0
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def __iter__(self) -> Iterator[Room]:
+        return iter(tuple(self._rooms.values()))
+
+    def get(self, room_id: str) -> Room | None:
+        return self._rooms.get(room_id)
+
+    def join(self, room_id: str, channel: Channel) -> Room:
+        room = self._rooms.get(room_id)
+        if room is None:
+            room = self._rooms[room_id] = Room(room_id)
+            if self._on_open is not None:
+                self._on_open(room_id)
+        room.members.add(channel)
+        return room
+
+    def leave(self, room: Room, channel: Channel) -> None:
+        room.members.discard(channel)
+        if not room.members and self._rooms.get(room.id) is room:
+            self._discard(room)
+
+    def _discard(self, room: Room) -> None:
+        if room.flush_handle is not None:
+            room.flush_handle.cancel()
+            room.flush_handle = None
+        room.pending = []
+        del self._rooms[room.id]
+        if self._on_close is not None:
+            self._on_close(room.id)
+
+    def push(self, room_id: str, frame: bytes) -> bool:
+        """Queue an encoded frame for a room; False if no local member is in it."""
+        room = self._rooms.get(room_id)
+        if room is None:
+            return False
+        room.pending.append(frame)
+        if len(room.pending) >= self.batch:
+            self.flush(room)
+        elif room.flush_handle is None:
+            if self.batch_delay > 0:
+                room.flush_handle = self._loop.call_later(self.batch_delay, self.flush, room)
+            else:
+                room.flush_handle = self._loop.call_soon(self.flush, room)
+        return True
+
+    def flush(self, room: Room) -> None:
+        if room.flush_handle is not None:
+            room.flush_handle.cancel()
+            room.flush_handle = None
+        frames = room.pending
+        if not frames:
+            return
+        room.pending = []
+        tcp_bytes, ws_bytes = encode_batch(frames)
+        members = tuple(room.members)
+        for channel in members:
+            channel.write(ws_bytes if channel.is_ws else tcp_bytes)
+        self.delivered += len(frames) * len(members)
+
+    def flush_all(self) -> None:
+        for room in tuple(self._rooms.values()):
+            self.flush(room)
+
+    def set_cluster_online(self, counts: dict[str, int]) -> None:
+        for room_id, count in counts.items():
+            room = self._rooms.get(room_id)
+            if room is not None:
+                room.cluster_online = count

@@ -1,0 +1,56 @@
+"""TCP adapter: a goim byte stream on an ``asyncio.Protocol`` that is the channel."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mpim.proto import RemoteProtocolError, decode
+from mpim.worker.channel import CHANNEL_SLOTS, CLOSED, Channel
+
+
+class TcpChannel(Channel, asyncio.Protocol):
+    __slots__ = (*CHANNEL_SLOTS, "_tail")
+    is_ws = False
+
+    def connection_made(self, transport: Any) -> None:
+        self._tail = b""
+        high = self.hub.cfg.channel.high_water
+        if high:
+            transport.set_write_buffer_limits(high=high)
+        self.init_channel(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == CLOSED:
+            return
+        buf = self._tail + data if self._tail else data
+        try:
+            frames, self._tail = decode(buf, self.hub.cfg.protocol.max_body)
+            for frame in frames:
+                self.on_frame(frame)
+                if self.state == CLOSED:
+                    return
+        except RemoteProtocolError as exc:
+            self.hub.reject(self, exc.reason)
+
+    def eof_received(self) -> bool:
+        if self._tail and self.state != CLOSED:
+            self.hub.reject(self, f"stream closed inside a frame ({len(self._tail)} bytes pending)")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._tail = b""
+        self.hub.closed(self)
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self.hub.pause(self)
+
+    def resume_writing(self) -> None:
+        self.hub.resume(self)
+
+    def send_frame(self, frame: bytes) -> None:
+        self.write(frame)
+
+    def close_transport(self) -> None:
+        self.transport.close()

@@ -1,0 +1,184 @@
+"""WebSocket adapter: goim frames in binary messages, on websockets' sans-I/O protocol.
+
+How this works: :class:`WsChannel` is an ``asyncio.Protocol`` that owns a
+``websockets.server.ServerProtocol``. The library parses the upgrade request and
+every client frame, answers pings, enforces the message size limit and runs the
+closing handshake; we only join fragments into messages. Each complete client
+message is decoded as goim frames and handed to :meth:`Channel.on_frame`.
+Replies go through the library. Pushes shared by many channels are pre-encoded
+once (:mod:`mpim.worker.wsframe`) and written straight to the transport, which is
+safe because whatever the library produces is flushed before we return.
+
+``GET [websocket] path`` (``/sub``) is the goim endpoint; the optional
+``[websocket] echo_path`` echoes messages for Autobahn conformance runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import socket
+from typing import Any
+
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from mpim.proto import RemoteProtocolError, decode_message
+from mpim.worker.channel import CHANNEL_SLOTS, CLOSED, Channel
+from mpim.worker.hub import Hub
+
+_UPGRADING, _GOIM, _ECHO = 0, 1, 2
+_wslog = logging.getLogger("websockets.server")
+_wslog.setLevel(logging.WARNING)  # the library logs every open and close at INFO
+
+
+class _Message:
+    """A fragmented message being joined; text is checked as it arrives (echo only)."""
+
+    __slots__ = ("opcode", "parts", "utf8")
+
+    def __init__(self, opcode: Opcode, check_utf8: bool) -> None:
+        self.opcode = opcode
+        self.parts: list[bytes] = []
+        self.utf8 = codecs.getincrementaldecoder("utf-8")() if check_utf8 and opcode is Opcode.TEXT else None
+
+    def add(self, data: bytes, final: bool) -> None:
+        self.parts.append(data)
+        if self.utf8 is not None:
+            self.utf8.decode(data, final)  # raises UnicodeDecodeError
+
+
+class WsChannel(Channel, asyncio.Protocol):
+    __slots__ = (*CHANNEL_SLOTS, "ws", "_mode", "_message")
+    is_ws = True
+
+    def connection_made(self, transport: Any) -> None:
+        cfg = self.hub.cfg
+        self.ws: ServerProtocol | None = ServerProtocol(max_size=cfg.websocket.max_message, logger=_wslog)
+        self._mode = _UPGRADING
+        self._message: _Message | None = None
+        if cfg.channel.high_water:
+            transport.set_write_buffer_limits(high=cfg.channel.high_water)
+        self.init_channel(transport)
+
+    # -- inbound ---------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        if ws is None:
+            return
+        ws.receive_data(data)
+        try:
+            for event in ws.events_received():
+                if isinstance(event, Request):
+                    self._upgrade(ws, event)
+                elif not isinstance(event, Frame):
+                    continue
+                elif event.opcode is Opcode.CLOSE:
+                    if self._mode == _GOIM:
+                        self.hub.close(self)
+                elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                    self._data_frame(event)
+                if self.state == CLOSED and self._mode != _ECHO:
+                    break
+        except RemoteProtocolError as exc:
+            self.hub.reject(self, exc.reason)
+        except UnicodeDecodeError as exc:
+            ws.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+        if ws.parser_exc is not None and self.state != CLOSED and self._mode != _ECHO:
+            self.hub.reject(self, f"websocket: {ws.parser_exc}")
+        self._flush()
+
+    def _upgrade(self, ws: ServerProtocol, request: Request) -> None:
+        cfg = self.hub.cfg.websocket
+        path = request.path.partition("?")[0]
+        if path == cfg.path:
+            mode = _GOIM
+        elif cfg.echo_path and path == cfg.echo_path:
+            mode = _ECHO
+        else:
+            ws.send_response(ws.reject(404, "Not Found\n"))
+            self.hub.reject(self, f"websocket upgrade for unknown path {path[:64]!r}")
+            return
+        ws.send_response(ws.accept(request))
+        if ws.state is not State.OPEN:
+            self.hub.reject(self, f"websocket handshake failed: {ws.handshake_exc}")
+            return
+        self._mode = mode
+        if mode == _ECHO:
+            self.hub.wheel.remove(self)  # a conformance endpoint: no goim session, no deadline
+
+    def _data_frame(self, frame: Frame) -> None:
+        message = self._message
+        if message is None:
+            if frame.fin:
+                self._deliver(frame.opcode, bytes(frame.data))
+                return
+            message = self._message = _Message(frame.opcode, self._mode == _ECHO)
+        message.add(bytes(frame.data), frame.fin)
+        if frame.fin:
+            self._message = None
+            self._deliver(message.opcode, b"".join(message.parts))
+
+    def _deliver(self, opcode: Opcode, payload: bytes) -> None:
+        if self._mode == _GOIM:
+            for goim_frame in decode_message(payload, self.hub.cfg.protocol.max_body):
+                self.on_frame(goim_frame)
+                if self.state == CLOSED:
+                    return
+        elif self._mode == _ECHO and self.ws is not None:
+            if opcode is Opcode.TEXT:
+                payload.decode("utf-8")  # raises UnicodeDecodeError -> close 1007
+                self.ws.send_text(payload)
+            else:
+                self.ws.send_binary(payload)
+
+    # -- outbound -----------------------------------------------------------------------
+    def _flush(self) -> None:
+        ws, transport = self.ws, self.transport
+        if ws is None or transport is None:
+            return
+        chunks = ws.data_to_send()
+        if not transport.is_closing():
+            for chunk in chunks:
+                if chunk:
+                    transport.write(chunk)
+        if ws.close_expected():
+            transport.close()
+
+    def send_frame(self, frame: bytes) -> None:
+        ws = self.ws
+        if ws is not None and ws.state is State.OPEN:
+            ws.send_binary(frame)
+            self._flush()
+
+    def close_transport(self) -> None:
+        ws = self.ws
+        if ws is not None and ws.state is State.OPEN:
+            ws.send_close(CloseCode.NORMAL_CLOSURE)
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def eof_received(self) -> bool:
+        if self.ws is not None:
+            self.ws.receive_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.hub.closed(self)
+        self.ws = None
+        self._message = None
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self.hub.pause(self)
+
+    def resume_writing(self) -> None:
+        self.hub.resume(self)
+
+
+async def start_ws_server(hub: Hub, sock: socket.socket) -> asyncio.AbstractServer:
+    return await hub.loop.create_server(hub.channel_class(WsChannel), sock=sock)

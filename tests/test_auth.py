@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import pytest
+
+from mpim.auth import Authenticator, AuthError, check_room_id, mint
+
+SECRET = "test-secret-" + "x" * 56
+
+
+def test_json_mode_accepts_goim_token() -> None:
+    token = b'{"mid":123,"key":"","room_id":"live://1000","platform":"web","accepts":[1000,1001,1002]}'
+    ident = Authenticator("json").verify(token)
+    assert ident.mid == 123 and ident.key == "" and ident.room == "live://1000"
+    assert ident.platform == "web" and ident.accepts == frozenset({1000, 1001, 1002})
+
+
+def test_json_mode_minimal_token() -> None:
+    ident = Authenticator("json").verify(b"{}")
+    assert ident.mid == 0 and ident.room == "" and ident.accepts == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (b"not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[1,2]", "not a JSON object"),
+        (b'{"mid":"12"}', "mid '12' is not an int64"),
+        (b'{"mid":1e3}', "not an int64"),
+        (b'{"mid":99999999999999999999}', "not an int64"),
+        (b'{"key":5}', "key 5 is not a string"),
+        (b'{"accepts":[1,"x"]}', "not an int32"),
+        (b'{"accepts":[4294967296]}', "not an int32"),
+        (b'{"accepts":7}', "must be a list"),
+        (b'{"room_id":"a\\u0000b"}', "without NUL"),
+        (json.dumps({"room_id": "r" * 300}).encode(), "at most 256 bytes"),
+        (json.dumps({"key": "k" * 200}).encode(), "longer than 128"),
+    ],
+)
+def test_json_mode_rejects_malformed(token: bytes, reason: str) -> None:
+    with pytest.raises(AuthError, match=reason):
+        Authenticator("json").verify(token)
+
+
+def test_jwt_round_trip() -> None:
+    token = mint(SECRET, 42, room="live://7", key="k1", platform="ios", accepts=(1000,))
+    ident = Authenticator("jwt", SECRET).verify(token.encode())
+    assert (ident.mid, ident.key, ident.room, ident.platform) == (42, "k1", "live://7", "ios")
+    assert ident.accepts == frozenset({1000})
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (mint("another-secret-of-at-least-32-bytes!", 1), "Signature verification failed"),
+        (mint(SECRET, 1, ttl=-10), "expired"),
+        (jwt.encode({"mid": 1}, SECRET, algorithm="HS256"), 'missing the "exp"'),
+        (jwt.encode({"mid": 1, "exp": time.time() + 60}, SECRET, algorithm="HS384"), "alg"),
+        ("a.b.c", "jwt rejected"),
+        ('{"mid":1}', "jwt rejected"),
+    ],
+)
+def test_jwt_rejects(token: str, reason: str) -> None:
+    with pytest.raises(AuthError, match=reason):
+        Authenticator("jwt", SECRET).verify(token.encode())
+
+
+def test_jwt_needs_secret() -> None:
+    with pytest.raises(ValueError):
+        Authenticator("jwt", "")
+
+
+def test_room_id_limits() -> None:
+    assert check_room_id("live://1000") == "live://1000"
+    with pytest.raises(ValueError):
+        check_room_id("x\x00")

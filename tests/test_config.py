@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mpim import config
+from mpim.config import ConfigError
+
+
+def test_defaults_match_goim() -> None:
+    cfg = config.Config()
+    assert cfg.tcp.bind == ["0.0.0.0:3101"]
+    assert cfg.websocket.bind == ["0.0.0.0:3102"]
+    assert cfg.http.bind == "0.0.0.0:3111"
+    assert cfg.protocol.handshake_timeout == 8
+    assert cfg.protocol.heartbeat == 240 and cfg.protocol.heartbeat_max == 2
+    assert cfg.protocol.max_body == 4096
+    assert cfg.heartbeat_timeout == 480
+
+
+def test_shipped_config_toml_loads_and_equals_defaults() -> None:
+    path = Path(__file__).resolve().parent.parent / "config.toml"
+    cfg = config.load(path)
+    assert cfg.source == str(path)
+    defaults = config.Config(source=str(path))
+    assert cfg == defaults
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[protocol]\nheartbeat = -1\n", "[protocol] heartbeat: -1.0 is below the minimum"),
+        ("[protocol]\nheartbeat = 'long'\n", "[protocol] heartbeat: expected a number"),
+        ("[protocol]\nheartbeet = 1\n", "[protocol] heartbeet: unknown key"),
+        ("[protocl]\n", "[protocl]: unknown section"),
+        ("[server]\nworkers = 1.5\n", "[server] workers: expected an integer"),
+        ("[server]\nworkers = true\n", "[server] workers: expected an integer"),
+        ("[tcp]\nbind = '0.0.0.0:1'\n", "[tcp] bind: expected a list of strings"),
+        ("[tcp]\nbind = ['nowhere']\n", "[tcp] bind: 'nowhere' is not host:port"),
+        ("[websocket]\nbind = ['1.2.3.4:70000']\n", "port 70000 is out of range"),
+        ("[auth]\nmode = 'jwt'\n", "[auth] secret: required"),
+        ("[auth]\nmode = 'ldap'\n", "[auth] mode: 'ldap' is not one of jwt, json"),
+        ("[websocket]\necho_path = 'echo'\n", "must start with '/'"),
+        ("[room]\nbatch = 0\n", "[room] batch: 0 is below the minimum 1"),
+        ("protocol = 3\n", "[protocol] must be a table"),
+        ("[protocol\n", "not valid TOML"),
+    ],
+)
+def test_bad_values_name_file_key_and_reason(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(path) in str(info.value)
+    assert message in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "absent.toml")
+
+
+def test_ints_accepted_for_seconds(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, "[protocol]\nheartbeat = 30\nhandshake_timeout = 0.5\n"))
+    assert cfg.protocol.heartbeat == 30.0 and isinstance(cfg.protocol.heartbeat, float)
+    assert cfg.protocol.handshake_timeout == 0.5
+
+
+def test_replace_validates() -> None:
+    cfg = config.replace(config.Config(), protocol={"heartbeat": 5})
+    assert cfg.protocol.heartbeat == 5
+    with pytest.raises(ConfigError):
+        config.replace(cfg, protocol={"heartbeat": 0})
+
+
+def test_worker_count_zero_means_cpus() -> None:
+    assert config.Config().worker_count() >= 1
+    assert config.replace(config.Config(), server={"workers": 3}).worker_count() == 3

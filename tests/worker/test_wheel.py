@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from mpim.worker.wheel import TimingWheel, WheelItem
+
+
+class Item:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.expires = 0
+        self.wheel_slot = -1
+
+
+def make() -> tuple[TimingWheel, list[str]]:
+    expired: list[str] = []
+
+    def on_expire(item: WheelItem) -> None:
+        expired.append(item.name)  # type: ignore[attr-defined]
+
+    return TimingWheel(1.0, on_expire), expired
+
+
+def test_expires_after_deadline() -> None:
+    wheel, expired = make()
+    wheel.add(Item("a"), 3)
+    wheel.add(Item("b"), 1)
+    wheel.advance()
+    assert expired == ["b"]
+    wheel.advance()
+    assert expired == ["b"]
+    wheel.advance()
+    assert expired == ["b", "a"]
+    assert len(wheel) == 0
+
+
+def test_extend_defers_without_refiling_each_time() -> None:
+    wheel, expired = make()
+    item = Item("a")
+    wheel.add(item, 2)
+    slot = item.wheel_slot
+    wheel.advance()
+    for _ in range(10):
+        wheel.extend(item, 2)  # heartbeats: no set operations
+        assert item.wheel_slot == slot
+    wheel.advance()  # old slot due: re-filed, not expired
+    assert expired == [] and item.wheel_slot == 3
+    wheel.advance()
+    assert expired == ["a"]
+
+
+def test_remove() -> None:
+    wheel, expired = make()
+    item = Item("a")
+    wheel.add(item, 1)
+    wheel.remove(item)
+    wheel.remove(item)
+    wheel.advance()
+    assert expired == [] and len(wheel) == 0
+
+
+def test_items_lists_everything_filed() -> None:
+    wheel, _ = make()
+    items = [Item(str(i)) for i in range(5)]
+    for i, item in enumerate(items):
+        wheel.add(item, i + 1)
+    assert {x.name for x in wheel.items()} == {"0", "1", "2", "3", "4"}  # type: ignore[attr-defined]
+
+
+def test_fractional_seconds_round_up() -> None:
+    wheel = TimingWheel(0.25, lambda item: None)
+    assert wheel.ticks(0.1) == 1 and wheel.ticks(1.0) == 4 and wheel.ticks(1.01) == 5
