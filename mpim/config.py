@@ -40,6 +40,9 @@ class ServerSection:
     run_dir: str = _opt("", doc="directory for ipc sockets; empty = a private temp dir")
     worker_timeout: float = _opt(30.0, lo=1.0, hi=3600.0, doc="hung-worker kill, seconds")
     name: str = _opt("", doc="server name reported to the router; empty = hostname")
+    reload_drain_timeout: float = _opt(
+        300.0, lo=0.0, hi=86400.0, doc="after a reload, old workers serve their clients this long"
+    )
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,41 @@ class WebSocketSection:
 class HttpSection:
     bind: str = _opt("0.0.0.0:3111")
     max_body: int = _opt(1 << 20, lo=0, hi=1 << 28, doc="largest push body, bytes")
+    max_header: int = _opt(8192, lo=256, hi=1 << 20, doc="largest request line + headers, bytes")
+    idle_timeout: float = _opt(60.0, lo=0.1, hi=86400.0, doc="close idle keep-alive connections")
+
+
+@dataclass(frozen=True)
+class BusSection:
+    in_endpoint: str = _opt("", doc="XSUB endpoint publishers connect to; empty = ipc in run_dir")
+    out_endpoint: str = _opt("", doc="XPUB endpoint workers subscribe to; empty = ipc in run_dir")
+    hwm: int = _opt(100000, lo=100, hi=10_000_000, doc="messages queued per peer before dropping")
+
+
+@dataclass(frozen=True)
+class RouterSection:
+    endpoint: str = _opt("", doc="PULL endpoint workers report to; empty = ipc in run_dir")
+    report_interval: float = _opt(1.0, lo=0.05, hi=60.0, doc="worker liveness report period")
+    worker_expiry: float = _opt(10.0, lo=0.2, hi=3600.0, doc="silent worker: drop its sessions")
+    sweep_interval: float = _opt(1.0, lo=0.05, hi=60.0, doc="expiry sweep period")
+    online_interval: float = _opt(5.0, lo=0.05, hi=10.0, doc="room counts sent to workers")
+    receive_hook: str = _opt("", doc="module:function for client messages; empty = log")
+
+
+@dataclass(frozen=True)
+class IngressSection:
+    zmq_bind: str = _opt("tcp://127.0.0.1:3112", doc="ZeroMQ ROUTER push ingress; empty = off")
+
+
+@dataclass(frozen=True)
+class NodesSection:
+    domain: str = _opt("", doc="goim nodes/weighted domain; empty = server name")
+    addresses: list[str] = _opt([], doc="nodes for non-web platforms; empty = [domain]")
+    wss_port: int = _opt(3103, lo=0, hi=65535)
+    backoff_max_delay: int = _opt(300, lo=0, hi=86400)
+    backoff_base_delay: int = _opt(3, lo=0, hi=86400)
+    backoff_factor: float = _opt(1.8, lo=1.0, hi=100.0)
+    backoff_jitter: float = _opt(1.3, lo=0.0, hi=100.0)
 
 
 @dataclass(frozen=True)
@@ -110,6 +148,10 @@ class Config:
     channel: ChannelSection = field(default_factory=ChannelSection)
     room: RoomSection = field(default_factory=RoomSection)
     log: LogSection = field(default_factory=LogSection)
+    bus: BusSection = field(default_factory=BusSection)
+    router: RouterSection = field(default_factory=RouterSection)
+    ingress: IngressSection = field(default_factory=IngressSection)
+    nodes: NodesSection = field(default_factory=NodesSection)
     source: str = "<defaults>"
 
     @property
@@ -179,6 +221,26 @@ def _check_addresses(source: str, cfg: Config) -> None:
         raise ConfigError(f"{source}: [websocket] echo_path: must differ from path")
 
 
+_ZMQ_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+
+def _check_cluster(source: str, cfg: Config) -> None:
+    """ZeroMQ endpoints and the receive hook (bus, router, ingress)."""
+    for where, value in (
+        ("[bus] in_endpoint", cfg.bus.in_endpoint),
+        ("[bus] out_endpoint", cfg.bus.out_endpoint),
+        ("[router] endpoint", cfg.router.endpoint),
+        ("[ingress] zmq_bind", cfg.ingress.zmq_bind),
+    ):
+        if value and not value.startswith(_ZMQ_SCHEMES):
+            raise ConfigError(f"{source}: {where}: {value!r} is not a tcp://, ipc:// or inproc:// endpoint")
+    hook = cfg.router.receive_hook
+    if hook:
+        module, sep, func = hook.partition(":")
+        if not sep or not module or not func.isidentifier():
+            raise ConfigError(f"{source}: [router] receive_hook: {hook!r} is not module:function")
+
+
 def parse_address(addr: str) -> tuple[str, int]:
     """``"host:port"`` (``[v6]:port`` for IPv6) -> (host, port)."""
     host, sep, port_text = addr.rpartition(":")
@@ -203,6 +265,7 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
         sections[name] = _build_section(source, name, SECTIONS[name], table)
     cfg = Config(**sections, source=source)
     _check_addresses(source, cfg)
+    _check_cluster(source, cfg)
     return cfg
 
 

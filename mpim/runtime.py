@@ -6,8 +6,13 @@ before forking; every child derives the same ZeroMQ endpoints from it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mpim.config import Config
 
 
 @dataclass(frozen=True)
@@ -26,3 +31,16 @@ class Endpoints:
             bus_out=f"ipc://{base}/bus-out",
             router=f"ipc://{base}/router",
         )
+
+    def configured(self, cfg: Config) -> Endpoints:
+        """These endpoints with the ones ``[bus]`` / ``[router]`` set explicitly (multi-host)."""
+        changes = {
+            name: value
+            for name, value in (
+                ("bus_in", cfg.bus.in_endpoint),
+                ("bus_out", cfg.bus.out_endpoint),
+                ("router", cfg.router.endpoint),
+            )
+            if value
+        }
+        return dataclasses.replace(self, **changes) if changes else self

@@ -130,3 +130,17 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(5)
+
+
+def local_config(**sections: dict[str, Any]) -> Any:
+    """A validated Config listening on fresh loopback ports, with overrides."""
+    from mpim import config
+
+    base: dict[str, dict[str, Any]] = {
+        "tcp": {"bind": [f"127.0.0.1:{free_port()}"]},
+        "websocket": {"bind": [f"127.0.0.1:{free_port()}"]},
+        "http": {"bind": f"127.0.0.1:{free_port()}"},
+    }
+    for name, table in sections.items():
+        base.setdefault(name, {}).update(table)
+    return config.replace(config.Config(), **base)

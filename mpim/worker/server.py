@@ -62,6 +62,11 @@ class Worker:
         if cfg.auth.mode == "json":
             log.warning("auth mode is json: clients are trusted, tokens are not verified")
 
+    def stop_accepting(self) -> None:
+        """Close the listeners only; connected clients keep being served (a retired generation)."""
+        for server in self._servers:
+            server.close()
+
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 

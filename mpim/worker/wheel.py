@@ -47,8 +47,17 @@ class TimingWheel:
         self._size += 1
 
     def extend(self, item: WheelItem, seconds: float) -> None:
-        """Push the deadline out; no set operation, the wheel re-files it lazily."""
-        item.expires = self.now + self.ticks(seconds)
+        """Move the deadline. Later: one integer store, the wheel re-files it lazily.
+        Earlier than the slot it is filed under (auth with a heartbeat timeout shorter
+        than the handshake timeout): re-filed now."""
+        item.expires = expires = self.now + self.ticks(seconds)
+        if expires < item.wheel_slot:
+            slot = self._slots.get(item.wheel_slot)
+            if slot is not None and item in slot:
+                slot.remove(item)
+                if not slot:
+                    del self._slots[item.wheel_slot]
+                self._file(item, expires)
 
     def remove(self, item: WheelItem) -> None:
         slot = self._slots.get(item.wheel_slot)

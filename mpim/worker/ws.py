@@ -87,8 +87,11 @@ class WsChannel(Channel, asyncio.Protocol):
             self.hub.reject(self, exc.reason)
         except UnicodeDecodeError as exc:
             ws.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
-        if ws.parser_exc is not None and self.state != CLOSED and self._mode != _ECHO:
-            self.hub.reject(self, f"websocket: {ws.parser_exc}")
+        if self.state != CLOSED and self._mode != _ECHO:
+            if ws.handshake_exc is not None:
+                self.hub.reject(self, f"websocket handshake failed: {ws.handshake_exc}")
+            elif ws.parser_exc is not None:
+                self.hub.reject(self, f"websocket: {ws.parser_exc}")
         self._flush()
 
     def _upgrade(self, ws: ServerProtocol, request: Request) -> None:

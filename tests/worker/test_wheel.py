@@ -68,3 +68,14 @@ def test_items_lists_everything_filed() -> None:
 def test_fractional_seconds_round_up() -> None:
     wheel = TimingWheel(0.25, lambda item: None)
     assert wheel.ticks(0.1) == 1 and wheel.ticks(1.0) == 4 and wheel.ticks(1.01) == 5
+
+
+def test_extend_to_an_earlier_deadline_refiles_at_once() -> None:
+    wheel, expired = make()
+    item = Item("a")
+    wheel.add(item, 10)
+    wheel.extend(item, 2)
+    assert item.wheel_slot == 2
+    wheel.advance()
+    wheel.advance()
+    assert expired == ["a"] and len(wheel) == 0

@@ -1,0 +1,210 @@
+"""Every malformed input closes only the offending connection, cleanly, with one log
+line; the worker keeps serving everyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from mpim.proto import Op, encode
+from tests.worker.harness import Running, run, serving
+
+
+def header(pack_len: int, header_len: int = 16, op: int = Op.HEARTBEAT) -> bytes:
+    return struct.pack(">ihhii", pack_len, header_len, 1, op, 1)
+
+
+AUTH = encode(Op.AUTH, b'{"mid":1}', seq=1)
+BAD_FRAMES = {
+    "packLen below 16": (header(15), "packLen 15 < 16"),
+    "packLen negative": (header(-5), "packLen -5 < 16"),
+    "packLen over max body": (header(16 + 4097) + b"x" * 4097, "packLen 4113 > 16 + max body 4096"),
+    "packLen huge": (header(0x7FFFFFF0), "> 16 + max body"),
+    "headerLen short": (header(20, header_len=12) + b"abcd", "headerLen 12 != 16"),
+    "headerLen long": (header(20, header_len=18) + b"abcd", "headerLen 18 != 16"),
+}
+
+
+async def bystander(srv: Running) -> object:
+    return await srv.authed("tcp", mid=100, room_id="live://calm")
+
+
+async def still_served(srv: Running, client: object) -> None:
+    from mpim.client import Client
+
+    assert isinstance(client, Client)
+    assert await client.heartbeat() == 1
+    assert srv.hub.push_room("live://calm", 1000, b"fine")
+    frame = await client.recv_push()
+    assert frame.body == b"fine"
+
+
+def closing_lines(caplog: pytest.LogCaptureFixture, reason: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if reason in r.getMessage()]
+
+
+@pytest.mark.parametrize("case", list(BAD_FRAMES))
+@pytest.mark.parametrize("authed", [False, True])
+def test_bad_tcp_frame(case: str, authed: bool, caplog: pytest.LogCaptureFixture) -> None:
+    data, reason = BAD_FRAMES[case]
+
+    async def scenario() -> None:
+        async with serving() as srv:
+            calm = await bystander(srv)
+            client = await srv.tcp_client()
+            if authed:
+                await client.auth({"mid": 2})
+            await client.send_raw(data)
+            assert await client.expect_closed() == []
+            await still_served(srv, calm)
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    assert len(closing_lines(caplog, reason)) == 1
+
+
+@pytest.mark.parametrize("case", list(BAD_FRAMES))
+def test_bad_websocket_frame(case: str, caplog: pytest.LogCaptureFixture) -> None:
+    data, reason = BAD_FRAMES[case]
+
+    async def scenario() -> None:
+        async with serving() as srv:
+            calm = await bystander(srv)
+            client = await srv.ws_client()
+            await client.auth({"mid": 2})
+            await client.send_raw(data)
+            assert await client.expect_closed() == []
+            await still_served(srv, calm)
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    assert len(closing_lines(caplog, reason)) == 1
+
+
+def test_tcp_stream_truncated_at_close(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with serving() as srv:
+            calm = await bystander(srv)
+            loop = asyncio.get_running_loop()
+            sock = socket.create_connection(srv.tcp)
+            sock.setblocking(False)
+            await loop.sock_sendall(sock, AUTH + encode(Op.HEARTBEAT, b"")[:9])
+            await asyncio.sleep(0.1)
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := await asyncio.wait_for(loop.sock_recv(sock, 4096), 5):
+                data += chunk
+            sock.close()
+            assert data == encode(Op.AUTH_REPLY, seq=1)
+            await still_served(srv, calm)
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    assert len(closing_lines(caplog, "stream closed inside a frame (9 bytes pending)")) == 1
+
+
+def test_websocket_message_ending_inside_a_frame(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with serving() as srv:
+            calm = await bystander(srv)
+            client = await srv.ws_client()
+            await client.auth({"mid": 2})
+            await client.send_raw(encode(Op.HEARTBEAT) + encode(Op.SEND_MSG, b"abc")[:18])
+            got = await client.expect_closed()
+            assert got == []  # the whole message is refused before any frame of it is served
+            await still_served(srv, calm)
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    assert len(closing_lines(caplog, "message ends inside a frame")) == 1
+
+
+def test_websocket_several_frames_in_one_message_and_fragments() -> None:
+    async def scenario() -> None:
+        async with serving() as srv:
+            async with ws_connect(srv.ws_url) as conn:
+                await conn.send(encode(Op.AUTH, b'{"mid":3}', seq=1) + encode(Op.HEARTBEAT, seq=2))
+                replies = [await asyncio.wait_for(conn.recv(), 5) for _ in range(2)]
+                assert [r[8:12] for r in replies] == [b"\x00\x00\x00\x08", b"\x00\x00\x00\x03"]
+                frame = encode(Op.HEARTBEAT, seq=3)
+                await conn.send([frame[:5], frame[5:11], frame[11:]])  # one fragmented message
+                reply = await asyncio.wait_for(conn.recv(), 5)
+                assert isinstance(reply, bytes) and reply[8:16] == b"\x00\x00\x00\x03\x00\x00\x00\x03"
+
+    run(scenario)
+
+
+def test_websocket_message_over_limit_closes_1009() -> None:
+    async def scenario() -> None:
+        async with serving(websocket={"max_message": 1024}) as srv:
+            calm = await bystander(srv)
+            async with ws_connect(srv.ws_url, max_size=None) as conn:
+                await conn.send(encode(Op.AUTH, b'{"mid":3}', seq=1))
+                await asyncio.wait_for(conn.recv(), 5)
+                await conn.send(b"\x00" * 2000)
+                with pytest.raises(ConnectionClosed) as info:
+                    await asyncio.wait_for(conn.recv(), 5)
+                assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+            await still_served(srv, calm)
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("path", ["/", "/other", "/sub/more"])
+def test_websocket_unknown_path_is_404(path: str) -> None:
+    async def scenario() -> None:
+        async with serving() as srv:
+            calm = await bystander(srv)
+            url = srv.ws_url.rsplit("/", 1)[0] + path
+            with pytest.raises(InvalidStatus) as info:
+                await ws_connect(url)
+            assert info.value.response.status_code == 404
+            await still_served(srv, calm)
+
+    run(scenario)
+
+
+def test_plain_http_on_websocket_port_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with serving() as srv:
+            calm = await bystander(srv)
+            host, port = srv.ws_url.split("/")[2].split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET /sub HTTP/1.1\r\nHost: x\r\n\r\n")
+            response = await asyncio.wait_for(reader.read(), 5)
+            assert response.startswith(b"HTTP/1.1 426") or response.startswith(b"HTTP/1.1 400")
+            writer.close()
+            reader2, writer2 = await asyncio.open_connection(host, int(port))
+            writer2.write(b"\x16\x03\x01garbage-not-http\r\n\r\n")
+            assert await asyncio.wait_for(reader2.read(), 5) == b""  # closed without a reply
+            writer2.close()
+            await still_served(srv, calm)
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    assert len(closing_lines(caplog, "websocket handshake failed: missing Connection")) == 1
+    assert len(closing_lines(caplog, "handshake failed: did not receive a valid HTTP")) == 1
+
+
+def test_abrupt_disconnects_leave_no_trace() -> None:
+    async def scenario() -> None:
+        async with serving() as srv:
+            calm = await bystander(srv)
+            loop = asyncio.get_running_loop()
+            for payload in (b"", AUTH, AUTH + b"\x00\x00"):
+                sock = socket.create_connection(srv.tcp)
+                sock.setblocking(False)
+                if payload:
+                    await loop.sock_sendall(sock, payload)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # RST
+            await srv.settle(lambda: srv.hub.connections == 1)
+            await still_served(srv, calm)
+
+    run(scenario)
