@@ -87,4 +87,4 @@ class Backoff:
         self._failures[key] = failures
         if failures <= 1:
             return 0.0
-        return min(self.cap, self.first * 2 ** (failures - 2))
+        return min(self.cap, self.first * 2.0 ** (failures - 2))

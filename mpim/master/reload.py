@@ -2,8 +2,9 @@
 
 Every valid reload starts a new generation of workers, so every worker setting
 applies to new connections. The router is restarted only when a section it reads
-changed. The bus is never restarted: its endpoints live in ``[server] run_dir``,
-which cannot change while the master runs.
+changed. The bus is never restarted, and its endpoints (``[server] run_dir``,
+``[bus] in_endpoint`` / ``out_endpoint``) cannot change while the master runs: a
+reload keeps the running values and says so.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import dataclasses
 
 from mpim.config import Config
 
-# Sections the router process reads; a change restarts it. Sections that do not
-# exist (yet) compare equal, so the router/ingress work can list its own here.
-ROUTER_SECTIONS = ("http", "router", "ingress", "redis")
+# Sections the router process reads; a change restarts it. Names that are not
+# sections (yet) compare equal, so new router settings only need adding here.
+ROUTER_SECTIONS = ("http", "router", "ingress", "nodes", "bus")
+# (section, key) pairs that locate the bus: pinned to their running values.
+BUS_KEYS = (("server", "run_dir"), ("bus", "in_endpoint"), ("bus", "out_endpoint"))
 
 
 def changed_sections(old: Config, new: Config) -> list[str]:
@@ -30,5 +33,15 @@ def router_changed(old: Config, new: Config) -> bool:
     return any(getattr(old, name, None) != getattr(new, name, None) for name in ROUTER_SECTIONS)
 
 
-def run_dir_changed(old: Config, new: Config) -> bool:
-    return old.server.run_dir != new.server.run_dir
+def pin_bus_keys(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """``new`` with the bus location of ``old``, and the keys that were put back (``[bus] in_endpoint``)."""
+    pinned: list[str] = []
+    for section, key in BUS_KEYS:
+        old_section, new_section = getattr(old, section, None), getattr(new, section, None)
+        if old_section is None or new_section is None:
+            continue
+        if getattr(old_section, key) != getattr(new_section, key):
+            pinned.append(f"[{section}] {key}")
+            new_section = dataclasses.replace(new_section, **{key: getattr(old_section, key)})
+            new = dataclasses.replace(new, **{section: new_section})
+    return new, pinned

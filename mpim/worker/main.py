@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 import uvloop
+from setproctitle import setproctitle
 
 from mpim import config as config_mod
 from mpim import log as mlog
 from mpim.config import Config, ConfigError
 from mpim.listen import BindError
+from mpim.master.status import BEAT, EXIT_BOOT_ERROR, READY, TOLD, StatusWriter
+from mpim.runtime import Endpoints
 from mpim.worker.server import Worker
+from mpim.worker.zlink import make_cluster_link
 
 log = logging.getLogger("mpim.worker")
 
-EXIT_BOOT_ERROR = 3
+__all__ = ["EXIT_BOOT_ERROR", "run_standalone", "run_worker"]
 
 
 async def _serve_standalone(cfg: Config, path: str | None) -> int:
@@ -53,3 +58,72 @@ async def _serve_standalone(cfg: Config, path: str | None) -> int:
 def run_standalone(cfg: Config, path: str | None) -> int:
     mlog.setup(cfg.log.level, cfg.log.file, "worker")
     return uvloop.run(_serve_standalone(cfg, path))
+
+
+# -- under the master ------------------------------------------------------------------
+
+
+async def _beat(worker: Worker, status: StatusWriter, interval: float) -> None:
+    """Tell the master the loop is alive; stop serving if the master is gone."""
+    while status.send(BEAT):
+        await asyncio.sleep(interval)
+    log.warning("%s: the master is gone; stopping", worker.name)
+    worker.stop(True)
+
+
+async def _retire(worker: Worker, slot: int) -> None:
+    """Old generation after a reload: stop accepting, serve the clients until they leave."""
+    loop = asyncio.get_running_loop()
+    limit = worker.cfg.server.reload_drain_timeout
+    worker.stop_accepting()
+    setproctitle(f"mpim: worker {slot} (retiring)")
+    log.info(
+        "%s retiring: not accepting; %d clients may stay up to %gs",
+        worker.name,
+        worker.hub.connections,
+        limit,
+    )
+    deadline = loop.time() + limit
+    while worker.hub.connections and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+    worker.stop(True)
+
+
+async def _serve_supervised(cfg: Config, endpoints: Endpoints, slot: int, status: StatusWriter) -> int:
+    loop = asyncio.get_running_loop()
+    name = f"worker {slot}"
+    # The link name is unique per process: old and new generations overlap during a reload.
+    link = make_cluster_link(cfg, endpoints, f"{slot}.{os.getpid()}")
+    worker = Worker(cfg, loop, name=name, link=link)
+    link.attach(worker.hub)
+
+    def drained(told: int) -> None:
+        status.send(f"{TOLD} {told}")
+
+    worker.on_drained = drained
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        try:
+            await worker.start()
+        except BindError as exc:
+            log.error("%s cannot start: %s", name, exc)
+            return EXIT_BOOT_ERROR
+        loop.add_signal_handler(signal.SIGTERM, worker.stop, True)
+        loop.add_signal_handler(signal.SIGINT, worker.stop, False)
+        loop.add_signal_handler(signal.SIGQUIT, worker.stop, False)
+        loop.add_signal_handler(signal.SIGUSR1, mlog.reopen)
+        loop.add_signal_handler(signal.SIGUSR2, lambda: tasks.append(loop.create_task(_retire(worker, slot))))
+        tasks.append(loop.create_task(_beat(worker, status, cfg.server.worker_timeout / 4)))
+        status.send(READY)
+        log.debug("%s bound and serving", name)
+        await worker.wait_stopped()
+        return 0
+    finally:
+        for task in tasks:
+            task.cancel()
+        await link.close()
+
+
+def run_worker(cfg: Config, endpoints: Endpoints, slot: int, status_fd: int) -> int:
+    """Entry of a worker forked by the master (logging and title are already set)."""
+    return uvloop.run(_serve_supervised(cfg, endpoints, slot, StatusWriter(status_fd)))

@@ -1,0 +1,406 @@
+"""The arbiter's decisions: what to fork, signal or kill, and when.
+
+It makes no system call itself: a :class:`Host` forks and signals, a clock tells
+the time, and the master's loop feeds it events (signals, status lines, exits,
+ticks). That keeps every decision testable without forking.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from mpim.config import Config, ConfigError
+from mpim.master import reload, status
+from mpim.master.children import (
+    BOOTING,
+    BUS,
+    READY,
+    RETIRING,
+    ROUTER,
+    STOPPING,
+    WORKER,
+    Backoff,
+    Child,
+    ChildSpec,
+    describe_exit,
+)
+from mpim.master.status import EXIT_BOOT_ERROR
+
+log = logging.getLogger("mpim.master")
+
+# Phases of the master.
+BOOT = "boot"  # the first generation is not bound yet
+RUNNING = "running"
+DRAINING = "draining"  # SIGTERM: workers first, then router, then bus
+QUICK = "quick"  # SIGINT / SIGQUIT / a second SIGTERM / a boot error: everyone at once
+
+STOP_MARGIN = 5.0  # beyond a worker's own drain deadline before SIGKILL
+HELPER_STOP = 10.0  # router and bus: SIGTERM -> SIGKILL
+QUICK_STOP = 5.0  # fast stop: SIGQUIT -> SIGKILL
+
+
+class Host(Protocol):
+    """What the arbiter asks of the operating system (a fake in tests)."""
+
+    def spawn(self, spec: ChildSpec) -> int: ...
+    def kill(self, pid: int, sig: int) -> None: ...
+    def load_config(self) -> Config: ...
+    def configure_logging(self, cfg: Config) -> None: ...
+    def reopen_logs(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PendingReload:
+    generation: int
+    cfg: Config
+
+
+def addresses(cfg: Config) -> str:
+    return ", ".join([f"tcp {a}" for a in cfg.tcp.bind] + [f"ws {a}" for a in cfg.websocket.bind])
+
+
+class Arbiter:
+    def __init__(self, cfg: Config, host: Host, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.host = host
+        self.clock = clock
+        self.children: dict[int, Child] = {}
+        self.phase = BOOT
+        self.generation = 1
+        self.workers_wanted = cfg.worker_count()
+        self.pending: PendingReload | None = None
+        self.exit_code: int | None = None
+        self.told = 0
+        self.backoff = Backoff()
+        self._generations = 1
+        self._respawn_at: dict[tuple[str, int], float] = {}
+        self._router_restart = False
+        self._stop_code = 0
+
+    # -- queries ---------------------------------------------------------------------
+    def live(self, kind: str, generation: int | None = None) -> list[Child]:
+        return [
+            c
+            for c in self.children.values()
+            if c.spec.kind == kind and (generation is None or c.spec.generation == generation)
+        ]
+
+    def _generation_ready(self, generation: int, count: int) -> bool:
+        ready = {c.spec.slot for c in self.live(WORKER, generation) if c.state == READY}
+        return ready.issuperset(range(1, count + 1))
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` has something to do next (None: only events matter)."""
+        times = list(self._respawn_at.values())
+        for child in self.children.values():
+            if child.kill_at is not None:
+                times.append(child.kill_at)
+            if child.is_worker:
+                times.append(child.last_beat + child.spec.cfg.server.worker_timeout)
+        return min(times, default=None)
+
+    # -- events ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._spawn(ChildSpec(BUS, self.cfg))
+        self._spawn(ChildSpec(ROUTER, self.cfg))
+        for slot in range(1, self.workers_wanted + 1):
+            self._spawn(ChildSpec(WORKER, self.cfg, slot, self.generation))
+
+    def signal(self, signum: int) -> None:
+        try:
+            name = signal.Signals(signum).name[3:].lower()
+        except ValueError:
+            return
+        handler: Callable[[], None] | None = getattr(self, f"handle_{name}", None)
+        if handler is not None:
+            handler()
+
+    def message(self, pid: int, line: str) -> None:
+        """A status line from a worker."""
+        child = self.children.get(pid)
+        if child is None:
+            return
+        child.last_beat = self.clock()
+        if line == status.READY:
+            self._on_ready(child)
+        elif line.startswith(status.TOLD + " ") and self.phase in (DRAINING, QUICK):
+            word = line.rsplit(maxsplit=1)[-1]
+            self.told += int(word) if word.isdigit() else 0
+
+    def exited(self, pid: int, code: int) -> None:
+        """A child was reaped; ``code`` < 0 means killed by that signal."""
+        child = self.children.pop(pid, None)
+        if child is None:
+            return
+        spec, how = child.spec, describe_exit(code)
+        if child.state in (STOPPING, RETIRING) or self.phase in (DRAINING, QUICK):
+            gen = f" of generation {spec.generation}" if child.is_worker else ""
+            verb = "retired" if child.state == RETIRING else "stopped"
+            log.info("%s%s %s: %s", child.name, gen, verb, how)
+            if spec.kind == ROUTER and self._router_restart and self.phase == RUNNING:
+                self._router_restart = False
+                self._spawn(ChildSpec(ROUTER, self.cfg))
+        elif self.pending is not None and spec.generation == self.pending.generation:
+            boot = "; a boot error, see its log above" if code == EXIT_BOOT_ERROR else ""
+            self._abandon(f"{child.name} of the new generation {how} before it was ready{boot}")
+        elif code == EXIT_BOOT_ERROR and self.phase == BOOT:
+            log.error("%s failed to boot (%s); see its error above. Stopping.", child.name, how)
+            self._stop_everyone(EXIT_BOOT_ERROR)
+        else:
+            self._schedule_restart(child, how)
+        self._advance_stop()
+
+    def tick(self) -> None:
+        """Kill children past their deadline or heartbeat; restart those whose backoff is over."""
+        now = self.clock()
+        for child in list(self.children.values()):
+            if child.kill_at is not None and now >= child.kill_at:
+                log.warning("%s did not exit in time; killing it", child.name)
+                child.kill_at = None
+                self.host.kill(child.pid, signal.SIGKILL)
+            elif child.is_worker and now - child.last_beat >= child.spec.cfg.server.worker_timeout:
+                log.warning(
+                    "%s is hung: no heartbeat for %.1fs; killing it", child.name, now - child.last_beat
+                )
+                child.last_beat = now
+                self.host.kill(child.pid, signal.SIGKILL)
+        for key, when in list(self._respawn_at.items()):
+            if when <= now:
+                del self._respawn_at[key]
+                self._respawn(*key)
+
+    # -- signals ---------------------------------------------------------------------
+    def handle_chld(self) -> None:
+        """Nothing: the loop reaps after every wake-up."""
+
+    def handle_hup(self) -> None:
+        self.reload()
+
+    def handle_term(self) -> None:
+        if self.phase == DRAINING:
+            log.info("second SIGTERM: stopping now")
+            self._stop_everyone(0)
+        elif self.phase != QUICK:
+            self._drain()
+
+    def handle_int(self) -> None:
+        log.info("SIGINT: stopping now")
+        self._stop_everyone(0)
+
+    def handle_quit(self) -> None:
+        log.info("SIGQUIT: stopping now")
+        self._stop_everyone(0)
+
+    def handle_ttin(self) -> None:
+        if self._busy("SIGTTIN"):
+            return
+        self.workers_wanted += 1
+        log.info("SIGTTIN: workers %d -> %d", self.workers_wanted - 1, self.workers_wanted)
+        self._spawn(ChildSpec(WORKER, self.cfg, self.workers_wanted, self.generation))
+
+    def handle_ttou(self) -> None:
+        if self._busy("SIGTTOU"):
+            return
+        if self.workers_wanted <= 1:
+            log.warning("SIGTTOU ignored: one worker is the minimum")
+            return
+        slot = self.workers_wanted
+        self.workers_wanted -= 1
+        self._respawn_at.pop((WORKER, slot), None)
+        for child in self.live(WORKER, self.generation):
+            if child.spec.slot == slot and child.state in (BOOTING, READY):
+                self._retire(child)
+        log.info("SIGTTOU: workers %d -> %d (worker %d retires)", slot, self.workers_wanted, slot)
+
+    def handle_usr1(self) -> None:
+        self.host.reopen_logs()
+        log.info("reopening log files (master and %d children)", len(self.children))
+        for pid in self.children:
+            self.host.kill(pid, signal.SIGUSR1)
+
+    # -- reload ----------------------------------------------------------------------
+    def reload(self) -> None:
+        if self._busy("reload"):
+            return
+        try:
+            new = self.host.load_config()
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        if self.pending is not None:
+            log.warning("reload: generation %d is still booting; replacing it", self.pending.generation)
+            self._drop_pending()
+        new, pinned = reload.pin_bus_keys(self.cfg, new)
+        changed = ", ".join(reload.changed_sections(self.cfg, new)) or "nothing; replacing workers anyway"
+        self._generations += 1
+        self.pending = PendingReload(self._generations, new)
+        log.info("reload begin: generation %d from %s (changed: %s)", self._generations, new.source, changed)
+        if pinned:
+            log.warning("reload keeps %s: the bus cannot move while the master runs", ", ".join(pinned))
+        for slot in range(1, new.worker_count() + 1):
+            self._spawn(ChildSpec(WORKER, new, slot, self._generations))
+
+    def _promote(self) -> None:
+        """Every worker of the new generation is bound: it serves; the old one retires."""
+        assert self.pending is not None
+        old_cfg, old_generation = self.cfg, self.generation
+        self.cfg, self.generation = self.pending.cfg, self.pending.generation
+        self.workers_wanted = self.cfg.worker_count()
+        self.pending = None
+        self.host.configure_logging(self.cfg)
+        for key in [k for k in self._respawn_at if k[0] == WORKER]:
+            del self._respawn_at[key]
+        old = [c for c in self.live(WORKER) if c.spec.generation != self.generation]
+        retiring = [c for c in old if c.state in (BOOTING, READY)]
+        for child in retiring:
+            self._retire(child)
+        router = ""
+        if reload.router_changed(old_cfg, self.cfg):
+            routers = self.live(ROUTER)
+            for child in routers:
+                self._stop(child, signal.SIGTERM, HELPER_STOP)
+            self._router_restart = bool(routers)
+            router = "; the router restarts for its new settings"
+        log.info(
+            "reload done: generation %d serving with %d workers; %d workers of generation %d retire"
+            " (up to %gs)%s",
+            self.generation,
+            self.workers_wanted,
+            len(retiring),
+            old_generation,
+            old_cfg.server.reload_drain_timeout,
+            router,
+        )
+
+    def _abandon(self, reason: str) -> None:
+        log.error("reload abandoned: %s; generation %d keeps serving", reason, self.generation)
+        self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        if self.pending is None:
+            return
+        for child in self.live(WORKER, self.pending.generation):
+            self._stop(child, signal.SIGTERM, child.spec.cfg.server.graceful_timeout + STOP_MARGIN)
+        self.pending = None
+
+    # -- stopping --------------------------------------------------------------------
+    def _drain(self) -> None:
+        self.phase = DRAINING
+        self._respawn_at.clear()
+        self._router_restart = False
+        self.pending = None
+        workers = self.live(WORKER)
+        log.info(
+            "drain begin: %d workers stop accepting and tell their clients to disconnect (up to %gs)",
+            len(workers),
+            self.cfg.server.graceful_timeout,
+        )
+        for child in workers:
+            self._stop(child, signal.SIGTERM, child.spec.cfg.server.graceful_timeout + STOP_MARGIN)
+        self._advance_stop()
+
+    def _stop_everyone(self, code: int) -> None:
+        if self.phase == QUICK:
+            return
+        self.phase = QUICK
+        self._stop_code = code
+        self._respawn_at.clear()
+        self._router_restart = False
+        self.pending = None
+        for child in self.children.values():
+            self._stop(child, signal.SIGQUIT, QUICK_STOP)
+        self._advance_stop()
+
+    def _advance_stop(self) -> None:
+        """Drain order: workers, then the router, then the bus; then exit."""
+        if self.phase not in (DRAINING, QUICK) or self.exit_code is not None:
+            return
+        if self.live(WORKER):
+            return
+        for kind in (ROUTER, BUS):
+            helpers = self.live(kind)
+            for child in helpers:
+                if child.state != STOPPING:
+                    self._stop(child, signal.SIGTERM, HELPER_STOP)
+            if helpers:
+                return
+        self.exit_code = self._stop_code
+        if self.phase == DRAINING:
+            log.info("drain done: told %d clients to disconnect (op 6); exit %d", self.told, self.exit_code)
+        else:
+            log.info("stopped: told %d clients to disconnect (op 6); exit %d", self.told, self.exit_code)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _busy(self, what: str) -> bool:
+        if self.phase == RUNNING and (self.pending is None or what == "reload"):
+            return False
+        why = "a reload is in progress" if self.phase == RUNNING else f"the master is {self.phase}"
+        if self.phase == BOOT:
+            why = "the first workers are still booting"
+        log.warning("%s ignored: %s", what, why)
+        return True
+
+    def _spawn(self, spec: ChildSpec) -> Child:
+        now = self.clock()
+        pid = self.host.spawn(spec)
+        child = Child(spec, pid, now, now, BOOTING if spec.kind == WORKER else READY)
+        self.children[pid] = child
+        if child.is_worker:
+            log.debug("forked %s for generation %d", child.name, spec.generation)
+        else:
+            log.info("%s started", child.name)
+        return child
+
+    def _on_ready(self, child: Child) -> None:
+        if child.state != BOOTING:
+            return
+        child.state = READY
+        log.info("%s up (generation %d)", child.name, child.spec.generation)
+        if self.phase == BOOT and self._generation_ready(self.generation, self.workers_wanted):
+            self.phase = RUNNING
+            log.info("bound: %s; %d workers serving", addresses(self.cfg), self.workers_wanted)
+        pending = self.pending
+        if pending and self._generation_ready(pending.generation, pending.cfg.worker_count()):
+            self._promote()
+
+    def _retire(self, child: Child) -> None:
+        """An old worker stops accepting but serves its clients until they leave or the deadline."""
+        if child.state == BOOTING:
+            self._stop(child, signal.SIGTERM, child.spec.cfg.server.graceful_timeout + STOP_MARGIN)
+            return
+        srv = child.spec.cfg.server
+        child.state = RETIRING
+        child.kill_at = self.clock() + srv.reload_drain_timeout + srv.graceful_timeout + STOP_MARGIN
+        self.host.kill(child.pid, signal.SIGUSR2)
+
+    def _stop(self, child: Child, sig: int, timeout: float) -> None:
+        child.state = STOPPING
+        deadline = self.clock() + timeout
+        child.kill_at = deadline if child.kill_at is None else min(child.kill_at, deadline)
+        self.host.kill(child.pid, sig)
+
+    def _schedule_restart(self, child: Child, how: str) -> None:
+        spec = child.spec
+        if child.is_worker and (spec.generation != self.generation or spec.slot > self.workers_wanted):
+            log.info("%s %s", child.name, how)
+            return
+        key = (spec.kind, spec.slot)
+        delay = self.backoff.delay(key, self.clock() - child.started)
+        self._respawn_at[key] = self.clock() + delay
+        log.warning("%s %s; restarting %s", child.name, how, f"in {delay:g}s" if delay else "now")
+
+    def _respawn(self, kind: str, slot: int) -> None:
+        if self.phase not in (BOOT, RUNNING):
+            return
+        if kind != WORKER:
+            if not self.live(kind):
+                self._spawn(ChildSpec(kind, self.cfg))
+            return
+        serving = [c for c in self.live(WORKER, self.generation) if c.spec.slot == slot]
+        if slot <= self.workers_wanted and not any(c.state in (BOOTING, READY) for c in serving):
+            self._spawn(ChildSpec(WORKER, self.cfg, slot, self.generation))
