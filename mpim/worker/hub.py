@@ -84,7 +84,7 @@ class Hub:
 
     def channel_class(self, base: type[Any]) -> type[Any]:
         """A subclass of an adapter bound to this hub (a class attribute, no per-connection cost)."""
-        return type(base.__name__, (base,), {"__slots__": (), "hub": self})
+        return type(base.__name__, (base,), {"__slots__": (), "hub": self, "__module__": base.__module__})
 
     def __iter__(self) -> Iterator[Channel]:
         """Every open connection, authenticated or not."""

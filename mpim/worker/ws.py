@@ -131,7 +131,7 @@ class WsChannel(Channel, asyncio.Protocol):
                 self.on_frame(goim_frame)
                 if self.state == CLOSED:
                     return
-        elif self._mode == _ECHO and self.ws is not None:
+        elif self._mode == _ECHO and self.ws is not None and self.ws.state is State.OPEN:
             if opcode is Opcode.TEXT:
                 payload.decode("utf-8")  # raises UnicodeDecodeError -> close 1007
                 self.ws.send_text(payload)
