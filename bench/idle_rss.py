@@ -121,7 +121,9 @@ class WsIdle(asyncio.Protocol):
             self.done.set_exception(ConnectionError("closed before auth reply"))
 
 
-async def open_idle(kind: str, port: int, start: int, count: int, inflight: int = 200) -> list[asyncio.BaseTransport]:
+async def open_idle(
+    kind: str, port: int, start: int, count: int, inflight: int = 200
+) -> list[asyncio.BaseTransport]:
     loop = asyncio.get_running_loop()
     url = f"ws://127.0.0.1:{port}/sub"
     sem = asyncio.Semaphore(inflight)
@@ -211,7 +213,9 @@ def measure(kind: str, conns: int, procs: int, warmup: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd")
     client = sub.add_parser("client")
     client.add_argument("kind", choices=["tcp", "ws"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import uvloop
@@ -62,10 +62,8 @@ async def serving(cfg: Config | None = None, **sections: dict[str, Any]) -> Asyn
         yield running
     finally:
         for client in running.clients:
-            try:
+            with suppress(Exception):
                 await asyncio.wait_for(client.close(), 2)
-            except Exception:
-                pass
         worker.stop(graceful=False)
         await worker.wait_stopped()
 

@@ -36,7 +36,11 @@ def test_autobahn_core_cases_against_echo_path(tmp_path: Path) -> None:
     index = json.loads((tmp_path / "reports" / "index.json").read_text())
     results = {case: info for agent in index.values() for case, info in agent.items()}
     assert len(results) >= 250, run.stdout + run.stderr
-    failed = {case for case, info in results.items() if info["behavior"] not in ("OK", "NON-STRICT", "INFORMATIONAL")}
+    failed = {
+        case
+        for case, info in results.items()
+        if info["behavior"] not in ("OK", "NON-STRICT", "INFORMATIONAL")
+    }
     assert failed == set(LIBRARY_FAILURES), run.stdout + run.stderr
     log = server.log()
     assert "Traceback" not in log, log[-4000:]

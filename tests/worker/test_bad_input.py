@@ -127,15 +127,14 @@ def test_websocket_message_ending_inside_a_frame(caplog: pytest.LogCaptureFixtur
 
 def test_websocket_several_frames_in_one_message_and_fragments() -> None:
     async def scenario() -> None:
-        async with serving() as srv:
-            async with ws_connect(srv.ws_url) as conn:
-                await conn.send(encode(Op.AUTH, b'{"mid":3}', seq=1) + encode(Op.HEARTBEAT, seq=2))
-                replies = [await asyncio.wait_for(conn.recv(), 5) for _ in range(2)]
-                assert [r[8:12] for r in replies] == [b"\x00\x00\x00\x08", b"\x00\x00\x00\x03"]
-                frame = encode(Op.HEARTBEAT, seq=3)
-                await conn.send([frame[:5], frame[5:11], frame[11:]])  # one fragmented message
-                reply = await asyncio.wait_for(conn.recv(), 5)
-                assert isinstance(reply, bytes) and reply[8:16] == b"\x00\x00\x00\x03\x00\x00\x00\x03"
+        async with serving() as srv, ws_connect(srv.ws_url) as conn:
+            await conn.send(encode(Op.AUTH, b'{"mid":3}', seq=1) + encode(Op.HEARTBEAT, seq=2))
+            replies = [await asyncio.wait_for(conn.recv(), 5) for _ in range(2)]
+            assert [r[8:12] for r in replies] == [b"\x00\x00\x00\x08", b"\x00\x00\x00\x03"]
+            frame = encode(Op.HEARTBEAT, seq=3)
+            await conn.send([frame[:5], frame[5:11], frame[11:]])  # one fragmented message
+            reply = await asyncio.wait_for(conn.recv(), 5)
+            assert isinstance(reply, bytes) and reply[8:16] == b"\x00\x00\x00\x03\x00\x00\x00\x03"
 
     run(scenario)
 
@@ -178,7 +177,7 @@ def test_plain_http_on_websocket_port_is_refused(caplog: pytest.LogCaptureFixtur
             reader, writer = await asyncio.open_connection(host, int(port))
             writer.write(b"GET /sub HTTP/1.1\r\nHost: x\r\n\r\n")
             response = await asyncio.wait_for(reader.read(), 5)
-            assert response.startswith(b"HTTP/1.1 426") or response.startswith(b"HTTP/1.1 400")
+            assert response.startswith((b"HTTP/1.1 426", b"HTTP/1.1 400"))
             writer.close()
             reader2, writer2 = await asyncio.open_connection(host, int(port))
             writer2.write(b"\x16\x03\x01garbage-not-http\r\n\r\n")

@@ -57,7 +57,9 @@ def test_push_key_frame_layout_is_goim() -> None:
 def test_push_room_ignores_watch_set_and_reaches_only_members(kind: str) -> None:
     async def scenario() -> None:
         async with serving(room={"batch_delay": 0.0}) as srv:
-            members = [await srv.authed(k, mid=i, room_id="live://r", accepts=[]) for i, k in enumerate(KINDS)]
+            members = [
+                await srv.authed(k, mid=i, room_id="live://r", accepts=[]) for i, k in enumerate(KINDS)
+            ]
             outsider = await srv.authed(kind, mid=9, room_id="live://other", accepts=[1000])
             assert srv.hub.push_room("live://r", 1000, b"room-msg")
             assert not srv.hub.push_room("live://empty", 1000, b"x")
@@ -115,17 +117,17 @@ def test_room_batch_format_tcp_is_concatenated_frames() -> None:
 def test_room_batch_format_websocket_is_one_op9_message() -> None:
     async def scenario() -> None:
         async with serving(room={"batch": 20, "batch_delay": 0.1}) as srv:
-            async with ws_connect(srv.ws_url) as conn:
-                await conn.send(encode(Op.AUTH, b'{"mid":1,"room_id":"live://b"}', seq=1))
-                await asyncio.wait_for(conn.recv(), 5)
-                bodies = [b"m%d" % i for i in range(3)]
-                for body in bodies:
-                    srv.hub.push_room("live://b", 1000, body)
-                message = await asyncio.wait_for(conn.recv(), 5)
-                inner = b"".join(encode(1000, body) for body in bodies)
-                assert message == encode_header(Op.RAW, len(inner)) + inner
-                single = [f for f in decode(message[16:])[0]]
-                assert [f.body for f in single] == bodies
+            conn = await ws_connect(srv.ws_url)
+            await conn.send(encode(Op.AUTH, b'{"mid":1,"room_id":"live://b"}', seq=1))
+            await asyncio.wait_for(conn.recv(), 5)
+            bodies = [b"m%d" % i for i in range(3)]
+            for body in bodies:
+                srv.hub.push_room("live://b", 1000, body)
+            message = await asyncio.wait_for(conn.recv(), 5)
+            inner = b"".join(encode(1000, body) for body in bodies)
+            assert message == encode_header(Op.RAW, len(inner)) + inner
+            assert [f.body for f in decode(message[16:])[0]] == bodies
+            await conn.close()
 
     run(scenario)
 
@@ -246,16 +248,15 @@ def test_slow_consumer_paused_too_long_is_cut(caplog: pytest.LogCaptureFixture) 
 
 def test_slow_websocket_consumer_is_cut() -> None:
     async def scenario() -> None:
-        async with serving(**SLOW) as srv:
-            async with ws_connect(srv.ws_url, max_queue=1, close_timeout=0.5) as conn:
-                await conn.send(encode(Op.AUTH, b'{"mid":5,"key":"slowws","accepts":[1000]}', seq=1))
-                await asyncio.wait_for(conn.recv(), 5)
-                for _ in range(20000):
-                    srv.hub.push_keys(["slowws"], 1000, b"z" * 4000)
-                    await asyncio.sleep(0)
-                    if srv.hub.buckets.get("slowws") is None:
-                        break
-                await srv.settle(lambda: srv.hub.buckets.get("slowws") is None)
-                assert srv.hub.stats["slow_cut"] == 1
+        async with serving(**SLOW) as srv, ws_connect(srv.ws_url, max_queue=1, close_timeout=0.5) as conn:
+            await conn.send(encode(Op.AUTH, b'{"mid":5,"key":"slowws","accepts":[1000]}', seq=1))
+            await asyncio.wait_for(conn.recv(), 5)
+            for _ in range(20000):
+                srv.hub.push_keys(["slowws"], 1000, b"z" * 4000)
+                await asyncio.sleep(0)
+                if srv.hub.buckets.get("slowws") is None:
+                    break
+            await srv.settle(lambda: srv.hub.buckets.get("slowws") is None)
+            assert srv.hub.stats["slow_cut"] == 1
 
     run(scenario)

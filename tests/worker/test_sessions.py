@@ -7,11 +7,11 @@ import asyncio
 import logging
 
 import pytest
-from tests.worker.harness import Running, run, serving
 
 from mpim.auth import mint
 from mpim.client import ConnectionClosedError
 from mpim.proto import Op, encode
+from tests.worker.harness import Running, run, serving
 
 KINDS = ["tcp", "ws"]
 SECRET = "integration-secret-" + "k" * 40
