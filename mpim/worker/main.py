@@ -42,8 +42,8 @@ async def _serve_standalone(cfg: Config, path: str | None) -> int:
             log.error("reload refused, keeping the running config: %s", exc)
             return
         worker.hub.reconfigure(new)
-        mlog.set_level(new.log.level)
         log.info("reloaded live settings from %s (binds need a restart)", new.source)
+        mlog.set_level(new.log.level)
 
     loop.add_signal_handler(signal.SIGTERM, worker.stop, True)
     loop.add_signal_handler(signal.SIGINT, worker.stop, False)
