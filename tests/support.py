@@ -69,10 +69,12 @@ class ServerProcess:
         self.tcp_port = free_port()
         self.ws_port = free_port()
         self.http_port = free_port()
+        self.ingress = f"tcp://127.0.0.1:{free_port()}"
         base: dict[str, dict[str, Any]] = {
             "tcp": {"bind": [f"127.0.0.1:{self.tcp_port}"]},
             "websocket": {"bind": [f"127.0.0.1:{self.ws_port}"]},
             "http": {"bind": f"127.0.0.1:{self.http_port}"},
+            "ingress": {"zmq_bind": self.ingress},
             "log": {"level": "debug"},
         }
         for name, table in sections.items():
@@ -104,14 +106,28 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_log(self, text: str, timeout: float = 10.0) -> str:
+    def wait_log(self, text: str, timeout: float = 10.0, count: int = 1) -> str:
+        """Wait until ``text`` is in the log ``count`` times; returns the log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             log = self.log()
-            if text in log:
+            if log.count(text) >= count:
                 return log
             time.sleep(0.05)
-        raise AssertionError(f"{text!r} not in log:\n{self.log()[-3000:]}")
+        raise AssertionError(f"{text!r} not {count} times in log:\n{self.log()[-3000:]}")
+
+    def children(self) -> dict[int, str]:
+        """pid -> process title of each child (``mpim: worker 1``, ``mpim: bus`` under the master)."""
+        import psutil
+
+        assert self.proc is not None
+        titles: dict[int, str] = {}
+        for child in psutil.Process(self.proc.pid).children():
+            try:
+                titles[child.pid] = " ".join(child.cmdline()).strip()
+            except psutil.NoSuchProcess:
+                continue
+        return titles
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
