@@ -558,3 +558,41 @@ def test_reload_keeps_the_bus_location(caplog: pytest.LogCaptureFixture) -> None
     ((_, spec),) = host.spawned
     assert spec.cfg.server.run_dir == ""
     assert "reload keeps [server] run_dir: the bus cannot move while the master runs" in caplog.text
+
+
+class ForkFails(FakeHost):
+    failing: bool = False
+
+    def spawn(self, spec: ChildSpec) -> int:
+        if self.failing:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return super().spawn(spec)
+
+
+def test_failed_fork_is_retried_and_breaks_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    host, clock = ForkFails(), Clock()
+    arb = Arbiter(make_cfg(2), host, clock)
+    arb.start()
+    ready_all(arb)
+    clock.advance(60)
+    beat_all(arb)
+    host.take_spawned()
+    host.failing = True
+    arb.exited(worker_pid(arb, 1), -9)
+    arb.tick()
+    assert "cannot fork worker 1: [Errno 11]" in caplog.text
+    host.failing = False
+    clock.advance(1)
+    beat_all(arb)
+    arb.tick()
+    ((_, spec),) = host.take_spawned()
+    assert spec.slot == 1
+
+
+def test_failed_fork_during_reload_abandons_it() -> None:
+    arb, _, _ = booted(2)
+    host = ForkFails(next_config=make_cfg(2))
+    arb.host = host
+    host.failing = True
+    arb.signal(signal.SIGHUP)
+    assert arb.pending is None and arb.generation == 1 and host.spawned == []

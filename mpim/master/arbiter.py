@@ -42,6 +42,7 @@ QUICK = "quick"  # SIGINT / SIGQUIT / a second SIGTERM / a boot error: everyone 
 STOP_MARGIN = 5.0  # beyond a worker's own drain deadline before SIGKILL
 HELPER_STOP = 10.0  # router and bus: SIGTERM -> SIGKILL
 QUICK_STOP = 5.0  # fast stop: SIGQUIT -> SIGKILL
+FORK_RETRY = 1.0  # after os.fork failed
 
 
 class Host(Protocol):
@@ -243,7 +244,8 @@ class Arbiter:
         if pinned:
             log.warning("reload keeps %s: the bus cannot move while the master runs", ", ".join(pinned))
         for slot in range(1, new.worker_count() + 1):
-            self._spawn(ChildSpec(WORKER, new, slot, self._generations))
+            if not self._spawn(ChildSpec(WORKER, new, slot, self._generations)):
+                break
 
     def _promote(self) -> None:
         """Every worker of the new generation is bound: it serves; the old one retires."""
@@ -345,16 +347,24 @@ class Arbiter:
         log.warning("%s ignored: %s", what, why)
         return True
 
-    def _spawn(self, spec: ChildSpec) -> Child:
+    def _spawn(self, spec: ChildSpec) -> bool:
         now = self.clock()
-        pid = self.host.spawn(spec)
+        try:
+            pid = self.host.spawn(spec)
+        except OSError as exc:  # out of processes or memory: try again, keep what runs
+            log.error("cannot fork %s: %s", spec.label, exc)
+            if self.pending is not None and spec.generation == self.pending.generation:
+                self._abandon(f"cannot fork {spec.label}")
+            else:
+                self._respawn_at[(spec.kind, spec.slot)] = now + FORK_RETRY
+            return False
         child = Child(spec, pid, now, now, BOOTING if spec.kind == WORKER else READY)
         self.children[pid] = child
         if child.is_worker:
             log.debug("forked %s for generation %d", child.name, spec.generation)
         else:
             log.info("%s started", child.name)
-        return child
+        return True
 
     def _on_ready(self, child: Child) -> None:
         if child.state != BOOTING:

@@ -43,9 +43,15 @@ def _reopen_logs(signum: int, frame: FrameType | None) -> None:
     mlog.reopen()
 
 
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    """SIGQUIT before the entry installed its own handler: exit (its default would dump core)."""
+    os._exit(128 + signum)
+
+
 def _reset_signals(spec: ChildSpec) -> None:
     for sig in _MASTER_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, _exit_now)
     # Reload is the master's job, and a terminal hang-up must not kill the children.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Workers install their own handler once their loop runs; until then SIGUSR1 is harmless.

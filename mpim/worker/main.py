@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 
 import uvloop
@@ -92,8 +91,8 @@ async def _retire(worker: Worker, slot: int) -> None:
 async def _serve_supervised(cfg: Config, endpoints: Endpoints, slot: int, status: StatusWriter) -> int:
     loop = asyncio.get_running_loop()
     name = f"worker {slot}"
-    # The link name is unique per process: old and new generations overlap during a reload.
-    link = make_cluster_link(cfg, endpoints, f"{slot}.{os.getpid()}")
+    # The link names itself by slot and pid, so overlapping generations never share an id.
+    link = make_cluster_link(cfg, endpoints, str(slot))
     worker = Worker(cfg, loop, name=name, link=link)
     link.attach(worker.hub)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,13 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def push_room(srv: ServerProcess, body: bytes) -> None:
+    """goim's HTTP push API: op 1000 to room live://1."""
+    url = f"http://127.0.0.1:{srv.http_port}/goim/push/room?operation=1000&type=live&room=1"
+    with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=15) as reply:
+        assert json.load(reply)["code"] == 0
+
+
 def rewrite(srv: ServerProcess, **changes: dict[str, Any]) -> None:
     sections = {name: dict(table) for name, table in srv.sections.items()}
     for name, table in changes.items():
@@ -200,6 +209,10 @@ def test_reload_new_connections_get_new_settings_old_ones_stay(master: Start) ->
 
     async def after(old: list[Client]) -> None:
         await still_fine(old)  # through the reload
+        await asyncio.to_thread(push_room, srv, b"after the reload")  # retired workers still deliver
+        for client in old:
+            frame = await client.recv_push(timeout=15)
+            assert (frame.op, frame.body) == (1000, b"after the reload")
         refused = await connect_tcp("127.0.0.1", srv.tcp_port)
         await refused.send(Op.AUTH, b'{"mid": 1}')  # a json token: new workers want jwt
         assert await refused.expect_closed(timeout=15) == []
