@@ -4,7 +4,8 @@ How this works: the router connects a PUB socket to the forwarder's XSUB side;
 every worker connects a SUB socket to its XPUB side. ``zmq.proxy`` forwards
 messages down and subscriptions up, so the router's PUB only sends a room message
 when some worker subscribed to that room's topic, and the forwarder only passes
-it to those workers. Every message is two frames: ``[topic, envelope]``.
+it to those workers. A message is one frame: the topic followed directly by the
+envelope (one send per message; the topic's own end makes it splittable).
 
 Topics are prefix-free (a SUB filter is a byte-prefix match, so no topic may be
 the prefix of another):
@@ -17,7 +18,7 @@ the prefix of another):
 Envelopes are msgpack arrays whose first item is the kind (``PUSH_KEYS``...).
 Workers report to the router on a separate PUSH -> PULL path; a report is the
 msgpack array ``[host, name, pid, events]`` with events such as
-``[CONNECT, key, mid, room, ip, since]`` (see the ``EV_*`` kinds). One PUSH
+``[EV_CONNECT, key, mid, room, ip]`` (see the ``EV_*`` kinds). One PUSH
 socket per worker keeps a worker's events in order; messages on the bus keep
 their publish order, so pushes to one room arrive in order at every member.
 """
@@ -28,7 +29,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgpack
 import zmq
@@ -37,6 +38,8 @@ from mpim.config import Config
 from mpim.runtime import Endpoints
 
 log = logging.getLogger("mpim.bus")
+T = TypeVar("T")
+_NOBLOCK = int(zmq.NOBLOCK)
 
 # -- topics ----------------------------------------------------------------------------
 BROADCAST = b"b"
@@ -49,6 +52,17 @@ def worker_topic(worker_id: str) -> bytes:
 
 def room_topic(room_id: str) -> bytes:
     return b"r" + room_id.encode() + b"\x00"
+
+
+def split(message: bytes) -> tuple[bytes, bytes]:
+    """A bus message -> (topic, envelope); ``ValueError`` if it has no known topic."""
+    tag = message[:1]
+    if tag in (b"r", b"w"):
+        end = message.index(b"\x00") + 1
+        return message[:end], message[end:]
+    if tag in (BROADCAST, CONTROL):
+        return tag, message[1:]
+    raise ValueError(f"unknown topic in {message[:40]!r}")
 
 
 def room_of(topic: bytes) -> str:
@@ -67,12 +81,12 @@ RESYNC = 5  # [RESYNC]                           (report every session again)
 STATUS = 6  # [STATUS, epoch, {room: count} | None]
 
 # -- report events (worker -> router) -----------------------------------------------------
-EV_CONNECT = 1  # [EV_CONNECT, key, mid, room, ip, since]
+EV_CONNECT = 1  # [EV_CONNECT, key, mid, room, ip]
 EV_DISCONNECT = 2  # [EV_DISCONNECT, key]
 EV_ROOM = 3  # [EV_ROOM, key, room]             ("" = left every room)
 EV_UPSTREAM = 4  # [EV_UPSTREAM, key, mid, op, body]
 EV_ALIVE = 5  # [EV_ALIVE, conns, epoch, [heart-beaten key...], {room: local count} | None]
-EV_SYNC = 6  # [EV_SYNC, epoch, [[key, mid, room, ip, since]...]]  (the complete set)
+EV_SYNC = 6  # [EV_SYNC, epoch, [[key, mid, room, ip]...]]  (the complete set)
 EV_BYE = 7  # [EV_BYE]                           (clean exit: forget me now)
 
 _packb = msgpack.Packer(use_bin_type=True).pack
@@ -107,8 +121,10 @@ def status(epoch: int, rooms: dict[str, int] | None) -> bytes:
 
 
 # -- sockets on an asyncio loop --------------------------------------------------------------
-class SocketReader:
-    """Calls ``handle(frames)`` for every message of a ZeroMQ socket, from the event loop.
+class SocketReader(Generic[T]):
+    """Calls ``handle(message)`` for every message of a ZeroMQ socket, from the event loop.
+
+    ``recv`` is the socket's ``recv`` (one frame, bytes) or ``recv_multipart``.
 
     The socket's FD only signals that *something* changed (edge-like), so each
     wake-up drains up to ``batch`` messages and reschedules itself while more may
@@ -119,15 +135,16 @@ class SocketReader:
         self,
         loop: asyncio.AbstractEventLoop,
         sock: zmq.Socket[bytes],
-        handle: Callable[[list[bytes]], None],
+        recv: Callable[[int], T],
+        handle: Callable[[T], None],
         batch: int = 512,
     ) -> None:
         self._loop = loop
-        self._sock = sock
+        self._recv = recv
         self._handle = handle
         self._batch = batch
         self._scheduled = False
-        self._fd: int = sock.getsockopt(zmq.FD)
+        self._fd = int(sock.getsockopt(zmq.FD))
 
     def start(self) -> None:
         self._loop.add_reader(self._fd, self.poke)
@@ -143,16 +160,16 @@ class SocketReader:
 
     def _drain(self) -> None:
         self._scheduled = False
-        recv = self._sock.recv_multipart
+        recv = self._recv
         for _ in range(self._batch):
             try:
-                frames = recv(zmq.NOBLOCK)
+                message = recv(_NOBLOCK)
             except zmq.Again:
                 return
             except zmq.ContextTerminated:
                 return
             try:
-                self._handle(frames)
+                self._handle(message)
             except Exception:
                 log.exception("error handling a ZeroMQ message")
         self.poke()

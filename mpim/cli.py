@@ -53,6 +53,13 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from mpim import push
+
+    endpoint = args.endpoint or _load(args.config).ingress.zmq_bind
+    return push.run(args, endpoint)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--accepts", default="", help="comma-separated ops, e.g. 1000,1001")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until exp")
     token.add_argument("--secret", default="", help="secret (default: [auth] secret of --config)")
+    push = add("push", cmd_push, "push a message through the router's ZeroMQ ingress")
+    push.add_argument("kind", choices=("keys", "mids", "room", "all"), help="who receives it")
+    push.add_argument("body", nargs="?", default="", help="message body; '-' reads stdin")
+    push.add_argument("--op", type=int, required=True, help="operation, e.g. 1000")
+    push.add_argument("--key", action="append", default=[], help="connection key (repeat)")
+    push.add_argument("--mid", type=int, action="append", default=[], help="user id (repeat)")
+    push.add_argument("--room", default="", help="room id, e.g. live://1000")
+    push.add_argument("--speed", type=int, default=0, help="push all: connections/s, 0 = unpaced")
+    push.add_argument("--endpoint", default="", help="ingress endpoint (default: [ingress] zmq_bind)")
+    push.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    push.add_argument("--no-wait", action="store_true", help="fire and forget: ask for no answer")
     return parser
 
 

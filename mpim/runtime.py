@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,3 +45,8 @@ class Endpoints:
             if value
         }
         return dataclasses.replace(self, **changes) if changes else self
+
+
+def server_name(cfg: Config) -> str:
+    """This host's name in the cluster: ``[server] name`` or the host name."""
+    return cfg.server.name or socket.gethostname()

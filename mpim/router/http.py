@@ -1,0 +1,244 @@
+"""HTTP/1.1 adapter for the push API: httptools (llhttp) on an ``asyncio.Protocol``.
+
+Keep-alive and pipelining come for free: requests are handled synchronously in
+the order llhttp completes them, so responses go out in request order. Limits:
+request line + headers over ``[http] max_header`` -> 431, a body over
+``[http] max_body`` -> 413 (refused as soon as ``Content-Length`` says so), a
+malformed request -> 400; each of these closes the connection after the answer.
+Unknown paths get 404 and wrong methods 405 (with ``Allow``) from the API, on a
+connection that stays open. Idle keep-alive connections close after
+``[http] idle_timeout``. When the client stops reading, we stop reading too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+from mpim.config import Config
+from mpim.router.api import OK_NULL, PushApi, Reply, error
+
+log = logging.getLogger("mpim.http")
+
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
+_REASONS.update({413: b"Content Too Large", 431: b"Request Header Fields Too Large"})
+_READ_SLACK = 65536  # a read may carry the end of earlier pipelined requests
+
+
+def _head(reply: Reply, date: bytes) -> bytes:
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\n" % (
+        reply.status,
+        _REASONS.get(reply.status, b"Error"),
+        len(reply.body),
+        date,
+    )
+    if reply.allow:
+        head += b"Allow: " + reply.allow.encode() + b"\r\n"
+    return head
+
+
+class _Refused(Exception):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+class HttpState:
+    """Shared by every connection of one server: the API, limits and a cached Date."""
+
+    def __init__(self, cfg: Config, api: PushApi, loop: asyncio.AbstractEventLoop) -> None:
+        self.api = api
+        self.loop = loop
+        self.max_body = cfg.http.max_body
+        self.max_header = cfg.http.max_header
+        self.idle_timeout = cfg.http.idle_timeout
+        self.connections: set[HttpProtocol] = set()
+        self.now = loop.time()
+        self.date = b""
+        self.ok_null = b""  # the whole keep-alive answer to a room / all push, rebuilt each tick
+        self.requests = 0
+        self.refused = 0
+        self.tick()
+
+    def tick(self) -> None:
+        """Refresh the Date header and close idle connections (call about once a second)."""
+        self.now = self.loop.time()
+        self.date = email.utils.formatdate(usegmt=True).encode()
+        self.ok_null = _head(OK_NULL, self.date) + b"\r\n" + OK_NULL.body
+        limit = self.now - self.idle_timeout
+        for conn in [c for c in self.connections if c.last_active < limit]:
+            conn.close()
+
+    def close_all(self) -> None:
+        for conn in list(self.connections):
+            conn.close()
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = (
+        "body",
+        "body_len",
+        "closing",
+        "header_bytes",
+        "in_headers",
+        "last_active",
+        "parser",
+        "pending",
+        "state",
+        "transport",
+        "url",
+    )
+
+    def __init__(self, state: HttpState) -> None:
+        self.state = state
+        self.transport: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.body: list[bytes] = []
+        self.body_len = 0
+        self.header_bytes = 0
+        self.pending = 0
+        self.in_headers = False
+        self.closing = False
+        self.last_active = state.now
+
+    # -- asyncio ------------------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.state.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        self.closing = True
+
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.closing:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.last_active = self.state.now
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            if isinstance(refused, _Refused):
+                self._refuse(refused.reply)
+            else:
+                log.error("HTTP handler failed", exc_info=refused)
+                self._refuse(error(-500, "internal error", 400))
+        except httptools.HttpParserUpgrade:
+            self._refuse(error(-400, "protocol upgrade is not supported", 400))
+        except httptools.HttpParserError as exc:
+            self._refuse(error(-400, f"malformed HTTP request: {exc}", 400))
+        else:
+            if self.in_headers and not self.closing:
+                self.pending += len(data)
+                if self.pending > self.state.max_header + _READ_SLACK:
+                    self._refuse(self._too_large_headers())
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.body = []
+        self.body_len = 0
+        self.header_bytes = 0
+        self.pending = 0
+        self.in_headers = True
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.header_bytes += len(url)
+        if self.header_bytes > self.state.max_header:
+            raise _Refused(self._too_large_headers())
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.state.max_header:
+            raise _Refused(self._too_large_headers())
+        if len(name) == 14 and name.lower() == b"content-length" and value.strip().isdigit():
+            size = int(value)
+            if size > self.state.max_body:
+                raise _Refused(self._too_large_body(size))
+
+    def on_headers_complete(self) -> None:
+        self.in_headers = False
+        if self.parser.should_upgrade():
+            raise _Refused(error(-400, "protocol upgrade is not supported", 400))
+
+    def on_body(self, body: bytes) -> None:
+        self.body_len += len(body)
+        if self.body_len > self.state.max_body:
+            raise _Refused(self._too_large_body(self.body_len))
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.closing:
+            return
+        state = self.state
+        state.requests += 1
+        url = self.url
+        if url[:1] != b"/":
+            parsed = httptools.parse_url(url)
+            path_b, query = parsed.path or b"/", parsed.query or b""
+        else:
+            path_b, _, query = url.partition(b"?")
+        path = path_b.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        reply = state.api.handle(self.parser.get_method().decode("latin-1"), path, query, body)
+        keep = self.parser.should_keep_alive()
+        self._write(reply, keep)
+        if not keep:
+            self.close()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _too_large_headers(self) -> Reply:
+        limit = self.state.max_header
+        return error(-431, f"request line and headers exceed {limit} bytes", 431)
+
+    def _too_large_body(self, size: int) -> Reply:
+        limit = self.state.max_body
+        return error(-413, f"body of {size} bytes is over the {limit}-byte limit", 413)
+
+    def _write(self, reply: Reply, keep: bool) -> None:
+        http10 = self.parser.get_http_version() == "1.0" if keep else False
+        if reply is OK_NULL and keep and not http10:
+            self.transport.write(self.state.ok_null)
+            return
+        head = _head(reply, self.state.date)
+        if not keep:
+            head += b"Connection: close\r\n"
+        elif http10:
+            head += b"Connection: keep-alive\r\n"
+        self.transport.write(head + b"\r\n" + reply.body)
+
+    def _refuse(self, reply: Reply) -> None:
+        """Answer a request we will not serve, then close the connection."""
+        if self.closing:
+            return
+        self.state.refused += 1
+        log.info("refusing an HTTP request from %s: %d", self._peer(), reply.status)
+        self._write(reply, keep=False)
+        self.close()
+
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.state.connections.discard(self)
+            if self.transport is not None:
+                self.transport.close()

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from mpim import bus, config
+from mpim.router.api import PushApi, parse_query
+from mpim.router.core import Router
+
+
+class Api:
+    def __init__(self, **sections: dict[str, Any]) -> None:
+        cfg = config.replace(config.Config(), **sections)
+        self.sent: list[tuple[bytes, Any]] = []
+        self.router = Router(cfg, lambda t, e: self.sent.append((t, bus.unpack(e))), lambda *a: None, 0.0)
+        self.api = PushApi(cfg, self.router)
+
+    def connect(self, worker: str, key: str, mid: int, room: str, ip: str = "10.0.0.1") -> None:
+        self.router.on_report(bus.pack(["h", worker, 1, [[bus.EV_CONNECT, key, mid, room, ip]]]), 0.0)
+
+    def call(self, method: str, target: str, body: bytes = b"") -> tuple[int, Any]:
+        path, _, query = target.partition("?")
+        reply = self.api.handle(method, path, query.encode(), body)
+        return reply.status, json.loads(reply.body)
+
+
+def test_goim_push_room_request_works_unchanged() -> None:
+    a = Api()
+    status, answer = a.call("POST", "/goim/push/room?operation=1000&type=test&room=1", b'{"test":1}')
+    assert status == 200 and answer == {"code": 0, "message": "", "data": None}
+    assert a.sent == [(bus.room_topic("test://1"), [bus.PUSH_ROOM, 1000, b'{"test":1}'])]
+
+
+def test_push_keys_mids_all() -> None:
+    a = Api()
+    a.connect("w1", "k1", 5, "")
+    a.connect("w2", "k2", 5, "")
+    assert a.call("POST", "/goim/push/keys?operation=1000&keys=k1&keys=zz", b"m")[1]["data"] == {
+        "connections": 1
+    }
+    assert a.call("POST", "/goim/push/mids?operation=1000&mids=5&mids=6", b"m")[1]["data"] == {
+        "connections": 2
+    }
+    assert a.call("POST", "/goim/push/all?operation=1000&speed=50", b"m")[1]["code"] == 0
+    assert a.call("POST", "/goim/push/all?operation=1000", b"m")[1]["code"] == 0
+    topics = [t for t, _ in a.sent]
+    assert topics.count(bus.BROADCAST) == 2 and len(topics) == 5
+    assert a.sent[-2][1] == [bus.PUSH_ALL, 1000, 25, b"m"]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("/goim/push/keys?keys=a", "operation: required"),
+        ("/goim/push/keys?operation=x&keys=a", "operation: 'x' is not an integer"),
+        ("/goim/push/keys?operation=99999999999&keys=a", "operation: 99999999999 is out of range"),
+        ("/goim/push/keys?operation=1", "keys: at least one value is required"),
+        ("/goim/push/mids?operation=1&mids=abc", "mids: 'abc' is not an integer"),
+        ("/goim/push/room?operation=1&room=1", "type: required"),
+        ("/goim/push/room?operation=1&type=live", "room: required"),
+        ("/goim/push/room?operation=1&type=live&room=%00", "room: room id must be"),
+        ("/goim/push/all?operation=1&speed=-1", "speed: -1 is out of range"),
+        ("/goim/online/top?type=live", "limit: required"),
+        ("/goim/online/top?type=live&limit=0", "limit: 0 is out of range"),
+        ("/goim/online/room?type=live", "rooms: at least one value is required"),
+        ("/goim/online/room?rooms=1", "type: required"),
+        ("/goim/push/keys?operation=1&keys=%ff", "query string is not UTF-8"),
+    ],
+)
+def test_bad_parameters_get_code_minus_400_and_say_what(target: str, message: str) -> None:
+    a = Api()
+    method = "POST" if "/push/" in target else "GET"
+    status, answer = a.call(method, target, b"x")
+    assert status == 200 and answer["code"] == -400
+    assert message in answer["message"]
+    assert a.sent == []
+
+
+def test_unknown_path_and_wrong_method() -> None:
+    a = Api()
+    status, answer = a.call("GET", "/goim/push/nothing")
+    assert status == 404 and answer["code"] == -404
+    reply = a.api.handle("GET", "/goim/push/room", b"operation=1&type=a&room=1", b"")
+    assert reply.status == 405 and reply.allow == "POST"
+    assert json.loads(reply.body)["code"] == -405
+
+
+def test_online_endpoints_exact_counts() -> None:
+    a = Api()
+    a.connect("w1", "a", 1, "live://1000", "10.0.0.1")
+    a.connect("w1", "b", 2, "live://1000", "10.0.0.2")
+    a.connect("w2", "c", 3, "live://1001", "10.0.0.2")
+    a.connect("w2", "d", 4, "chat://1", "10.0.0.3")
+    a.connect("w2", "e", 4, "", "10.0.0.3")
+    _, top = a.call("GET", "/goim/online/top?type=live&limit=5")
+    assert top["data"] == [{"room_id": "1000", "count": 2}, {"room_id": "1001", "count": 1}]
+    _, top = a.call("GET", "/goim/online/top?type=nothing&limit=5")
+    assert top["data"] == []
+    _, rooms = a.call("GET", "/goim/online/room?type=live&rooms=1000&rooms=1001&rooms=7")
+    assert rooms["data"] == {"1000": 2, "1001": 1, "7": 0}
+    _, total = a.call("GET", "/goim/online/total")
+    assert total == {"code": 0, "message": "", "data": {"ip_count": 3, "conn_count": 5}}
+
+
+def test_nodes_weighted_shape() -> None:
+    a = Api(
+        tcp={"bind": ["0.0.0.0:4101"]},
+        websocket={"bind": ["0.0.0.0:4102"]},
+        nodes={"domain": "conn.example", "addresses": ["10.0.0.1:4101", "10.0.0.2:4101"]},
+    )
+    _, web = a.call("GET", "/goim/nodes/weighted?platform=web")
+    assert web["data"] == {
+        "domain": "conn.example",
+        "tcp_port": 4101,
+        "ws_port": 4102,
+        "wss_port": 3103,
+        "heartbeat": 240,
+        "heartbeat_max": 2,
+        "nodes": ["conn.example"],
+        "backoff": {"max_delay": 300, "base_delay": 3, "factor": 1.8, "jitter": 1.3},
+    }
+    _, android = a.call("GET", "/goim/nodes/weighted?platform=android")
+    assert android["data"]["nodes"] == ["10.0.0.1:4101", "10.0.0.2:4101"]
+
+
+def test_mpim_session_and_workers() -> None:
+    a = Api()
+    a.connect("w1", "a", 9, "live://1")
+    a.connect("w2", "b", 9, "")
+    _, s = a.call("GET", "/mpim/session?mid=9")
+    assert sorted((c["key"], c["worker"], c["seq"]) for c in s["data"]) == [
+        ("a", "h/w1/1", 1),
+        ("b", "h/w2/1", 2),
+    ]
+    _, s = a.call("GET", "/mpim/session?key=b")
+    assert [c["mid"] for c in s["data"]] == [9]
+    _, w = a.call("GET", "/mpim/workers")
+    assert sorted((x["name"], x["conns"]) for x in w["data"]) == [("w1", 1), ("w2", 1)]
+
+
+def test_parse_query() -> None:
+    assert parse_query(b"a=1&b=x+y&b=%2F&&c") == {"a": ["1"], "b": ["x y", "/"], "c": [""]}
+    assert parse_query(b"") == {}

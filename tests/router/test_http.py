@@ -1,0 +1,217 @@
+"""The HTTP adapter driven with a mock transport: no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mpim import bus, config
+from mpim.router.api import PushApi
+from mpim.router.core import Router
+from mpim.router.http import HttpProtocol, HttpState
+
+
+class MockTransport:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed
+        self.data += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 5555) if name == "peername" else None
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+class Conn:
+    def __init__(self, loop: asyncio.AbstractEventLoop, **http: Any) -> None:
+        cfg = config.replace(config.Config(), http={"max_body": 100, "max_header": 512, **http})
+        self.sent: list[tuple[bytes, Any]] = []
+        router = Router(cfg, lambda t, e: self.sent.append((t, bus.unpack(e))), lambda *a: None, 0.0)
+        self.state = HttpState(cfg, PushApi(cfg, router), loop)
+        self.proto = HttpProtocol(self.state)
+        self.transport = MockTransport()
+        self.proto.connection_made(self.transport)
+
+    def feed(self, data: bytes, step: int = 0) -> None:
+        if step:
+            for i in range(0, len(data), step):
+                self.proto.data_received(data[i : i + step])
+        else:
+            self.proto.data_received(data)
+
+    def responses(self) -> list[tuple[int, dict[str, str], Any]]:
+        out = []
+        buf = bytes(self.transport.data)
+        while buf:
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            status = int(lines[0].split()[1])
+            headers = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+            size = int(headers["content-length"])
+            out.append((status, headers, json.loads(rest[:size])))
+            buf = rest[size:]
+        return out
+
+
+GOIM_ROOM = (
+    b"POST /goim/push/room?operation=1000&type=test&room=1 HTTP/1.1\r\n"
+    b"Host: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n"
+    b'{"test":1}'
+)
+
+
+@pytest.mark.parametrize("step", [0, 1, 7])
+def test_goim_request_whole_and_byte_at_a_time(loop: asyncio.AbstractEventLoop, step: int) -> None:
+    c = Conn(loop)
+    c.feed(GOIM_ROOM, step)
+    [(status, headers, body)] = c.responses()
+    assert status == 200 and body == {"code": 0, "message": "", "data": None}
+    assert headers["content-type"] == "application/json" and "date" in headers
+    assert c.sent == [(bus.room_topic("test://1"), [bus.PUSH_ROOM, 1000, b'{"test":1}'])]
+    assert not c.transport.closed
+
+
+def test_pipelined_requests_answered_in_order(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    get = b"GET /goim/online/total HTTP/1.1\r\nHost: x\r\n\r\n"
+    bad = b"GET /goim/online/top?type=live HTTP/1.1\r\nHost: x\r\n\r\n"
+    c.feed(GOIM_ROOM + get + bad + GOIM_ROOM)
+    codes = [(s, b["code"]) for s, _, b in c.responses()]
+    assert codes == [(200, 0), (200, 0), (200, -400), (200, 0)]
+    assert len(c.sent) == 2 and not c.transport.closed
+
+
+def test_chunked_body(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(
+        b"POST /goim/push/all?operation=7 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    assert c.responses()[0][2]["code"] == 0
+    assert c.sent == [(bus.BROADCAST, [bus.PUSH_ALL, 7, 0, b"abcde"])]
+
+
+def test_http10_closes_unless_keep_alive(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"GET /goim/online/total HTTP/1.0\r\n\r\n")
+    assert c.responses()[0][1]["connection"] == "close" and c.transport.closed
+    c = Conn(loop)
+    c.feed(b"GET /goim/online/total HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert c.responses()[0][1]["connection"] == "keep-alive" and not c.transport.closed
+
+
+def test_connection_close_header(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"GET /goim/online/total HTTP/1.1\r\nConnection: close\r\n\r\nGET /goim/online/total HTTP/1.1\r\n\r\n")
+    assert len(c.responses()) == 1 and c.transport.closed
+
+
+def test_body_over_limit_by_content_length_is_413_then_close(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"POST /goim/push/all?operation=7 HTTP/1.1\r\nContent-Length: 101\r\n\r\n")
+    [(status, headers, body)] = c.responses()
+    assert status == 413 and body["code"] == -413 and "over the 100-byte limit" in body["message"]
+    assert headers["connection"] == "close" and c.transport.closed and c.sent == []
+    c.feed(b"x" * 101)  # ignored after the refusal
+    assert len(c.responses()) == 1
+
+
+def test_chunked_body_over_limit_is_413(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"POST /goim/push/all?operation=7 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    c.feed(b"40\r\n" + b"x" * 64 + b"\r\n" + b"40\r\n" + b"x" * 64 + b"\r\n")
+    assert c.responses()[0][0] == 413 and c.transport.closed and c.sent == []
+
+
+def test_body_at_the_limit_is_accepted(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"POST /goim/push/all?operation=7 HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b"x" * 100)
+    assert c.responses()[0][2]["code"] == 0
+
+
+def test_headers_over_limit_are_431(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"GET /goim/online/total HTTP/1.1\r\nX-Big: " + b"a" * 600 + b"\r\n\r\n")
+    assert c.responses()[0][0] == 431 and c.transport.closed
+    c = Conn(loop)
+    c.feed(b"GET /goim/online/total?" + b"a" * 600 + b" HTTP/1.1\r\n\r\n")
+    assert c.responses()[0][0] == 431
+
+
+def test_endless_header_line_is_cut(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"GET / HTTP/1.1\r\nX-Slow: ")
+    for _ in range(100):
+        if c.transport.closed:
+            break
+        c.feed(b"a" * 4096)
+    assert c.transport.closed and c.responses()[0][0] == 431
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", b"\x00\x01\x02\r\n\r\n"],
+)
+def test_malformed_request_is_400_then_close(loop: asyncio.AbstractEventLoop, garbage: bytes) -> None:
+    c = Conn(loop)
+    c.feed(garbage)
+    [(status, _, body)] = c.responses()
+    assert status == 400 and body["code"] == -400 and c.transport.closed
+
+
+def test_upgrade_is_refused(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"GET /sub HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    assert c.responses()[0][0] == 400 and c.transport.closed
+
+
+def test_404_and_405_keep_the_connection(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"GET /nope HTTP/1.1\r\n\r\nGET /goim/push/keys HTTP/1.1\r\n\r\nGET /goim/online/total HTTP/1.1\r\n\r\n")
+    (s1, _, b1), (s2, h2, b2), (s3, _, _) = c.responses()
+    assert (s1, b1["code"], s2, b2["code"], h2["allow"], s3) == (404, -404, 405, -405, "POST", 200)
+    assert not c.transport.closed
+
+
+def test_absolute_form_and_percent_encoded_path(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"GET http://h:1/goim/online/total?x=1 HTTP/1.1\r\n\r\nGET /goim/online/%74otal HTTP/1.1\r\n\r\n")
+    assert [s for s, _, _ in c.responses()] == [200, 200]
+
+
+def test_back_pressure_pauses_reading(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.proto.pause_writing()
+    assert not c.transport.reading
+    c.proto.resume_writing()
+    assert c.transport.reading
+
+
+def test_idle_connections_are_closed(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop, idle_timeout=0.1)
+    c.proto.last_active -= 1.0
+    c.state.tick()
+    assert c.transport.closed and not c.state.connections
