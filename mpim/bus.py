@@ -101,7 +101,7 @@ def unpack(data: bytes) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (msgpack.UnpackException, ValueError, TypeError) as exc:
-        raise ValueError(f"malformed msgpack: {exc}") from None
+        raise ValueError(f"malformed msgpack: {str(exc) or type(exc).__name__}") from None
 
 
 def push_keys(op: int, keys: list[str], body: bytes) -> bytes:

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--secret", default="", help="secret (default: [auth] secret of --config)")
     push = add("push", cmd_push, "push a message through the router's ZeroMQ ingress")
     push.add_argument("kind", choices=("keys", "mids", "room", "all"), help="who receives it")
-    push.add_argument("body", nargs="?", default="", help="message body; '-' reads stdin")
+    push.add_argument("--body", default="", help="message body; '-' reads stdin")
     push.add_argument("--op", type=int, required=True, help="operation, e.g. 1000")
     push.add_argument("--key", action="append", default=[], help="connection key (repeat)")
     push.add_argument("--mid", type=int, action="append", default=[], help="user id (repeat)")

@@ -160,3 +160,18 @@ def local_config(**sections: dict[str, Any]) -> Any:
     for name, table in sections.items():
         base.setdefault(name, {}).update(table)
     return config.replace(config.Config(), **base)
+
+
+async def http_json(port: int, method: str, target: str, body: bytes = b"") -> tuple[int, Any]:
+    """One HTTP/1.1 request to 127.0.0.1 (connection closed after); returns (status, JSON body)."""
+    import json
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        data = await reader.read()
+    finally:
+        writer.close()
+    head_bytes, _, payload = data.partition(b"\r\n\r\n")
+    return int(head_bytes.split()[1]), json.loads(payload) if payload else None

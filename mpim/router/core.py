@@ -88,7 +88,8 @@ class Router:
         self.host = host
         self.epoch = epoch or secrets.randbits(62) + 1
         self.is_alive = is_alive
-        self.session_ttl = cfg.heartbeat_timeout + 3 * rc.report_interval
+        # the worker closes a silent client itself; this is the safety net behind it
+        self.session_ttl = cfg.heartbeat_timeout + 2 * rc.report_interval + 1.0
         self.table = SessionTable(self.session_ttl, rc.sweep_interval, now)
         self.now = now
         self.stats = {"reports": 0, "bad_reports": 0, "resyncs": 0, "expired": 0, "ghost_workers": 0}

@@ -125,7 +125,8 @@ def test_http10_closes_unless_keep_alive(loop: asyncio.AbstractEventLoop) -> Non
 
 def test_connection_close_header(loop: asyncio.AbstractEventLoop) -> None:
     c = Conn(loop)
-    c.feed(b"GET /goim/online/total HTTP/1.1\r\nConnection: close\r\n\r\nGET /goim/online/total HTTP/1.1\r\n\r\n")
+    total = b"GET /goim/online/total HTTP/1.1\r\n"
+    c.feed(total + b"Connection: close\r\n\r\n" + total + b"\r\n")
     assert len(c.responses()) == 1 and c.transport.closed
 
 
@@ -190,7 +191,11 @@ def test_upgrade_is_refused(loop: asyncio.AbstractEventLoop) -> None:
 
 def test_404_and_405_keep_the_connection(loop: asyncio.AbstractEventLoop) -> None:
     c = Conn(loop)
-    c.feed(b"GET /nope HTTP/1.1\r\n\r\nGET /goim/push/keys HTTP/1.1\r\n\r\nGET /goim/online/total HTTP/1.1\r\n\r\n")
+    c.feed(
+        b"GET /nope HTTP/1.1\r\n\r\n"
+        b"GET /goim/push/keys HTTP/1.1\r\n\r\n"
+        b"GET /goim/online/total HTTP/1.1\r\n\r\n"
+    )
     (s1, _, b1), (s2, h2, b2), (s3, _, _) = c.responses()
     assert (s1, b1["code"], s2, b2["code"], h2["allow"], s3) == (404, -404, 405, -405, "POST", 200)
     assert not c.transport.closed

@@ -84,6 +84,7 @@ def test_on_message_answers_on_the_same_route() -> None:
     s.ingress.on_message([b"peer", b"", req], out.append)
     assert out[0][:2] == [b"peer", b""]
     assert bus.unpack(out[0][2])["id"] == "x"
-    s.ingress.on_message([b"peer", bus.pack({"kind": "room", "op": 1, "room": "r", "reply": False})], out.append)
+    quiet = bus.pack({"kind": "room", "op": 1, "room": "r", "reply": False})
+    s.ingress.on_message([b"peer", quiet], out.append)
     s.ingress.on_message([b"lonely"], out.append)
     assert len(out) == 1
