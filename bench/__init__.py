@@ -1,0 +1,1 @@
+"""mpim's benchmark suite: ``python -m bench <scenario> ...`` (see bench/README.md)."""

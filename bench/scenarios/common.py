@@ -1,0 +1,132 @@
+"""Pieces every scenario uses: server + fleet lifetimes, CPU metering with progress, quiescence."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from bench.fleet import Fleet, processes_for
+from bench.procs import ProcessGroup, Sample, cpu_delta, per_process
+from bench.report import progress
+from bench.servers import MpimServer, Server
+
+
+@asynccontextmanager
+async def running(server: Server) -> AsyncIterator[Server]:
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.stop()
+
+
+@asynccontextmanager
+async def fleet_for(connections: int, deadline: float, minimum: int = 1) -> AsyncIterator[Fleet]:
+    fleet = await Fleet.start(processes_for(connections, minimum), deadline)
+    try:
+        yield fleet
+    finally:
+        await fleet.stop()
+
+
+def mpim_overrides(args: Any) -> dict[str, dict[str, Any]]:
+    """Config overrides shared by the scenarios (long heartbeat: connections idle through a run)."""
+    return {
+        "protocol": {"heartbeat": 600.0, "handshake_timeout": 60.0},
+        "room": {"batch": args.batch, "batch_delay": args.batch_delay},
+    }
+
+
+def make_mpim(args: Any, workers: int) -> MpimServer:
+    return MpimServer(workers, mpim_overrides(args))
+
+
+async def connect(fleet: Fleet, spec: dict[str, Any], total: int) -> tuple[int, int, float]:
+    """(connected, failed, wall seconds) for ``total`` connections over the fleet."""
+    started = time.monotonic()
+    replies = await fleet.connect(spec, total)
+    ok = sum(r["ok"] for r in replies)
+    failed = sum(r["failed"] for r in replies)
+    return ok, failed, time.monotonic() - started
+
+
+@dataclass
+class Usage:
+    seconds: float
+    cpu: float  # all server processes
+    worker_cpu: float
+    rows: list[tuple[str, float, int]]  # (process, CPU seconds, RSS bytes)
+
+    def cpu_of(self, prefix: str) -> float:
+        return sum(cpu for name, cpu, _ in self.rows if name.startswith(prefix))
+
+
+class Meter:
+    """CPU and RSS of a server's processes over one phase."""
+
+    def __init__(self, group: ProcessGroup, workers: list[int]) -> None:
+        self.group = group
+        self.workers = workers
+        self.before = Sample()
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.group.refresh()
+        self.before = self.group.sample()
+        self.started = time.monotonic()
+
+    def now(self) -> tuple[float, float]:
+        """(seconds since start, server CPU seconds since start)."""
+        return time.monotonic() - self.started, cpu_delta(self.before, self.group.sample())
+
+    def stop(self) -> Usage:
+        after = self.group.sample()
+        return Usage(
+            seconds=time.monotonic() - self.started,
+            cpu=cpu_delta(self.before, after),
+            worker_cpu=cpu_delta(self.before, after, self.workers),
+            rows=per_process(self.group, self.before, after),
+        )
+
+
+async def report_progress(fleet: Fleet, meter: Meter, total: float, every: float = 2.0) -> None:
+    """Print a progress line every ``every`` seconds until cancelled."""
+    last_recv = 0
+    last_t = 0.0
+    while True:
+        await asyncio.sleep(every)
+        stats = await fleet.all({"cmd": "stats"})
+        recv = sum(s["recv"] for s in stats)
+        elapsed, cpu = meter.now()
+        rate = (recv - last_recv) / max(1e-9, elapsed - last_t)
+        progress(
+            f"  {elapsed:5.1f}/{total:.0f}s  received {recv:,}  ({rate:,.0f}/s)  "
+            f"server CPU {cpu:.1f}s ({100 * cpu / max(elapsed, 1e-9):.0f}%)"
+        )
+        last_recv, last_t = recv, elapsed
+
+
+async def wait_quiet(fleet: Fleet, expected: int, timeout: float = 15.0, still: float = 1.5) -> int:
+    """Wait until ``expected`` messages arrived, or the count stopped moving for ``still`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    last_change = time.monotonic()
+    while time.monotonic() < deadline:
+        recv = sum(int(s["recv"]) for s in await fleet.all({"cmd": "stats"}))
+        if recv >= expected:
+            return recv
+        if recv != last:
+            last, last_change = recv, time.monotonic()
+        elif time.monotonic() - last_change >= still:
+            return recv
+        await asyncio.sleep(0.1)
+    return last
+
+
+def usage_table_rows(usage: Usage) -> list[tuple[str, float, float]]:
+    """(process, CPU seconds, RSS MiB) rows for a usage breakdown."""
+    return [(name, cpu, rss / 2**20) for name, cpu, rss in usage.rows]

@@ -1,0 +1,97 @@
+"""Scenario 5, HTTP ingress: push requests per second the router's HTTP server answers.
+
+Uses wrk (Debian package ``wrk``) when it is installed, else this package's own
+pipelined HTTP publisher (:mod:`bench.pusher`), and says which. Requests are
+goim's room push to a room with no members (``POST /goim/push/room?operation=
+1000&type=live&room=empty``), so the figure is the ingress alone: HTTP parse,
+route, publish on the bus. Prints requests/s and requests per CPU-second of the
+router process (the one ingress process) and of all mpim processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+from typing import Any
+
+from bench.pusher import Pusher, post
+from bench.report import append, progress, table
+from bench.scenarios.common import Meter, make_mpim, running
+from bench.servers import BENCH
+
+PATH = "/goim/push/room?operation=1000&type=live&room=empty"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=float, default=10)
+    p.add_argument("--connections", type=int, default=32, help="HTTP keep-alive connections")
+    p.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
+
+
+async def with_wrk(port: int, args: Any) -> tuple[int, int]:
+    """(requests, non-2xx or socket errors) from one wrk run."""
+    wrk = shutil.which("wrk")
+    assert wrk is not None
+    proc = await asyncio.create_subprocess_exec(
+        wrk, "-t1", f"-c{args.connections}", f"-d{args.duration:g}s", "-s", str(BENCH / "wrk_post.lua"),
+        f"http://127.0.0.1:{port}{PATH}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env=dict(os.environ, BENCH_BODY_SIZE=str(args.size)),
+    )  # fmt: skip
+    out = (await proc.communicate())[0].decode(errors="replace")
+    done = re.search(r"(\d+) requests in", out)
+    errors = sum(
+        int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|connect|read|write|timeout):? (\d+)", out)
+    )
+    if done is None:
+        raise RuntimeError(f"wrk failed:\n{out}")
+    return int(done.group(1)), errors
+
+
+async def with_python(port: int, args: Any) -> tuple[int, int]:
+    pusher = Pusher(port, connections=args.connections, window=16)
+    await pusher.open()
+    request = post(PATH, b"x" * args.size)
+    counter = iter(range(1 << 62))
+    await pusher.run_paced(lambda n, now: (next(counter), request), 0, args.duration)
+    await pusher.drain()
+    pusher.close()
+    return pusher.ok, pusher.failed
+
+
+async def run(args: Any) -> str:
+    tool = args.tool
+    if tool == "auto":
+        tool = "wrk" if shutil.which("wrk") else "python"
+        if tool == "python":
+            progress("wrk not found (apt-get install wrk); using the Python publisher, which needs more CPU")
+    rows = []
+    for workers in args.workers:
+        server = make_mpim(args, workers)
+        async with running(server):
+            assert server.group is not None
+            meter = Meter(server.group, server.worker_pids())
+            meter.start()
+            progress(
+                f"ingress: {workers} worker(s), {tool}, {args.connections} connections, {args.duration:g}s"
+            )
+            drive = with_wrk if tool == "wrk" else with_python
+            requests, errors = await drive(server.http_port, args)
+            usage = meter.stop()
+            router = usage.cpu_of("router")
+            rows.append(
+                (workers, tool, args.connections, requests / usage.seconds, router / usage.seconds * 100,
+                 requests / router if router else float("nan"), requests / usage.cpu, errors)
+            )  # fmt: skip
+    return table(
+        ("workers", "tool", "connections", "requests/s", "router CPU %", "requests / router CPU-s",
+         "requests / all mpim CPU-s", "errors"),
+        rows,
+    ) + f"\n\n`POST {PATH}` with a {args.size}-byte body; one router process serves HTTP."  # fmt: skip
+
+
+def record(args: Any, text: str) -> None:
+    append("HTTP ingress: room push requests/s", text)

@@ -1,0 +1,218 @@
+"""The measured push phase shared by fan-out and unicast: publish at a rate, account every delivery.
+
+A :class:`Plan` builds each request (stamping the body with its stream, the
+stream's next seq and the send time) and knows how many deliveries the pushes
+so far should make. :func:`measure` runs a warm-up, resets the generators'
+counters, publishes for the duration while printing progress, waits for the
+last deliveries, and returns the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.fleet import Fleet
+from bench.pusher import Pusher, post
+from bench.report import progress
+from bench.scenarios.common import Meter, Usage, connect, fleet_for, report_progress, running, wait_quiet
+from bench.servers import MpimServer, NchanServer, Server
+from bench.tally import hist_max, merge_counts, merge_hist, percentile
+from bench.wire import PUSH_OP, body
+
+
+@dataclass
+class Plan:
+    """What to publish; ``sent`` counts pushes per stream, ``fanout`` the receivers per stream."""
+
+    size: int
+    sent: dict[int, int] = field(default_factory=dict)
+    fanout: dict[int, int] = field(default_factory=dict)
+    check_code: bool = True
+
+    def next_seq(self, stream: int) -> int:
+        seq = self.sent.get(stream, 0)
+        self.sent[stream] = seq + 1
+        return seq
+
+    def expected(self) -> int:
+        return sum(n * self.fanout.get(stream, 0) for stream, n in self.sent.items())
+
+    def request(self, n: int, now: float) -> tuple[int, bytes]:
+        """(ordering key, HTTP request) of the next push."""
+        raise NotImplementedError
+
+
+def members(connections: int, rooms: int) -> dict[int, int]:
+    """Room index -> member count when connection i joins room i % rooms."""
+    return {r: connections // rooms + (1 if r < connections % rooms else 0) for r in range(rooms)}
+
+
+class RoomPlan(Plan):
+    """Round-robin over the rooms: POST /goim/push/room (or Nchan's /pub/<room>)."""
+
+    def __init__(self, connections: int, rooms: int, size: int, nchan: bool = False) -> None:
+        super().__init__(size, fanout=members(connections, rooms), check_code=not nchan)
+        self.rooms = rooms
+        self.nchan = nchan
+        self.count = 0
+
+    def request(self, n: int, now: float) -> tuple[int, bytes]:
+        room = self.count % self.rooms
+        self.count += 1
+        payload = body(room, self.next_seq(room), now, self.size)
+        if self.nchan:
+            return room, post(f"/pub/{room}", payload)
+        return room, post(f"/goim/push/room?operation={PUSH_OP}&type=live&room={room}", payload)
+
+
+class MidPlan(Plan):
+    """Pushes by mid to random users (one connection each): POST /goim/push/mids."""
+
+    def __init__(self, connections: int, size: int, seed: int = 1) -> None:
+        super().__init__(size, fanout=dict.fromkeys(range(1, connections + 1), 1))
+        self.connections = connections
+        self.random = random.Random(seed)
+
+    def request(self, n: int, now: float) -> tuple[int, bytes]:
+        mid = self.random.randint(1, self.connections)
+        payload = body(mid, self.next_seq(mid), now, self.size)
+        return mid, post(f"/goim/push/mids?operation={PUSH_OP}&mids={mid}", payload)
+
+
+@dataclass
+class PushResult:
+    pushes: int
+    rate: float
+    seconds: float
+    received: int
+    expected: int
+    lost: int
+    dup: int
+    reorder: int
+    misdelivered: int
+    closed: int
+    failed_pushes: int
+    first_error: str
+    p50: float
+    p99: float
+    max: float
+    usage: Usage
+
+    @property
+    def per_second(self) -> float:
+        return self.received / self.seconds
+
+    @property
+    def per_cpu(self) -> float:
+        return self.received / self.usage.cpu if self.usage.cpu else float("nan")
+
+
+async def measure(
+    fleet: Fleet,
+    meter: Meter,
+    port: int,
+    plan: Plan,
+    rate: float,
+    duration: float,
+    warmup: float = 1.0,
+) -> PushResult:
+    pusher = Pusher(port, check_code=plan.check_code)
+    await pusher.open()
+    try:
+        if warmup > 0:
+            await pusher.run_paced(plan.request, rate, warmup)
+            await pusher.drain()
+            await wait_quiet(fleet, plan.expected())
+        await fleet.all({"cmd": "reset"})
+        before = plan.expected()
+        sent_before, failed_before = pusher.sent, pusher.failed
+        meter.start()
+        ticker = asyncio.create_task(report_progress(fleet, meter, duration))
+        try:
+            achieved = await pusher.run_paced(plan.request, rate, duration)
+            seconds = meter.now()[0]
+            await pusher.drain()
+            await wait_quiet(fleet, plan.expected() - before)
+        finally:
+            ticker.cancel()
+        usage = meter.stop()
+        reports: list[dict[str, Any]] = await fleet.all(
+            {"cmd": "finish", "sent": {str(k): v for k, v in plan.sent.items()}}
+        )
+    finally:
+        pusher.close()
+    hist = merge_hist(reports)
+    return PushResult(
+        pushes=pusher.sent - sent_before,
+        rate=achieved,
+        seconds=seconds,
+        received=merge_counts(reports, "recv"),
+        expected=plan.expected() - before,
+        lost=merge_counts(reports, "lost"),
+        dup=merge_counts(reports, "dup"),
+        reorder=merge_counts(reports, "reorder"),
+        misdelivered=merge_counts(reports, "misdelivered"),
+        closed=merge_counts(reports, "closed"),
+        failed_pushes=pusher.failed - failed_before,
+        first_error=pusher.first_error,
+        p50=percentile(hist, 0.50),
+        p99=percentile(hist, 0.99),
+        max=hist_max(hist),
+        usage=usage,
+    )
+
+
+HEADER = (
+    "server", "workers", "transport", "conns", "rooms", "pushes/s", "delivered/s", "server CPU %",
+    "deliveries / server CPU-s", "p50 ms", "p99 ms", "max ms", "lost", "dup", "reorder",
+)  # fmt: skip
+
+
+def row(
+    server: str, workers: int, transport: str, conns: int, rooms: int | str, r: PushResult
+) -> tuple[Any, ...]:
+    return (
+        server, workers, transport, conns, rooms, r.rate, r.per_second,
+        100 * r.usage.cpu / r.seconds, r.per_cpu, 1000 * r.p50, 1000 * r.p99, 1000 * r.max,
+        r.lost, r.dup, r.reorder,
+    )  # fmt: skip
+
+
+def cpu_split(r: PushResult) -> str:
+    parts = [f"{name} {cpu:.2f}s" for name, cpu, _ in r.usage.rows if cpu > 0.005]
+    return ", ".join(parts)
+
+
+async def push_case(
+    args: Any, server: Server, kind: str, conns: int, spec: dict[str, Any], plan: Plan
+) -> PushResult:
+    """Start ``server``, connect ``conns`` clients of ``kind``, publish ``plan`` at ``args.rate``."""
+    async with running(server), fleet_for(conns, args.deadline, minimum=2) as fleet:
+        if isinstance(server, NchanServer):
+            port = http = server.port
+        else:
+            assert isinstance(server, MpimServer)
+            port = server.tcp_port if kind == "tcp" else server.ws_port
+            http = server.http_port
+        ok, failed, seconds = await connect(
+            fleet, {**spec, "kind": kind, "port": port, "path": "/sub"}, conns
+        )
+        progress(f"  {ok:,} {kind} clients in {seconds:.1f}s ({failed} failed)")
+        if failed:
+            raise RuntimeError(f"{failed} connections failed:\n{server.log_tail()}")
+        await asyncio.sleep(1.0)  # room subscriptions reach the bus, sessions reach the router
+        assert server.group is not None
+        meter = Meter(server.group, server.worker_pids())
+        result = await measure(fleet, meter, http, plan, args.rate, args.duration, args.warm_seconds)
+        if isinstance(server, MpimServer):
+            cuts = server.log_count("slow consumer")
+            if cuts:
+                progress(f"  warning: the server cut {cuts} slow consumers")
+        if result.failed_pushes:
+            progress(f"  warning: {result.failed_pushes} pushes failed, first: {result.first_error}")
+        if result.closed:
+            progress(f"  warning: {result.closed} client connections were closed during the run")
+        return result

@@ -1,0 +1,48 @@
+"""Scenario 3, unicast: pushes by mid to random users at a rate (one connection per mid).
+
+Each push is ``POST /goim/push/mids?operation=1000&mids=<mid>`` to one random
+user: unbatched, one frame per delivery, through router, bus and worker.
+Prints the same figures as the fan-out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bench.report import append, progress, table
+from bench.scenarios.common import make_mpim
+from bench.scenarios.push import HEADER, MidPlan, cpu_split, push_case, row
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conns", type=int, default=20_000, help="users, one connection each")
+    p.add_argument("--rate", type=float, default=5000, help="pushes per second")
+    p.add_argument("--duration", type=float, default=20, help="seconds of publishing measured")
+    p.add_argument("--transport", choices=["tcp", "ws", "both"], default="tcp")
+
+
+async def run(args: Any) -> str:
+    transports = ["tcp", "ws"] if args.transport == "both" else [args.transport]
+    rows = []
+    splits = []
+    for workers in args.workers:
+        for kind in transports:
+            progress(f"unicast: {workers} worker(s), {kind}, {args.conns:,} users, {args.rate:g} pushes/s")
+            plan = MidPlan(args.conns, args.size)
+            result = await push_case(
+                args, make_mpim(args, workers), kind, args.conns, {"rooms": 0, "mode": "mid"}, plan
+            )
+            rows.append(row("mpim", workers, kind, args.conns, "-", result))
+            splits.append(f"{workers}w {kind}: {cpu_split(result)}")
+    text = table(HEADER, rows)
+    text += "\n\nServer CPU seconds per process during the measured phase:\n\n"
+    text += "\n".join(f"- {s}" for s in splits)
+    text += (
+        f"\n\nBody {args.size} bytes; one mid per request; {args.duration:g} s measured after a 1 s warm-up."
+    )
+    return text
+
+
+def record(args: Any, text: str) -> None:
+    append(f"Unicast by mid: {args.conns:,} users, {args.rate:g} pushes/s", text)

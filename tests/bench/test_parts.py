@@ -1,0 +1,152 @@
+"""The load generator's pure parts: frame walking, sequence accounting, histograms, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.frames import Frame, Opcode
+from websockets.server import ServerProtocol
+
+from bench.__main__ import parser
+from bench.clients import TcpClient
+from bench.pusher import post
+from bench.report import table
+from bench.scenarios.push import MidPlan, RoomPlan, members
+from bench.servers import nchan_missing
+from bench.tally import Tally, hist_max, merge_bcast, merge_hist, percentile
+from bench.wire import BROADCAST, PREFIX, PUSH_OP, WsError, body, ws_frames
+from mpim.proto import Op, decode, encode, encode_header
+from mpim.worker.wsframe import binary_frame
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+def client(stream: int = 3) -> TcpClient:
+    loop = asyncio.new_event_loop()
+    try:
+        ready: asyncio.Future[None] = loop.create_future()
+    finally:
+        loop.close()
+    c = TcpClient(Tally(), stream, "live://3", ready, mid=7)
+    c.transport = Sink()
+    return c
+
+
+def push(stream: int, seq: int, sent: float = 0.0) -> bytes:
+    return encode(PUSH_OP, body(stream, seq, sent, 32))
+
+
+def test_body_prefix_and_padding() -> None:
+    data = body(5, 9, 1.5, 40)
+    assert len(data) == 40
+    assert PREFIX.unpack_from(data) == (5, 9, 1.5)
+    assert len(body(5, 9, 1.5, 4)) == PREFIX.size
+
+
+def test_in_order_deliveries_split_anywhere() -> None:
+    stream = b"".join(push(3, seq) for seq in range(50))
+    for step in (1, 7, 36, len(stream)):
+        c = client()
+        for i in range(0, len(stream), step):
+            c.data_received(stream[i : i + step])
+        assert (c.tally.recv, c.next, c.tally.dup, c.tally.reorder, c.tally.gaps) == (50, 50, 0, 0, 0)
+        assert sum(c.tally.hist) == 50
+        assert c.lost(50) == 0 and c.lost(52) == 2
+
+
+def test_gap_late_arrival_and_duplicate() -> None:
+    c = client()
+    c.data_received(push(3, 0) + push(3, 3) + push(3, 1) + push(3, 1) + push(3, 4))
+    assert c.tally.gaps == 2  # 1 and 2 were skipped when 3 came
+    assert c.tally.reorder == 1  # 1 came late
+    assert c.tally.dup == 1  # 1 came twice
+    assert c.lost(5) == 1  # 2 never came
+
+
+def test_other_streams_broadcasts_and_control_frames() -> None:
+    c = client()
+    batch = push(4, 0) + push(BROADCAST, 0, 1.0) + encode(Op.HEARTBEAT_REPLY, b"\0\0\0\1")
+    c.data_received(batch + encode(Op.DISCONNECT_REPLY))
+    assert c.tally.misdelivered == 1
+    assert c.tally.bcast[0][0] == 1
+    assert (c.tally.hb_replies, c.tally.kicked, c.tally.recv) == (1, 1, 2)
+
+
+def test_websocket_batch_is_walked_like_tcp() -> None:
+    inner = push(3, 0) + push(3, 1) + push(3, 2)
+    message = binary_frame(encode_header(Op.RAW, len(inner)) + inner)
+    frames, used = ws_frames(message)
+    assert used == len(message) and frames[0][0] == 2
+    c = client()
+    c.walk(message, frames[0][1], frames[0][2], 0.0)
+    assert (c.tally.recv, c.next) == (3, 3)
+
+
+def test_ws_frames_agree_with_the_library() -> None:
+    """Whatever websockets' server side sends, our walker splits it the same way."""
+    server = ServerProtocol()
+    server.state = server.state.__class__.OPEN  # skip the handshake: frames only
+    payloads = [b"a" * n for n in (0, 1, 125, 126, 65535, 65536)]
+    for payload in payloads:
+        server.send_frame(Frame(Opcode.BINARY, payload))
+    wire = b"".join(server.data_to_send())
+    frames, used = ws_frames(wire)
+    assert used == len(wire)
+    assert [wire[s:e] for _, s, e in frames] == payloads
+    partial, used = ws_frames(wire[:-1])
+    assert len(partial) == len(payloads) - 1 and used < len(wire)
+    with pytest.raises(WsError):
+        ws_frames(b"\x02\x01x")  # a fragment
+
+
+def test_histogram_percentiles_and_merging() -> None:
+    reports = [{"hist": {"10": 98, "500": 1}}, {"hist": {"10": 0, "20000": 1}}]
+    hist = merge_hist(reports)
+    assert percentile(hist, 0.5) == pytest.approx(0.0011)
+    assert percentile(hist, 0.99) == pytest.approx(0.0501)
+    assert hist_max(hist) == pytest.approx(2.0001)
+    bcast = merge_bcast([{"bcast": {"0": [2, 1.0, 2.0]}}, {"bcast": {"0": [3, 0.5, 1.5]}}])
+    assert bcast == {0: [5, 0.5, 2.0]}
+
+
+def test_plans_count_what_they_publish() -> None:
+    assert members(10, 3) == {0: 4, 1: 3, 2: 3}
+    plan = RoomPlan(10, 3, 32)
+    keys = [plan.request(n, 0.0)[0] for n in range(7)]
+    assert keys == [0, 1, 2, 0, 1, 2, 0]
+    assert plan.sent == {0: 3, 1: 2, 2: 2} and plan.expected() == 3 * 4 + 2 * 3 + 2 * 3
+    _, request = plan.request(7, 0.0)
+    assert request.startswith(b"POST /goim/push/room?operation=1000&type=live&room=1 HTTP/1.1\r\n")
+    mids = MidPlan(5, 32)
+    for n in range(20):
+        mids.request(n, 0.0)
+    assert sum(mids.sent.values()) == 20 == mids.expected()
+    frames, _ = decode(encode(Op.AUTH, b"x"))
+    assert frames[0].op == Op.AUTH
+    assert post("/x", b"ab").endswith(b"Content-Length: 2\r\n\r\nab")
+
+
+def test_cli_defaults_and_nchan_hint() -> None:
+    args = parser().parse_args(["capacity"])
+    assert (args.conns, args.workers, args.transport) == (30_000, [1, 2], "both")
+    args = parser().parse_args(["fanout", "--workers", "2", "--peer", "nchan"])
+    assert args.workers == [2] and args.peer == "nchan"
+    hint = nchan_missing()
+    assert hint is None or "apt-get install" in hint
+
+
+def test_table_is_markdown() -> None:
+    text = table(("a", "bb"), [(1234567, 0.5), ("x", float("nan"))])
+    assert text.splitlines() == [
+        "| a         | bb  |",
+        "|-----------|-----|",
+        "| 1,234,567 | 0.5 |",
+        "| x         | -   |",
+    ]
