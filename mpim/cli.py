@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 
@@ -60,6 +61,26 @@ def cmd_push(args: argparse.Namespace) -> int:
     return push.run(args, endpoint)
 
 
+def cmd_client(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from mpim.client import watch
+
+    token = args.token or json.dumps(
+        {
+            "mid": args.mid,
+            "key": args.key,
+            "room_id": args.room,
+            "platform": args.platform,
+            "accepts": [int(op) for op in args.accepts.split(",") if op],
+        }
+    )
+    try:
+        return uvloop.run(watch(args.address, token, args.heartbeat, args.count))
+    except KeyboardInterrupt:
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("master", cmd_master, "run the master: workers, bus and router, supervised")
     add("worker", cmd_worker, "run one worker in the foreground (no bus, no router)")
     add("check", cmd_check, "validate a config file and exit")
+    client = add("client", cmd_client, "connect as a goim client and print what is pushed")
+    client.add_argument(
+        "address", nargs="?", default="127.0.0.1:3101", help="host:port (TCP) or ws://host:port/sub"
+    )
+    client.add_argument("--mid", type=int, default=1, help="user id for a json token")
+    client.add_argument("--room", default="", help="room to join, e.g. live://1000")
+    client.add_argument("--key", default="", help="connection key (empty = server generates one)")
+    client.add_argument("--platform", default="cli")
+    client.add_argument("--accepts", default="1000,1001,1002", help="ops to watch")
+    client.add_argument("--token", default="", help="send this token instead (e.g. from `mpim token`)")
+    client.add_argument("--heartbeat", type=float, default=30.0, help="seconds between heartbeats")
+    client.add_argument("--count", type=int, default=0, help="exit after this many pushes (0 = never)")
     token = add("token", cmd_token, "mint an HS256 client token for jwt auth mode")
     token.add_argument("--mid", type=int, required=True, help="user id")
     token.add_argument("--room", default="", help="room id, e.g. live://1000")

@@ -143,7 +143,10 @@ class WsClient(Client):
         return frames
 
     async def send_raw(self, data: bytes) -> None:
-        await self.conn.send(data)
+        try:
+            await self.conn.send(data)
+        except ConnectionClosed as exc:
+            raise ConnectionClosedError(str(exc)) from None
 
     async def close(self) -> None:
         await self.conn.close()
@@ -157,3 +160,50 @@ async def connect_tcp(host: str, port: int) -> TcpClient:
 async def connect_ws(url: str) -> WsClient:
     conn = await ws_connect(url, max_size=None, compression=None)
     return WsClient(conn)
+
+
+async def watch(
+    address: str,
+    token: str,
+    heartbeat: float = 30.0,
+    count: int = 0,
+    out: Any = None,
+) -> int:
+    """`mpim client`: authenticate, print every push, heartbeat; stop after ``count`` pushes."""
+    import sys
+
+    out = out or sys.stdout
+    if address.startswith(("ws://", "wss://")):
+        client: Client = await connect_ws(address)
+    else:
+        host, _, port = address.rpartition(":")
+        client = await connect_tcp(host or "127.0.0.1", int(port))
+    await client.auth(token)
+    print(f"connected to {address}", file=out, flush=True)
+    loop = asyncio.get_running_loop()
+    next_beat = loop.time()
+    received = 0
+    try:
+        while not count or received < count:
+            if loop.time() >= next_beat:
+                await client.send(Op.HEARTBEAT)
+                next_beat = loop.time() + heartbeat
+            try:
+                frame = await client.recv_push(timeout=max(0.01, next_beat - loop.time()))
+            except TimeoutError:
+                continue
+            if frame.op == Op.HEARTBEAT_REPLY:
+                online = int.from_bytes(frame.body, "big", signed=True)
+                print(f"heartbeat reply: room online {online}", file=out, flush=True)
+            elif frame.op == Op.DISCONNECT_REPLY:
+                print("server asked us to disconnect (op 6)", file=out, flush=True)
+            elif frame.seq == 0:
+                received += 1
+                body = frame.body.decode("utf-8", "backslashreplace")
+                print(f"push op={frame.op} body={body}", file=out, flush=True)
+    except ConnectionClosedError:
+        print("connection closed by the server", file=out, flush=True)
+        return 1
+    finally:
+        await client.close()
+    return 0

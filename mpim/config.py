@@ -206,11 +206,17 @@ def _build_section(source: str, name: str, cls: type[Any], table: Any) -> Any:
 def _check_addresses(source: str, cfg: Config) -> None:
     pairs = [("tcp", a) for a in cfg.tcp.bind] + [("websocket", a) for a in cfg.websocket.bind]
     pairs.append(("http", cfg.http.bind))
+    owner: dict[int, str] = {}
     for section, addr in pairs:
         try:
-            parse_address(addr)
+            _, port = parse_address(addr)
         except ValueError as exc:
             raise ConfigError(f"{source}: [{section}] bind: {exc}") from None
+        if port and port in owner:
+            raise ConfigError(
+                f"{source}: [{section}] bind: port {port} is already used by [{owner[port]}] bind"
+            )
+        owner[port] = section
     if cfg.auth.mode == "jwt" and not cfg.auth.secret:
         raise ConfigError(f'{source}: [auth] secret: required when mode = "jwt"')
     for key in ("path", "echo_path"):

@@ -8,6 +8,7 @@ whatever is left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -36,6 +37,7 @@ class Worker:
         self.hub = Hub(cfg, loop, link)
         self._servers: list[asyncio.AbstractServer] = []
         self._stopped = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
         self.on_drained: Callable[[int], None] | None = None
 
@@ -71,11 +73,11 @@ class Worker:
         await self._stopped.wait()
 
     def stop(self, graceful: bool = True) -> None:
+        """Drain (graceful) or drain without waiting; a second, quick call cuts a drain short."""
+        if not graceful:
+            self._hurry.set()
         if self._drain_task is None:
-            timeout = self.cfg.server.graceful_timeout if graceful else 0.0
-            self._drain_task = self.loop.create_task(self._drain(timeout))
-        elif not graceful:
-            self._drain_task.cancel()
+            self._drain_task = self.loop.create_task(self._drain(self.cfg.server.graceful_timeout))
 
     async def _drain(self, timeout: float) -> None:
         for server in self._servers:
@@ -86,11 +88,12 @@ class Worker:
         if self.on_drained is not None:
             self.on_drained(told)
         deadline = self.loop.time() + timeout
-        try:
-            while any(ch.transport is not None for ch in channels) and self.loop.time() < deadline:
-                await asyncio.sleep(0.05)
-        except asyncio.CancelledError:
-            pass
+        while any(ch.transport is not None for ch in channels) and not self._hurry.is_set():
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), min(0.05, remaining))
         left = [ch for ch in channels if ch.transport is not None]
         for channel in left:
             channel.transport.abort()
