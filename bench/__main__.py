@@ -48,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-delay", type=float, default=0.01, help="[room] batch_delay, seconds")
         p.add_argument("--warm-seconds", type=float, default=1.0, help="publishing before measuring")
         p.add_argument("--deadline", type=float, default=900, help="generators exit after this long")
+        p.add_argument("--profile", default="", help='py-spy a server process while measuring ("worker 1")')
         p.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
         module.add_arguments(p)
     return top

@@ -6,7 +6,9 @@ reply per command on stdout:
 - ``{"cmd": "connect", "kind": "tcp"|"ws"|"nchan", "port": P, "path": "/sub",
   "first": G, "count": N, "rooms": R, "mode": "room"|"mid", "inflight": K}``
   opens N connections with global indexes G..G+N-1 (mid = index + 1, room =
-  index % R) and waits until each is authenticated (Nchan: upgraded);
+  index % R; in "mid" mode a connection follows stream index // group, with
+  ``"group": K`` users per push) and waits until each is authenticated (Nchan:
+  upgraded);
   replies ``{"ok", "failed", "seconds"}``.
 - ``{"cmd": "heartbeat", "interval": S}``: every connection sends a heartbeat
   each S seconds, spread over the interval.
@@ -50,6 +52,7 @@ class Generator:
         kind, port, path = spec["kind"], int(spec["port"]), spec.get("path", "/sub")
         first, count, rooms = int(spec["first"]), int(spec["count"]), int(spec.get("rooms", 1))
         by_mid = spec.get("mode", "room") == "mid"
+        group = int(spec.get("group", 1))
         if len(self.clients) + count > MAX_SOCKETS:
             raise ValueError(f"{len(self.clients) + count} sockets would pass {MAX_SOCKETS} per process")
         sem = asyncio.Semaphore(int(spec.get("inflight", 256)))
@@ -60,7 +63,7 @@ class Generator:
             nonlocal failed
             mid = index + 1
             room_index = index % rooms if rooms else -1
-            stream = mid if by_mid else room_index
+            stream = index // group if by_mid else room_index
             room = room_name(room_index) if rooms else ""
             ready: asyncio.Future[None] = loop.create_future()
             client: Client

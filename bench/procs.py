@@ -14,10 +14,16 @@ from pathlib import Path
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds: utime and stime, fields 14 and 15 of /proc/<pid>/stat."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15)
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    user, system = cpu_times(pid)
+    return user + system
 
 
 def rss_bytes(pid: int) -> int:
@@ -54,6 +60,7 @@ def descendants(root: int) -> list[int]:
 @dataclass
 class Sample:
     cpu: dict[int, float] = field(default_factory=dict)
+    sys: dict[int, float] = field(default_factory=dict)
     rss: dict[int, int] = field(default_factory=dict)
 
 
@@ -80,7 +87,9 @@ class ProcessGroup:
         out = Sample()
         for pid in list(self.names):
             try:
-                out.cpu[pid] = cpu_seconds(pid)
+                user, system = cpu_times(pid)
+                out.cpu[pid] = user + system
+                out.sys[pid] = system
                 out.rss[pid] = rss_bytes(pid)
             except (OSError, ValueError, IndexError):
                 continue
@@ -92,10 +101,12 @@ def cpu_delta(before: Sample, after: Sample, pids: list[int] | None = None) -> f
     return sum(after.cpu.get(p, 0.0) - before.cpu.get(p, 0.0) for p in chosen if p in after.cpu)
 
 
-def per_process(group: ProcessGroup, before: Sample, after: Sample) -> list[tuple[str, float, int]]:
-    """(name, CPU seconds in between, RSS after) per process."""
+def per_process(group: ProcessGroup, before: Sample, after: Sample) -> list[tuple[str, float, float, int]]:
+    """(name, CPU seconds in between, of which system, RSS after) per process."""
     rows = []
     for pid, name in group.names.items():
         if pid in after.cpu:
-            rows.append((name, after.cpu[pid] - before.cpu.get(pid, 0.0), after.rss.get(pid, 0)))
+            cpu = after.cpu[pid] - before.cpu.get(pid, 0.0)
+            system = after.sys.get(pid, 0.0) - before.sys.get(pid, 0.0)
+            rows.append((name, cpu, system, after.rss.get(pid, 0)))
     return rows

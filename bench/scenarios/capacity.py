@@ -57,7 +57,7 @@ async def case(args: Any, workers: int, kind: str) -> tuple[Any, ...]:
             port = server.tcp_port if warm == "tcp" else server.ws_port
             await fleet.connect({**spec, "kind": warm, "port": port}, args.warmup, first=10_000_000 * (i + 1))
         before = await settled_rss(pids)
-        meter = Meter(server.group, pids)
+        meter = Meter(server.group, pids, fleet.pids)
         meter.start()
         port = server.tcp_port if kind == "tcp" else server.ws_port
         ok, failed, seconds = await connect(fleet, {**spec, "kind": kind, "port": port}, conns)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.fleet import Fleet, processes_for
-from bench.procs import ProcessGroup, Sample, cpu_delta, per_process
+from bench.procs import ProcessGroup, Sample, cpu_delta, cpu_seconds, per_process
 from bench.report import progress
 from bench.servers import MpimServer, Server
 
@@ -59,24 +60,35 @@ class Usage:
     seconds: float
     cpu: float  # all server processes
     worker_cpu: float
-    rows: list[tuple[str, float, int]]  # (process, CPU seconds, RSS bytes)
+    rows: list[tuple[str, float, float, int]]  # (process, CPU seconds, of which system, RSS bytes)
+    client_cpu: float = 0.0  # the load generators, for judging whether they kept up
 
     def cpu_of(self, prefix: str) -> float:
-        return sum(cpu for name, cpu, _ in self.rows if name.startswith(prefix))
+        return sum(cpu for name, cpu, _, _ in self.rows if name.startswith(prefix))
 
 
 class Meter:
     """CPU and RSS of a server's processes over one phase."""
 
-    def __init__(self, group: ProcessGroup, workers: list[int]) -> None:
+    def __init__(self, group: ProcessGroup, workers: list[int], clients: list[int] | None = None) -> None:
         self.group = group
         self.workers = workers
+        self.clients = clients or []
         self.before = Sample()
+        self.clients_before = 0.0
         self.started = 0.0
+
+    def client_cpu(self) -> float:
+        total = 0.0
+        for pid in self.clients:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += cpu_seconds(pid)
+        return total
 
     def start(self) -> None:
         self.group.refresh()
         self.before = self.group.sample()
+        self.clients_before = self.client_cpu()
         self.started = time.monotonic()
 
     def now(self) -> tuple[float, float]:
@@ -90,6 +102,7 @@ class Meter:
             cpu=cpu_delta(self.before, after),
             worker_cpu=cpu_delta(self.before, after, self.workers),
             rows=per_process(self.group, self.before, after),
+            client_cpu=self.client_cpu() - self.clients_before,
         )
 
 
@@ -102,10 +115,12 @@ async def report_progress(fleet: Fleet, meter: Meter, total: float, every: float
         stats = await fleet.all({"cmd": "stats"})
         recv = sum(s["recv"] for s in stats)
         elapsed, cpu = meter.now()
+        clients = meter.client_cpu() - meter.clients_before
         rate = (recv - last_recv) / max(1e-9, elapsed - last_t)
         progress(
             f"  {elapsed:5.1f}/{total:.0f}s  received {recv:,}  ({rate:,.0f}/s)  "
-            f"server CPU {cpu:.1f}s ({100 * cpu / max(elapsed, 1e-9):.0f}%)"
+            f"server CPU {cpu:.1f}s ({100 * cpu / max(elapsed, 1e-9):.0f}%)  "
+            f"generators {100 * clients / max(elapsed, 1e-9):.0f}%"
         )
         last_recv, last_t = recv, elapsed
 
@@ -125,8 +140,3 @@ async def wait_quiet(fleet: Fleet, expected: int, timeout: float = 15.0, still: 
             return recv
         await asyncio.sleep(0.1)
     return last
-
-
-def usage_table_rows(usage: Usage) -> list[tuple[str, float, float]]:
-    """(process, CPU seconds, RSS MiB) rows for a usage breakdown."""
-    return [(name, cpu, rss / 2**20) for name, cpu, rss in usage.rows]

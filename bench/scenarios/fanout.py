@@ -36,6 +36,7 @@ async def run(args: Any) -> str:
     transports = ["tcp", "ws"] if args.transport == "both" else [args.transport]
     rows = []
     splits = []
+    profiles: list[tuple[str, str]] = []
     mpim_ws: dict[int, PushResult] = {}
     for workers in args.workers:
         for kind in transports:
@@ -45,6 +46,8 @@ async def run(args: Any) -> str:
             result = await case(args, make_mpim(args, workers), kind, args.conns, args.rooms)
             rows.append(row("mpim", workers, kind, args.conns, args.rooms, result))
             splits.append(f"mpim {workers}w {kind}: {cpu_split(result)}")
+            if result.profile:
+                profiles.append((f"mpim {workers}w {kind}", result.profile))
             if kind == "ws":
                 mpim_ws[workers] = result
     ratios = []
@@ -70,6 +73,7 @@ async def run(args: Any) -> str:
     text = table(HEADER, rows)
     text += "\n\nServer CPU seconds per process during the measured phase:\n\n"
     text += "\n".join(f"- {s}" for s in splits)
+    text += "".join(f"\n\n{label}: {profile}" for label, profile in profiles)
     if ratios:
         text += "\n\n" + table(
             ("workers", "mpim/Nchan deliveries per server CPU-s", "mpim/Nchan p99 latency"), ratios

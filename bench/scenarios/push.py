@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from bench import profile
 from bench.fleet import Fleet
 from bench.pusher import Pusher, post
 from bench.report import progress
@@ -69,17 +72,28 @@ class RoomPlan(Plan):
 
 
 class MidPlan(Plan):
-    """Pushes by mid to random users (one connection each): POST /goim/push/mids."""
+    """Pushes by mid to random users (one connection each): POST /goim/push/mids.
 
-    def __init__(self, connections: int, size: int, seed: int = 1) -> None:
-        super().__init__(size, fanout=dict.fromkeys(range(1, connections + 1), 1))
-        self.connections = connections
+    With ``per_push`` > 1 the users are split into groups of that many
+    consecutive mids and each request names one random group (``mids=a&mids=b...``):
+    every member still gets its own unbatched frame, but the HTTP request and
+    the bus message are shared. The group is the stream its members check.
+    """
+
+    def __init__(self, connections: int, size: int, per_push: int = 1, seed: int = 1) -> None:
+        groups = -(-connections // per_push)
+        fanout = {g: min(per_push, connections - g * per_push) for g in range(groups)}
+        super().__init__(size, fanout=fanout)
+        self.groups = groups
+        self.per_push = per_push
         self.random = random.Random(seed)
 
     def request(self, n: int, now: float) -> tuple[int, bytes]:
-        mid = self.random.randint(1, self.connections)
-        payload = body(mid, self.next_seq(mid), now, self.size)
-        return mid, post(f"/goim/push/mids?operation={PUSH_OP}&mids={mid}", payload)
+        group = self.random.randrange(self.groups)
+        payload = body(group, self.next_seq(group), now, self.size)
+        first = group * self.per_push + 1
+        mids = "&".join(f"mids={mid}" for mid in range(first, first + self.fanout[group]))
+        return group, post(f"/goim/push/mids?operation={PUSH_OP}&{mids}", payload)
 
 
 @dataclass
@@ -100,6 +114,7 @@ class PushResult:
     p99: float
     max: float
     usage: Usage
+    profile: str = ""
 
     @property
     def per_second(self) -> float:
@@ -118,6 +133,7 @@ async def measure(
     rate: float,
     duration: float,
     warmup: float = 1.0,
+    profile: str = "",
 ) -> PushResult:
     pusher = Pusher(port, check_code=plan.check_code)
     await pusher.open()
@@ -131,6 +147,7 @@ async def measure(
         sent_before, failed_before = pusher.sent, pusher.failed
         meter.start()
         ticker = asyncio.create_task(report_progress(fleet, meter, duration))
+        spy = asyncio.create_task(profiled(meter, profile, duration)) if profile else None
         try:
             achieved = await pusher.run_paced(plan.request, rate, duration)
             seconds = meter.now()[0]
@@ -139,6 +156,7 @@ async def measure(
         finally:
             ticker.cancel()
         usage = meter.stop()
+        profile_text = await spy if spy is not None else ""
         reports: list[dict[str, Any]] = await fleet.all(
             {"cmd": "finish", "sent": {str(k): v for k, v in plan.sent.items()}}
         )
@@ -162,12 +180,23 @@ async def measure(
         p99=percentile(hist, 0.99),
         max=hist_max(hist),
         usage=usage,
+        profile=profile_text,
     )
+
+
+async def profiled(meter: Meter, name: str, seconds: float) -> str:
+    """py-spy's top functions of the server process called ``name`` over the measured phase."""
+    pids = [pid for pid, title in meter.group.names.items() if title == name]
+    if not pids:
+        return f"(no process named {name!r} to profile: {sorted(meter.group.names.values())})"
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = await profile.record(pids[0], seconds, Path(tmp) / "profile.txt")
+    return profile.render(name, raw)
 
 
 HEADER = (
     "server", "workers", "transport", "conns", "rooms", "pushes/s", "delivered/s", "server CPU %",
-    "deliveries / server CPU-s", "p50 ms", "p99 ms", "max ms", "lost", "dup", "reorder",
+    "deliveries / server CPU-s", "p50 ms", "p99 ms", "max ms", "lost", "dup", "reorder", "generators CPU %",
 )  # fmt: skip
 
 
@@ -177,12 +206,16 @@ def row(
     return (
         server, workers, transport, conns, rooms, r.rate, r.per_second,
         100 * r.usage.cpu / r.seconds, r.per_cpu, 1000 * r.p50, 1000 * r.p99, 1000 * r.max,
-        r.lost, r.dup, r.reorder,
+        r.lost, r.dup, r.reorder, 100 * r.usage.client_cpu / r.seconds,
     )  # fmt: skip
 
 
 def cpu_split(r: PushResult) -> str:
-    parts = [f"{name} {cpu:.2f}s" for name, cpu, _ in r.usage.rows if cpu > 0.005]
+    parts = [
+        f"{name} {cpu:.2f}s ({100 * system / cpu:.0f}% system)"
+        for name, cpu, system, _ in r.usage.rows
+        if cpu > 0.005
+    ]
     return ", ".join(parts)
 
 
@@ -205,8 +238,10 @@ async def push_case(
             raise RuntimeError(f"{failed} connections failed:\n{server.log_tail()}")
         await asyncio.sleep(1.0)  # room subscriptions reach the bus, sessions reach the router
         assert server.group is not None
-        meter = Meter(server.group, server.worker_pids())
-        result = await measure(fleet, meter, http, plan, args.rate, args.duration, args.warm_seconds)
+        meter = Meter(server.group, server.worker_pids(), fleet.pids)
+        result = await measure(
+            fleet, meter, http, plan, args.rate, args.duration, args.warm_seconds, args.profile
+        )
         if isinstance(server, MpimServer):
             cuts = server.log_count("slow consumer")
             if cuts:

@@ -20,29 +20,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=5000, help="pushes per second")
     p.add_argument("--duration", type=float, default=20, help="seconds of publishing measured")
     p.add_argument("--transport", choices=["tcp", "ws", "both"], default="tcp")
+    p.add_argument("--mids-per-push", type=int, default=1, help="users named in one request (1 = one each)")
 
 
 async def run(args: Any) -> str:
     transports = ["tcp", "ws"] if args.transport == "both" else [args.transport]
     rows = []
     splits = []
+    profiles: list[tuple[str, str]] = []
     for workers in args.workers:
         for kind in transports:
-            progress(f"unicast: {workers} worker(s), {kind}, {args.conns:,} users, {args.rate:g} pushes/s")
+            progress(
+                f"unicast: {workers} worker(s), {kind}, {args.conns:,} users, {args.rate:g} requests/s "
+                f"x {args.mids_per_push} mid(s)"
+            )
             plan = MidPlan(args.conns, args.size)
             result = await push_case(
                 args, make_mpim(args, workers), kind, args.conns, {"rooms": 0, "mode": "mid"}, plan
             )
             rows.append(row("mpim", workers, kind, args.conns, "-", result))
             splits.append(f"{workers}w {kind}: {cpu_split(result)}")
+            if result.profile:
+                profiles.append((f"{workers}w {kind}", result.profile))
     text = table(HEADER, rows)
     text += "\n\nServer CPU seconds per process during the measured phase:\n\n"
     text += "\n".join(f"- {s}" for s in splits)
+    text += "".join(f"\n\n{label}: {profile}" for label, profile in profiles)
     text += (
-        f"\n\nBody {args.size} bytes; one mid per request; {args.duration:g} s measured after a 1 s warm-up."
+        f"\n\nBody {args.size} bytes; {args.mids_per_push} mid(s) per request, each delivered as its own "
+        f"frame; {args.duration:g} s measured after a 1 s warm-up."
     )
     return text
 
 
 def record(args: Any, text: str) -> None:
-    append(f"Unicast by mid: {args.conns:,} users, {args.rate:g} pushes/s", text)
+    append(
+        f"Unicast by mid: {args.conns:,} users, {args.rate:g} requests/s x {args.mids_per_push} mid(s)", text
+    )

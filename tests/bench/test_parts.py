@@ -128,6 +128,13 @@ def test_plans_count_what_they_publish() -> None:
     for n in range(20):
         mids.request(n, 0.0)
     assert sum(mids.sent.values()) == 20 == mids.expected()
+    groups = MidPlan(5, 32, per_push=2)
+    assert groups.fanout == {0: 2, 1: 2, 2: 1}
+    while True:
+        key, request = groups.request(0, 0.0)
+        if key == 1:
+            break
+    assert b"?operation=1000&mids=3&mids=4 HTTP/1.1" in request
     frames, _ = decode(encode(Op.AUTH, b"x"))
     assert frames[0].op == Op.AUTH
     assert post("/x", b"ab").endswith(b"Content-Length: 2\r\n\r\nab")

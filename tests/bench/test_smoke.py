@@ -28,7 +28,7 @@ def assert_clean(result: PushResult) -> None:
     assert result.received == result.expected > 0
     assert (result.lost, result.dup, result.reorder, result.misdelivered, result.closed) == (0, 0, 0, 0, 0)
     assert math.isfinite(result.p99) and result.p50 <= result.p99 <= result.max
-    names = {name for name, _, _ in result.usage.rows}
+    names = {row[0] for row in result.usage.rows}
     assert {"master", "bus", "router"} <= names and any(n.startswith("worker") for n in names)
     assert result.usage.cpu > 0
 
@@ -42,8 +42,8 @@ def test_room_fanout_over_tcp_and_websocket() -> None:
 
 def test_unicast_by_mid() -> None:
     a = args("unicast", "--conns", "40", "--rate", "200", "--duration", "1")
-    plan = MidPlan(a.conns, a.size)
-    spec = {"rooms": 0, "mode": "mid"}
+    plan = MidPlan(a.conns, a.size, per_push=3)
+    spec = {"rooms": 0, "mode": "mid", "group": 3}
     result = uvloop.run(push_case(a, make_mpim(a, 2), "tcp", a.conns, spec, plan))
     assert_clean(result)
 
