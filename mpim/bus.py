@@ -4,8 +4,10 @@ How this works: the router connects a PUB socket to the forwarder's XSUB side;
 every worker connects a SUB socket to its XPUB side. ``zmq.proxy`` forwards
 messages down and subscriptions up, so the router's PUB only sends a room message
 when some worker subscribed to that room's topic, and the forwarder only passes
-it to those workers. A message is one frame: the topic followed directly by the
-envelope (one send per message; the topic's own end makes it splittable).
+it to those workers. A message is one frame: the topic followed directly by one
+or more envelopes (the router packs everything it publishes to one topic in one
+turn of its event loop into one message: one send, one wake-up of ZeroMQ's I/O
+thread, one receive; the topic's own end makes it splittable).
 
 Topics are prefix-free (a SUB filter is a byte-prefix match, so no topic may be
 the prefix of another):
@@ -102,6 +104,23 @@ def unpack(data: bytes) -> Any:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (msgpack.UnpackException, ValueError, TypeError) as exc:
         raise ValueError(f"malformed msgpack: {str(exc) or type(exc).__name__}") from None
+
+
+def unpack_all(data: bytes) -> list[Any]:
+    """Decode a run of msgpack values (a bus message's envelopes); ``ValueError`` if malformed."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1))
+    values = []
+    end = 0
+    try:
+        unpacker.feed(data)
+        for value in unpacker:
+            values.append(value)
+            end = unpacker.tell()
+    except (msgpack.UnpackException, ValueError, TypeError) as exc:
+        raise ValueError(f"malformed msgpack: {str(exc) or type(exc).__name__}") from None
+    if not values or end != len(data):
+        raise ValueError("malformed msgpack: truncated envelope")
+    return values
 
 
 def push_keys(op: int, keys: list[str], body: bytes) -> bytes:

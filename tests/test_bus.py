@@ -120,3 +120,11 @@ def test_forwarder_filters_by_subscription_and_keeps_order(proxy: tuple[str, str
         assert other.recv() == bus.BROADCAST + b"end"  # nothing of live://1 reached it
     finally:
         ctx.destroy(linger=0)
+
+
+def test_unpack_all_reads_a_run_of_envelopes() -> None:
+    run = bus.push_room(1, b"a") + bus.push_room(2, b"b") + bus.status(3, None)
+    assert bus.unpack_all(run) == [[bus.PUSH_ROOM, 1, b"a"], [bus.PUSH_ROOM, 2, b"b"], [bus.STATUS, 3, None]]
+    for bad in (b"", b"\xc1", run[:-1], bus.push_room(1, b"a") + b"\x92\x01"):
+        with pytest.raises(ValueError, match="malformed msgpack"):
+            bus.unpack_all(bad)

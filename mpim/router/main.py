@@ -52,6 +52,46 @@ class _Every:
         self._handle.cancel()
 
 
+class Outbox:
+    """Publishes once per loop turn: the envelopes for one topic go out as one bus message.
+
+    Per-topic order is kept (a topic's envelopes are concatenated in order, and a
+    topic that grows past ``limit`` bytes is sent at once, before anything later).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pub: zmq.Socket[bytes], limit: int = 1 << 18) -> None:
+        self._loop = loop
+        self._send = pub.send
+        self._limit = limit
+        self._topics: dict[bytes, list[bytes]] = {}
+        self._sizes: dict[bytes, int] = {}
+
+    def publish(self, topic: bytes, envelope: bytes) -> None:
+        topics = self._topics
+        if not topics:
+            self._loop.call_soon(self.flush)
+        parts = topics.get(topic)
+        if parts is None:
+            topics[topic] = [topic, envelope]
+            self._sizes[topic] = len(envelope)
+            return
+        parts.append(envelope)
+        size = self._sizes[topic] + len(envelope)
+        self._sizes[topic] = size
+        if size >= self._limit:
+            del topics[topic]
+            self._send(b"".join(parts), _NOBLOCK)
+
+    def flush(self) -> None:
+        topics, self._topics = self._topics, {}
+        self._sizes = {}
+        for parts in topics.values():
+            self._send(b"".join(parts), _NOBLOCK)  # PUB drops rather than block
+
+
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
 async def _serve(cfg: Config, endpoints: Endpoints) -> int:
     loop = asyncio.get_running_loop()
     endpoints = endpoints.configured(cfg)
@@ -97,11 +137,8 @@ async def _run(
     pull: zmq.Socket[bytes],
     zin: zmq.Socket[bytes],
 ) -> int:
-    send = pub.send
-    noblock = int(zmq.NOBLOCK)
-
-    def publish(topic: bytes, envelope: bytes) -> None:
-        send(topic + envelope, noblock)  # PUB drops rather than block
+    outbox = Outbox(loop, pub)
+    publish = outbox.publish
 
     def reply(frames: list[bytes]) -> None:
         try:

@@ -185,30 +185,39 @@ class ZmqLink:
 
     # -- deliveries -------------------------------------------------------------------------------
     def _on_message(self, message: bytes) -> None:
-        hub = self.hub
-        assert hub is not None
         try:
-            topic, envelope = bus.split(message)
-            msg = bus.unpack(envelope)
-            kind = msg[0]
-            if kind == bus.PUSH_ROOM:
-                hub.push_room(bus.room_of(topic), msg[1], msg[2])
-            elif kind == bus.PUSH_KEYS:
-                hub.push_keys(msg[2], msg[1], msg[3])
-            elif kind == bus.PUSH_ALL:
-                hub.push_all(msg[1], msg[3], msg[2])
-            elif kind == bus.STATUS:
-                self._status(msg[1], msg[2])
-            elif kind == bus.KICK:
-                self._kick(msg[1])
-            elif kind == bus.RESYNC:
-                self.sync()
-            else:
-                raise ValueError(f"unknown envelope kind {kind!r}")
-            self.stats["deliveries"] += 1
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            topic, envelopes = bus.split(message)
+            batch = bus.unpack_all(envelopes)
+        except ValueError as exc:
             self.stats["bad_messages"] += 1
             log.warning("ignoring a malformed bus message: %s", exc)
+            return
+        for msg in batch:
+            try:
+                self._deliver(topic, msg)
+            except (ValueError, TypeError, IndexError, KeyError) as exc:
+                self.stats["bad_messages"] += 1
+                log.warning("ignoring a malformed bus envelope: %s", exc)
+
+    def _deliver(self, topic: bytes, msg: Any) -> None:
+        hub = self.hub
+        assert hub is not None
+        kind = msg[0]
+        if kind == bus.PUSH_ROOM:
+            hub.push_room(bus.room_of(topic), msg[1], msg[2])
+        elif kind == bus.PUSH_KEYS:
+            hub.push_keys(msg[2], msg[1], msg[3])
+        elif kind == bus.PUSH_ALL:
+            hub.push_all(msg[1], msg[3], msg[2])
+        elif kind == bus.STATUS:
+            self._status(msg[1], msg[2])
+        elif kind == bus.KICK:
+            self._kick(msg[1])
+        elif kind == bus.RESYNC:
+            self.sync()
+        else:
+            raise ValueError(f"unknown envelope kind {kind!r}")
+        self.stats["deliveries"] += 1
 
     def _status(self, epoch: int, rooms: dict[str, int] | None) -> None:
         assert self.hub is not None
