@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     run: Callable[[Any], Coroutine[Any, Any, str]] = module.run
     try:
         text: str = uvloop.run(run(args))
-    except Missing as exc:
+    except (Missing, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2
     print(text)

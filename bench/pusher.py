@@ -95,6 +95,8 @@ class Pusher:
     def send(self, key: int, request: bytes) -> None:
         """Write on the connection of ``key``: pushes with one key keep their order."""
         conn = self.conns[key % len(self.conns)]
+        if conn.transport is None:
+            raise ConnectionError("the server closed a publisher connection")
         conn.inflight += 1
         conn.transport.write(request)
         self.sent += 1
@@ -119,7 +121,7 @@ class Pusher:
                 if held is None:
                     held = make(n, time.monotonic())
                 if not self.has_room(held[0]):
-                    break  # that connection's window is full: retry on the next tick
+                    break  # that connection's window is full (or it closed): retry on the next tick
                 self.send(*held)
                 held = None
                 n += 1

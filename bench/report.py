@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import platform
 import shlex
 import subprocess
@@ -57,8 +58,6 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    import os
-
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
         f"{os.cpu_count()} x {cpu}, {mem:.0f} GiB, Linux {platform.release()}, "

@@ -23,6 +23,7 @@ from bench.procs import ProcessGroup
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+PER_WORKER = 18_000  # sockets one server process may hold here (the open-file limit is 20,000)
 
 
 class Missing(RuntimeError):

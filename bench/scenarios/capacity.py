@@ -17,9 +17,8 @@ from typing import Any
 from bench.procs import rss_bytes
 from bench.report import append, progress, table
 from bench.scenarios.common import Meter, connect, fleet_for, make_mpim, running
-from bench.servers import MpimServer
+from bench.servers import PER_WORKER, MpimServer
 
-PER_WORKER = 18_000
 ROOMS = 100
 
 

@@ -21,7 +21,7 @@ from bench.fleet import Fleet
 from bench.pusher import Pusher, post
 from bench.report import progress
 from bench.scenarios.common import Meter, Usage, connect, fleet_for, report_progress, running, wait_quiet
-from bench.servers import MpimServer, NchanServer, Server
+from bench.servers import PER_WORKER, MpimServer, NchanServer, Server
 from bench.tally import hist_max, merge_counts, merge_hist, percentile
 from bench.wire import PUSH_OP, body
 
@@ -223,6 +223,11 @@ async def push_case(
     args: Any, server: Server, kind: str, conns: int, spec: dict[str, Any], plan: Plan
 ) -> PushResult:
     """Start ``server``, connect ``conns`` clients of ``kind``, publish ``plan`` at ``args.rate``."""
+    if isinstance(server, MpimServer | NchanServer) and conns > PER_WORKER * server.workers:
+        raise ValueError(
+            f"{conns:,} connections need more than {server.workers} worker(s): a process may hold "
+            f"~{PER_WORKER:,} sockets here (use --conns <= {PER_WORKER * server.workers:,})"
+        )
     async with running(server), fleet_for(conns, args.deadline, minimum=2) as fleet:
         if isinstance(server, NchanServer):
             port = http = server.port

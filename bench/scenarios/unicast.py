@@ -34,10 +34,9 @@ async def run(args: Any) -> str:
                 f"unicast: {workers} worker(s), {kind}, {args.conns:,} users, {args.rate:g} requests/s "
                 f"x {args.mids_per_push} mid(s)"
             )
-            plan = MidPlan(args.conns, args.size)
-            result = await push_case(
-                args, make_mpim(args, workers), kind, args.conns, {"rooms": 0, "mode": "mid"}, plan
-            )
+            plan = MidPlan(args.conns, args.size, args.mids_per_push)
+            spec = {"rooms": 0, "mode": "mid", "group": args.mids_per_push}
+            result = await push_case(args, make_mpim(args, workers), kind, args.conns, spec, plan)
             rows.append(row("mpim", workers, kind, args.conns, "-", result))
             splits.append(f"{workers}w {kind}: {cpu_split(result)}")
             if result.profile:

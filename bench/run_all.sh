@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The full run recorded in bench/RESULTS.md: every scenario, one and two workers,
+# and the Nchan side by side. Takes about 40 minutes on the 2-core machine.
+# Needs wrk, nginx-light and libnginx-mod-nchan (Debian) and py-spy (pip);
+# a scenario whose tool is missing says so and how to install it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+run() { echo "== python -m bench $*" >&2; python -m bench "$@" --record; }
+
+run capacity
+run fanout --workers 2 --conns 20000 --rooms 1000 --rate 1000 --transport both --peer nchan
+run fanout --workers 1 --conns 15000 --rooms 750 --rate 1000 --transport both --peer nchan
+run fanout --workers 1,2 --conns 5000 --rooms 1 --rate 100 --batch 20 --batch-delay 0.2
+run fanout --workers 1,2 --conns 5000 --rooms 1 --rate 100 --batch 100 --batch-delay 1
+run fanout --workers 2 --conns 5000 --rooms 1 --rate 100 --batch 100 --batch-delay 1 --transport ws --peer nchan
+run unicast --workers 2 --conns 20000 --rate 1000 --profile router
+run unicast --workers 1,2 --conns 15000 --rate 4000
+run unicast --workers 2 --conns 20000 --rate 200 --mids-per-push 50 --profile "worker 1"
+run broadcast --workers 1,2 --conns 15000
+run ingress
