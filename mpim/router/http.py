@@ -84,6 +84,7 @@ class HttpProtocol(asyncio.Protocol):
         "body",
         "body_len",
         "closing",
+        "expect",
         "header_bytes",
         "in_headers",
         "last_active",
@@ -105,6 +106,7 @@ class HttpProtocol(asyncio.Protocol):
         self.pending = 0
         self.in_headers = False
         self.closing = False
+        self.expect = False
         self.last_active = state.now
 
     # -- asyncio ------------------------------------------------------------------------------
@@ -149,6 +151,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.url = b""
+        self.expect = False
         self.body = []
         self.body_len = 0
         self.header_bytes = 0
@@ -169,11 +172,15 @@ class HttpProtocol(asyncio.Protocol):
             size = int(value)
             if size > self.state.max_body:
                 raise _Refused(self._too_large_body(size))
+        elif len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+            self.expect = True  # curl sends this for bodies over 1 KiB and waits for the go-ahead
 
     def on_headers_complete(self) -> None:
         self.in_headers = False
         if self.parser.should_upgrade():
             raise _Refused(error(-400, "protocol upgrade is not supported", 400))
+        if self.expect:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_len += len(body)

@@ -220,3 +220,15 @@ def test_idle_connections_are_closed(loop: asyncio.AbstractEventLoop) -> None:
     c.proto.last_active -= 1.0
     c.state.tick()
     assert c.transport.closed and not c.state.connections
+
+
+def test_expect_100_continue_gets_the_go_ahead(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"POST /goim/push/all?operation=7 HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+    assert bytes(c.transport.data) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    c.transport.data.clear()
+    c.feed(b"abc")
+    assert c.responses()[0][2]["code"] == 0
+    c = Conn(loop)
+    c.feed(b"POST /goim/push/all?operation=7 HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 500\r\n\r\n")
+    assert c.responses()[0][0] == 413  # refused before the client sends the body
