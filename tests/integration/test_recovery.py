@@ -137,3 +137,50 @@ def test_a_silent_worker_is_swept_and_resyncs_when_it_wakes(tmp_path: Path) -> N
         run(main())
     finally:
         srv.stop()
+
+
+def test_kill_9_of_the_bus_and_pushes_flow_again(tmp_path: Path) -> None:
+    srv = start_master(tmp_path, 2)
+
+    async def main() -> None:
+        c = Cluster(srv)
+        try:
+            await c.wait_workers(2)
+            spread = await c.spread("kb", 12, "bus://1", 4, 2)
+            buses = [pid for pid, title in srv.children().items() if title.startswith("mpim: bus")]
+            assert len(buses) == 1
+            os.kill(buses[0], signal.SIGKILL)
+            n = 0
+
+            async def flowing() -> bool:
+                # pushes sent while the bus is down are lost (at most once); keep trying
+                nonlocal n
+                n += 1
+                await c.post("/goim/push/room?operation=1000&type=bus&room=1", b"probe-%d" % n)
+                reached = 0
+                for client, _, _ in spread:
+                    try:
+                        await client.recv_push(0.3)
+                        reached += 1
+                    except TimeoutError:
+                        pass
+                return reached == len(spread)  # every worker subscribed again
+
+            await until(flowing, timeout=20, what="room pushes through the restarted bus")
+            for client, _, _ in spread:  # drain the probes that made it
+                while True:
+                    try:
+                        await client.recv_push(0.5)
+                    except TimeoutError:
+                        break
+            await c.post("/goim/push/room?operation=1000&type=bus&room=1", b"room")
+            assert await c.post("/goim/push/mids?operation=1000&mids=12", b"mid") == {"connections": 4}
+            for client, _, _ in spread:
+                assert sorted(f.body for f in await pushes(client, 2)) == [b"mid", b"room"]
+        finally:
+            await c.close()
+
+    try:
+        run(main())
+    finally:
+        srv.stop()
