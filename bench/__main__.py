@@ -49,6 +49,11 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--warm-seconds", type=float, default=1.0, help="publishing before measuring")
         p.add_argument("--deadline", type=float, default=900, help="generators exit after this long")
         p.add_argument("--profile", default="", help='py-spy a server process while measuring ("worker 1")')
+        p.add_argument(
+            "--server-root",
+            default="",
+            help="run the mpim package of another checkout (A/B of a server change)",
+        )
         p.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
         module.add_arguments(p)
     return top

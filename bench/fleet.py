@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 from typing import Any
 
@@ -23,6 +24,7 @@ class Generator:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.lock = asyncio.Lock()
+        self.source = source_address()
 
     async def call(self, msg: dict[str, Any]) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -67,13 +69,26 @@ class Fleet:
         return list(await asyncio.gather(*(g.call(msg) for g in self.gens)))
 
     async def connect(self, spec: dict[str, Any], total: int, first: int = 0) -> list[dict[str, Any]]:
-        """Open ``total`` connections split evenly over the processes."""
+        """Open ``total`` connections split evenly over the processes.
+
+        Each process connects from its own loopback address (127.x.y.z, fresh
+        for each fleet): one source address has only ~28,000 ephemeral ports
+        toward one server port, and closed connections keep theirs in
+        TIME_WAIT for a minute after a run.
+        """
         share = -(-total // len(self.gens))
         calls = []
         for i, gen in enumerate(self.gens):
             count = min(share, total - i * share)
             if count > 0:
-                calls.append(gen.call({**spec, "cmd": "connect", "first": first + i * share, "count": count}))
+                msg = {
+                    **spec,
+                    "cmd": "connect",
+                    "first": first + i * share,
+                    "count": count,
+                    "source": gen.source,
+                }
+                calls.append(gen.call(msg))
         return list(await asyncio.gather(*calls))
 
     async def stop(self) -> None:
@@ -86,6 +101,11 @@ class Fleet:
             except TimeoutError:
                 gen.proc.kill()
                 await gen.proc.wait()
+
+
+def source_address() -> str:
+    """A random loopback address other than 127.0.0.1 (all of 127.0.0.0/8 is the loopback)."""
+    return f"127.{random.randrange(1, 255)}.{random.randrange(0, 256)}.{random.randrange(1, 255)}"
 
 
 def processes_for(connections: int, minimum: int = 1) -> int:

@@ -18,7 +18,7 @@ reply per command on stdout:
   histogram, broadcast arrivals and ``lost`` (published but never received).
 
 The process exits on stdin EOF or when the deadline passes, whichever is first.
-It connects only to 127.0.0.1.
+It connects only to 127.0.0.1 (from a loopback source address the runner picks).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class Generator:
     async def connect(self, spec: dict[str, Any]) -> dict[str, Any]:
         kind, port, path = spec["kind"], int(spec["port"]), spec.get("path", "/sub")
         first, count, rooms = int(spec["first"]), int(spec["count"]), int(spec.get("rooms", 1))
+        source = str(spec.get("source", HOST))
         by_mid = spec.get("mode", "room") == "mid"
         group = int(spec.get("group", 1))
         if len(self.clients) + count > MAX_SOCKETS:
@@ -76,7 +77,7 @@ class Generator:
                 client = NchanClient(self.tally, stream, room, ready, mid, url)
             async with sem:
                 try:
-                    await loop.create_connection(lambda: client, HOST, port)
+                    await loop.create_connection(lambda: client, HOST, port, local_addr=(source, 0))
                     await asyncio.wait_for(ready, 30)
                 except (TimeoutError, OSError, ConnectionError):
                     failed += 1

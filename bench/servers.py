@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,9 +32,16 @@ class Missing(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the ephemeral range (32768+), so no client socket can hold it."""
+    for _ in range(1000):
+        port = random.randrange(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 async def wait_port(port: int, proc: asyncio.subprocess.Process, timeout: float = 30.0) -> None:
@@ -112,9 +120,12 @@ class Server:
 class MpimServer(Server):
     name = "mpim"
 
-    def __init__(self, workers: int, overrides: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, workers: int, overrides: dict[str, dict[str, Any]] | None = None, root: Path = ROOT
+    ) -> None:
         super().__init__()
         self.workers = workers
+        self.root = root
         self.tcp_port = free_port()
         self.ws_port = free_port()
         self.http_port = free_port()
@@ -134,10 +145,12 @@ class MpimServer(Server):
 
     async def start(self) -> None:
         env = dict(os.environ, PYTHONHASHSEED="0")
+        if self.root != ROOT:  # another checkout's mpim package, for A/B runs
+            env["PYTHONPATH"] = str(self.root)
         with open(self.tmp / "stdout.log", "wb") as out:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "mpim", "master", "-c", str(self.config),
-                stdout=out, stderr=asyncio.subprocess.STDOUT, cwd=ROOT, env=env,
+                stdout=out, stderr=asyncio.subprocess.STDOUT, cwd=self.root, env=env,
             )  # fmt: skip
         for port in (self.tcp_port, self.ws_port, self.http_port):
             await wait_port(port, self.proc)

@@ -8,12 +8,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.fleet import Fleet, processes_for
 from bench.procs import ProcessGroup, Sample, cpu_delta, cpu_seconds, per_process
 from bench.report import progress
-from bench.servers import MpimServer, Server
+from bench.servers import ROOT, MpimServer, Server
 
 
 @asynccontextmanager
@@ -43,7 +44,8 @@ def mpim_overrides(args: Any) -> dict[str, dict[str, Any]]:
 
 
 def make_mpim(args: Any, workers: int) -> MpimServer:
-    return MpimServer(workers, mpim_overrides(args))
+    root = Path(args.server_root).resolve() if args.server_root else ROOT
+    return MpimServer(workers, mpim_overrides(args), root)
 
 
 async def connect(fleet: Fleet, spec: dict[str, Any], total: int) -> tuple[int, int, float]:
