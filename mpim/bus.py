@@ -199,7 +199,12 @@ class _Stop(Exception):
     pass
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
 def _stop(signum: int, frame: object) -> None:
+    for sig in _STOP_SIGNALS:  # a second signal must not interrupt the clean-up
+        signal.signal(sig, signal.SIG_IGN)
     raise _Stop
 
 
@@ -214,7 +219,7 @@ def run_bus(cfg: Config, endpoints: Endpoints) -> int:
         xpub.setsockopt(zmq.SNDHWM, cfg.bus.hwm)
         xsub.bind(endpoints.bus_in)
         xpub.bind(endpoints.bus_out)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        for sig in _STOP_SIGNALS:
             signal.signal(sig, _stop)
         log.info("bus forwarding %s -> %s", endpoints.bus_in, endpoints.bus_out)
         try:

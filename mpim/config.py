@@ -8,6 +8,7 @@ and the reason, so a reload can keep the old configuration when the new one is b
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -245,6 +246,12 @@ def _check_cluster(source: str, cfg: Config) -> None:
         module, sep, func = hook.partition(":")
         if not sep or not module or not func.isidentifier():
             raise ConfigError(f"{source}: [router] receive_hook: {hook!r} is not module:function")
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ConfigError(f"{source}: [router] receive_hook: module {module!r} cannot be found")
 
 
 def parse_address(addr: str) -> tuple[str, int]:

@@ -52,3 +52,13 @@ def probe(addrs: list[str]) -> None:
     """
     for addr in addrs:
         listen_socket(addr, reuse_port=False, listen=False).close()
+
+
+def zmq_tcp_address(endpoint: str) -> str | None:
+    """``"tcp://127.0.0.1:3112"`` -> ``"127.0.0.1:3112"`` (``*`` = every address); else None."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, sep, port = endpoint[len("tcp://") :].rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return f"{'0.0.0.0' if host in ('*', '') else host}:{port}"

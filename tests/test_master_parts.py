@@ -20,9 +20,13 @@ def test_changed_sections_names_each_section_that_differs() -> None:
 
 def test_router_restarts_only_for_its_own_sections() -> None:
     old = config.Config()
-    assert not router_changed(old, config.replace(old, protocol={"heartbeat": 10.0}, log={"level": "debug"}))
+    assert not router_changed(old, config.replace(old, room={"batch": 5}, log={"level": "debug"}))
+    assert not router_changed(old, config.replace(old, server={"workers": 3}, auth={"mode": "json"}))
     assert router_changed(old, config.replace(old, http={"bind": "127.0.0.1:9999"}))
     assert router_changed(old, config.replace(old, router={"sweep_interval": 2.0}))
+    assert router_changed(old, config.replace(old, protocol={"heartbeat": 10.0}))  # session expiry
+    assert router_changed(old, config.replace(old, tcp={"bind": ["0.0.0.0:4101"]}))  # nodes/weighted
+    assert router_changed(old, config.replace(old, server={"name": "edge-7"}))
 
 
 def test_bus_location_is_pinned_on_reload() -> None:
@@ -30,6 +34,8 @@ def test_bus_location_is_pinned_on_reload() -> None:
     new = config.replace(old, server={"run_dir": "/tmp/elsewhere"}, bus={"in_endpoint": "tcp://127.0.0.1:1"})
     kept, pinned = pin_bus_keys(old, new)
     assert pinned == ["[server] run_dir", "[bus] in_endpoint"]
+    moved = config.replace(old, router={"endpoint": "tcp://127.0.0.1:2"})
+    assert pin_bus_keys(old, moved)[1] == ["[router] endpoint"]
     assert kept.server.run_dir == "" and kept.bus.in_endpoint == ""
     same, none = pin_bus_keys(old, config.replace(old, tcp={"backlog": 5}))
     assert none == [] and same.tcp.backlog == 5

@@ -3,8 +3,8 @@
 Every valid reload starts a new generation of workers, so every worker setting
 applies to new connections. The router is restarted only when a section it reads
 changed. The bus is never restarted, and its endpoints (``[server] run_dir``,
-``[bus] in_endpoint`` / ``out_endpoint``) cannot change while the master runs: a
-reload keeps the running values and says so.
+``[bus] in_endpoint`` / ``out_endpoint``, ``[router] endpoint``) cannot change while
+the master runs: a reload keeps the running values and says so.
 """
 
 from __future__ import annotations
@@ -15,9 +15,17 @@ from mpim.config import Config
 
 # Sections the router process reads; a change restarts it. Names that are not
 # sections (yet) compare equal, so new router settings only need adding here.
-ROUTER_SECTIONS = ("http", "router", "ingress", "nodes", "bus")
-# (section, key) pairs that locate the bus: pinned to their running values.
-BUS_KEYS = (("server", "run_dir"), ("bus", "in_endpoint"), ("bus", "out_endpoint"))
+# The router also reads the client ports and heartbeat settings (nodes/weighted,
+# session expiry) and the server name.
+ROUTER_SECTIONS = ("http", "router", "ingress", "nodes", "bus", "tcp", "websocket", "protocol")
+# (section, key) pairs that locate the bus and the router's report socket: pinned
+# to their running values (retiring workers keep using them).
+BUS_KEYS = (
+    ("server", "run_dir"),
+    ("bus", "in_endpoint"),
+    ("bus", "out_endpoint"),
+    ("router", "endpoint"),
+)
 
 
 def changed_sections(old: Config, new: Config) -> list[str]:
@@ -30,6 +38,8 @@ def changed_sections(old: Config, new: Config) -> list[str]:
 
 
 def router_changed(old: Config, new: Config) -> bool:
+    if old.server.name != new.server.name:
+        return True
     return any(getattr(old, name, None) != getattr(new, name, None) for name in ROUTER_SECTIONS)
 
 

@@ -327,11 +327,20 @@ def test_sigint_stops_at_once(master: Start) -> None:
     assert not [pid for pid in children if psutil.pid_exists(pid)]
 
 
-@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "so_reuseport"])
-def test_taken_port_exits_at_once_naming_it(tmp_path: Path, reuse_port: bool) -> None:
+@pytest.mark.parametrize(
+    ("reuse_port", "where"),
+    [(False, "tcp"), (True, "tcp"), (False, "ingress")],
+    ids=["plain", "so_reuseport", "zmq_ingress"],
+)
+def test_taken_port_exits_at_once_naming_it(tmp_path: Path, reuse_port: bool, where: str) -> None:
     taken = free_port()
     blocker = listen_socket(f"127.0.0.1:{taken}", reuse_port=reuse_port)
-    srv = ServerProcess(tmp_path, "master", {"tcp": {"bind": [f"127.0.0.1:{taken}"]}})
+    section = (
+        {"tcp": {"bind": [f"127.0.0.1:{taken}"]}}
+        if where == "tcp"
+        else {"ingress": {"zmq_bind": f"tcp://127.0.0.1:{taken}"}}
+    )
+    srv = ServerProcess(tmp_path, "master", section)
     try:
         srv.start(wait=False)
         code = srv.wait(timeout=20)

@@ -26,6 +26,7 @@ from mpim.runtime import Endpoints
         ({"ingress": {"zmq_bind": "udp://1"}}, "[ingress] zmq_bind"),
         ({"router": {"receive_hook": "nocolon"}}, "[router] receive_hook: 'nocolon' is not module:function"),
         ({"router": {"receive_hook": "mod:1bad"}}, "is not module:function"),
+        ({"router": {"receive_hook": "nope_x:f"}}, "[router] receive_hook: module 'nope_x' cannot be found"),
         ({"router": {"online_interval": 11}}, "[router] online_interval: 11.0 is above the maximum 10.0"),
         ({"http": {"max_header": 10}}, "[http] max_header: 10 is below the minimum 256"),
     ],
@@ -133,6 +134,6 @@ def test_router_boot_error_when_its_http_port_is_taken(tmp_path: Path) -> None:
 
 
 def test_router_boot_error_when_the_receive_hook_cannot_load(tmp_path: Path) -> None:
-    code, log = run_router(tmp_path, router={"receive_hook": "nope_x:f"})
+    code, log = run_router(tmp_path, router={"receive_hook": "json:no_such_hook"})
     assert code == 3
-    assert "receive_hook 'nope_x:f': cannot import nope_x" in log
+    assert "receive_hook 'json:no_such_hook': json has no callable no_such_hook" in log
