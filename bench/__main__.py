@@ -49,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--warm-seconds", type=float, default=1.0, help="publishing before measuring")
         p.add_argument("--deadline", type=float, default=900, help="generators exit after this long")
         p.add_argument("--profile", default="", help='py-spy a server process while measuring ("worker 1")')
+        p.add_argument("--native", action="store_true", help="--profile with C frames (py-spy --native)")
         p.add_argument(
             "--server-root",
             default="",

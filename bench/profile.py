@@ -1,7 +1,7 @@
 """Sampling profiles of a server process during a measured phase (py-spy, from PyPI).
 
 ``--profile "worker 1"`` (or ``router``, ``bus``) runs ``py-spy record --format raw
---nonblocking`` on that process for the measured seconds and prints the
+--nonblocking`` (with ``--native``: C frames too) on that process for the measured seconds and prints the
 functions where the samples were taken: *self* counts samples whose innermost
 frame is the function, *total* those with the function anywhere on the stack.
 Samples where the process was idle are not recorded (py-spy's default).
@@ -52,10 +52,15 @@ def top_frames(raw: str, limit: int = 15) -> tuple[int, list[tuple[str, float, f
     return samples, rows
 
 
-async def record(pid: int, seconds: float, out: Path) -> str:
-    """Record ``pid`` for ``seconds``; returns the raw collapsed stacks."""
+async def record(pid: int, seconds: float, out: Path, native: bool = False) -> str:
+    """Record ``pid`` for ``seconds``; returns the raw collapsed stacks.
+
+    ``native`` adds C frames (uvloop, libzmq, libc system calls); py-spy then has
+    to pause the process for each sample, which slows it down a little.
+    """
+    mode = ["--native"] if native else ["--nonblocking"]
     proc = await asyncio.create_subprocess_exec(
-        py_spy(), "record", "--format", "raw", "--nonblocking", "--duration", str(max(1, round(seconds))),
+        py_spy(), "record", "--format", "raw", *mode, "--duration", str(max(1, round(seconds))),
         "--pid", str(pid), "--output", str(out),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -69,11 +69,15 @@ def command_line() -> str:
     return "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+LOAD_AT_START = os.getloadavg()
+
+
 def append(title: str, body: str, path: Path = RESULTS) -> None:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = " / ".join(f"{x:.2f}" for x in LOAD_AT_START)
     text = (
         f"\n### {title}\n\n"
-        f"{now} · commit {commit()} · {machine()}\n\n"
+        f"{now} · commit {commit()} · {machine()} · load average (1/5/15 min) at start {load}\n\n"
         f"Command: `{command_line()}`\n\n{body.rstrip()}\n"
     )
     with open(path, "a", encoding="utf-8") as out:

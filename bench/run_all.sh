@@ -5,7 +5,9 @@
 # a scenario whose tool is missing says so and how to install it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-run() { echo "== python -m bench $*" >&2; python -m bench "$@" --record; }
+PY="${PYTHON:-python}"
+if [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
+run() { echo "== python -m bench $*" >&2; "$PY" -m bench "$@" --record; }
 
 run capacity
 run fanout --workers 2 --conns 20000 --rooms 1000 --rate 1000 --transport both --peer nchan
@@ -16,5 +18,6 @@ run fanout --workers 2 --conns 5000 --rooms 1 --rate 100 --batch 100 --batch-del
 run unicast --workers 2 --conns 20000 --rate 1000 --profile router
 run unicast --workers 1,2 --conns 15000 --rate 4000
 run unicast --workers 2 --conns 20000 --rate 200 --mids-per-push 50 --profile "worker 1"
+run fanout --workers 2 --conns 20000 --rooms 1000 --rate 1000 --profile "worker 1" --native
 run broadcast --workers 1,2 --conns 15000
-run ingress
+run ingress --rates 100,1000,4000

@@ -6,6 +6,11 @@ goim's room push to a room with no members (``POST /goim/push/room?operation=
 1000&type=live&room=empty``), so the figure is the ingress alone: HTTP parse,
 route, publish on the bus. Prints requests/s and requests per CPU-second of the
 router process (the one ingress process) and of all mpim processes.
+
+``--rates 100,1000,4000`` adds what one request costs the router at paced
+rates (the Python publisher, 4 keep-alive connections): router CPU per request
+above its idle CPU, measured first. At low rates every request wakes the
+router on its own, so this is the per-wake-up cost of the machine.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=10)
     p.add_argument("--connections", type=int, default=32, help="HTTP keep-alive connections")
     p.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
+    p.add_argument("--rates", default="", help="also measure router CPU per request at these paced rates")
 
 
 async def with_wrk(port: int, args: Any) -> tuple[int, int]:
@@ -62,6 +68,32 @@ async def with_python(port: int, args: Any) -> tuple[int, int]:
     return pusher.ok, pusher.failed
 
 
+async def paced(server: Any, rates: list[float], seconds: float, size: int) -> list[tuple[Any, ...]]:
+    """(rate, router CPU %, router µs per request above idle) for each paced rate."""
+    assert server.group is not None
+    meter = Meter(server.group, server.worker_pids())
+    meter.start()
+    await asyncio.sleep(seconds)
+    idle = meter.stop().cpu_of("router") / seconds
+    pusher = Pusher(server.http_port)
+    await pusher.open()
+    request = post(PATH, b"x" * size)
+    rows: list[tuple[Any, ...]] = [("idle", 100 * idle, float("nan"))]
+    for rate in rates:
+        progress(f"  paced {rate:g} requests/s for {seconds:g}s")
+        meter.start()
+        achieved = await pusher.run_paced(lambda n, now: (n, request), rate, seconds)
+        await pusher.drain()
+        usage = meter.stop()
+        router = usage.cpu_of("router")
+        requests = achieved * seconds
+        rows.append(
+            (achieved, 100 * router / usage.seconds, 1e6 * (router - idle * usage.seconds) / requests)
+        )
+    pusher.close()
+    return rows
+
+
 async def run(args: Any) -> str:
     tool = args.tool
     if tool == "auto":
@@ -69,9 +101,13 @@ async def run(args: Any) -> str:
         if tool == "python":
             progress("wrk not found (apt-get install wrk); using the Python publisher, which needs more CPU")
     rows = []
+    sweep: list[tuple[Any, ...]] = []
+    rates = [float(r) for r in args.rates.split(",") if r]
     for workers in args.workers:
         server = make_mpim(args, workers)
         async with running(server):
+            if rates and not sweep:
+                sweep = await paced(server, rates, args.duration, args.size)
             assert server.group is not None
             meter = Meter(server.group, server.worker_pids())
             meter.start()
@@ -86,11 +122,18 @@ async def run(args: Any) -> str:
                 (workers, tool, args.connections, requests / usage.seconds, router / usage.seconds * 100,
                  requests / router if router else float("nan"), requests / usage.cpu, errors)
             )  # fmt: skip
-    return table(
+    text = table(
         ("workers", "tool", "connections", "requests/s", "router CPU %", "requests / router CPU-s",
          "requests / all mpim CPU-s", "errors"),
         rows,
     ) + f"\n\n`POST {PATH}` with a {args.size}-byte body; one router process serves HTTP."  # fmt: skip
+    if sweep:
+        text += (
+            f"\n\nRouter cost per request at paced rates ({args.workers[0]} worker(s), Python publisher, "
+            "4 keep-alive connections):\n\n"
+        )
+        text += table(("requests/s", "router CPU %", "router µs / request above idle"), sweep)
+    return text
 
 
 def record(args: Any, text: str) -> None:

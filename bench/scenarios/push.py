@@ -134,6 +134,7 @@ async def measure(
     duration: float,
     warmup: float = 1.0,
     profile: str = "",
+    native: bool = False,
 ) -> PushResult:
     pusher = Pusher(port, check_code=plan.check_code)
     await pusher.open()
@@ -147,7 +148,7 @@ async def measure(
         sent_before, failed_before = pusher.sent, pusher.failed
         meter.start()
         ticker = asyncio.create_task(report_progress(fleet, meter, duration))
-        spy = asyncio.create_task(profiled(meter, profile, duration)) if profile else None
+        spy = asyncio.create_task(profiled(meter, profile, duration, native)) if profile else None
         try:
             achieved = await pusher.run_paced(plan.request, rate, duration)
             seconds = meter.now()[0]
@@ -184,13 +185,13 @@ async def measure(
     )
 
 
-async def profiled(meter: Meter, name: str, seconds: float) -> str:
+async def profiled(meter: Meter, name: str, seconds: float, native: bool = False) -> str:
     """py-spy's top functions of the server process called ``name`` over the measured phase."""
     pids = [pid for pid, title in meter.group.names.items() if title == name]
     if not pids:
         return f"(no process named {name!r} to profile: {sorted(meter.group.names.values())})"
     with tempfile.TemporaryDirectory() as tmp:
-        raw = await profile.record(pids[0], seconds, Path(tmp) / "profile.txt")
+        raw = await profile.record(pids[0], seconds, Path(tmp) / "profile.txt", native)
     return profile.render(name, raw)
 
 
@@ -245,7 +246,7 @@ async def push_case(
         assert server.group is not None
         meter = Meter(server.group, server.worker_pids(), fleet.pids)
         result = await measure(
-            fleet, meter, http, plan, args.rate, args.duration, args.warm_seconds, args.profile
+            fleet, meter, http, plan, args.rate, args.duration, args.warm_seconds, args.profile, args.native
         )
         if isinstance(server, MpimServer):
             cuts = server.log_count("slow consumer")
