@@ -10,6 +10,7 @@ if [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
 run() { echo "== python -m bench $*" >&2; "$PY" -m bench "$@" --record; }
 
 run capacity
+run capacity --workers 2 --heartbeat 10 --hold 30
 run fanout --workers 2 --conns 20000 --rooms 1000 --rate 1000 --transport both --peer nchan
 run fanout --workers 1 --conns 15000 --rooms 750 --rate 1000 --transport both --peer nchan
 run fanout --workers 1,2 --conns 5000 --rooms 1 --rate 100 --batch 20 --batch-delay 0.2

@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transport", choices=["tcp", "ws", "both"], default="both")
     p.add_argument("--warmup", type=int, default=200, help="connections of each kind before 'before'")
     p.add_argument("--inflight", type=int, default=256, help="concurrent connects per generator")
+    p.add_argument("--heartbeat", type=float, default=0, help="then heartbeat every S seconds per connection")
+    p.add_argument("--hold", type=float, default=5, help="seconds to hold the connections after connecting")
 
 
 async def settled_rss(pids: list[int], quiet: float = 1.0, limit: float = 20.0) -> int:
@@ -65,15 +67,26 @@ async def case(args: Any, workers: int, kind: str) -> tuple[Any, ...]:
         progress(f"  {ok:,} {kind} connections in {seconds:.1f}s ({failed} failed)")
         if failed:
             progress(server.log_tail())
+        if args.heartbeat > 0:
+            await fleet.all({"cmd": "heartbeat", "interval": args.heartbeat})
+        await fleet.all({"cmd": "reset"})
+        meter.start()
+        await asyncio.sleep(args.hold)
+        held = meter.stop()
+        stats = await fleet.all({"cmd": "stats"})
+        beats = sum(int(s["hb_replies"]) for s in stats) / held.seconds
+        still_open = sum(int(s["open"]) for s in stats) - 2 * args.warmup
         return (
             workers, kind, ok, (after - before) / max(ok, 1), empty / 2**20, before / 2**20, after / 2**20,
-            ok / seconds, usage.cpu, 1000 * usage.cpu / max(ok, 1), usage.worker_cpu, failed,
+            ok / seconds, usage.cpu, 1000 * usage.cpu / max(ok, 1), usage.client_cpu, failed,
+            beats, 100 * held.cpu / held.seconds, still_open,
         )  # fmt: skip
 
 
 HEADER = (
     "workers", "transport", "connections", "worker bytes / conn", "workers RSS empty MiB",
-    "before MiB", "after MiB", "connects/s", "server CPU-s", "server CPU-ms / conn", "worker CPU-s", "failed",
+    "before MiB", "after MiB", "connects/s", "server CPU-s", "server CPU-ms / conn", "generators CPU-s",
+    "failed", "heartbeat replies/s", "server CPU % holding", "open at end",
 )  # fmt: skip
 
 
@@ -88,7 +101,10 @@ async def run(args: Any) -> str:
         f"\n\nRSS is the sum over the workers (VmRSS), settled; 'before' is after {args.warmup} TCP + "
         f"{args.warmup} WebSocket warm-up connections. Connect rate includes auth (JSON token) and "
         f"joining one of {ROOMS} rooms, {args.inflight} connects in flight per generator process; "
-        "server CPU covers every mpim process (workers, router, bus, master)."
+        "server CPU covers every mpim process (workers, router, bus, master). Then the connections are "
+        f"held {args.hold:g} s"
+        + (f", each sending a heartbeat every {args.heartbeat:g} s" if args.heartbeat > 0 else " idle")
+        + ": heartbeat replies/s and the server's CPU while holding."
     )
 
 

@@ -55,8 +55,8 @@ def test_broadcast_reaches_everyone() -> None:
 
 
 def test_capacity_counts_connections_and_memory() -> None:
-    a = args("capacity", "--conns", "100", "--warmup", "10")
-    row = uvloop.run(capacity.case(a, 1, "ws"))
-    workers, kind, ok, per_conn, *_rest, failed = row
-    assert (workers, kind, ok, failed) == (1, "ws", 100, 0)
-    assert per_conn > 0
+    a = args("capacity", "--conns", "100", "--warmup", "10", "--heartbeat", "0.5", "--hold", "1.5")
+    row = dict(zip(capacity.HEADER, uvloop.run(capacity.case(a, 1, "ws")), strict=True))
+    assert (row["workers"], row["transport"], row["connections"], row["failed"]) == (1, "ws", 100, 0)
+    assert row["worker bytes / conn"] > 0 and row["open at end"] == 100
+    assert row["heartbeat replies/s"] > 0  # every connection heart-beats and gets op 3 back
