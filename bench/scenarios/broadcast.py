@@ -21,7 +21,7 @@ from bench.wire import BROADCAST, PUSH_OP, body
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--conns", type=int, default=20_000)
+    p.add_argument("--conns", type=int, default=15_000)
     p.add_argument("--speeds", default="0,10000", help="comma-separated speeds; 0 = unpaced")
     p.add_argument("--repeat", type=int, default=3, help="broadcasts per speed")
     p.add_argument("--transport", choices=["tcp", "ws"], default="tcp")

@@ -19,8 +19,8 @@ from bench.servers import NchanServer, Server
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--conns", type=int, default=20_000, help="subscribers (default 20,000)")
-    p.add_argument("--rooms", type=int, default=20, help="rooms; members = conns / rooms")
+    p.add_argument("--conns", type=int, default=15_000, help="subscribers (one worker holds 18,000 at most)")
+    p.add_argument("--rooms", type=int, default=750, help="rooms; members = conns / rooms")
     p.add_argument("--rate", type=float, default=1000, help="room pushes per second, over all rooms")
     p.add_argument("--duration", type=float, default=20, help="seconds of publishing measured")
     p.add_argument("--transport", choices=["tcp", "ws", "both"], default="tcp")

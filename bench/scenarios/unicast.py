@@ -16,8 +16,8 @@ from bench.scenarios.push import HEADER, MidPlan, cpu_split, push_case, row
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--conns", type=int, default=20_000, help="users, one connection each")
-    p.add_argument("--rate", type=float, default=5000, help="pushes per second")
+    p.add_argument("--conns", type=int, default=15_000, help="users, one connection each")
+    p.add_argument("--rate", type=float, default=4000, help="requests per second")
     p.add_argument("--duration", type=float, default=20, help="seconds of publishing measured")
     p.add_argument("--transport", choices=["tcp", "ws", "both"], default="tcp")
     p.add_argument("--mids-per-push", type=int, default=1, help="users named in one request (1 = one each)")
