@@ -185,10 +185,10 @@ class NchanServer(Server):
     name = "nchan"
 
     def __init__(self, workers: int) -> None:
-        super().__init__()
         problem = nchan_missing()
         if problem:
             raise Missing(problem)
+        super().__init__()
         self.workers = workers
         self.port = free_port()
         self.log_path = self.tmp / "error.log"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 
+from bench import servers
 from bench.__main__ import parser
 from bench.clients import TcpClient
 from bench.pusher import post
@@ -157,3 +159,12 @@ def test_table_is_markdown() -> None:
         "| 1,234,567 | 0.5 |",
         "| x         | -   |",
     ]
+
+
+def test_missing_nchan_says_what_and_how(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setattr(servers, "NCHAN_MODULE", tmp_path / "ngx_nchan_module.so")
+    hint = servers.nchan_missing()
+    assert hint is not None and "libnginx-mod-nchan" in hint
+    assert "apt-get install -y nginx-light libnginx-mod-nchan" in hint
+    with pytest.raises(servers.Missing):
+        servers.NchanServer(1)
