@@ -44,6 +44,9 @@ class ServerSection:
     reload_drain_timeout: float = _opt(
         300.0, lo=0.0, hi=86400.0, doc="after a reload, old workers serve their clients this long"
     )
+    max_connections: int = _opt(
+        0, lo=0, hi=10_000_000, doc="per worker; 0 = the open-file limit minus a reserve"
+    )
 
 
 @dataclass(frozen=True)

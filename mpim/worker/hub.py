@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import secrets
 from collections.abc import Iterator
 from itertools import count
@@ -29,6 +30,30 @@ from mpim.worker.wsframe import binary_frame
 log = logging.getLogger("mpim.worker")
 
 _DISCONNECT = encode(Op.DISCONNECT_REPLY)
+_FD_RESERVE = 64  # listeners, ZeroMQ, logs, pipes
+_REFUSED_LOG_EVERY = 10.0
+
+
+def connection_limit(cfg: Config) -> int:
+    """``[server] max_connections``, or the open-file limit minus a reserve for everything else."""
+    if cfg.server.max_connections:
+        return cfg.server.max_connections
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(1, soft - _FD_RESERVE)
+
+
+def raise_open_file_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (nginx's worker_rlimit_nofile); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return int(soft)
 
 
 def wheel_tick(cfg: Config) -> float:
@@ -56,6 +81,9 @@ class Hub:
         self.broadcaster = Broadcaster(self)
         self.paused: set[Channel] = set()
         self.max_pending = cfg.channel.max_pending_bytes
+        self.max_connections = connection_limit(cfg)
+        self._refused = 0
+        self._refused_logged_at = -1e9
         self._accepts: dict[frozenset[int], frozenset[int]] = {}
         self._key_prefix = secrets.token_hex(6) + "-"
         self._key_seq = count(1)
@@ -79,6 +107,7 @@ class Hub:
         self.cfg = cfg
         self.auth = Authenticator(cfg.auth.mode, cfg.auth.secret)
         self.max_pending = cfg.channel.max_pending_bytes
+        self.max_connections = connection_limit(cfg)
         self.rooms.batch = cfg.room.batch
         self.rooms.batch_delay = cfg.room.batch_delay
 
@@ -110,7 +139,26 @@ class Hub:
 
     # -- connection events -----------------------------------------------------------
     def opened(self, channel: Channel) -> None:
+        if len(self.wheel) >= self.max_connections:
+            self._refuse(channel)
+            return
         self.wheel.add(channel, self.cfg.protocol.handshake_timeout)
+
+    def _refuse(self, channel: Channel) -> None:
+        """Over ``max_connections``: close at once; one log line per 10 s at most."""
+        channel.state = CLOSED
+        channel.transport.abort()
+        self._refused += 1
+        self.stats["refused"] = self.stats.get("refused", 0) + 1
+        now = self.loop.time()
+        if now - self._refused_logged_at >= _REFUSED_LOG_EVERY:
+            log.warning(
+                "connection limit %d reached: refusing new connections (%d refused since the last report)",
+                self.max_connections,
+                self._refused,
+            )
+            self._refused_logged_at = now
+            self._refused = 0
 
     def authenticate(self, channel: Channel, frame: Frame) -> None:
         try:

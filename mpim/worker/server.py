@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from mpim.config import Config
 from mpim.listen import listen_socket
-from mpim.worker.hub import Hub
+from mpim.worker.hub import Hub, raise_open_file_limit
 from mpim.worker.link import ClusterLink
 from mpim.worker.tcp import TcpChannel
 from mpim.worker.ws import start_ws_server
@@ -34,6 +34,7 @@ class Worker:
         self.cfg = cfg
         self.loop = loop
         self.name = name
+        raise_open_file_limit()
         self.hub = Hub(cfg, loop, link)
         self._servers: list[asyncio.AbstractServer] = []
         self._stopped = asyncio.Event()

@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 import pytest
+from websockets.exceptions import InvalidHandshake
 
 from mpim.auth import mint
 from mpim.client import ConnectionClosedError
@@ -283,3 +284,36 @@ def test_closed_client_leaves_every_table() -> None:
                 await clients[0].recv(timeout=1)
 
     run(scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_connections_over_the_limit_are_refused(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with serving(server={"max_connections": 3}) as srv:
+            kept = [await srv.authed(kind, mid=i, room_id="live://cap") for i in range(3)]
+            for _ in range(2):
+                refused = (ConnectionClosedError, ConnectionError, OSError, TimeoutError, InvalidHandshake)
+                with pytest.raises(refused):
+                    extra = await srv.client(kind)
+                    await extra.auth({"mid": 99}, timeout=3)
+            assert srv.hub.connections == 3 and srv.hub.stats["refused"] == 2
+            await kept[0].close()
+            await srv.settle(lambda: srv.hub.connections == 2)
+            again = await srv.authed(kind, mid=50, room_id="live://cap")  # room for one more
+            assert await again.heartbeat() == 3
+
+    with caplog.at_level(logging.WARNING, logger="mpim.worker"):
+        run(scenario)
+    refused = [r.getMessage() for r in caplog.records if "connection limit 3 reached" in r.getMessage()]
+    assert len(refused) == 1  # rate-limited
+
+
+def test_default_connection_limit_follows_the_open_file_limit() -> None:
+    import resource
+
+    from mpim import config
+    from mpim.worker.hub import connection_limit
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert connection_limit(config.Config()) == max(1, soft - 64)
+    assert connection_limit(config.replace(config.Config(), server={"max_connections": 7})) == 7
