@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -142,3 +143,26 @@ async def wait_quiet(fleet: Fleet, expected: int, timeout: float = 15.0, still: 
             return recv
         await asyncio.sleep(0.1)
     return last
+
+
+async def http_get_json(port: int, target: str) -> Any:
+    """One GET to the push API on 127.0.0.1 (``Connection: close``); the JSON ``data``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        raw = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    return json.loads(raw.partition(b"\r\n\r\n")[2])["data"]
+
+
+async def wait_router_sessions(http_port: int, expected: int, timeout: float = 30.0) -> None:
+    """Until the router's tables hold ``expected`` connections (sessions reported by every worker)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if (await http_get_json(http_port, "/goim/online/total"))["conn_count"] >= expected:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the router did not see {expected:,} connections within {timeout:g}s")
+        await asyncio.sleep(0.1)

@@ -20,7 +20,16 @@ from bench import profile
 from bench.fleet import Fleet
 from bench.pusher import Pusher, post
 from bench.report import progress
-from bench.scenarios.common import Meter, Usage, connect, fleet_for, report_progress, running, wait_quiet
+from bench.scenarios.common import (
+    Meter,
+    Usage,
+    connect,
+    fleet_for,
+    report_progress,
+    running,
+    wait_quiet,
+    wait_router_sessions,
+)
 from bench.servers import PER_WORKER, MpimServer, NchanServer, Server
 from bench.tally import hist_max, merge_counts, merge_hist, percentile
 from bench.wire import PUSH_OP, body
@@ -242,7 +251,9 @@ async def push_case(
         progress(f"  {ok:,} {kind} clients in {seconds:.1f}s ({failed} failed)")
         if failed:
             raise RuntimeError(f"{failed} connections failed:\n{server.log_tail()}")
-        await asyncio.sleep(1.0)  # room subscriptions reach the bus, sessions reach the router
+        if isinstance(server, MpimServer):
+            await wait_router_sessions(http, conns)  # every session is in the router's tables
+        await asyncio.sleep(0.3)  # and room subscriptions have crossed the bus
         assert server.group is not None
         meter = Meter(server.group, server.worker_pids(), fleet.pids)
         result = await measure(
