@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import ProcessGroup
+from mpim.config import to_toml
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -57,24 +58,6 @@ async def wait_port(port: int, proc: asyncio.subprocess.Process, timeout: float 
         writer.close()
         return
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
-
-
-def toml(sections: dict[str, dict[str, Any]]) -> str:
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return repr(v)
-
-    lines = []
-    for name, table in sections.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{key} = {value(v)}" for key, v in table.items())
-        lines.append("")
-    return "\n".join(lines)
 
 
 class Server:
@@ -141,7 +124,7 @@ class MpimServer(Server):
             sections.setdefault(name, {}).update(table)
         self.sections = sections
         self.config = self.tmp / "bench.toml"
-        self.config.write_text(toml(sections))
+        self.config.write_text(to_toml(sections))
 
     async def start(self) -> None:
         env = dict(os.environ, PYTHONHASHSEED="0")

@@ -207,20 +207,22 @@ def _build_section(source: str, name: str, cls: type[Any], table: Any) -> Any:
     return cls(**values)
 
 
+_WILDCARD = {"0.0.0.0", "::", ""}
+
+
 def _check_addresses(source: str, cfg: Config) -> None:
     pairs = [("tcp", a) for a in cfg.tcp.bind] + [("websocket", a) for a in cfg.websocket.bind]
     pairs.append(("http", cfg.http.bind))
-    owner: dict[int, str] = {}
+    owners: dict[int, list[tuple[str, str]]] = {}
     for section, addr in pairs:
         try:
-            _, port = parse_address(addr)
+            host, port = parse_address(addr)
         except ValueError as exc:
             raise ConfigError(f"{source}: [{section}] bind: {exc}") from None
-        if port and port in owner:
-            raise ConfigError(
-                f"{source}: [{section}] bind: port {port} is already used by [{owner[port]}] bind"
-            )
-        owner[port] = section
+        for other_host, other in owners.get(port, []) if port else []:
+            if host == other_host or _WILDCARD & {host, other_host}:
+                raise ConfigError(f"{source}: [{section}] bind: {addr} is already used by [{other}] bind")
+        owners.setdefault(port, []).append((host, section))
     if cfg.auth.mode == "jwt" and not cfg.auth.secret:
         raise ConfigError(f'{source}: [auth] secret: required when mode = "jwt"')
     for key in ("path", "echo_path"):
@@ -283,6 +285,26 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     _check_addresses(source, cfg)
     _check_cluster(source, cfg)
     return cfg
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def to_toml(sections: dict[str, dict[str, Any]]) -> str:
+    """Write ``{"section": {"key": value}}`` as TOML (tests, benchmarks, generated configs)."""
+    lines = []
+    for name, table in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
+        lines.append("")
+    return "\n".join(lines)
 
 
 def load(path: str | os.PathLike[str] | None) -> Config:

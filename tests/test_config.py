@@ -46,9 +46,13 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[tcp]\nbind = ['nowhere']\n", "[tcp] bind: 'nowhere' is not host:port"),
         ("[websocket]\nbind = ['1.2.3.4:70000']\n", "port 70000 is out of range"),
         ("[auth]\nmode = 'jwt'\n", "[auth] secret: required"),
-        ("[websocket]\nbind = ['0.0.0.0:3101']\n", "[websocket] bind: port 3101 is already used by [tcp]"),
-        ("[tcp]\nbind = ['127.0.0.1:9', '0.0.0.0:9']\n", "[tcp] bind: port 9 is already used by [tcp]"),
-        ("[http]\nbind = '0.0.0.0:3102'\n", "[http] bind: port 3102 is already used by [websocket]"),
+        ("[websocket]\nbind = ['0.0.0.0:3101']\n", "[websocket] bind: 0.0.0.0:3101 is already used by [tcp]"),
+        ("[tcp]\nbind = ['127.0.0.1:9', '0.0.0.0:9']\n", "[tcp] bind: 0.0.0.0:9 is already used by [tcp]"),
+        (
+            "[tcp]\nbind = ['127.0.0.1:9', '127.0.0.1:9']\n",
+            "[tcp] bind: 127.0.0.1:9 is already used by [tcp]",
+        ),
+        ("[http]\nbind = '0.0.0.0:3102'\n", "[http] bind: 0.0.0.0:3102 is already used by [websocket]"),
         ("[auth]\nmode = 'ldap'\n", "[auth] mode: 'ldap' is not one of jwt, json"),
         ("[websocket]\necho_path = 'echo'\n", "must start with '/'"),
         ("[room]\nbatch = 0\n", "[room] batch: 0 is below the minimum 1"),
@@ -85,3 +89,19 @@ def test_replace_validates() -> None:
 def test_worker_count_zero_means_cpus() -> None:
     assert config.Config().worker_count() >= 1
     assert config.replace(config.Config(), server={"workers": 3}).worker_count() == 3
+
+
+def test_to_toml_round_trips_through_the_loader(tmp_path: Path) -> None:
+    sections = {
+        "tcp": {"bind": ["127.0.0.1:4101", "127.0.0.2:4101"]},
+        "auth": {"mode": "jwt", "secret": 'quote " and back\\slash' + "x" * 32},
+        "server": {"workers": 3, "graceful_timeout": 2.5},
+        "websocket": {"echo_path": "/echo"},
+    }
+    path = tmp_path / "gen.toml"
+    path.write_text(config.to_toml(sections))
+    cfg = config.load(path)
+    assert cfg.tcp.bind == sections["tcp"]["bind"]
+    assert cfg.auth.secret == sections["auth"]["secret"]
+    assert (cfg.server.workers, cfg.server.graceful_timeout) == (3, 2.5)
+    assert cfg.websocket.echo_path == "/echo"
