@@ -35,11 +35,10 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from support import free_port, wait_port, write_config  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from mpim.client import connect_tcp  # noqa: E402
+from tests.support import free_port, wait_port, write_config  # noqa: E402
 
 KEYS_LUA = """wrk.method = "POST"
 wrk.path = "/goim/push/keys?operation=1000&keys=bench-key"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import zmq
-from support import ROOT, write_config
 
 from mpim import bus
+from tests.support import ROOT, write_config
 
 
 def test_topics_are_prefix_free() -> None:

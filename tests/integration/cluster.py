@@ -9,10 +9,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from support import ServerProcess, http_json
-
 from mpim.client import Client, connect_tcp, connect_ws
 from mpim.proto import Frame
+from tests.support import ServerProcess, http_json
 
 # Fast reports and sweeps so recovery is quick; the functional checks do not depend on them.
 ROUTER = {"report_interval": 0.2, "online_interval": 0.5, "worker_expiry": 3.0, "sweep_interval": 0.2}

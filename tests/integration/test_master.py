@@ -15,13 +15,13 @@ from typing import Any
 
 import psutil
 import pytest
-from support import ServerProcess, free_port, run, write_config
 from websockets.exceptions import ConnectionClosed
 
 from mpim.auth import mint
 from mpim.client import Client, ConnectionClosedError, connect_tcp, connect_ws
 from mpim.listen import listen_socket
 from mpim.proto import Op
+from tests.support import ServerProcess, free_port, run, write_config
 
 Start = Callable[..., ServerProcess]
 SECRET = "integration-secret-" + "x" * 16

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import zmq
-from support import ROOT, ServerProcess, http_json, run
 
 from mpim import bus
 from mpim.client import connect_tcp, connect_ws
 from mpim.proto import Op
 from mpim.push import Pusher, PushError
 from tests.integration.cluster import Cluster, nothing_more, pushes, start_master, until
+from tests.support import ROOT, ServerProcess, http_json, run
 
 WORKERS = 3
 

@@ -6,9 +6,8 @@ import os
 import signal
 from pathlib import Path
 
-from support import run
-
 from tests.integration.cluster import ROUTER, Cluster, nothing_more, pushes, start_master, until
+from tests.support import run
 
 
 def test_kill_9_of_a_worker_removes_its_sessions(tmp_path: Path) -> None:

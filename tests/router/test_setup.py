@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT, free_port, write_config
 
 from mpim import config
 from mpim.config import ConfigError
 from mpim.router.hook import HookError, Receiver, load_hook, log_message
 from mpim.runtime import Endpoints
+from tests.support import ROOT, free_port, write_config
 
 
 @pytest.mark.parametrize(
