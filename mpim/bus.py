@@ -30,12 +30,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import msgpack
 import zmq
 
+from mpim import log as mlog
 from mpim.config import Config
 from mpim.runtime import Endpoints
 
@@ -195,39 +197,45 @@ class SocketReader(Generic[T]):
 
 
 # -- the forwarder process -------------------------------------------------------------------
-class _Stop(Exception):
-    pass
-
-
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-
-
-def _stop(signum: int, frame: object) -> None:
-    for sig in _STOP_SIGNALS:  # a second signal must not interrupt the clean-up
-        signal.signal(sig, signal.SIG_IGN)
-    raise _Stop
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+_CONTROL = "inproc://bus-control"
 
 
 def run_bus(cfg: Config, endpoints: Endpoints) -> int:
-    """Process entry: bind both sides and forward until SIGTERM."""
+    """Process entry: bind both sides and forward until SIGTERM (or SIGINT / SIGQUIT).
+
+    ``zmq.proxy_steerable`` runs in a thread; the main thread waits for signals with
+    ``sigwait`` (they are blocked everywhere, so none can land inside the proxy's C
+    loop and be missed) and stops the proxy through its control socket. SIGUSR1
+    reopens the log file.
+    """
     endpoints = endpoints.configured(cfg)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS | {signal.SIGUSR1})
     ctx = zmq.Context()
     xsub = ctx.socket(zmq.XSUB)
     xpub = ctx.socket(zmq.XPUB)
+    control = ctx.socket(zmq.PAIR)
+    steer = ctx.socket(zmq.PAIR)
+    sockets = (xsub, xpub, control, steer)
     try:
         xsub.setsockopt(zmq.RCVHWM, cfg.bus.hwm)
         xpub.setsockopt(zmq.SNDHWM, cfg.bus.hwm)
         xsub.bind(endpoints.bus_in)
         xpub.bind(endpoints.bus_out)
-        for sig in _STOP_SIGNALS:
-            signal.signal(sig, _stop)
+        control.bind(_CONTROL)
+        steer.connect(_CONTROL)
+        proxy = threading.Thread(
+            target=zmq.proxy_steerable, args=(xsub, xpub, None, control), name="bus-proxy", daemon=True
+        )
+        proxy.start()
         log.info("bus forwarding %s -> %s", endpoints.bus_in, endpoints.bus_out)
-        try:
-            zmq.proxy(xsub, xpub)
-        except (_Stop, zmq.ContextTerminated):
-            log.info("bus stopped")
+        while signal.sigwait(_STOP_SIGNALS | {signal.SIGUSR1}) == signal.SIGUSR1:
+            mlog.reopen()
+        steer.send(b"TERMINATE")
+        proxy.join(5)
+        log.info("bus stopped")
         return 0
     finally:
-        xsub.close(linger=0)
-        xpub.close(linger=0)
+        for sock in sockets:
+            sock.close(linger=0)
         ctx.destroy(linger=0)

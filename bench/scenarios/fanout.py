@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.report import append, progress, table
 from bench.scenarios.common import make_mpim
-from bench.scenarios.push import HEADER, PushResult, RoomPlan, cpu_split, push_case, row
+from bench.scenarios.push import PushResult, RoomPlan, cpu_split, push_case, results_text, row
 from bench.servers import NchanServer, Server
 
 
@@ -70,10 +70,7 @@ async def run(args: Any) -> str:
                     mine.p99 / result.p99 if result.p99 else float("nan"),
                 )
             )
-    text = table(HEADER, rows)
-    text += "\n\nServer CPU seconds per process during the measured phase:\n\n"
-    text += "\n".join(f"- {s}" for s in splits)
-    text += "".join(f"\n\n{label}: {profile}" for label, profile in profiles)
+    text = results_text(rows, splits, profiles)
     if ratios:
         text += "\n\n" + table(
             ("workers", "mpim/Nchan deliveries per server CPU-s", "mpim/Nchan p99 latency"), ratios

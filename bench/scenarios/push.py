@@ -19,7 +19,7 @@ from typing import Any
 from bench import profile
 from bench.fleet import Fleet
 from bench.pusher import Pusher, post
-from bench.report import progress
+from bench.report import progress, table
 from bench.scenarios.common import (
     Meter,
     Usage,
@@ -227,6 +227,14 @@ def cpu_split(r: PushResult) -> str:
         if cpu > 0.005
     ]
     return ", ".join(parts)
+
+
+def results_text(rows: list[tuple[object, ...]], splits: list[str], profiles: list[tuple[str, str]]) -> str:
+    """The results table, then each process's CPU and any profiles (fan-out and unicast)."""
+    text = table(HEADER, rows)
+    text += "\n\nServer CPU seconds per process during the measured phase:\n\n"
+    text += "\n".join(f"- {s}" for s in splits)
+    return text + "".join(f"\n\n{label}: {profile}" for label, profile in profiles)
 
 
 async def push_case(

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bench.report import append, progress, table
+from bench.report import append, progress
 from bench.scenarios.common import make_mpim
-from bench.scenarios.push import HEADER, MidPlan, cpu_split, push_case, row
+from bench.scenarios.push import MidPlan, cpu_split, push_case, results_text, row
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,10 +41,7 @@ async def run(args: Any) -> str:
             splits.append(f"{workers}w {kind}: {cpu_split(result)}")
             if result.profile:
                 profiles.append((f"{workers}w {kind}", result.profile))
-    text = table(HEADER, rows)
-    text += "\n\nServer CPU seconds per process during the measured phase:\n\n"
-    text += "\n".join(f"- {s}" for s in splits)
-    text += "".join(f"\n\n{label}: {profile}" for label, profile in profiles)
+    text = results_text(rows, splits, profiles)
     text += (
         f"\n\nBody {args.size} bytes; {args.mids_per_push} mid(s) per request, each delivered as its own "
         f"frame; {args.duration:g} s measured after a 1 s warm-up."

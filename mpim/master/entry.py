@@ -55,7 +55,7 @@ def _reset_signals(spec: ChildSpec) -> None:
     # Reload is the master's job, and a terminal hang-up must not kill the children.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Workers install their own handler once their loop runs; until then SIGUSR1 is harmless.
-    # The helpers' entries may install their own; the bus's blocking proxy resumes after it.
+    # The helpers may install their own (the bus waits for it with sigwait).
     signal.signal(signal.SIGUSR1, signal.SIG_IGN if spec.kind == WORKER else _reopen_logs)
 
 

@@ -89,7 +89,7 @@ class Hub:
         self._key_seq = count(1)
         self._t0 = loop.time()
         self._tick_handle: asyncio.TimerHandle | None = None
-        self.stats = {"auth_ok": 0, "auth_fail": 0, "kicked": 0, "slow_cut": 0, "bad_input": 0}
+        self.stats = {"auth_ok": 0, "auth_fail": 0, "kicked": 0, "slow_cut": 0, "bad_input": 0, "refused": 0}
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -149,7 +149,7 @@ class Hub:
         channel.state = CLOSED
         channel.transport.abort()
         self._refused += 1
-        self.stats["refused"] = self.stats.get("refused", 0) + 1
+        self.stats["refused"] += 1
         now = self.loop.time()
         if now - self._refused_logged_at >= _REFUSED_LOG_EVERY:
             log.warning(

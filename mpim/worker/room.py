@@ -39,10 +39,9 @@ class Room:
         return self.cluster_online if self.cluster_online >= 0 else len(self.members)
 
 
-def encode_batch(frames: list[bytes]) -> tuple[bytes, bytes]:
-    """(TCP bytes, WebSocket message) for a batch of encoded frames."""
-    inner = frames[0] if len(frames) == 1 else b"".join(frames)
-    return inner, binary_frame(encode_header(Op.RAW, len(inner)) + inner)
+def ws_batch(inner: bytes) -> bytes:
+    """One WebSocket message: an op-9 header, then the concatenated frames (TCP sends them bare)."""
+    return binary_frame(encode_header(Op.RAW, len(inner)) + inner)
 
 
 class RoomTable:
@@ -119,10 +118,15 @@ class RoomTable:
         if not frames:
             return
         room.pending = []
-        tcp_bytes, ws_bytes = encode_batch(frames)
+        inner = frames[0] if len(frames) == 1 else b"".join(frames)
+        ws_bytes = b""  # built at the first WebSocket member, then shared
         members = tuple(room.members)
         for channel in members:
-            channel.write(ws_bytes if channel.is_ws else tcp_bytes)
+            if channel.is_ws:
+                ws_bytes = ws_bytes or ws_batch(inner)
+                channel.write(ws_bytes)
+            else:
+                channel.write(inner)
         self.delivered += len(frames) * len(members)
 
     def flush_all(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from mpim.client import Client, connect_tcp, connect_ws
 from mpim.proto import Frame
-from tests.support import ServerProcess, http_json
+from tests.support import ServerProcess, http_json, run
 
 # Fast reports and sweeps so recovery is quick; the functional checks do not depend on them.
 ROUTER = {"report_interval": 0.2, "online_interval": 0.5, "worker_expiry": 3.0, "sweep_interval": 0.2}
@@ -135,3 +135,23 @@ async def nothing_more(client: Client, quiet: float = 0.3) -> None:
     except TimeoutError:
         return
     raise AssertionError(f"unexpected push {frame}")
+
+
+def in_cluster(
+    tmp: Path, workers: int, scenario: Callable[[ServerProcess, Cluster], Awaitable[None]]
+) -> None:
+    """Start a master with ``workers`` workers, run ``scenario`` once they report, stop everything."""
+    srv = start_master(tmp, workers)
+
+    async def main() -> None:
+        c = Cluster(srv)
+        try:
+            await c.wait_workers(workers)
+            await scenario(srv, c)
+        finally:
+            await c.close()
+
+    try:
+        run(main())
+    finally:
+        srv.stop()

@@ -6,180 +6,136 @@ import os
 import signal
 from pathlib import Path
 
-from tests.integration.cluster import ROUTER, Cluster, nothing_more, pushes, start_master, until
-from tests.support import run
+from tests.integration.cluster import ROUTER, Cluster, in_cluster, nothing_more, pushes, until
+from tests.support import ServerProcess
 
 
 def test_kill_9_of_a_worker_removes_its_sessions(tmp_path: Path) -> None:
-    srv = start_master(tmp_path, 2)
+    async def scenario(srv: ServerProcess, c: Cluster) -> None:
+        spread = await c.spread("kw", 8, "kill://1", 6, 2)
+        victim = spread[0][2]
+        pid = (await c.workers())[victim]
+        doomed = {key for _, key, w in spread if w == victim}
+        kept = [(client, key) for client, key, w in spread if w != victim]
+        assert await c.get("/goim/online/total") == {"ip_count": 1, "conn_count": 6}
+        os.kill(pid, signal.SIGKILL)
 
-    async def main() -> None:
-        c = Cluster(srv)
-        try:
-            await c.wait_workers(2)
-            spread = await c.spread("kw", 8, "kill://1", 6, 2)
-            victim = spread[0][2]
-            pid = (await c.workers())[victim]
-            doomed = {key for _, key, w in spread if w == victim}
-            kept = [(client, key) for client, key, w in spread if w != victim]
-            assert await c.get("/goim/online/total") == {"ip_count": 1, "conn_count": 6}
-            os.kill(pid, signal.SIGKILL)
+        async def cleaned() -> bool:
+            total = await c.get("/goim/online/total")
+            return bool(total["conn_count"] == len(kept))
 
-            async def cleaned() -> bool:
-                total = await c.get("/goim/online/total")
-                return bool(total["conn_count"] == len(kept))
+        # the master respawns the slot at once (a new pid: the old one's sessions go then);
+        # at the latest the sweep drops a worker silent for worker_expiry
+        await until(cleaned, timeout=ROUTER["worker_expiry"] + 10, what="the dead worker's sessions to go")
+        for key in doomed:
+            assert await c.get(f"/mpim/session?key={key}") == []
+        assert await c.get("/goim/online/room?type=kill&rooms=1") == {"1": len(kept)}
+        assert await c.post("/goim/push/mids?operation=1000&mids=8", b"alive") == {"connections": len(kept)}
+        for client, _ in kept:
+            assert [f.body for f in await pushes(client, 1)] == [b"alive"]
+            await nothing_more(client)
+        assert pid not in (await c.workers()).values()
 
-            # the master respawns the slot at once (a new pid: the old one's sessions go then);
-            # at the latest the sweep drops a worker silent for worker_expiry
-            await until(
-                cleaned, timeout=ROUTER["worker_expiry"] + 10, what="the dead worker's sessions to go"
-            )
-            for key in doomed:
-                assert await c.get(f"/mpim/session?key={key}") == []
-            assert await c.get("/goim/online/room?type=kill&rooms=1") == {"1": len(kept)}
-            assert await c.post("/goim/push/mids?operation=1000&mids=8", b"alive") == {
-                "connections": len(kept)
-            }
-            for client, _ in kept:
-                assert [f.body for f in await pushes(client, 1)] == [b"alive"]
-                await nothing_more(client)
-            assert pid not in (await c.workers()).values()
-        finally:
-            await c.close()
-
-    try:
-        run(main())
-    finally:
-        srv.stop()
+    in_cluster(tmp_path, 2, scenario)
 
 
 def test_kill_9_of_the_router_and_the_tables_recover(tmp_path: Path) -> None:
-    srv = start_master(tmp_path, 2)
+    async def scenario(srv: ServerProcess, c: Cluster) -> None:
+        spread = await c.spread("kr", 9, "rec://1", 5, 2)
+        other, _ = await c.join("kr-other", 10, "rec://2", ws=True)
+        before = {
+            "total": await c.get("/goim/online/total"),
+            "rooms": await c.get("/goim/online/room?type=rec&rooms=1&rooms=2"),
+            "user": sorted((s["key"], s["worker"]) for s in await c.get("/mpim/session?mid=9")),
+        }
+        assert before["total"] == {"ip_count": 1, "conn_count": 6}
+        routers = [pid for pid, title in srv.children().items() if title.startswith("mpim: router")]
+        assert len(routers) == 1
+        os.kill(routers[0], signal.SIGKILL)
 
-    async def main() -> None:
-        c = Cluster(srv)
-        try:
-            await c.wait_workers(2)
-            spread = await c.spread("kr", 9, "rec://1", 5, 2)
-            other, _ = await c.join("kr-other", 10, "rec://2", ws=True)
-            before = {
-                "total": await c.get("/goim/online/total"),
-                "rooms": await c.get("/goim/online/room?type=rec&rooms=1&rooms=2"),
-                "user": sorted((s["key"], s["worker"]) for s in await c.get("/mpim/session?mid=9")),
-            }
-            assert before["total"] == {"ip_count": 1, "conn_count": 6}
-            routers = [pid for pid, title in srv.children().items() if title.startswith("mpim: router")]
-            assert len(routers) == 1
-            os.kill(routers[0], signal.SIGKILL)
+        async def recovered() -> bool:
+            try:
+                return bool(
+                    await c.get("/goim/online/total") == before["total"]
+                    and await c.get("/goim/online/room?type=rec&rooms=1&rooms=2") == before["rooms"]
+                    and sorted((s["key"], s["worker"]) for s in await c.get("/mpim/session?mid=9"))
+                    == before["user"]
+                )
+            except OSError:  # the new router is not listening yet
+                return False
 
-            async def recovered() -> bool:
-                try:
-                    return bool(
-                        await c.get("/goim/online/total") == before["total"]
-                        and await c.get("/goim/online/room?type=rec&rooms=1&rooms=2") == before["rooms"]
-                        and sorted((s["key"], s["worker"]) for s in await c.get("/mpim/session?mid=9"))
-                        == before["user"]
-                    )
-                except OSError:  # the new router is not listening yet
-                    return False
+        await until(recovered, timeout=20, what="the restarted router's tables to be whole")
+        new_routers = [pid for pid, title in srv.children().items() if title.startswith("mpim: router")]
+        assert new_routers and new_routers != routers
+        assert await c.post("/goim/push/mids?operation=1000&mids=9", b"again") == {"connections": 5}
+        for client, _, _ in spread:
+            assert [f.body for f in await pushes(client, 1)] == [b"again"]
+        await c.post("/goim/push/room?operation=1000&type=rec&room=2", b"room")
+        assert [f.body for f in await pushes(other, 1)] == [b"room"]
 
-            await until(recovered, timeout=20, what="the restarted router's tables to be whole")
-            new_routers = [pid for pid, title in srv.children().items() if title.startswith("mpim: router")]
-            assert new_routers and new_routers != routers
-            assert await c.post("/goim/push/mids?operation=1000&mids=9", b"again") == {"connections": 5}
-            for client, _, _ in spread:
-                assert [f.body for f in await pushes(client, 1)] == [b"again"]
-            await c.post("/goim/push/room?operation=1000&type=rec&room=2", b"room")
-            assert [f.body for f in await pushes(other, 1)] == [b"room"]
-        finally:
-            await c.close()
-
-    try:
-        run(main())
-    finally:
-        srv.stop()
+    in_cluster(tmp_path, 2, scenario)
 
 
 def test_a_silent_worker_is_swept_and_resyncs_when_it_wakes(tmp_path: Path) -> None:
-    srv = start_master(tmp_path, 2)
-
-    async def main() -> None:
-        c = Cluster(srv)
+    async def scenario(srv: ServerProcess, c: Cluster) -> None:
+        spread = await c.spread("sw", 11, "", 4, 2)
+        victim = spread[0][2]
+        pid = (await c.workers())[victim]
+        held = sum(1 for _, _, w in spread if w == victim)
+        os.kill(pid, signal.SIGSTOP)  # no reports, but not dead: only the sweep can tell
         try:
-            await c.wait_workers(2)
-            spread = await c.spread("sw", 11, "", 4, 2)
-            victim = spread[0][2]
-            pid = (await c.workers())[victim]
-            held = sum(1 for _, _, w in spread if w == victim)
-            os.kill(pid, signal.SIGSTOP)  # no reports, but not dead: only the sweep can tell
-            try:
 
-                async def swept() -> bool:
-                    return bool((await c.get("/goim/online/total"))["conn_count"] == 4 - held)
+            async def swept() -> bool:
+                return bool((await c.get("/goim/online/total"))["conn_count"] == 4 - held)
 
-                await until(swept, timeout=ROUTER["worker_expiry"] + 10, what="the silent worker to be swept")
-                assert victim not in await c.workers()
-            finally:
-                os.kill(pid, signal.SIGCONT)
-
-            async def back() -> bool:
-                return bool((await c.get("/goim/online/total"))["conn_count"] == 4)
-
-            await until(back, what="the woken worker's sessions to come back")
-            assert await c.post("/goim/push/mids?operation=1000&mids=11", b"back") == {"connections": 4}
-            for client, _, _ in spread:
-                assert [f.body for f in await pushes(client, 1)] == [b"back"]
+            await until(swept, timeout=ROUTER["worker_expiry"] + 10, what="the silent worker to be swept")
+            assert victim not in await c.workers()
         finally:
-            await c.close()
+            os.kill(pid, signal.SIGCONT)
 
-    try:
-        run(main())
-    finally:
-        srv.stop()
+        async def back() -> bool:
+            return bool((await c.get("/goim/online/total"))["conn_count"] == 4)
+
+        await until(back, what="the woken worker's sessions to come back")
+        assert await c.post("/goim/push/mids?operation=1000&mids=11", b"back") == {"connections": 4}
+        for client, _, _ in spread:
+            assert [f.body for f in await pushes(client, 1)] == [b"back"]
+
+    in_cluster(tmp_path, 2, scenario)
 
 
 def test_kill_9_of_the_bus_and_pushes_flow_again(tmp_path: Path) -> None:
-    srv = start_master(tmp_path, 2)
+    async def scenario(srv: ServerProcess, c: Cluster) -> None:
+        spread = await c.spread("kb", 12, "bus://1", 4, 2)
+        buses = [pid for pid, title in srv.children().items() if title.startswith("mpim: bus")]
+        assert len(buses) == 1
+        os.kill(buses[0], signal.SIGKILL)
+        n = 0
 
-    async def main() -> None:
-        c = Cluster(srv)
-        try:
-            await c.wait_workers(2)
-            spread = await c.spread("kb", 12, "bus://1", 4, 2)
-            buses = [pid for pid, title in srv.children().items() if title.startswith("mpim: bus")]
-            assert len(buses) == 1
-            os.kill(buses[0], signal.SIGKILL)
-            n = 0
-
-            async def flowing() -> bool:
-                # pushes sent while the bus is down are lost (at most once); keep trying
-                nonlocal n
-                n += 1
-                await c.post("/goim/push/room?operation=1000&type=bus&room=1", b"probe-%d" % n)
-                reached = 0
-                for client, _, _ in spread:
-                    try:
-                        await client.recv_push(0.3)
-                        reached += 1
-                    except TimeoutError:
-                        pass
-                return reached == len(spread)  # every worker subscribed again
-
-            await until(flowing, timeout=20, what="room pushes through the restarted bus")
-            for client, _, _ in spread:  # drain the probes that made it
-                while True:
-                    try:
-                        await client.recv_push(0.5)
-                    except TimeoutError:
-                        break
-            await c.post("/goim/push/room?operation=1000&type=bus&room=1", b"room")
-            assert await c.post("/goim/push/mids?operation=1000&mids=12", b"mid") == {"connections": 4}
+        async def flowing() -> bool:
+            # pushes sent while the bus is down are lost (at most once); keep trying
+            nonlocal n
+            n += 1
+            await c.post("/goim/push/room?operation=1000&type=bus&room=1", b"probe-%d" % n)
+            reached = 0
             for client, _, _ in spread:
-                assert sorted(f.body for f in await pushes(client, 2)) == [b"mid", b"room"]
-        finally:
-            await c.close()
+                try:
+                    await client.recv_push(0.3)
+                    reached += 1
+                except TimeoutError:
+                    pass
+            return reached == len(spread)  # every worker subscribed again
 
-    try:
-        run(main())
-    finally:
-        srv.stop()
+        await until(flowing, timeout=20, what="room pushes through the restarted bus")
+        for client, _, _ in spread:  # drain the probes that made it
+            while True:
+                try:
+                    await client.recv_push(0.5)
+                except TimeoutError:
+                    break
+        await c.post("/goim/push/room?operation=1000&type=bus&room=1", b"room")
+        assert await c.post("/goim/push/mids?operation=1000&mids=12", b"mid") == {"connections": 4}
+        for client, _, _ in spread:
+            assert sorted(f.body for f in await pushes(client, 2)) == [b"mid", b"room"]
+
+    in_cluster(tmp_path, 2, scenario)

@@ -113,24 +113,34 @@ def run_router(tmp: Path, **sections: dict[str, Any]) -> tuple[int, str]:
     return done.returncode, done.stderr.decode()
 
 
-def test_router_boot_error_when_its_ingress_port_is_taken(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("section", "key", "address", "message"),
+    [
+        (
+            "ingress",
+            "zmq_bind",
+            "tcp://127.0.0.1:{port}",
+            "router cannot start: cannot bind a ZeroMQ endpoint",
+        ),
+        (
+            "http",
+            "bind",
+            "127.0.0.1:{port}",
+            "router cannot start: port {port} on 127.0.0.1 is already in use",
+        ),
+    ],
+    ids=["zmq_ingress", "http"],
+)
+def test_router_boot_error_when_its_port_is_taken(
+    tmp_path: Path, section: str, key: str, address: str, message: str
+) -> None:
     port = free_port()
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", port))
         holder.listen()
-        code, log = run_router(tmp_path, ingress={"zmq_bind": f"tcp://127.0.0.1:{port}"})
+        code, log = run_router(tmp_path, **{section: {key: address.format(port=port)}})
     assert code == 3
-    assert "router cannot start: cannot bind a ZeroMQ endpoint" in log
-
-
-def test_router_boot_error_when_its_http_port_is_taken(tmp_path: Path) -> None:
-    port = free_port()
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", port))
-        holder.listen()
-        code, log = run_router(tmp_path, http={"bind": f"127.0.0.1:{port}"})
-    assert code == 3
-    assert "router cannot start: port" in log and "already in use" in log
+    assert message.format(port=port) in log
 
 
 def test_router_boot_error_when_the_receive_hook_cannot_load(tmp_path: Path) -> None:

@@ -51,33 +51,16 @@ def closing_lines(caplog: pytest.LogCaptureFixture, reason: str) -> list[str]:
 
 @pytest.mark.parametrize("case", list(BAD_FRAMES))
 @pytest.mark.parametrize("authed", [False, True])
-def test_bad_tcp_frame(case: str, authed: bool, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("kind", ["tcp", "ws"])
+def test_bad_frame(kind: str, case: str, authed: bool, caplog: pytest.LogCaptureFixture) -> None:
     data, reason = BAD_FRAMES[case]
 
     async def scenario() -> None:
         async with serving() as srv:
             calm = await bystander(srv)
-            client = await srv.tcp_client()
+            client = await srv.client(kind)
             if authed:
                 await client.auth({"mid": 2})
-            await client.send_raw(data)
-            assert await client.expect_closed() == []
-            await still_served(srv, calm)
-
-    with caplog.at_level(logging.INFO, logger="mpim.worker"):
-        run(scenario)
-    assert len(closing_lines(caplog, reason)) == 1
-
-
-@pytest.mark.parametrize("case", list(BAD_FRAMES))
-def test_bad_websocket_frame(case: str, caplog: pytest.LogCaptureFixture) -> None:
-    data, reason = BAD_FRAMES[case]
-
-    async def scenario() -> None:
-        async with serving() as srv:
-            calm = await bystander(srv)
-            client = await srv.ws_client()
-            await client.auth({"mid": 2})
             await client.send_raw(data)
             assert await client.expect_closed() == []
             await still_served(srv, calm)
