@@ -16,7 +16,7 @@ from typing import Any
 
 import uvloop
 
-from bench.scenarios import broadcast, capacity, fanout, ingress, unicast
+from bench.scenarios import broadcast, capacity, fanout, idle, ingress, unicast
 from bench.servers import Missing
 
 SCENARIOS: dict[str, ModuleType] = {
@@ -25,6 +25,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "unicast": unicast,
     "broadcast": broadcast,
     "ingress": ingress,
+    "idle": idle,
 }
 
 

@@ -8,14 +8,16 @@ reply per command on stdout:
   opens N connections with global indexes G..G+N-1 (mid = index + 1, room =
   index % R; in "mid" mode a connection follows stream index // group, with
   ``"group": K`` users per push) and waits until each is authenticated (Nchan:
-  upgraded);
+  upgraded; a Nchan subscriber's channel is its stream, ``{path}/<stream>``);
   replies ``{"ok", "failed", "seconds"}``.
 - ``{"cmd": "heartbeat", "interval": S}``: every connection sends a heartbeat
   each S seconds, spread over the interval.
 - ``{"cmd": "stats"}`` -> counters; ``{"cmd": "reset"}`` zeroes them;
   ``{"cmd": "bcast"}`` -> broadcast seq -> [deliveries, first, last receive].
 - ``{"cmd": "finish", "sent": {stream: count}}`` -> counters, latency
-  histogram, broadcast arrivals and ``lost`` (published but never received).
+  histogram, broadcast arrivals and ``lost`` (published but never received;
+  ``sent`` counts since the connections opened, ``lost`` only what went
+  missing since the previous finish, so phases at several rates add up).
 
 The process exits on stdin EOF or when the deadline passes, whichever is first.
 It connects only to 127.0.0.1 (from a loopback source address the runner picks).
@@ -47,6 +49,7 @@ class Generator:
         self.tally = Tally()
         self.clients: list[Client] = []
         self._beat: asyncio.Task[None] | None = None
+        self.lost_reported = 0  # lost messages already reported by an earlier finish
 
     async def connect(self, spec: dict[str, Any]) -> dict[str, Any]:
         kind, port, path = spec["kind"], int(spec["port"]), spec.get("path", "/sub")
@@ -73,7 +76,7 @@ class Generator:
             elif kind == "ws":
                 client = WsClient(self.tally, stream, room, ready, mid, f"ws://{HOST}:{port}{path}")
             else:
-                url = f"ws://{HOST}:{port}{path}/{room_index}"
+                url = f"ws://{HOST}:{port}{path}/{stream}"
                 client = NchanClient(self.tally, stream, room, ready, mid, url)
             async with sem:
                 try:
@@ -107,7 +110,9 @@ class Generator:
 
     def finish(self, sent: dict[str, int]) -> dict[str, Any]:
         report = self.tally.report()
-        report["lost"] = sum(c.lost(sent.get(str(c.stream), 0)) for c in self.clients)
+        lost = sum(c.lost(sent.get(str(c.stream), 0)) for c in self.clients)
+        report["lost"] = lost - self.lost_reported
+        self.lost_reported = lost
         report["open"] = sum(1 for c in self.clients if c.transport is not None)
         return report
 

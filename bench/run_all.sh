@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full run recorded in bench/RESULTS.md: every scenario, one and two workers,
-# and the Nchan side by side. Takes about 40 minutes on the 2-core machine.
+# and the Nchan side by side. Takes about 50 minutes on the 2-core machine.
 # Needs wrk, nginx-light and libnginx-mod-nchan (Debian) and py-spy (pip);
 # a scenario whose tool is missing says so and how to install it.
 set -uo pipefail
@@ -19,6 +19,9 @@ run fanout --workers 2 --conns 5000 --rooms 1 --rate 100 --batch 100 --batch-del
 run unicast --workers 2 --conns 20000 --rate 1000 --profile router
 run unicast --workers 1,2 --conns 15000 --rate 4000
 run unicast --workers 2 --conns 20000 --rate 200 --mids-per-push 50 --profile "worker 1"
+run unicast --workers 1,2 --conns 15000 --rates 100,3000 --peer nchan
 run fanout --workers 2 --conns 20000 --rooms 1000 --rate 1000 --profile "worker 1" --native
 run broadcast --workers 1,2 --conns 15000
 run ingress --rates 100,1000,4000
+run idle --workers 1,2 --conns 10000 --seconds 20
+run idle --workers 2 --conns 10000 --seconds 20 --transport ws

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -15,7 +16,7 @@ from typing import Any
 from bench.fleet import Fleet, processes_for
 from bench.procs import ProcessGroup, Sample, cpu_delta, cpu_seconds, per_process
 from bench.report import progress
-from bench.servers import ROOT, MpimServer, Server
+from bench.servers import PER_WORKER, ROOT, MpimServer, NchanServer, Server
 
 
 @asynccontextmanager
@@ -44,9 +45,30 @@ def mpim_overrides(args: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def make_mpim(args: Any, workers: int) -> MpimServer:
+def make_mpim(args: Any, workers: int, overrides: dict[str, dict[str, Any]] | None = None) -> MpimServer:
+    """mpim with ``workers`` workers: the scenarios' overrides, or ``overrides`` ({} = mpim's defaults)."""
     root = Path(args.server_root).resolve() if args.server_root else ROOT
-    return MpimServer(workers, mpim_overrides(args), root)
+    return MpimServer(workers, mpim_overrides(args) if overrides is None else overrides, root)
+
+
+def rates_list(text: str) -> list[float]:
+    """``--rates 100,3000``: comma-separated rates, each above 0."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError("a comma-separated list of rates above 0, e.g. 100,3000")
+    return values
+
+
+def check_capacity(server: Server, conns: int) -> None:
+    """Refuse more connections than the server's workers may hold here (~18,000 sockets a process)."""
+    if isinstance(server, MpimServer | NchanServer) and conns > PER_WORKER * server.workers:
+        raise ValueError(
+            f"{conns:,} connections need more than {server.workers} worker(s): a process may hold "
+            f"~{PER_WORKER:,} sockets here (use --conns <= {PER_WORKER * server.workers:,})"
+        )
 
 
 async def connect(fleet: Fleet, spec: dict[str, Any], total: int) -> tuple[int, int, float]:

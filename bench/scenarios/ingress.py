@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.pusher import Pusher, post
 from bench.report import append, progress, table
-from bench.scenarios.common import Meter, make_mpim, running
+from bench.scenarios.common import Meter, make_mpim, rates_list, running
 from bench.servers import BENCH
 
 PATH = "/goim/push/room?operation=1000&type=live&room=empty"
@@ -34,7 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=10)
     p.add_argument("--connections", type=int, default=32, help="HTTP keep-alive connections")
     p.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
-    p.add_argument("--rates", default="", help="also measure router CPU per request at these paced rates")
+    p.add_argument(
+        "--rates",
+        type=rates_list,
+        default=[],
+        help="also measure router CPU per request at these paced rates",
+    )
 
 
 async def with_wrk(port: int, args: Any) -> tuple[int, int]:
@@ -102,7 +107,7 @@ async def run(args: Any) -> str:
             progress("wrk not found (apt-get install wrk); using the Python publisher, which needs more CPU")
     rows = []
     sweep: list[tuple[Any, ...]] = []
-    rates = [float(r) for r in args.rates.split(",") if r]
+    rates: list[float] = args.rates
     for workers in args.workers:
         server = make_mpim(args, workers)
         async with running(server):

@@ -4,14 +4,20 @@ A :class:`Plan` builds each request (stamping the body with its stream, the
 stream's next seq and the send time) and knows how many deliveries the pushes
 so far should make. :func:`measure` runs a warm-up, resets the generators'
 counters, publishes for the duration while printing progress, waits for the
-last deliveries, and returns the figures.
+last deliveries, and returns the figures. :func:`push_case` does that for each
+rate on one set of connections; :func:`compare` runs every worker count and
+transport against mpim, and with ``--peer nchan`` against nginx + Nchan, and
+prints one table with the mpim/Nchan ratios.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import math
 import random
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,31 +29,48 @@ from bench.report import progress, table
 from bench.scenarios.common import (
     Meter,
     Usage,
+    check_capacity,
     connect,
     fleet_for,
+    make_mpim,
+    rates_list,
     report_progress,
     running,
     wait_quiet,
     wait_router_sessions,
 )
-from bench.servers import PER_WORKER, MpimServer, NchanServer, Server
+from bench.servers import Missing, MpimServer, NchanServer, Server, nchan_missing
 from bench.tally import hist_max, merge_counts, merge_hist, percentile
 from bench.wire import PUSH_OP, body
 
 
 @dataclass
 class Plan:
-    """What to publish; ``sent`` counts pushes per stream, ``fanout`` the receivers per stream."""
+    """What to publish; ``sent`` counts pushes per stream, ``fanout`` the receivers per stream.
+
+    With ``nchan`` every push of a stream goes to Nchan's publisher location
+    ``/pub/<stream>`` (its subscribers listen on ``/sub/<stream>``) instead of
+    mpim's push API, and a 2xx status is success (no goim ``"code":0``).
+    """
 
     size: int
     sent: dict[int, int] = field(default_factory=dict)
     fanout: dict[int, int] = field(default_factory=dict)
-    check_code: bool = True
+    nchan: bool = False
+
+    @property
+    def check_code(self) -> bool:
+        return not self.nchan
 
     def next_seq(self, stream: int) -> int:
         seq = self.sent.get(stream, 0)
         self.sent[stream] = seq + 1
         return seq
+
+    def publish(self, stream: int, target: str, now: float) -> tuple[int, bytes]:
+        """(stream, request) of the next message of ``stream``: to mpim's ``target``, or to Nchan."""
+        payload = body(stream, self.next_seq(stream), now, self.size)
+        return stream, post(f"/pub/{stream}" if self.nchan else target, payload)
 
     def expected(self) -> int:
         return sum(n * self.fanout.get(stream, 0) for stream, n in self.sent.items())
@@ -66,18 +89,14 @@ class RoomPlan(Plan):
     """Round-robin over the rooms: POST /goim/push/room (or Nchan's /pub/<room>)."""
 
     def __init__(self, connections: int, rooms: int, size: int, nchan: bool = False) -> None:
-        super().__init__(size, fanout=members(connections, rooms), check_code=not nchan)
+        super().__init__(size, fanout=members(connections, rooms), nchan=nchan)
         self.rooms = rooms
-        self.nchan = nchan
         self.count = 0
 
     def request(self, n: int, now: float) -> tuple[int, bytes]:
         room = self.count % self.rooms
         self.count += 1
-        payload = body(room, self.next_seq(room), now, self.size)
-        if self.nchan:
-            return room, post(f"/pub/{room}", payload)
-        return room, post(f"/goim/push/room?operation={PUSH_OP}&type=live&room={room}", payload)
+        return self.publish(room, f"/goim/push/room?operation={PUSH_OP}&type=live&room={room}", now)
 
 
 class MidPlan(Plan):
@@ -87,22 +106,26 @@ class MidPlan(Plan):
     consecutive mids and each request names one random group (``mids=a&mids=b...``):
     every member still gets its own unbatched frame, but the HTTP request and
     the bus message are shared. The group is the stream its members check.
+    For Nchan (``nchan``) each user has its own channel, named after its stream
+    (mid - 1), and a request POSTs to it; with ``per_push`` > 1 a group shares
+    one channel (Nchan publishes one request to one channel).
     """
 
-    def __init__(self, connections: int, size: int, per_push: int = 1, seed: int = 1) -> None:
+    def __init__(
+        self, connections: int, size: int, per_push: int = 1, seed: int = 1, nchan: bool = False
+    ) -> None:
         groups = -(-connections // per_push)
         fanout = {g: min(per_push, connections - g * per_push) for g in range(groups)}
-        super().__init__(size, fanout=fanout)
+        super().__init__(size, fanout=fanout, nchan=nchan)
         self.groups = groups
         self.per_push = per_push
         self.random = random.Random(seed)
 
     def request(self, n: int, now: float) -> tuple[int, bytes]:
         group = self.random.randrange(self.groups)
-        payload = body(group, self.next_seq(group), now, self.size)
         first = group * self.per_push + 1
         mids = "&".join(f"mids={mid}" for mid in range(first, first + self.fanout[group]))
-        return group, post(f"/goim/push/mids?operation={PUSH_OP}&{mids}", payload)
+        return self.publish(group, f"/goim/push/mids?operation={PUSH_OP}&{mids}", now)
 
 
 @dataclass
@@ -208,6 +231,9 @@ HEADER = (
     "server", "workers", "transport", "conns", "rooms", "pushes/s", "delivered/s", "server CPU %",
     "deliveries / server CPU-s", "p50 ms", "p99 ms", "max ms", "lost", "dup", "reorder", "generators CPU %",
 )  # fmt: skip
+RATIO_HEADER = (
+    "workers", "target pushes/s", "mpim/Nchan deliveries per server CPU-s", "mpim/Nchan p99 latency"
+)  # fmt: skip
 
 
 def row(
@@ -218,6 +244,16 @@ def row(
         100 * r.usage.cpu / r.seconds, r.per_cpu, 1000 * r.p50, 1000 * r.p99, 1000 * r.max,
         r.lost, r.dup, r.reorder, 100 * r.usage.client_cpu / r.seconds,
     )  # fmt: skip
+
+
+def quotient(a: float, b: float) -> float:
+    """a / b, or NaN (printed "-") when b is 0 or either is not a number."""
+    return a / b if b and math.isfinite(a) and math.isfinite(b) else float("nan")
+
+
+def ratio_row(workers: int, rate: float, mine: PushResult, theirs: PushResult) -> tuple[Any, ...]:
+    """(workers, rate, mpim/Nchan deliveries per server CPU-s, mpim/Nchan p99)."""
+    return workers, rate, quotient(mine.per_cpu, theirs.per_cpu), quotient(mine.p99, theirs.p99)
 
 
 def cpu_split(r: PushResult) -> str:
@@ -237,15 +273,51 @@ def results_text(rows: list[tuple[object, ...]], splits: list[str], profiles: li
     return text + "".join(f"\n\n{label}: {profile}" for label, profile in profiles)
 
 
+def add_push_arguments(
+    p: argparse.ArgumentParser, conns: int, conns_help: str, rate: float, unit: str
+) -> None:
+    """Options of the push scenarios (fan-out and unicast); ``unit`` names what ``--rate`` counts."""
+    p.add_argument("--conns", type=int, default=conns, help=conns_help)
+    p.add_argument("--rate", type=float, default=rate, help=f"{unit} per second")
+    p.add_argument(
+        "--rates",
+        type=rates_list,
+        default=[],
+        help="several rates, comma-separated (100,3000): each measured in turn on the same connections "
+        "(replaces --rate)",
+    )
+    p.add_argument("--duration", type=float, default=20, help="seconds of publishing measured (each rate)")
+    p.add_argument("--transport", choices=["tcp", "ws", "both"], default="tcp")
+    p.add_argument(
+        "--peer",
+        choices=["none", "nchan"],
+        default="none",
+        help="also run nginx + Nchan (WebSocket) and print the mpim/Nchan ratios",
+    )
+
+
+def rates_of(args: Any) -> list[float]:
+    """The rates to measure: ``--rates``, else ``--rate``."""
+    rates: list[float] = args.rates or [args.rate]
+    return rates
+
+
+def rates_text(args: Any) -> str:
+    return ", ".join(f"{rate:g}" for rate in rates_of(args))
+
+
 async def push_case(
     args: Any, server: Server, kind: str, conns: int, spec: dict[str, Any], plan: Plan
-) -> PushResult:
-    """Start ``server``, connect ``conns`` clients of ``kind``, publish ``plan`` at ``args.rate``."""
-    if isinstance(server, MpimServer | NchanServer) and conns > PER_WORKER * server.workers:
-        raise ValueError(
-            f"{conns:,} connections need more than {server.workers} worker(s): a process may hold "
-            f"~{PER_WORKER:,} sockets here (use --conns <= {PER_WORKER * server.workers:,})"
-        )
+) -> list[PushResult]:
+    """Start ``server``, connect ``conns`` clients of ``kind``, publish ``plan`` at each of the rates.
+
+    One result per rate of :func:`rates_of`, in order, measured one after the
+    other on the same connections (each after its own warm-up).
+    """
+    check_capacity(server, conns)
+    rates = rates_of(args)
+    spied = args.profile if isinstance(server, MpimServer) else ""  # names are mpim's processes
+    results = []
     async with running(server), fleet_for(conns, args.deadline, minimum=2) as fleet:
         if isinstance(server, NchanServer):
             port = http = server.port
@@ -264,15 +336,72 @@ async def push_case(
         await asyncio.sleep(0.3)  # and room subscriptions have crossed the bus
         assert server.group is not None
         meter = Meter(server.group, server.worker_pids(), fleet.pids)
-        result = await measure(
-            fleet, meter, http, plan, args.rate, args.duration, args.warm_seconds, args.profile, args.native
-        )
+        for rate in rates:
+            if len(rates) > 1:
+                progress(f"  {rate:g}/s")
+            result = await measure(
+                fleet, meter, http, plan, rate, args.duration, args.warm_seconds, spied, args.native
+            )
+            if result.failed_pushes:
+                progress(f"  warning: {result.failed_pushes} pushes failed, first: {result.first_error}")
+            if result.closed:
+                progress(f"  warning: {result.closed} client connections were closed during the run")
+            results.append(result)
         if isinstance(server, MpimServer):
             cuts = server.log_count("slow consumer")
             if cuts:
                 progress(f"  warning: the server cut {cuts} slow consumers")
-        if result.failed_pushes:
-            progress(f"  warning: {result.failed_pushes} pushes failed, first: {result.first_error}")
-        if result.closed:
-            progress(f"  warning: {result.closed} client connections were closed during the run")
-        return result
+    return results
+
+
+# One server and transport ("tcp", "ws"; "nchan" for Nchan): a result per rate.
+Case = Callable[[Server, str], Awaitable[list[PushResult]]]
+
+
+async def compare(args: Any, scenario: str, what: str, rooms: int | str, case: Case) -> str:
+    """Every worker count x transport x rate on mpim; with ``--peer nchan`` also on Nchan, and the ratios.
+
+    The ratios compare Nchan with mpim over WebSocket (the same subscribers):
+    that mpim run is added when ``--transport`` did not include it.
+    """
+    if args.peer == "nchan":
+        problem = nchan_missing()
+        if problem:  # say so before the mpim runs, not after them
+            raise Missing(problem)
+    transports = ["tcp", "ws"] if args.transport == "both" else [args.transport]
+    rates = rates_of(args)
+    rows: list[tuple[Any, ...]] = []
+    splits: list[str] = []
+    profiles: list[tuple[str, str]] = []
+    ratios: list[tuple[Any, ...]] = []
+
+    async def one(server: Server, workers: int, kind: str, why: str = "") -> list[PushResult]:
+        name = "nchan" if kind == "nchan" else "mpim"
+        transport = "ws" if kind == "nchan" else kind
+        progress(f"{scenario}: {name}, {workers} worker(s), {transport}, {what}{why}")
+        results = await case(server, kind)
+        for rate, result in zip(rates, results, strict=True):
+            rows.append(row(name, workers, transport, args.conns, rooms, result))
+            label = f"{name} {workers}w {transport}" + (f" {rate:g}/s" if len(rates) > 1 else "")
+            splits.append(f"{label}: {cpu_split(result)}")
+            if result.profile:
+                profiles.append((label, result.profile))
+        return results
+
+    mpim_ws: dict[int, list[PushResult]] = {}
+    for workers in args.workers:
+        for kind in transports:
+            results = await one(make_mpim(args, workers), workers, kind)
+            if kind == "ws":
+                mpim_ws[workers] = results
+    if args.peer == "nchan":
+        for workers in args.workers:
+            theirs = await one(NchanServer(workers), workers, "nchan")
+            if workers not in mpim_ws:
+                mpim_ws[workers] = await one(make_mpim(args, workers), workers, "ws", " (for the ratio)")
+            for rate, mine, other in zip(rates, mpim_ws[workers], theirs, strict=True):
+                ratios.append(ratio_row(workers, rate, mine, other))
+    text = results_text(rows, splits, profiles)
+    if ratios:
+        text += "\n\n" + table(RATIO_HEADER, ratios)
+    return text

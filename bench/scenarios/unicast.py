@@ -2,7 +2,11 @@
 
 Each push is ``POST /goim/push/mids?operation=1000&mids=<mid>`` to one random
 user: unbatched, one frame per delivery, through router, bus and worker.
-Prints the same figures as the fan-out.
+Prints the same figures as the fan-out. With ``--peer nchan`` the same users
+subscribe over WebSocket to nginx + Nchan, one channel each, and each request
+POSTs to that user's channel at the same rate; the mpim/Nchan ratios are
+printed. ``--rates`` measures several rates, one after the other on the same
+connections.
 """
 
 from __future__ import annotations
@@ -10,46 +14,50 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bench.report import append, progress
-from bench.scenarios.common import make_mpim
-from bench.scenarios.push import MidPlan, cpu_split, push_case, results_text, row
+from bench.report import append
+from bench.scenarios.push import MidPlan, PushResult, add_push_arguments, compare, push_case, rates_text
+from bench.servers import NchanServer, Server
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--conns", type=int, default=15_000, help="users, one connection each")
-    p.add_argument("--rate", type=float, default=4000, help="requests per second")
-    p.add_argument("--duration", type=float, default=20, help="seconds of publishing measured")
-    p.add_argument("--transport", choices=["tcp", "ws", "both"], default="tcp")
+    add_push_arguments(p, 15_000, "users, one connection each", 4000, "requests")
     p.add_argument("--mids-per-push", type=int, default=1, help="users named in one request (1 = one each)")
 
 
+async def case(args: Any, server: Server, kind: str) -> list[PushResult]:
+    plan = MidPlan(args.conns, args.size, args.mids_per_push, nchan=isinstance(server, NchanServer))
+    spec = {"rooms": 0, "mode": "mid", "group": args.mids_per_push}
+    return await push_case(args, server, kind, args.conns, spec, plan)
+
+
 async def run(args: Any) -> str:
-    transports = ["tcp", "ws"] if args.transport == "both" else [args.transport]
-    rows = []
-    splits = []
-    profiles: list[tuple[str, str]] = []
-    for workers in args.workers:
-        for kind in transports:
-            progress(
-                f"unicast: {workers} worker(s), {kind}, {args.conns:,} users, {args.rate:g} requests/s "
-                f"x {args.mids_per_push} mid(s)"
-            )
-            plan = MidPlan(args.conns, args.size, args.mids_per_push)
-            spec = {"rooms": 0, "mode": "mid", "group": args.mids_per_push}
-            result = await push_case(args, make_mpim(args, workers), kind, args.conns, spec, plan)
-            rows.append(row("mpim", workers, kind, args.conns, "-", result))
-            splits.append(f"{workers}w {kind}: {cpu_split(result)}")
-            if result.profile:
-                profiles.append((f"{workers}w {kind}", result.profile))
-    text = results_text(rows, splits, profiles)
+    text = await compare(
+        args,
+        "unicast",
+        f"{args.conns:,} users, {rates_text(args)} requests/s x {args.mids_per_push} mid(s)",
+        "-",
+        lambda server, kind: case(args, server, kind),
+    )
     text += (
         f"\n\nBody {args.size} bytes; {args.mids_per_push} mid(s) per request, each delivered as its own "
-        f"frame; {args.duration:g} s measured after a 1 s warm-up."
+        f"frame; {args.duration:g} s measured after a {args.warm_seconds:g} s warm-up."
     )
+    if args.peer == "nchan":
+        text += (
+            " Nchan: each user subscribes to its own channel (`/sub/<mid - 1>`, WebSocket) and a "
+            "request POSTs to `/pub/<mid - 1>`"
+            + (
+                f"; with {args.mids_per_push} mids per request the users of a group share one channel"
+                if args.mids_per_push > 1
+                else ""
+            )
+            + "."
+        )
     return text
 
 
 def record(args: Any, text: str) -> None:
     append(
-        f"Unicast by mid: {args.conns:,} users, {args.rate:g} requests/s x {args.mids_per_push} mid(s)", text
+        f"Unicast by mid: {args.conns:,} users, {rates_text(args)} requests/s x {args.mids_per_push} mid(s)",
+        text,
     )

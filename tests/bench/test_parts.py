@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import math
+import shutil
 from typing import Any
 
 import pytest
@@ -12,10 +15,22 @@ from websockets.server import ServerProtocol
 from bench import servers
 from bench.__main__ import parser
 from bench.clients import TcpClient
+from bench.loadgen import Generator
 from bench.pusher import post
 from bench.report import table
-from bench.scenarios.push import MidPlan, RoomPlan, members
-from bench.servers import nchan_missing
+from bench.scenarios.common import Usage, check_capacity, rates_list
+from bench.scenarios.idle import idle_row, percent
+from bench.scenarios.push import (
+    MidPlan,
+    PushResult,
+    RoomPlan,
+    members,
+    quotient,
+    rates_of,
+    rates_text,
+    ratio_row,
+)
+from bench.servers import MpimServer, nchan_missing
 from bench.tally import Tally, hist_max, merge_bcast, merge_hist, percentile
 from bench.wire import BROADCAST, PREFIX, PUSH_OP, WsError, body, ws_frames
 from mpim.proto import Op, decode, encode, encode_header
@@ -168,3 +183,95 @@ def test_missing_nchan_says_what_and_how(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert "apt-get install -y nginx-light libnginx-mod-nchan" in hint
     with pytest.raises(servers.Missing):
         servers.NchanServer(1)
+
+
+def test_nchan_plans_post_to_the_stream_channel() -> None:
+    plan = MidPlan(5, 32, nchan=True)
+    assert not plan.check_code and MidPlan(5, 32).check_code
+    for n in range(10):
+        key, request = plan.request(n, 0.0)
+        assert request.startswith(b"POST /pub/%d HTTP/1.1\r\n" % key)
+        assert PREFIX.unpack_from(request, request.index(b"\r\n\r\n") + 4)[:2] == (key, plan.sent[key] - 1)
+    assert plan.expected() == 10
+    groups = MidPlan(5, 32, per_push=2, nchan=True)  # a group shares a channel: 2 deliveries a request
+    key, request = groups.request(0, 0.0)
+    assert request.startswith(b"POST /pub/%d " % key) and groups.expected() == groups.fanout[key]
+    rooms = RoomPlan(10, 3, 32, nchan=True)
+    paths = [rooms.request(n, 0.0)[1].split(b" ")[1] for n in range(4)]
+    assert paths == [b"/pub/0", b"/pub/1", b"/pub/2", b"/pub/0"]
+
+
+def test_rates_option() -> None:
+    assert rates_list("100,3000") == [100.0, 3000.0]
+    assert rates_list(" 250 ,") == [250.0]
+    for bad in ("", ",", "0,100", "-5", "fast", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            rates_list(bad)
+    args = parser().parse_args(["unicast", "--peer", "nchan", "--rates", "100,3000", "--workers", "1"])
+    assert (args.peer, rates_of(args), rates_text(args)) == ("nchan", [100.0, 3000.0], "100, 3000")
+    args = parser().parse_args(["unicast", "--rate", "300"])
+    assert (args.peer, args.rates, rates_of(args)) == ("none", [], [300.0])
+    args = parser().parse_args(["fanout", "--rates", "10,20"])
+    assert rates_of(args) == [10.0, 20.0]
+    assert parser().parse_args(["ingress", "--rates", "100,1000"]).rates == [100.0, 1000.0]
+    assert parser().parse_args(["ingress"]).rates == []
+    with pytest.raises(SystemExit):
+        parser().parse_args(["unicast", "--rates", "0"])
+
+
+def result(received: int, cpu: float, p99: float) -> PushResult:
+    usage = Usage(seconds=1.0, cpu=cpu, worker_cpu=cpu, rows=[])
+    return PushResult(
+        pushes=received, rate=received, seconds=1.0, received=received, expected=received, lost=0, dup=0,
+        reorder=0, misdelivered=0, closed=0, failed_pushes=0, first_error="", p50=p99 / 2, p99=p99,
+        max=p99, usage=usage,
+    )  # fmt: skip
+
+
+def test_mpim_nchan_ratios() -> None:
+    mine, theirs = result(3000, 0.5, 0.004), result(3000, 0.25, 0.002)
+    assert mine.per_cpu == 6000 and theirs.per_cpu == 12000
+    assert ratio_row(2, 3000.0, mine, theirs) == (2, 3000.0, 0.5, 2.0)
+    no_cpu = result(3000, 0.0, 0.002)  # under one 10 ms tick: no figure rather than a division error
+    assert math.isnan(no_cpu.per_cpu) and math.isnan(ratio_row(1, 1.0, mine, no_cpu)[2])
+    assert math.isnan(quotient(1.0, 0.0)) and math.isnan(quotient(float("nan"), 1.0))
+    assert table(("a",), [ratio_row(1, 1.0, mine, no_cpu)[2:3]]).endswith("| - |")
+
+
+def test_idle_accounting() -> None:
+    rows = [("master", 0.02, 0.01, 0), ("bus", 0.04, 0.0, 0), ("router", 0.1, 0.05, 0),
+            ("worker 1", 0.2, 0.1, 0), ("worker 2", 0.04, 0.0, 0)]  # fmt: skip
+    held = Usage(seconds=20.0, cpu=0.4, worker_cpu=0.24, rows=rows, client_cpu=0.2)
+    empty = Usage(seconds=5.0, cpu=0.05, worker_cpu=0.0, rows=[])
+    row = idle_row(2, "tcp", 10_000, held, empty, 9_999)
+    assert row[:4] == (2, "tcp", 10_000, 20.0)
+    expected = (2.0, 1.0, 1.2, 0.5, 0.2, 0.1, 1.0)  # % of one core: all, empty, workers, router, bus, ...
+    assert row[4:11] == pytest.approx(expected)
+    assert row[11] == 9_999
+    assert math.isnan(idle_row(1, "ws", 1, held, None, 1)[5])
+    assert math.isnan(percent(1.0, 0.0))
+
+
+def test_lost_is_reported_per_phase() -> None:
+    async def phases() -> list[int]:
+        gen = Generator()
+        c = client()
+        gen.clients = [c]
+        c.data_received(push(3, 0) + push(3, 2))
+        first = gen.finish({"3": 3})["lost"]  # 1 never came
+        c.data_received(push(3, 3) + push(3, 4))
+        second = gen.finish({"3": 6})["lost"]  # nor did 5: one more, not 1 again
+        third = gen.finish({"3": 6})["lost"]
+        return [first, second, third]
+
+    assert asyncio.run(phases()) == [1, 1, 0]
+
+
+def test_capacity_check() -> None:
+    server = MpimServer(1)
+    try:
+        check_capacity(server, servers.PER_WORKER)
+        with pytest.raises(ValueError, match="--conns <= 18,000"):
+            check_capacity(server, servers.PER_WORKER + 1)
+    finally:
+        shutil.rmtree(server.tmp, ignore_errors=True)
