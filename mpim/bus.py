@@ -1,28 +1,26 @@
-"""The bus: ZeroMQ wire formats, the XSUB/XPUB forwarder process, and a socket reader.
+"""The bus: topics, the XSUB/XPUB forwarder process, and a socket reader.
 
-How this works: the router connects a PUB socket to the forwarder's XSUB side;
-every worker connects a SUB socket to its XPUB side. ``zmq.proxy`` forwards
-messages down and subscriptions up, so the router's PUB only sends a room message
+How this works: the router connects an XPUB socket to the forwarder's XSUB side;
+every worker connects an XSUB socket to its XPUB side. ``zmq.proxy`` forwards
+messages down and subscriptions up, so the router only sends a room message
 when some worker subscribed to that room's topic, and the forwarder only passes
-it to those workers. A message is one frame: the topic followed directly by one
-or more envelopes (the router packs everything it publishes to one topic in one
-turn of its event loop into one message: one send, one wake-up of ZeroMQ's I/O
-thread, one receive; the topic's own end makes it splittable).
+it to those workers. A message is one frame: the topic followed directly by a
+msgpack array of records (:data:`mpim.records.BusRecord`); the router packs what
+it publishes to one topic in one turn of its event loop into one message, and
+ends every turn that published with a numbered :class:`~mpim.records.Mark` on the
+broadcast topic. Workers report the marks they took (on their link), which is how
+the router knows a room push reached every worker before it answers "ok".
+
+Upstream, a worker's XSUB sends its subscriptions and, after them on the same
+pipe, :class:`~mpim.records.BusFence` records. Because one pipe keeps its order
+through the forwarder, a fence that reaches the router proves that every
+subscription the worker sent before it is in place at the forwarder and at the
+router: a client whose room was just subscribed is told "authenticated" only
+after its room's fence came through.
 
 Topics are prefix-free (a SUB filter is a byte-prefix match, so no topic may be
-the prefix of another):
-
-- ``b"w" + worker id + b"\\0"`` -- one worker incarnation (push by key or mid,
-  kicks, resync requests);
-- ``b"r" + room id + b"\\0"`` -- one room (room ids never contain NUL);
-- ``b"b"`` -- push to everyone; ``b"c"`` -- router status (epoch, room counts).
-
-Envelopes are msgpack arrays whose first item is the kind (``PUSH_KEYS``...).
-Workers report to the router on a separate PUSH -> PULL path; a report is the
-msgpack array ``[host, name, pid, events]`` with events such as
-``[EV_CONNECT, key, mid, room, ip]`` (see the ``EV_*`` kinds). One PUSH
-socket per worker keeps a worker's events in order; messages on the bus keep
-their publish order, so pushes to one room arrive in order at every member.
+the prefix of another): ``b"r" + room id + b"\\0"`` (room ids never contain NUL)
+and ``b"b"`` (everyone, and the marks). Unicast travels on the link, not here.
 """
 
 from __future__ import annotations
@@ -32,9 +30,8 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-import msgpack
 import zmq
 
 from mpim import log as mlog
@@ -47,11 +44,8 @@ _NOBLOCK = int(zmq.NOBLOCK)
 
 # -- topics ----------------------------------------------------------------------------
 BROADCAST = b"b"
-CONTROL = b"c"
-
-
-def worker_topic(worker_id: str) -> bytes:
-    return b"w" + worker_id.encode() + b"\x00"
+SUBSCRIBE = b"\x01"
+UNSUBSCRIBE = b"\x00"
 
 
 def room_topic(room_id: str) -> bytes:
@@ -59,12 +53,12 @@ def room_topic(room_id: str) -> bytes:
 
 
 def split(message: bytes) -> tuple[bytes, bytes]:
-    """A bus message -> (topic, envelope); ``ValueError`` if it has no known topic."""
+    """A bus message -> (topic, records); ``ValueError`` if it has no known topic."""
     tag = message[:1]
-    if tag in (b"r", b"w"):
+    if tag == b"r":
         end = message.index(b"\x00") + 1
         return message[:end], message[end:]
-    if tag in (BROADCAST, CONTROL):
+    if tag == BROADCAST:
         return tag, message[1:]
     raise ValueError(f"unknown topic in {message[:40]!r}")
 
@@ -74,71 +68,6 @@ def room_of(topic: bytes) -> str:
     if topic[:1] != b"r" or topic[-1:] != b"\x00":
         raise ValueError(f"not a room topic: {topic[:40]!r}")
     return topic[1:-1].decode()
-
-
-# -- bus envelopes (router -> workers) ---------------------------------------------------
-PUSH_KEYS = 1  # [PUSH_KEYS, op, [key...], body]
-PUSH_ROOM = 2  # [PUSH_ROOM, op, body]          (room id from the topic)
-PUSH_ALL = 3  # [PUSH_ALL, op, speed, body]     (speed per worker, 0 = unpaced)
-KICK = 4  # [KICK, [key...]]                    (a newer connection took the key)
-RESYNC = 5  # [RESYNC]                           (report every session again)
-STATUS = 6  # [STATUS, epoch, {room: count} | None]
-
-# -- report events (worker -> router) -----------------------------------------------------
-EV_CONNECT = 1  # [EV_CONNECT, key, mid, room, ip]
-EV_DISCONNECT = 2  # [EV_DISCONNECT, key]
-EV_ROOM = 3  # [EV_ROOM, key, room]             ("" = left every room)
-EV_UPSTREAM = 4  # [EV_UPSTREAM, key, mid, op, body]
-EV_ALIVE = 5  # [EV_ALIVE, conns, epoch, [heart-beaten key...], {room: local count} | None]
-EV_SYNC = 6  # [EV_SYNC, epoch, [[key, mid, room, ip]...]]  (the complete set)
-EV_BYE = 7  # [EV_BYE]                           (clean exit: forget me now)
-
-_packb = msgpack.Packer(use_bin_type=True).pack
-
-
-def pack(value: Any) -> bytes:
-    return _packb(value)  # type: ignore[no-any-return]
-
-
-def unpack(data: bytes) -> Any:
-    """Decode one msgpack value; raises ``ValueError`` for anything malformed."""
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (msgpack.UnpackException, ValueError, TypeError) as exc:
-        raise ValueError(f"malformed msgpack: {str(exc) or type(exc).__name__}") from None
-
-
-def unpack_all(data: bytes) -> list[Any]:
-    """Decode a run of msgpack values (a bus message's envelopes); ``ValueError`` if malformed."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1))
-    values = []
-    end = 0
-    try:
-        unpacker.feed(data)
-        for value in unpacker:
-            values.append(value)
-            end = unpacker.tell()
-    except (msgpack.UnpackException, ValueError, TypeError) as exc:
-        raise ValueError(f"malformed msgpack: {str(exc) or type(exc).__name__}") from None
-    if not values or end != len(data):
-        raise ValueError("malformed msgpack: truncated envelope")
-    return values
-
-
-def push_keys(op: int, keys: list[str], body: bytes) -> bytes:
-    return pack([PUSH_KEYS, op, keys, body])
-
-
-def push_room(op: int, body: bytes) -> bytes:
-    return pack([PUSH_ROOM, op, body])
-
-
-def push_all(op: int, speed: int, body: bytes) -> bytes:
-    return pack([PUSH_ALL, op, speed, body])
-
-
-def status(epoch: int, rooms: dict[str, int] | None) -> bytes:
-    return pack([STATUS, epoch, rooms])
 
 
 # -- sockets on an asyncio loop --------------------------------------------------------------

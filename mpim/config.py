@@ -83,12 +83,15 @@ class BusSection:
 
 @dataclass(frozen=True)
 class RouterSection:
-    endpoint: str = _opt("", doc="PULL endpoint workers report to; empty = ipc in run_dir")
+    endpoint: str = _opt("", doc="where workers link to the router (ipc:// or tcp://); empty = run_dir")
     report_interval: float = _opt(1.0, lo=0.05, hi=60.0, doc="worker liveness report period")
     worker_expiry: float = _opt(10.0, lo=0.2, hi=3600.0, doc="silent worker: drop its sessions")
     sweep_interval: float = _opt(1.0, lo=0.05, hi=60.0, doc="expiry sweep period")
     online_interval: float = _opt(5.0, lo=0.05, hi=10.0, doc="room counts sent to workers")
     receive_hook: str = _opt("", doc="module:function for client messages; empty = log")
+    push_timeout: float = _opt(
+        3.0, lo=0.1, hi=60.0, doc="room/broadcast push: longest wait for the workers' confirmation"
+    )
 
 
 @dataclass(frozen=True)
@@ -241,11 +244,13 @@ def _check_cluster(source: str, cfg: Config) -> None:
     for where, value in (
         ("[bus] in_endpoint", cfg.bus.in_endpoint),
         ("[bus] out_endpoint", cfg.bus.out_endpoint),
-        ("[router] endpoint", cfg.router.endpoint),
         ("[ingress] zmq_bind", cfg.ingress.zmq_bind),
     ):
         if value and not value.startswith(_ZMQ_SCHEMES):
             raise ConfigError(f"{source}: {where}: {value!r} is not a tcp://, ipc:// or inproc:// endpoint")
+    link = cfg.router.endpoint
+    if link and not link.startswith(("tcp://", "ipc://")):
+        raise ConfigError(f"{source}: [router] endpoint: {link!r} is not a tcp:// or ipc:// endpoint")
     hook = cfg.router.receive_hook
     if hook:
         module, sep, func = hook.partition(":")

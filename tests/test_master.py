@@ -324,7 +324,7 @@ def test_retired_workers_are_not_restarted_and_have_a_deadline() -> None:
     assert host.spawned == []
 
 
-def test_reload_that_changes_http_restarts_the_router_once_it_exited() -> None:
+def test_reload_that_changes_http_reloads_the_router_in_place() -> None:
     arb, host, _ = booted(1)
     (router,) = pids(arb, ROUTER)
     (bus,) = pids(arb, BUS)
@@ -332,11 +332,18 @@ def test_reload_that_changes_http_restarts_the_router_once_it_exited() -> None:
     arb.signal(signal.SIGHUP)
     ready_all(arb, 2)
     host.take_spawned()
-    assert (router, SIGTERM) in host.take_kills()
-    arb.exited(router, 0)
-    ((_, spec),) = host.spawned
-    assert spec.kind == ROUTER and spec.cfg.http.bind == "127.0.0.1:4111"
-    assert pids(arb, BUS) == [bus]
+    kills = host.take_kills()
+    assert (router, signal.SIGHUP) in kills and (router, SIGTERM) not in kills
+    assert host.spawned == [] and pids(arb, ROUTER) == [router] and pids(arb, BUS) == [bus]
+
+
+def test_reload_of_worker_settings_leaves_the_router_alone() -> None:
+    arb, host, _ = booted(1)
+    (router,) = pids(arb, ROUTER)
+    host.next_config = make_cfg(1, room={"batch": 5})
+    arb.signal(signal.SIGHUP)
+    ready_all(arb, 2)
+    assert all(pid != router for pid, _ in host.take_kills())
 
 
 def test_reload_can_change_the_number_of_workers() -> None:
@@ -410,7 +417,9 @@ def test_drain_stops_workers_first_then_router_then_bus(caplog: pytest.LogCaptur
     workers = pids(arb, WORKER)
     arb.signal(signal.SIGTERM)
     assert arb.phase == DRAINING
-    assert sorted(host.take_kills()) == [(pid, SIGTERM) for pid in workers]
+    kills = host.take_kills()
+    assert kills[0] == (router, signal.SIGUSR2)  # the router refuses pushes before workers drain
+    assert sorted(kills[1:]) == [(pid, SIGTERM) for pid in workers]
     arb.message(workers[0], "told 3")
     arb.exited(workers[0], 0)
     assert host.kills == []  # the router waits for every worker
@@ -435,8 +444,9 @@ def test_drain_includes_retiring_workers() -> None:
     ready_all(arb, 2)
     host.take_kills()
     arb.signal(signal.SIGTERM)
-    assert sorted(host.kills) == [(pid, SIGTERM) for pid in pids(arb, WORKER)]
-    assert len(host.kills) == 2
+    kills = [k for k in host.kills if k[1] != signal.SIGUSR2]
+    assert sorted(kills) == [(pid, SIGTERM) for pid in pids(arb, WORKER)]
+    assert len(kills) == 2
 
 
 def test_no_restart_during_drain() -> None:

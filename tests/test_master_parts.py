@@ -18,9 +18,10 @@ def test_changed_sections_names_each_section_that_differs() -> None:
     assert changed_sections(old, config.replace(old)) == []
 
 
-def test_router_restarts_only_for_its_own_sections() -> None:
+def test_router_reloads_only_for_its_own_sections() -> None:
     old = config.Config()
-    assert not router_changed(old, config.replace(old, room={"batch": 5}, log={"level": "debug"}))
+    assert not router_changed(old, config.replace(old, room={"batch": 5}, channel={"slow_timeout": 3.0}))
+    assert router_changed(old, config.replace(old, log={"level": "debug"}))
     assert not router_changed(old, config.replace(old, server={"workers": 3}, auth={"mode": "json"}))
     assert router_changed(old, config.replace(old, http={"bind": "127.0.0.1:9999"}))
     assert router_changed(old, config.replace(old, router={"sweep_interval": 2.0}))

@@ -80,7 +80,6 @@ class Arbiter:
         self.backoff = Backoff()
         self._generations = 1
         self._respawn_at: dict[tuple[str, int], float] = {}
-        self._router_restart = False
         self._stop_code = 0
 
     # -- queries ---------------------------------------------------------------------
@@ -108,7 +107,7 @@ class Arbiter:
     # -- events ----------------------------------------------------------------------
     def start(self) -> None:
         self._spawn(ChildSpec(BUS, self.cfg))
-        self._spawn(ChildSpec(ROUTER, self.cfg))
+        self._spawn(ChildSpec(ROUTER, self.cfg, expect=self.workers_wanted))
         for slot in range(1, self.workers_wanted + 1):
             self._spawn(ChildSpec(WORKER, self.cfg, slot, self.generation))
 
@@ -143,9 +142,6 @@ class Arbiter:
             gen = f" of generation {spec.generation}" if child.is_worker else ""
             verb = "retired" if child.state == RETIRING else "stopped"
             log.info("%s%s %s: %s", child.name, gen, verb, how)
-            if spec.kind == ROUTER and self._router_restart and self.phase == RUNNING:
-                self._router_restart = False
-                self._spawn(ChildSpec(ROUTER, self.cfg))
         elif self.pending is not None and spec.generation == self.pending.generation:
             boot = "; a boot error, see its log above" if code == EXIT_BOOT_ERROR else ""
             self._abandon(f"{child.name} of the new generation {how} before it was ready{boot}")
@@ -263,11 +259,9 @@ class Arbiter:
             self._retire(child)
         router = ""
         if reload.router_changed(old_cfg, self.cfg):
-            routers = self.live(ROUTER)
-            for child in routers:
-                self._stop(child, signal.SIGTERM, HELPER_STOP)
-            self._router_restart = bool(routers)
-            router = "; the router restarts for its new settings"
+            for child in self.live(ROUTER):
+                self.host.kill(child.pid, signal.SIGHUP)
+            router = "; the router applies its new settings in place"
         log.info(
             "reload done: generation %d serving with %d workers; %d workers of generation %d retire"
             " (up to %gs)%s",
@@ -294,8 +288,9 @@ class Arbiter:
     def _drain(self) -> None:
         self.phase = DRAINING
         self._respawn_at.clear()
-        self._router_restart = False
         self.pending = None
+        for router in self.live(ROUTER):
+            self.host.kill(router.pid, signal.SIGUSR2)  # refuse pushes from now on
         workers = self.live(WORKER)
         log.info(
             "drain begin: %d workers stop accepting and tell their clients to disconnect (up to %gs)",
@@ -312,7 +307,6 @@ class Arbiter:
         self.phase = QUICK
         self._stop_code = code
         self._respawn_at.clear()
-        self._router_restart = False
         self.pending = None
         for child in self.children.values():
             self._stop(child, signal.SIGQUIT, QUICK_STOP)
@@ -409,7 +403,8 @@ class Arbiter:
             return
         if kind != WORKER:
             if not self.live(kind):
-                self._spawn(ChildSpec(kind, self.cfg))
+                workers = [c for c in self.live(WORKER) if c.state != STOPPING]
+                self._spawn(ChildSpec(kind, self.cfg, expect=len(workers) if kind == ROUTER else 0))
             return
         serving = [c for c in self.live(WORKER, self.generation) if c.spec.slot == slot]
         if slot <= self.workers_wanted and not any(c.state in (BOOTING, READY) for c in serving):

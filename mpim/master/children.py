@@ -24,6 +24,7 @@ class ChildSpec:
     cfg: Config
     slot: int = 0  # workers: 1..N, kept across restarts; helpers: 0
     generation: int = 0  # workers: the reload generation; helpers: 0
+    expect: int = 0  # the router: workers whose sessions it waits for before taking pushes
 
     @property
     def label(self) -> str:

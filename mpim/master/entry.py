@@ -57,9 +57,11 @@ def _reset_signals(spec: ChildSpec) -> None:
     # Workers install their own handler once their loop runs; until then SIGUSR1 is harmless.
     # The helpers may install their own (the bus waits for it with sigwait).
     signal.signal(signal.SIGUSR1, signal.SIG_IGN if spec.kind == WORKER else _reopen_logs)
+    if spec.kind == ROUTER:  # "refuse pushes" before its loop runs: nothing to refuse yet
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
-def _run_entry(spec: ChildSpec, endpoints: Endpoints, status_fd: int) -> int:
+def _run_entry(spec: ChildSpec, endpoints: Endpoints, status_fd: int, path: str | None) -> int:
     if spec.kind == WORKER:
         from mpim.worker.main import run_worker
 
@@ -67,7 +69,7 @@ def _run_entry(spec: ChildSpec, endpoints: Endpoints, status_fd: int) -> int:
     if spec.kind == ROUTER:
         from mpim.router.main import run_router
 
-        return run_router(spec.cfg, endpoints)
+        return run_router(spec.cfg, endpoints, path, spec.expect)
     if spec.kind == BUS:
         from mpim.bus import run_bus
 
@@ -75,7 +77,9 @@ def _run_entry(spec: ChildSpec, endpoints: Endpoints, status_fd: int) -> int:
     raise ValueError(f"unknown child kind {spec.kind!r}")
 
 
-def run_child(spec: ChildSpec, endpoints: Endpoints, status_fd: int, close_fds: list[int]) -> NoReturn:
+def run_child(
+    spec: ChildSpec, endpoints: Endpoints, status_fd: int, close_fds: list[int], path: str | None = None
+) -> NoReturn:
     """Runs in the forked child and never returns."""
     code = 1
     try:
@@ -87,7 +91,7 @@ def run_child(spec: ChildSpec, endpoints: Endpoints, status_fd: int, close_fds: 
         _die_with_master(master_pid)
         setproctitle(spec.title)
         mlog.setup(spec.cfg.log.level, spec.cfg.log.file, spec.role)
-        code = _run_entry(spec, endpoints, status_fd)
+        code = _run_entry(spec, endpoints, status_fd, path)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:

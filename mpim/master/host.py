@@ -62,7 +62,7 @@ class ForkHost:
         pid = os.fork()
         if pid == 0:  # the child: never returns
             inherited = [self._wake_r, self._wake_w, read_fd, *self._readers]
-            run_child(spec, self.endpoints, write_fd, [fd for fd in inherited if fd >= 0])
+            run_child(spec, self.endpoints, write_fd, [fd for fd in inherited if fd >= 0], self.path)
         if read_fd >= 0:
             os.close(write_fd)
             os.set_blocking(read_fd, False)

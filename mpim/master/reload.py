@@ -1,10 +1,12 @@
 """Which processes a configuration change concerns (SIGHUP reload).
 
 Every valid reload starts a new generation of workers, so every worker setting
-applies to new connections. The router is restarted only when a section it reads
-changed. The bus is never restarted, and its endpoints (``[server] run_dir``,
-``[bus] in_endpoint`` / ``out_endpoint``, ``[router] endpoint``) cannot change while
-the master runs: a reload keeps the running values and says so.
+applies to new connections. When a section the router reads changed, the master
+sends it SIGHUP and it applies the new settings in place (it is never restarted
+by a reload, so its tables never have a gap). The bus is never restarted, and its
+endpoints (``[server] run_dir``, ``[bus] in_endpoint`` / ``out_endpoint``,
+``[router] endpoint``) cannot change while the master runs: a reload keeps the
+running values and says so.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import dataclasses
 
 from mpim.config import Config
 
-# Sections the router process reads; a change restarts it. Names that are not
+# Sections the router process reads; a change is applied in place. Names that are not
 # sections (yet) compare equal, so new router settings only need adding here.
 # The router also reads the client ports and heartbeat settings (nodes/weighted,
 # session expiry) and the server name.
-ROUTER_SECTIONS = ("http", "router", "ingress", "nodes", "bus", "tcp", "websocket", "protocol")
+ROUTER_SECTIONS = ("http", "router", "ingress", "nodes", "bus", "tcp", "websocket", "protocol", "log")
 # (section, key) pairs that locate the bus and the router's report socket: pinned
 # to their running values (retiring workers keep using them).
 BUS_KEYS = (

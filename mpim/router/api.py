@@ -1,37 +1,37 @@
 """The push API behind the HTTP server: goim logic's paths, parameters and JSON shapes.
 
 Pure: :meth:`PushApi.handle` takes the method, path, raw query string and body
-and returns a :class:`Reply`; the HTTP adapter (:mod:`mpim.router.http`) only
-parses and writes bytes. Answers are ``{"code":0,"message":"","data":...}``; a
-bad parameter is ``{"code":-400,"message":"<what is wrong>"}`` with HTTP 200, as
-goim does. Lists are repeated parameters (``mids=1&mids=2``).
+and returns a :class:`Reply` — or, for a room or broadcast push, a future that
+resolves to one once the workers confirmed it (see :mod:`mpim.router.core`). The
+HTTP adapter (:mod:`mpim.router.http`) only parses and writes bytes. Answers are
+``{"code":0,"message":"","data":...}``; a bad parameter is
+``{"code":-400,"message":"<what is wrong>"}`` with HTTP 200, as goim does. A push
+the router cannot promise to deliver is ``-503`` (HTTP 503: stopping, restarting,
+bus down) or ``-504`` (HTTP 504: not confirmed in time). Lists are repeated
+parameters (``mids=1&mids=2``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import Callable
 from typing import Any, NamedTuple
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qs
 
-from mpim.auth import check_room_id
 from mpim.config import Config, parse_address
-from mpim.router.core import Router
+from mpim.limits import INT32, INT64, BadRequest, check_room_id, parse_int
+from mpim.router.core import Refused, Router
 
-INT32 = (-(1 << 31), (1 << 31) - 1)
-INT64 = (-(1 << 63), (1 << 63) - 1)
 MAX_TOP = 10000
+MAX_PARAMS = 10000
 
 
 class Reply(NamedTuple):
     status: int
     body: bytes
     allow: str = ""
-
-
-class BadRequest(Exception):
-    pass
 
 
 def _json(value: Any) -> bytes:
@@ -46,7 +46,12 @@ def error(code: int, message: str, status: int = 200, allow: str = "") -> Reply:
     return Reply(status, _json({"code": code, "message": message}), allow)
 
 
+def refused(exc: Refused) -> Reply:
+    return error(exc.code, exc.message, -exc.code if exc.code in (-503, -504) else 200)
+
+
 OK_NULL = ok()
+Answer = Reply | asyncio.Future[Reply]
 
 
 def _found(connections: int) -> Reply:
@@ -54,29 +59,37 @@ def _found(connections: int) -> Reply:
     return Reply(200, b'{"code":0,"message":"","data":{"connections":%d}}' % connections)
 
 
+def settled(future: asyncio.Future[None]) -> Answer:
+    """A confirmed push as an answer: at once if already known, else a future answer."""
+    if future.done():
+        return _outcome(future)
+    answer: asyncio.Future[Reply] = future.get_loop().create_future()
+
+    def done(f: asyncio.Future[None]) -> None:
+        if not answer.done():
+            answer.set_result(_outcome(f))
+
+    future.add_done_callback(done)
+    return answer
+
+
+def _outcome(future: asyncio.Future[None]) -> Reply:
+    exc = future.exception()
+    if exc is None:
+        return OK_NULL
+    return refused(exc) if isinstance(exc, Refused) else error(-500, "internal error")
+
+
 def parse_query(raw: bytes) -> dict[str, list[str]]:
     """``a=1&b=x&b=y`` -> ``{"a": ["1"], "b": ["x", "y"]}``; ``BadRequest`` if not UTF-8."""
-    params: dict[str, list[str]] = {}
     if not raw:
-        return params
+        return {}
     try:
-        text = raw.decode()
-        encoded = "%" in text or "+" in text
-        for part in text.split("&"):
-            if not part:
-                continue
-            name, _, value = part.partition("=")
-            if encoded:
-                name = unquote_plus(name, errors="strict")
-                value = unquote_plus(value, errors="strict")
-            values = params.get(name)
-            if values is None:
-                params[name] = [value]
-            else:
-                values.append(value)
+        return parse_qs(raw.decode(), keep_blank_values=True, errors="strict", max_num_fields=MAX_PARAMS)
     except UnicodeDecodeError:
         raise BadRequest("query string is not UTF-8") from None
-    return params
+    except ValueError as exc:
+        raise BadRequest(f"query string: {exc}") from None
 
 
 def one(params: dict[str, list[str]], name: str, default: str | None = None) -> str:
@@ -91,18 +104,7 @@ def one(params: dict[str, list[str]], name: str, default: str | None = None) -> 
 def integer(
     params: dict[str, list[str]], name: str, bounds: tuple[int, int], default: int | None = None
 ) -> int:
-    text = one(params, name, None if default is None else str(default))
-    return _int(name, text, bounds)
-
-
-def _int(name: str, text: str, bounds: tuple[int, int]) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise BadRequest(f"{name}: {text[:40]!r} is not an integer") from None
-    if not bounds[0] <= value <= bounds[1]:
-        raise BadRequest(f"{name}: {value} is out of range [{bounds[0]}, {bounds[1]}]")
-    return value
+    return parse_int(name, one(params, name, None if default is None else str(default)), bounds)
 
 
 def many(params: dict[str, list[str]], name: str) -> list[str]:
@@ -113,14 +115,13 @@ def many(params: dict[str, list[str]], name: str) -> list[str]:
 
 
 def room_id(typ: str, room: str) -> str:
-    rid = f"{typ}://{room}"
     try:
-        return check_room_id(rid)
+        return check_room_id(f"{typ}://{room}")
     except ValueError as exc:
         raise BadRequest(f"room: {exc}") from None
 
 
-Handler = Callable[[dict[str, list[str]], bytes], Reply]
+Handler = Callable[[dict[str, list[str]], bytes], Answer]
 
 
 class PushApi:
@@ -140,7 +141,7 @@ class PushApi:
             "/mpim/workers": ("GET", self.workers),
         }
 
-    def handle(self, method: str, path: str, query: bytes, body: bytes) -> Reply:
+    def handle(self, method: str, path: str, query: bytes, body: bytes) -> Answer:
         route = self.routes.get(path)
         if route is None:
             return error(-404, f"no such path: {path[:200]}", 404)
@@ -150,47 +151,47 @@ class PushApi:
         try:
             return handler(parse_query(query), body)
         except BadRequest as exc:
-            return error(-400, str(exc))
+            return error(exc.code, str(exc))
+        except Refused as exc:
+            return refused(exc)
 
     # -- push ---------------------------------------------------------------------------------
-    def push_keys(self, params: dict[str, list[str]], body: bytes) -> Reply:
+    def push_keys(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
         return _found(self.router.push_keys(op, many(params, "keys"), body))
 
-    def push_mids(self, params: dict[str, list[str]], body: bytes) -> Reply:
+    def push_mids(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
-        mids = [_int("mids", text, INT64) for text in many(params, "mids")]
+        mids = [parse_int("mids", text, INT64) for text in many(params, "mids")]
         return _found(self.router.push_mids(op, mids, body))
 
-    def push_room(self, params: dict[str, list[str]], body: bytes) -> Reply:
+    def push_room(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
         rid = room_id(one(params, "type"), one(params, "room"))
-        self.router.push_room(op, rid, body)
-        return OK_NULL
+        return settled(self.router.push_room(op, rid, body))
 
-    def push_all(self, params: dict[str, list[str]], body: bytes) -> Reply:
+    def push_all(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
         speed = integer(params, "speed", (0, INT32[1]), 0)
-        self.router.push_all(op, speed, body)
-        return OK_NULL
+        return settled(self.router.push_all(op, speed, body))
 
     # -- online ---------------------------------------------------------------------------------
-    def online_top(self, params: dict[str, list[str]], body: bytes) -> Reply:
+    def online_top(self, params: dict[str, list[str]], body: bytes) -> Answer:
         prefix = one(params, "type") + "://"
         limit = integer(params, "limit", (1, MAX_TOP))
-        top = self.router.table.top_rooms(prefix, limit)
+        top = self.router.store.top_rooms(prefix, limit)
         return ok([{"room_id": rid[len(prefix) :], "count": n} for rid, n in top])
 
-    def online_room(self, params: dict[str, list[str]], body: bytes) -> Reply:
+    def online_room(self, params: dict[str, list[str]], body: bytes) -> Answer:
         typ = one(params, "type")
-        counts = self.router.table.room_count
-        return ok({room: counts.get(f"{typ}://{room}", 0) for room in many(params, "rooms")})
+        online = self.router.store.online
+        return ok({room: online(f"{typ}://{room}") for room in many(params, "rooms")})
 
-    def online_total(self, params: dict[str, list[str]], body: bytes) -> Reply:
-        table = self.router.table
-        return ok({"ip_count": table.ip_total, "conn_count": len(table)})
+    def online_total(self, params: dict[str, list[str]], body: bytes) -> Answer:
+        store = self.router.store
+        return ok({"ip_count": store.ip_total, "conn_count": len(store)})
 
-    def nodes_weighted(self, params: dict[str, list[str]], body: bytes) -> Reply:
+    def nodes_weighted(self, params: dict[str, list[str]], body: bytes) -> Answer:
         cfg = self.cfg
         nc = cfg.nodes
         domain = nc.domain or cfg.server.name or socket.gethostname()
@@ -215,15 +216,14 @@ class PushApi:
         )
 
     # -- mpim's own ---------------------------------------------------------------------------
-    def session(self, params: dict[str, list[str]], body: bytes) -> Reply:
+    def session(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """``?mid=N`` or ``?key=K``: where a user's connections (or one key) are."""
-        table = self.router.table
+        store = self.router.store
         if params.get("key"):
-            conn = table.by_key.get(one(params, "key"))
+            conn = store.conn_of(one(params, "key"))
             conns = [conn] if conn is not None else []
         else:
-            session = table.sessions.get(integer(params, "mid", INT64))
-            conns = list(session.conns.values()) if session is not None else []
+            conns = store.conns_of(integer(params, "mid", INT64))
         return ok(
             [
                 {"key": c.key, "mid": c.mid, "seq": c.seq, "worker": c.worker.id, "room": c.room, "ip": c.ip}
@@ -231,19 +231,5 @@ class PushApi:
             ]
         )
 
-    def workers(self, params: dict[str, list[str]], body: bytes) -> Reply:
-        now = self.router.now
-        return ok(
-            [
-                {
-                    "id": w.id,
-                    "host": w.host,
-                    "name": w.name,
-                    "pid": w.pid,
-                    "conns": len(w.conns),
-                    "rooms": len(w.room_count),
-                    "last_seen": round(now - w.last_seen, 3),
-                }
-                for w in self.router.table.workers.values()
-            ]
-        )
+    def workers(self, params: dict[str, list[str]], body: bytes) -> Answer:
+        return ok(self.router.workers())

@@ -1,35 +1,66 @@
-"""The router's logic: apply worker reports to the tables, resolve and publish pushes.
+"""The router's logic: apply worker records to the tables, route pushes, answer truthfully.
 
-No sockets here: :class:`Router` is given a ``publish(topic, envelope)`` callable
-and a clock, so tests drive it with plain values.
+No sockets here: :class:`Router` is given the session store, a bus port
+(``publish(topic, record)`` and ``mark()``) and the links of the workers (anything
+with ``send(record)``), so tests drive it with plain values.
 
-Recovery (the router's epoch): each router process picks a random epoch and
-publishes it with its status every ``report_interval``. A worker that sees an
-epoch it has not synced with sends its complete session list (``EV_SYNC``), so a
-restarted router is whole again within a report interval or two. A worker's
-liveness report carries its connection count and, every ``online_interval``,
-its per-room counts; because one worker's reports arrive in order, a difference
-from the tables is real drift, and twice in a row makes the router ask for a
-resync. Ghosts: a worker that stops reporting for ``worker_expiry`` is dropped
-whole, a new pid in the same slot whose predecessor is dead on this host
-replaces it at once, and single connections expire when their heartbeats stop.
+What an answer means. A push by key or user is written to the link of every
+worker that holds one of its connections before the answer counts them. A room
+or broadcast push is answered only once every worker with members in the room
+(everyone, for a broadcast) reported the bus mark that followed it, so "ok"
+means it reached those workers; if one does not report within ``push_timeout``
+the answer is -504 (it may or may not have arrived). The router refuses pushes
+with -503 while it cannot keep that promise: while it is stopping, while it is
+rebuilding its tables after a restart, while the bus is down or a worker with
+members has not come back on it.
+
+Recovery: a link that closes (the worker died) takes the worker's sessions with
+it at once. A restarted router is whole once the expected workers reconnected
+and sent their session lists (or ``worker_expiry`` passed). A worker that stops
+sending anything for ``worker_expiry`` is dropped and asked to resync when it
+wakes; a mismatch between a worker's own counts and the tables, twice in a row,
+also asks for a resync. Single sessions expire when their heartbeats stop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import os
-import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from mpim import bus
+from mpim import bus, records
 from mpim.config import Config
-from mpim.router.tables import Kick, SessionTable, WorkerInfo
+from mpim.records import (
+    Alive,
+    BusSeen,
+    Bye,
+    Confirmed,
+    Connect,
+    Disconnect,
+    Drained,
+    Draining,
+    FenceRequest,
+    Hello,
+    Kick,
+    PushAll,
+    PushKeys,
+    PushRoom,
+    Resync,
+    RoomChange,
+    RoomCounts,
+    Sync,
+    Upstream,
+)
+from mpim.router.store import SessionStore
+from mpim.router.tables import Kick as TableKick
+from mpim.router.tables import WorkerInfo
 
 log = logging.getLogger("mpim.router")
 
-Publish = Callable[[bytes, bytes], None]
+FENCE_RETRY = 0.1  # ask a worker for a bus fence again after this long
 
 
 def pid_alive(pid: int) -> bool:
@@ -42,176 +73,476 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class BadReport(ValueError):
-    pass
+class Refused(Exception):
+    """A push the router will not (or cannot promise to) deliver; ``code`` as in goim's answers."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise BadReport(f"expected a string, got {type(value).__name__}")
-    return value
+class Link(Protocol):
+    def send(self, record: bytes) -> None: ...
+    def close(self) -> None: ...
 
 
-def _int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise BadReport(f"expected an integer, got {type(value).__name__}")
-    return value
+class BusPort(Protocol):
+    connected: bool
+
+    def publish(self, topic: bytes, record: bytes) -> None: ...
+    def mark(self) -> int: ...
 
 
-def _bytes(value: Any) -> bytes:
-    if not isinstance(value, bytes):
-        raise BadReport(f"expected bytes, got {type(value).__name__}")
-    return value
+ReceiveHook = Callable[[int, str, int, bytes], None]
 
 
-def _entry(item: Any) -> tuple[str, int, str, str]:
-    key, mid, room, ip = item
-    return _str(key), _int(mid), _str(room), _str(ip)
+class Peer:
+    """One connected worker as the router sees it: its link, its table entry, its bus state."""
+
+    __slots__ = (
+        "bus_ready",
+        "confirms",
+        "draining",
+        "fence_asked",
+        "fence_seen",
+        "info",
+        "last_seen",
+        "link",
+        "mark_seen",
+        "mismatches",
+        "resync_at",
+        "synced",
+        "waiting",
+    )
+
+    def __init__(self, link: Link, now: float) -> None:
+        self.link = link
+        self.info: WorkerInfo | None = None
+        self.last_seen = now
+        self.bus_ready = False  # a bus fence from it came through since our bus (re)connected
+        self.fence_seen = 0
+        self.fence_asked = -1e9
+        self.mark_seen = 0
+        self.draining = False
+        self.synced = False
+        self.mismatches = 0
+        self.resync_at = -1e9
+        self.confirms: list[int] = []  # this turn's confirmed requests
+        self.waiting: list[tuple[int, int]] = []  # (fence, req) waiting for a bus fence
+
+    @property
+    def id(self) -> str:
+        return self.info.id if self.info is not None else "?"
+
+
+class _Waiting:
+    """A room or broadcast push waiting for the workers to report its mark."""
+
+    __slots__ = ("deadline", "future", "mark", "peers")
+
+    def __init__(self, mark: int, peers: list[Peer], future: asyncio.Future[None], deadline: float) -> None:
+        self.mark = mark
+        self.peers = peers
+        self.future = future
+        self.deadline = deadline
+
+    def done(self) -> bool:
+        return all(p.mark_seen >= self.mark or p.info is None or p.draining for p in self.peers)
 
 
 class Router:
     def __init__(
         self,
         cfg: Config,
-        publish: Publish,
-        receive: Callable[[int, str, int, bytes], None],
-        now: float,
+        store: SessionStore,
+        bus_port: BusPort,
+        receive: ReceiveHook,
+        loop: asyncio.AbstractEventLoop,
         *,
         host: str = "",
-        epoch: int = 0,
+        expect: int = 0,
         is_alive: Callable[[int], bool] = pid_alive,
     ) -> None:
-        rc = cfg.router
         self.cfg = cfg
-        self.publish = publish
+        self.store = store
+        self.bus = bus_port
         self.receive = receive
+        self.loop = loop
         self.host = host
-        self.epoch = epoch or secrets.randbits(62) + 1
         self.is_alive = is_alive
+        self.session_ttl = self.ttl(cfg)
+        self.peers: dict[Link, Peer] = {}
+        self.by_id: dict[str, Peer] = {}
+        self.stopping = False
+        self.expect = expect
+        self.started = loop.time()
+        self._whole = expect <= 0
+        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._confirm_due: list[Peer] = []
+        self.stats = collections.Counter(
+            dict.fromkeys(("records", "bad_records", "resyncs", "expired", "ghost_workers", "refused"), 0)
+        )
+
+    @staticmethod
+    def ttl(cfg: Config) -> float:
         # the worker closes a silent client itself; this is the safety net behind it
-        self.session_ttl = cfg.heartbeat_timeout + 2 * rc.report_interval + 1.0
-        self.table = SessionTable(self.session_ttl, rc.sweep_interval, now)
-        self.now = now
-        self.stats = {"reports": 0, "bad_reports": 0, "resyncs": 0, "expired": 0, "ghost_workers": 0}
+        return cfg.heartbeat_timeout + 2 * cfg.router.report_interval + 1.0
 
-    # -- worker reports ---------------------------------------------------------------------
-    def on_report(self, data: bytes, now: float) -> None:
-        self.now = now
-        self.stats["reports"] += 1
-        try:
-            host, name, pid, events = bus.unpack(data)
-            info, new = self.table.worker(_str(host), _str(name), _int(pid), now)
-        except (ValueError, TypeError) as exc:
-            self.stats["bad_reports"] += 1
-            log.warning("ignoring a malformed worker report (%d bytes): %s", len(data), exc)
+    def reconfigure(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.session_ttl = self.ttl(cfg)
+        self.store.ttl = self.session_ttl
+
+    @property
+    def now(self) -> float:
+        return self.loop.time()
+
+    # -- links -------------------------------------------------------------------------------
+    def attach(self, link: Link) -> None:
+        self.peers[link] = Peer(link, self.now)
+
+    def detach(self, link: Link) -> None:
+        """The link closed: the worker is gone (or restarting its link), and so are its sessions."""
+        peer = self.peers.pop(link, None)
+        if peer is None or peer.info is None:
             return
-        if new:
-            self._joined(info)
-        for event in events if isinstance(events, list) else ():
-            try:
-                self._apply(info, event, now)
-            except (ValueError, TypeError, IndexError) as exc:
-                self.stats["bad_reports"] += 1
-                log.warning("ignoring a malformed event from %s: %s", info.id, exc)
+        info, peer.info = peer.info, None
+        if self.by_id.get(info.id) is peer:
+            del self.by_id[info.id]
+        n = self.store.drop_worker(info)
+        log.info("worker %s link closed: dropped its %d sessions", info.id, n)
+        self._settle()
 
-    def _joined(self, info: WorkerInfo) -> None:
-        log.info("worker %s reporting", info.id)
-        for old in self.table.predecessors(info):
-            if old.host == self.host and not self.is_alive(old.pid):
-                self._drop(old, f"replaced by pid {info.pid}")
+    def on_records(self, link: Link, batch: list[records.WorkerRecord]) -> None:
+        peer = self.peers.get(link)
+        if peer is None:
+            return
+        now = self.now
+        peer.last_seen = now
+        self.stats["records"] += len(batch)
+        for record in batch:
+            try:
+                self._apply(peer, record, now)
+            except (ValueError, TypeError, KeyError) as exc:
+                self.stats["bad_records"] += 1
+                log.warning("ignoring a bad record from worker %s: %s", peer.id, exc)
+        self._flush_confirms()
+
+    def _apply(self, peer: Peer, record: records.WorkerRecord, now: float) -> None:
+        kind = type(record)
+        if kind is Hello:
+            self._hello(peer, record)  # type: ignore[arg-type]
+            return
+        info = peer.info
+        if info is None:
+            raise ValueError(f"{kind.__name__} before Hello (or after Bye)")
+        store = self.store
+        if info.id not in store.workers:  # dropped while it was silent: file it again and resync
+            info = peer.info = store.worker(info.host, info.name, info.pid)[0]
+            if kind is not Sync:
+                self._resync(peer, now, "it was dropped while silent")
+        if kind is Connect:
+            rec: Any = record
+            self._kick(store.put(info, rec.key, rec.mid, rec.room, rec.ip, now))
+            self._confirm(peer, rec.req, rec.fence)
+        elif kind is Disconnect:
+            store.remove(info, record.key)  # type: ignore[union-attr]
+        elif kind is RoomChange:
+            rec = record
+            store.change_room(info, rec.key, rec.room)
+            self._confirm(peer, rec.req, rec.fence)
+        elif kind is Upstream:
+            rec = record
+            self.receive(rec.mid, rec.key, rec.op, rec.body)
+        elif kind is Alive:
+            rec = record
+            store.renew(info, rec.beats, now)
+            self._check(peer, rec.conns, rec.rooms, now)
+        elif kind is Sync:
+            entries = [(e.key, e.mid, e.room, e.ip) for e in record.entries]  # type: ignore[union-attr]
+            for kick in store.sync(info, entries, now):
+                self._kick(kick)
+            peer.mismatches = 0
+            log.info("worker %s synced %d sessions", info.id, len(entries))
+            if not peer.synced:
+                peer.synced = True
+                self._settle()
+        elif kind is BusSeen:
+            peer.mark_seen = max(peer.mark_seen, record.mark)  # type: ignore[union-attr]
+            self._answer_waiting()
+        elif kind is Draining:
+            self._draining(peer, record.req)  # type: ignore[union-attr]
+        elif kind is Bye:
+            n = store.drop_worker(info)
+            peer.info = None
+            if self.by_id.get(info.id) is peer:
+                del self.by_id[info.id]
+            log.info("worker %s left (%d sessions dropped)", info.id, n)
+            self._answer_waiting()
+
+    def _hello(self, peer: Peer, hello: Hello) -> None:
+        info, new = self.store.worker(hello.host, hello.name, hello.pid)
+        peer.info = info
+        old = self.by_id.get(info.id)
+        if old is not None and old is not peer:
+            old.info = None  # a stale link of the same process: this one replaces it
+            old.link.close()
+        self.by_id[info.id] = peer
+        log.info("worker %s linked%s", info.id, "" if new else " again")
+        for other in self.store.predecessors(info):
+            if other.host == self.host and not self.is_alive(other.pid):
+                self._drop(other, f"replaced by pid {info.pid}")
+        if self.bus.connected:
+            self._ask_fence(peer)
 
     def _drop(self, info: WorkerInfo, why: str) -> None:
-        n = self.table.drop_worker(info)
+        n = self.store.drop_worker(info)
         self.stats["ghost_workers"] += 1
         log.warning("worker %s gone (%s): dropped its %d sessions", info.id, why, n)
 
-    def _apply(self, info: WorkerInfo, event: Any, now: float) -> None:
-        kind = event[0]
-        table = self.table
-        if kind == bus.EV_CONNECT:
-            key, mid, room, ip = _entry(event[1:5])
-            self._kick(table.put(info, key, mid, room, ip, now))
-        elif kind == bus.EV_DISCONNECT:
-            table.remove(info, _str(event[1]))
-        elif kind == bus.EV_ROOM:
-            table.change_room(info, _str(event[1]), _str(event[2]))
-        elif kind == bus.EV_UPSTREAM:
-            _, key, mid, op, body = event
-            self.receive(_int(mid), _str(key), _int(op), _bytes(body))
-        elif kind == bus.EV_ALIVE:
-            _, conns, epoch, beats, rooms = event
-            table.renew(info, beats, now)
-            self._check(info, _int(conns), _int(epoch), rooms, now)
-        elif kind == bus.EV_SYNC:
-            entries = [_entry(item) for item in event[2]]
-            for kick in table.sync(info, entries, now):
-                self._kick(kick)
-            info.epoch = _int(event[1])
-            info.mismatches = 0
-            log.info("worker %s synced %d sessions", info.id, len(entries))
-        elif kind == bus.EV_BYE:
-            n = table.drop_worker(info)
-            log.info("worker %s left (%d sessions dropped)", info.id, n)
-        else:
-            raise BadReport(f"unknown event kind {kind!r}")
+    def _kick(self, kick: TableKick | None) -> None:
+        if kick is None:
+            return
+        peer = self.by_id.get(kick.worker.id)
+        if peer is not None:
+            peer.link.send(records.encode(Kick([kick.key])))
 
-    def _kick(self, kick: Kick | None) -> None:
-        if kick is not None:
-            self.publish(bus.worker_topic(kick.worker.id), bus.pack([bus.KICK, [kick.key]]))
-
-    def _check(self, info: WorkerInfo, conns: int, epoch: int, rooms: Any, now: float) -> None:
+    def _check(self, peer: Peer, conns: int, rooms: dict[str, int] | None, now: float) -> None:
         """Compare a worker's own counts with the tables; ask for a resync on drift."""
-        if epoch != self.epoch:
-            return  # it has not seen this router yet and will sync when it does
-        if info.epoch != self.epoch:
-            drift = True  # it synced with an older table (we dropped it, or restarted)
-        else:
-            drift = conns != len(info.conns) or (isinstance(rooms, dict) and rooms != info.room_count)
-            info.mismatches = info.mismatches + 1 if drift else 0
-            drift = info.mismatches >= 2
-        if drift and now - info.resync_at >= 2 * self.cfg.router.report_interval:
-            info.resync_at = now
-            info.mismatches = 0
-            self.stats["resyncs"] += 1
-            log.info("asking worker %s to report its sessions again", info.id)
-            self.publish(bus.worker_topic(info.id), bus.pack([bus.RESYNC]))
+        info = peer.info
+        if info is None or not peer.synced:
+            return
+        drift = conns != len(info.conns) or (rooms is not None and rooms != info.room_count)
+        peer.mismatches = peer.mismatches + 1 if drift else 0
+        if peer.mismatches >= 2:
+            self._resync(peer, now, "its counts differ from the tables")
 
-    # -- timers -----------------------------------------------------------------------------
-    def sweep(self, now: float) -> None:
-        self.now = now
-        expired = self.table.sweep(now)
+    def _resync(self, peer: Peer, now: float, why: str) -> None:
+        if now - peer.resync_at < 2 * self.cfg.router.report_interval:
+            return
+        peer.resync_at = now
+        peer.mismatches = 0
+        self.stats["resyncs"] += 1
+        log.info("asking worker %s to report its sessions again: %s", peer.id, why)
+        peer.link.send(records.encode(Resync()))
+
+    # -- registration: confirm once the worker's bus fence came through --------------------------
+    def _confirm(self, peer: Peer, req: int, fence: int) -> None:
+        if fence <= peer.fence_seen:
+            if not peer.confirms:
+                self._confirm_due.append(peer)
+            peer.confirms.append(req)
+        else:
+            peer.waiting.append((fence, req))
+            if self.now - peer.fence_asked >= FENCE_RETRY and self.bus.connected:
+                self._ask_fence(peer)
+
+    def _flush_confirms(self) -> None:
+        due, self._confirm_due = self._confirm_due, []
+        for peer in due:
+            reqs, peer.confirms = peer.confirms, []
+            if reqs:
+                peer.link.send(records.encode(Confirmed(reqs)))
+
+    def _ask_fence(self, peer: Peer) -> None:
+        peer.fence_asked = self.now
+        peer.link.send(records.encode(FenceRequest()))
+
+    def on_bus_fence(self, worker_id: str, fence: int) -> None:
+        """A worker's bus fence came up the bus: its subscriptions before it are in place."""
+        peer = self.by_id.get(worker_id)
+        if peer is None:
+            return
+        if not peer.bus_ready:
+            peer.bus_ready = True
+            log.debug("worker %s is on the bus", worker_id)
+        peer.fence_seen = max(peer.fence_seen, fence)
+        if peer.waiting:
+            ready = [req for f, req in peer.waiting if f <= fence]
+            peer.waiting = [(f, req) for f, req in peer.waiting if f > fence]
+            if ready:
+                if not peer.confirms:
+                    self._confirm_due.append(peer)
+                peer.confirms.extend(ready)
+                self._flush_confirms()
+
+    def bus_changed(self, connected: bool) -> None:
+        """The router's own connection to the bus went down or came back."""
+        for peer in self.peers.values():
+            peer.bus_ready = False
+        if connected:
+            log.info("bus connected; waiting for every worker's fence")
+            for peer in self.peers.values():
+                if peer.info is not None:
+                    self._ask_fence(peer)
+            return
+        log.warning("bus connection lost: room and broadcast pushes are refused until it is back")
+        self._fail_waiting(Refused(-503, "the bus went down; the push may not have been delivered"))
+
+    # -- drain ---------------------------------------------------------------------------------
+    def stop_pushes(self) -> None:
+        """The host is stopping: refuse every push from now on."""
+        if not self.stopping:
+            self.stopping = True
+            log.info("stopping: refusing new pushes")
+
+    def _draining(self, peer: Peer, req: int) -> None:
+        """Route nothing more to this worker; its answer carries the mark that ends its pushes."""
+        peer.draining = True
+        mark = self.bus.mark()
+        peer.link.send(records.encode(Drained(req, mark)))
+        self._answer_waiting()
+
+    # -- pushes ----------------------------------------------------------------------------------
+    def _refuse_unless_ready(self) -> None:
+        if self.stopping:
+            raise Refused(-503, "the server is stopping; push refused")
+        if not self._whole:
+            synced = sum(1 for p in self.peers.values() if p.synced)
+            raise Refused(
+                -503, f"the router is rebuilding its tables ({synced} of {self.expect} workers reported)"
+            )
+
+    def _send_keys(self, groups: dict[WorkerInfo, list[str]], op: int, body: bytes) -> int:
+        found = 0
+        for info, keys in groups.items():
+            peer = self.by_id.get(info.id)
+            if peer is None or peer.draining:
+                continue
+            peer.link.send(records.encode(PushKeys(op, keys, body)))
+            found += len(keys)
+        return found
+
+    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
+        """Hand to the workers holding these keys; returns how many connections."""
+        self._refuse_unless_ready()
+        return self._send_keys(self.store.group_keys(dict.fromkeys(keys)), op, body)
+
+    def push_mids(self, op: int, mids: list[int], body: bytes) -> int:
+        """Hand to every connection of these users; returns how many connections."""
+        self._refuse_unless_ready()
+        return self._send_keys(self.store.group_mids(mids), op, body)
+
+    def push_room(self, op: int, room: str, body: bytes) -> asyncio.Future[None]:
+        self._refuse_unless_ready()
+        peers = [
+            p
+            for p in self.peers.values()
+            if p.info is not None and not p.draining and room in p.info.room_count
+        ]
+        return self._publish(bus.room_topic(room), records.encode(PushRoom(op, body)), peers)
+
+    def push_all(self, op: int, speed: int, body: bytes) -> asyncio.Future[None]:
+        """``speed`` is for the whole host (goim); each worker gets its share."""
+        self._refuse_unless_ready()
+        peers = [p for p in self.peers.values() if p.info is not None and not p.draining]
+        share = -(-speed // max(1, len(peers))) if speed > 0 else 0
+        return self._publish(bus.BROADCAST, records.encode(PushAll(op, share, body)), peers)
+
+    def _publish(self, topic: bytes, record: bytes, peers: list[Peer]) -> asyncio.Future[None]:
+        if not self.bus.connected:
+            raise Refused(-503, "the bus is down; push refused")
+        late = [p.id for p in peers if not p.bus_ready]
+        if late:
+            raise Refused(-503, f"worker {late[0]} is not on the bus yet; push refused")
+        self.bus.publish(topic, record)
+        future: asyncio.Future[None] = self.loop.create_future()
+        mark = self.bus.mark()
+        waiting = _Waiting(mark, peers, future, self.now + self.cfg.router.push_timeout)
+        if waiting.done():
+            future.set_result(None)
+        else:
+            self._waiting.append(waiting)
+        return future
+
+    def _answer_waiting(self) -> None:
+        queue = self._waiting
+        while queue and queue[0].done():
+            waiting = queue.popleft()
+            if not waiting.future.done():
+                waiting.future.set_result(None)
+        if queue:  # later marks can be done while an earlier one waits on a slow worker
+            for waiting in [w for w in queue if w.done()]:
+                queue.remove(waiting)
+                if not waiting.future.done():
+                    waiting.future.set_result(None)
+
+    def _fail_waiting(self, exc: Refused) -> None:
+        queue, self._waiting = self._waiting, collections.deque()
+        for waiting in queue:
+            if not waiting.future.done():
+                waiting.future.set_exception(exc)
+
+    # -- timers ----------------------------------------------------------------------------------
+    def _settle(self) -> None:
+        if not self._whole:
+            synced = sum(1 for p in self.peers.values() if p.synced)
+            if synced >= self.expect:
+                self._whole = True
+                log.info("router tables are whole: %d workers reported", synced)
+
+    def tick(self) -> None:
+        """Fast timer (~10/s): time out waiting pushes, ask for missing bus fences."""
+        now = self.now
+        if not self._whole and now - self.started >= self.cfg.router.worker_expiry:
+            self._whole = True
+            log.warning(
+                "router serving with %d of %d expected workers reported", len(self.by_id), self.expect
+            )
+        while self._waiting and self._waiting[0].deadline <= now:
+            waiting = self._waiting.popleft()
+            late = [p.id for p in waiting.peers if p.mark_seen < waiting.mark and p.info is not None]
+            if not waiting.future.done():
+                waiting.future.set_exception(
+                    Refused(
+                        -504, f"not confirmed by worker {', '.join(late)} in time; it may have been delivered"
+                    )
+                )
+        if self.bus.connected:
+            for peer in self.peers.values():
+                wants = not peer.bus_ready or peer.waiting
+                if peer.info is not None and wants and now - peer.fence_asked >= FENCE_RETRY:
+                    self._ask_fence(peer)
+
+    def sweep(self) -> None:
+        now = self.now
+        expired = self.store.sweep(now)
         if expired:
             self.stats["expired"] += len(expired)
             log.info("expired %d sessions with no heartbeat", len(expired))
-        for info in self.table.silent_workers(now, self.cfg.router.worker_expiry):
-            self._drop(info, f"silent for {now - info.last_seen:.1f}s")
+        expiry = self.cfg.router.worker_expiry
+        for peer in self.peers.values():
+            info = peer.info
+            if info is not None and info.id in self.store.workers and now - peer.last_seen > expiry:
+                self._drop(info, f"silent for {now - peer.last_seen:.1f}s")
 
-    def publish_status(self, with_rooms: bool) -> None:
-        rooms = self.table.room_count if with_rooms else None
-        self.publish(bus.CONTROL, bus.status(self.epoch, rooms))
+    def send_room_counts(self) -> None:
+        online = self.store.online
+        for peer in self.peers.values():
+            info = peer.info
+            if info is not None and info.room_count:
+                peer.link.send(records.encode(RoomCounts({room: online(room) for room in info.room_count})))
 
-    # -- pushes -----------------------------------------------------------------------------
-    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
-        """Publish to the workers holding these keys; returns how many keys are online."""
-        found = 0
-        for info, group in self.table.group_keys(dict.fromkeys(keys)).items():
-            self.publish(bus.worker_topic(info.id), bus.push_keys(op, group, body))
-            found += len(group)
-        return found
-
-    def push_mids(self, op: int, mids: list[int], body: bytes) -> int:
-        """Publish to every connection of these users; returns how many connections."""
-        found = 0
-        for info, group in self.table.group_mids(mids).items():
-            self.publish(bus.worker_topic(info.id), bus.push_keys(op, group, body))
-            found += len(group)
-        return found
-
-    def push_room(self, op: int, room: str, body: bytes) -> None:
-        self.publish(bus.room_topic(room), bus.push_room(op, body))
-
-    def push_all(self, op: int, speed: int, body: bytes) -> None:
-        """``speed`` is for the whole cluster (goim); each worker gets its share."""
-        workers = max(1, len(self.table.workers))
-        share = -(-speed // workers) if speed > 0 else 0
-        self.publish(bus.BROADCAST, bus.push_all(op, share, body))
+    # -- views ---------------------------------------------------------------------------------------
+    def workers(self) -> list[dict[str, Any]]:
+        now = self.now
+        rows = []
+        for peer in self.by_id.values():
+            info = peer.info
+            if info is None or info.id not in self.store.workers:  # gone, or swept while silent
+                continue
+            rows.append(
+                {
+                    "id": info.id,
+                    "host": info.host,
+                    "name": info.name,
+                    "pid": info.pid,
+                    "conns": len(info.conns),
+                    "rooms": len(info.room_count),
+                    "last_seen": round(now - peer.last_seen, 3),
+                    "bus": peer.bus_ready,
+                    "draining": peer.draining,
+                }
+            )
+        return rows

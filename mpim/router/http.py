@@ -13,6 +13,7 @@ connection that stays open. Idle keep-alive connections close after
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import logging
 from typing import Any
@@ -21,12 +22,14 @@ from urllib.parse import unquote
 import httptools
 
 from mpim.config import Config
-from mpim.router.api import OK_NULL, PushApi, Reply, error
+from mpim.router.api import OK_NULL, Answer, PushApi, Reply, error
 
 log = logging.getLogger("mpim.http")
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
 _REASONS.update({413: b"Content Too Large", 431: b"Request Header Fields Too Large"})
+_REASONS.update({503: b"Service Unavailable", 504: b"Gateway Timeout"})
+_MAX_WAITING = 256  # answers a pipelining client may have outstanding before we stop reading
 _READ_SLACK = 65536  # a read may carry the end of earlier pipelined requests
 
 
@@ -54,9 +57,7 @@ class HttpState:
     def __init__(self, cfg: Config, api: PushApi, loop: asyncio.AbstractEventLoop) -> None:
         self.api = api
         self.loop = loop
-        self.max_body = cfg.http.max_body
-        self.max_header = cfg.http.max_header
-        self.idle_timeout = cfg.http.idle_timeout
+        self.reconfigure(cfg)
         self.connections: set[HttpProtocol] = set()
         self.now = loop.time()
         self.date = b""
@@ -64,6 +65,11 @@ class HttpState:
         self.requests = 0
         self.refused = 0
         self.tick()
+
+    def reconfigure(self, cfg: Config) -> None:
+        self.max_body = cfg.http.max_body
+        self.max_header = cfg.http.max_header
+        self.idle_timeout = cfg.http.idle_timeout
 
     def tick(self) -> None:
         """Refresh the Date header and close idle connections (call about once a second)."""
@@ -93,6 +99,7 @@ class HttpProtocol(asyncio.Protocol):
         "state",
         "transport",
         "url",
+        "waiting",
     )
 
     def __init__(self, state: HttpState) -> None:
@@ -108,6 +115,7 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = False
         self.expect = False
         self.last_active = state.now
+        self.waiting: collections.deque[tuple[Answer, bool, bool]] = collections.deque()
 
     # -- asyncio ------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -203,11 +211,37 @@ class HttpProtocol(asyncio.Protocol):
         if "%" in path:
             path = unquote(path)
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        reply = state.api.handle(self.parser.get_method().decode("latin-1"), path, query, body)
+        answer = state.api.handle(self.parser.get_method().decode("latin-1"), path, query, body)
         keep = self.parser.should_keep_alive()
-        self._write(reply, keep)
-        if not keep:
-            self.close()
+        http10 = self.parser.get_http_version() == "1.0" if keep else False
+        if isinstance(answer, Reply) and not self.waiting:
+            self._write(answer, keep, http10)
+            if not keep:
+                self.close()
+            return
+        # An answer that waits for the workers: later answers queue behind it, in request order.
+        self.waiting.append((answer, keep, http10))
+        if not isinstance(answer, Reply):
+            answer.add_done_callback(self._answered)
+        if len(self.waiting) >= _MAX_WAITING and self.transport is not None:
+            self.transport.pause_reading()
+
+    def _answered(self, _: object) -> None:
+        waiting = self.waiting
+        while waiting:
+            answer, keep, http10 = waiting[0]
+            if not isinstance(answer, Reply):
+                if not answer.done():
+                    return
+                answer = answer.result()
+            waiting.popleft()
+            if self.closing:
+                continue
+            self._write(answer, keep, http10)
+            if not keep:
+                self.close()
+        if not self.closing and self.transport is not None:
+            self.transport.resume_reading()
 
     # -- helpers ---------------------------------------------------------------------------------
     def _too_large_headers(self) -> Reply:
@@ -218,8 +252,7 @@ class HttpProtocol(asyncio.Protocol):
         limit = self.state.max_body
         return error(-413, f"body of {size} bytes is over the {limit}-byte limit", 413)
 
-    def _write(self, reply: Reply, keep: bool) -> None:
-        http10 = self.parser.get_http_version() == "1.0" if keep else False
+    def _write(self, reply: Reply, keep: bool, http10: bool = False) -> None:
         if reply is OK_NULL and keep and not http10:
             self.transport.write(self.state.ok_null)
             return

@@ -1,15 +1,18 @@
-"""Router process: session tables, worker reports, and the push ingress (HTTP and ZeroMQ).
+"""Router process: session tables, the workers' links, the bus port and the push ingress.
 
-One asyncio loop (uvloop) serves everything: the PULL socket workers report to,
-the PUB socket into the bus, the ZeroMQ ROUTER ingress, the HTTP server, and the
-timers (expiry sweep, status with epoch and room counts).
+One asyncio loop (uvloop) serves everything: the stream server the workers link
+to, the XPUB socket on the bus, the ZeroMQ ROUTER ingress, the HTTP server, and
+the timers. Signals: SIGTERM/SIGINT/SIGQUIT stop it; SIGUSR2 (sent by the master
+when the host starts to drain) makes it refuse pushes from then on; SIGHUP
+re-reads the configuration file and applies it in place, so a reload never
+restarts the router and never opens a gap in its tables.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import signal
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -17,19 +20,27 @@ from typing import Any
 import uvloop
 import zmq
 
+from mpim import config as config_mod
+from mpim import log as mlog
+from mpim import signals, stream
 from mpim.bus import SocketReader
-from mpim.config import Config
+from mpim.config import Config, ConfigError
 from mpim.listen import BindError, listen_socket
+from mpim.master.reload import pin_bus_keys
+from mpim.master.status import EXIT_BOOT_ERROR
 from mpim.router.api import PushApi
+from mpim.router.busport import BusPort
 from mpim.router.core import Router
 from mpim.router.hook import HookError, Receiver, load_hook
 from mpim.router.http import HttpProtocol, HttpState
+from mpim.router.links import WorkerConn
+from mpim.router.tables import SessionTable
 from mpim.router.zingress import Ingress
 from mpim.runtime import Endpoints, server_name
 
 log = logging.getLogger("mpim.router")
 
-EXIT_BOOT_ERROR = 3
+TICK = 0.1  # fence requests, push timeouts
 
 
 class _Every:
@@ -37,12 +48,12 @@ class _Every:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, interval: float, fn: Callable[[], None]) -> None:
         self._loop = loop
-        self._interval = interval
+        self.interval = interval
         self._fn = fn
         self._handle = loop.call_later(interval, self._run)
 
     def _run(self) -> None:
-        self._handle = self._loop.call_later(self._interval, self._run)
+        self._handle = self._loop.call_later(self.interval, self._run)
         try:
             self._fn()
         except Exception:
@@ -52,147 +63,205 @@ class _Every:
         self._handle.cancel()
 
 
-class Outbox:
-    """Publishes once per loop turn: the envelopes for one topic go out as one bus message.
+class RouterProcess:
+    """start -> serve -> stop, like :class:`~mpim.worker.server.Worker`."""
 
-    Per-topic order is kept (a topic's envelopes are concatenated in order, and a
-    topic that grows past ``limit`` bytes is sent at once, before anything later).
-    """
+    def __init__(self, cfg: Config, endpoints: Endpoints, path: str | None = None, expect: int = 0) -> None:
+        self.cfg = cfg
+        self.path = path
+        self.endpoints = endpoints.configured(cfg)
+        self.expect = expect
+        self.loop = asyncio.get_running_loop()
+        self.ctx = zmq.Context()
+        self.xpub = self.ctx.socket(zmq.XPUB)
+        self.zin = self.ctx.socket(zmq.ROUTER)
+        self._stop = asyncio.Event()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._http_server: asyncio.AbstractServer | None = None
+        self._timers: list[_Every] = []
+        self._readers: list[SocketReader[Any]] = []
+        self.receiver: Receiver | None = None
+        self.router: Router | None = None
+        self.busport: BusPort | None = None
+        self.http: HttpState | None = None
+        self.ingress: Ingress | None = None
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, pub: zmq.Socket[bytes], limit: int = 1 << 18) -> None:
-        self._loop = loop
-        self._send = pub.send
-        self._limit = limit
-        self._topics: dict[bytes, list[bytes]] = {}
-        self._sizes: dict[bytes, int] = {}
-
-    def publish(self, topic: bytes, envelope: bytes) -> None:
-        topics = self._topics
-        if not topics:
-            self._loop.call_soon(self.flush)
-        parts = topics.get(topic)
-        if parts is None:
-            topics[topic] = [topic, envelope]
-            self._sizes[topic] = len(envelope)
-            return
-        parts.append(envelope)
-        size = self._sizes[topic] + len(envelope)
-        self._sizes[topic] = size
-        if size >= self._limit:
-            del topics[topic]
-            self._send(b"".join(parts), _NOBLOCK)
-
-    def flush(self) -> None:
-        topics, self._topics = self._topics, {}
-        self._sizes = {}
-        for parts in topics.values():
-            self._send(b"".join(parts), _NOBLOCK)  # PUB drops rather than block
-
-
-_NOBLOCK = int(zmq.NOBLOCK)
-
-
-async def _serve(cfg: Config, endpoints: Endpoints) -> int:
-    loop = asyncio.get_running_loop()
-    endpoints = endpoints.configured(cfg)
-    try:
-        receiver = Receiver(load_hook(cfg.router.receive_hook))
+    # -- start --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind everything; raises :class:`BindError` / :class:`HookError` with a clear message."""
+        cfg, loop = self.cfg, self.loop
+        self.receiver = Receiver(load_hook(cfg.router.receive_hook))
         http_sock = listen_socket(cfg.http.bind, reuse_port=False)
-    except (HookError, BindError) as exc:
-        log.error("router cannot start: %s", exc)
-        return EXIT_BOOT_ERROR
-    ctx = zmq.Context()
-    pub = ctx.socket(zmq.PUB)
-    pull = ctx.socket(zmq.PULL)
-    zin = ctx.socket(zmq.ROUTER)
-    sockets = (pub, pull, zin)
-    try:
-        for sock in sockets:
+        for sock in (self.xpub, self.zin):
             sock.setsockopt(zmq.LINGER, 0)
-        pub.setsockopt(zmq.SNDHWM, cfg.bus.hwm)
-        pull.setsockopt(zmq.RCVHWM, cfg.bus.hwm)
-        zin.setsockopt(zmq.MAXMSGSIZE, cfg.http.max_body + 65536)
+        self.xpub.setsockopt(zmq.SNDHWM, cfg.bus.hwm)
+        self.zin.setsockopt(zmq.MAXMSGSIZE, cfg.http.max_body + 65536)
+        # (the port's monitor must exist before the connect, or the first handshake is missed)
+        self.busport = BusPort(loop, self.xpub, self._on_fence, self._on_bus)
         try:
-            pub.connect(endpoints.bus_in)
-            pull.bind(endpoints.router)
+            self.xpub.connect(self.endpoints.bus_in)
             if cfg.ingress.zmq_bind:
-                zin.bind(cfg.ingress.zmq_bind)
+                self.zin.bind(cfg.ingress.zmq_bind)
         except zmq.ZMQError as exc:
             http_sock.close()
-            log.error("router cannot start: cannot bind a ZeroMQ endpoint: %s", exc)
-            return EXIT_BOOT_ERROR
-        return await _run(cfg, loop, receiver, http_sock, pub, pull, zin)
-    finally:
-        for sock in sockets:
-            sock.close(linger=0)
-        ctx.destroy(linger=0)
-
-
-async def _run(
-    cfg: Config,
-    loop: asyncio.AbstractEventLoop,
-    receiver: Receiver,
-    http_sock: socket.socket,
-    pub: zmq.Socket[bytes],
-    pull: zmq.Socket[bytes],
-    zin: zmq.Socket[bytes],
-) -> int:
-    outbox = Outbox(loop, pub)
-    publish = outbox.publish
-
-    def reply(frames: list[bytes]) -> None:
+            raise BindError(f"cannot bind a ZeroMQ endpoint: {exc}") from None
+        store = SessionTable(Router.ttl(cfg), cfg.router.sweep_interval, loop.time())
+        router = self.router = Router(
+            cfg, store, self.busport, self.receiver, loop, host=server_name(cfg), expect=self.expect
+        )
+        self.http = HttpState(cfg, PushApi(cfg, router), loop)
+        self.ingress = Ingress(router, cfg.http.max_body)
         try:
-            zin.send_multipart(frames, zmq.NOBLOCK)
+            self._servers.append(await stream.serve(loop, self.endpoints.router, lambda: WorkerConn(router)))
+        except OSError as exc:
+            http_sock.close()
+            raise BindError(f"cannot listen for workers on {self.endpoints.router}: {exc}") from None
+        self._http_server = await loop.create_server(self._http_protocol, sock=http_sock, backlog=1024)
+        self.busport.start()
+        pushes = SocketReader(loop, self.zin, self.zin.recv_multipart, self._on_ingress)
+        pushes.start()
+        self._readers.append(pushes)
+        rc = cfg.router
+        self._timers = [
+            _Every(loop, rc.sweep_interval, router.sweep),
+            _Every(loop, rc.online_interval, router.send_room_counts),
+            _Every(loop, TICK, router.tick),
+            _Every(loop, 1.0, self.http.tick),
+        ]
+        signals.install(loop, self._stop.set, self._stop.set, SIGHUP=self.reload, SIGUSR2=router.stop_pushes)
+        log.info(
+            "router up: http %s, zmq ingress %s, workers link at %s",
+            cfg.http.bind,
+            cfg.ingress.zmq_bind or "off",
+            self.endpoints.router,
+        )
+
+    def _http_protocol(self) -> HttpProtocol:
+        assert self.http is not None
+        return HttpProtocol(self.http)
+
+    def _on_fence(self, worker: str, fence: int) -> None:
+        assert self.router is not None
+        self.router.on_bus_fence(worker, fence)
+
+    def _on_bus(self, connected: bool) -> None:
+        assert self.router is not None
+        self.router.bus_changed(connected)
+
+    def _on_ingress(self, frames: list[bytes]) -> None:
+        assert self.ingress is not None
+        self.ingress.on_message(frames, self._reply)
+
+    def _reply(self, frames: list[bytes]) -> None:
+        try:
+            self.zin.send_multipart(frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.info("cannot answer a ZeroMQ push client: %s", exc)
 
-    rc = cfg.router
-    router = Router(cfg, publish, receiver, loop.time(), host=server_name(cfg))
-    state = HttpState(cfg, PushApi(cfg, router), loop)
-    server = await loop.create_server(lambda: HttpProtocol(state), sock=http_sock)
-    ingress = Ingress(router, cfg.http.max_body)
-    reports = SocketReader(loop, pull, pull.recv, lambda data: router.on_report(data, loop.time()))
-    pushes = SocketReader(loop, zin, zin.recv_multipart, lambda frames: ingress.on_message(frames, reply))
-    readers: list[SocketReader[Any]] = [reports, pushes]
-    for reader in readers:
-        reader.start()
-    last_rooms = [loop.time()]
+    # -- reload ---------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """SIGHUP from the master: apply the re-read configuration in place."""
+        try:
+            new = config_mod.load(self.path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        new, _ = pin_bus_keys(self.cfg, new)
+        old, self.cfg = self.cfg, new
+        assert self.router is not None and self.http is not None and self.ingress is not None
+        if new.router.receive_hook != old.router.receive_hook:
+            try:
+                self.receiver = Receiver(load_hook(new.router.receive_hook))
+                self.router.receive = self.receiver
+            except HookError as exc:
+                log.error("reload keeps the old receive hook: %s", exc)
+        if new.http.bind != old.http.bind:
+            self._rebind_http(old, new)
+        if new.ingress.zmq_bind != old.ingress.zmq_bind:
+            self._rebind_ingress(old, new)
+        self.router.reconfigure(new)
+        self.router.host = server_name(new)
+        self.http.reconfigure(new)
+        self.http.api.cfg = new
+        self.ingress.max_body = new.http.max_body
+        rc = new.router
+        for timer, interval in zip(self._timers, (rc.sweep_interval, rc.online_interval), strict=False):
+            timer.interval = interval
+        mlog.set_level(new.log.level)
+        log.info("router reloaded %s in place", new.source)
 
-    def status() -> None:
-        now = loop.time()
-        with_rooms = now - last_rooms[0] >= rc.online_interval - 1e-3
-        if with_rooms:
-            last_rooms[0] = now
-        router.publish_status(with_rooms)
+    def _rebind_http(self, old: Config, new: Config) -> None:
+        try:
+            sock = listen_socket(new.http.bind, reuse_port=False)
+        except BindError as exc:
+            log.error("reload keeps the push API on %s: %s", old.http.bind, exc)
+            self.cfg = dataclasses.replace(new, http=dataclasses.replace(new.http, bind=old.http.bind))
+            return
+        self.loop.create_task(self._serve_http(sock))
+        log.info("push API moved from %s to %s", old.http.bind, new.http.bind)
 
-    timers = [
-        _Every(loop, rc.sweep_interval, lambda: router.sweep(loop.time())),
-        _Every(loop, rc.report_interval, status),
-        _Every(loop, 1.0, state.tick),
-    ]
-    router.publish_status(True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info(
-        "router up: http %s, zmq ingress %s, reports %s, epoch %x",
-        cfg.http.bind,
-        cfg.ingress.zmq_bind or "off",
-        pull.getsockopt_string(zmq.LAST_ENDPOINT),
-        router.epoch,
-    )
-    await stop.wait()
-    server.close()
-    state.close_all()
-    for reader in readers:
-        reader.stop()
-    for timer in timers:
-        timer.cancel()
-    await receiver.close()
-    log.info("router stopped (%d http requests, %d zmq pushes)", state.requests, ingress.requests)
-    return 0
+    async def _serve_http(self, sock: socket.socket) -> None:
+        old, self._http_server = self._http_server, None
+        if old is not None:
+            old.close()
+        self._http_server = await self.loop.create_server(self._http_protocol, sock=sock, backlog=1024)
+
+    def _rebind_ingress(self, old: Config, new: Config) -> None:
+        try:
+            if old.ingress.zmq_bind:
+                self.zin.unbind(old.ingress.zmq_bind)
+            if new.ingress.zmq_bind:
+                self.zin.bind(new.ingress.zmq_bind)
+        except zmq.ZMQError as exc:
+            log.error("reload cannot move the ZeroMQ ingress to %s: %s", new.ingress.zmq_bind, exc)
+            return
+        log.info(
+            "ZeroMQ ingress moved from %s to %s", old.ingress.zmq_bind or "off", new.ingress.zmq_bind or "off"
+        )
+
+    # -- serve and stop ------------------------------------------------------------------------------
+    async def serve(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        for server in [*self._servers, self._http_server]:
+            if server is not None:
+                server.close()
+        if self.http is not None:
+            self.http.close_all()
+        for timer in self._timers:
+            timer.cancel()
+        for reader in self._readers:
+            reader.stop()
+        if self.busport is not None:
+            self.busport.close()
+        if self.receiver is not None:
+            await self.receiver.close()
+        requests = self.http.requests if self.http is not None else 0
+        zmq_requests = self.ingress.requests if self.ingress is not None else 0
+        log.info("router stopped (%d http requests, %d zmq pushes)", requests, zmq_requests)
+
+    def close(self) -> None:
+        for sock in (self.xpub, self.zin):
+            sock.close(linger=0)
+        self.ctx.destroy(linger=0)
 
 
-def run_router(cfg: Config, endpoints: Endpoints) -> int:
+async def _main(cfg: Config, endpoints: Endpoints, path: str | None, expect: int) -> int:
+    process = RouterProcess(cfg, endpoints, path, expect)
+    try:
+        try:
+            await process.start()
+        except (HookError, BindError) as exc:
+            log.error("router cannot start: %s", exc)
+            return EXIT_BOOT_ERROR
+        await process.serve()
+        await process.stop()
+        return 0
+    finally:
+        process.close()
+
+
+def run_router(cfg: Config, endpoints: Endpoints, path: str | None = None, expect: int = 0) -> int:
     """Process entry (forked by the master)."""
-    return uvloop.run(_serve(cfg, endpoints))
+    return uvloop.run(_main(cfg, endpoints, path, expect))

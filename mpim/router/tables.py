@@ -8,8 +8,7 @@ per room, per client IP, per worker (``len(worker.conns)``) and per user
 
 Each connection expires ``ttl`` seconds after its last heartbeat; expiry slots
 of ``tick`` seconds make renewing O(1) and the sweep proportional to what
-expires. Workers are tracked separately: one that stops reporting is dropped
-whole by the router (see :meth:`SessionTable.silent_workers`).
+expires. This is the in-memory :class:`~mpim.router.store.SessionStore`.
 """
 
 from __future__ import annotations
@@ -45,32 +44,17 @@ class Session:
 
 
 class WorkerInfo:
-    """One worker incarnation (a pid), as its reports describe it."""
+    """One worker incarnation (a pid) and the sessions it holds."""
 
-    __slots__ = (
-        "conns",
-        "epoch",
-        "host",
-        "id",
-        "last_seen",
-        "mismatches",
-        "name",
-        "pid",
-        "resync_at",
-        "room_count",
-    )
+    __slots__ = ("conns", "host", "id", "name", "pid", "room_count")
 
-    def __init__(self, host: str, name: str, pid: int, now: float) -> None:
+    def __init__(self, host: str, name: str, pid: int) -> None:
         self.id = f"{host}/{name}/{pid}"
         self.host = host
         self.name = name
         self.pid = pid
-        self.last_seen = now
         self.conns: dict[str, Conn] = {}
         self.room_count: dict[str, int] = {}
-        self.epoch = 0  # the router epoch this worker last sent its full session set for
-        self.mismatches = 0
-        self.resync_at = -1e9
 
 
 class Kick(NamedTuple):
@@ -96,14 +80,13 @@ class SessionTable:
         return len(self.by_key)
 
     # -- workers --------------------------------------------------------------------------
-    def worker(self, host: str, name: str, pid: int, now: float) -> tuple[WorkerInfo, bool]:
-        """The entry for a reporting worker (created if new) and whether it is new."""
+    def worker(self, host: str, name: str, pid: int) -> tuple[WorkerInfo, bool]:
+        """The entry for a worker (created if new) and whether it is new."""
         wid = f"{host}/{name}/{pid}"
         info = self.workers.get(wid)
         if info is None:
-            info = self.workers[wid] = WorkerInfo(host, name, pid, now)
+            info = self.workers[wid] = WorkerInfo(host, name, pid)
             return info, True
-        info.last_seen = now
         return info, False
 
     def predecessors(self, info: WorkerInfo) -> list[WorkerInfo]:
@@ -111,9 +94,6 @@ class SessionTable:
         return [
             w for w in self.workers.values() if w.host == info.host and w.name == info.name and w is not info
         ]
-
-    def silent_workers(self, now: float, expiry: float) -> list[WorkerInfo]:
-        return [w for w in self.workers.values() if now - w.last_seen > expiry]
 
     def drop_worker(self, info: WorkerInfo) -> int:
         """Forget a worker and every session it held; returns how many."""
@@ -250,6 +230,16 @@ class SessionTable:
     @property
     def ip_total(self) -> int:
         return len(self.ip_count)
+
+    def conn_of(self, key: str) -> Conn | None:
+        return self.by_key.get(key)
+
+    def conns_of(self, mid: int) -> list[Conn]:
+        session = self.sessions.get(mid)
+        return list(session.conns.values()) if session is not None else []
+
+    def online(self, room: str) -> int:
+        return self.room_count.get(room, 0)
 
     # -- internals ------------------------------------------------------------------------
     def _count_room(self, worker: WorkerInfo, room: str, delta: int) -> None:

@@ -9,52 +9,90 @@ holding a msgpack map::
     {"kind": "all",  "op": 1000, "speed": 0, "body": b"..."}
 
 plus optional ``"id"`` (any value, echoed in the reply) and ``"reply": false``
-(fire and forget: no answer is sent). ``body`` may be bytes or a UTF-8 string.
-The reply is one msgpack map ``{"id": ..., "code": 0, "message": "", "data": ...}``
-with the HTTP API's codes: -400 for a malformed request, -413 for a body over
-``[http] max_body``; ``data`` is ``{"connections": n}`` for keys and mids.
+(fire and forget: no answer is sent). ``body`` may be bytes or a UTF-8 string;
+``room`` is a full room id (``type://id``). The reply is one msgpack map
+``{"id": ..., "code": 0, "message": "", "data": ...}`` with the HTTP API's codes:
+-400 for a malformed request, -413 for a body over ``[http] max_body``, -503 /
+-504 when the push cannot be promised (see :mod:`mpim.router.core`); ``data`` is
+``{"connections": n}`` for keys and mids. A room or broadcast push is answered
+once the workers confirmed it. (The Python client answers -504 itself when no
+reply arrives in time.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from mpim import bus
-from mpim.auth import check_room_id
-from mpim.router.api import INT32, INT64
-from mpim.router.core import Router
+import msgspec
+
+from mpim.limits import INT32, INT64, BadRequest, check_room_id
+from mpim.router.core import Refused, Router
 
 log = logging.getLogger("mpim.ingress")
 
-KINDS = ("keys", "mids", "room", "all")
+Op = Annotated[int, msgspec.Meta(ge=INT32[0], le=INT32[1])]
+Mid = Annotated[int, msgspec.Meta(ge=INT64[0], le=INT64[1])]
 
 
-class BadRequest(Exception):
-    def __init__(self, message: str, code: int = -400) -> None:
-        super().__init__(message)
-        self.code = code
+class _Request(msgspec.Struct, tag_field="kind", kw_only=True):
+    op: Op
+    body: Any = b""  # bytes or str (msgspec cannot decode that union itself)
+    id: Any = None
+    reply: bool = True
 
 
-def _int(req: dict[str, Any], name: str, bounds: tuple[int, int], default: int | None = None) -> int:
-    value = req.get(name, default)
-    if value is None:
-        raise BadRequest(f"{name}: required")
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise BadRequest(f"{name}: expected an integer, got {type(value).__name__}")
-    if not bounds[0] <= value <= bounds[1]:
-        raise BadRequest(f"{name}: {value} is out of range [{bounds[0]}, {bounds[1]}]")
-    return value
+class KeysRequest(_Request, tag="keys"):
+    keys: Annotated[list[str], msgspec.Meta(min_length=1)]
 
 
-def _list(req: dict[str, Any], name: str, tp: type) -> list[Any]:
-    values = req.get(name)
-    if not isinstance(values, list) or not values:
-        raise BadRequest(f"{name}: expected a non-empty list")
-    for v in values:
-        if not isinstance(v, tp) or isinstance(v, bool):
-            raise BadRequest(f"{name}: {v!r} is not {'a string' if tp is str else 'an integer'}")
-    return values
+class MidsRequest(_Request, tag="mids"):
+    mids: Annotated[list[Mid], msgspec.Meta(min_length=1)]
+
+
+class RoomRequest(_Request, tag="room"):
+    room: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class AllRequest(_Request, tag="all"):
+    speed: Annotated[int, msgspec.Meta(ge=0, le=INT32[1])] = 0
+
+
+Request = KeysRequest | MidsRequest | RoomRequest | AllRequest
+_decode = msgspec.msgpack.Decoder(Request).decode
+_encode = msgspec.msgpack.Encoder().encode
+_WHERE = re.compile(r"^(.*) - at `\$\.?([^`\[]*)[^`]*`$")
+
+
+def explain(exc: msgspec.MsgspecError) -> str:
+    """msgspec's ``Expected `int`, got `str` - at `$.op``` -> ``op: expected `int`, got `str```."""
+    text = str(exc)
+    if text.startswith("Object missing required field"):
+        return f"{text.split('`')[1]}: required"
+    match = _WHERE.match(text)
+    if match is None:
+        if not isinstance(exc, msgspec.ValidationError):
+            return f"malformed msgpack: {text}"
+        what, field = text, ""
+    else:
+        what, field = match.groups()
+    if field == "kind" and what.startswith("Invalid value"):
+        what += " (one of keys, mids, room, all)"
+    return f"{field or 'request'}: {what[:1].lower()}{what[1:]}"
+
+
+def _request_id(payload: bytes) -> Any:
+    try:
+        value = msgspec.msgpack.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    return value.get("id") if isinstance(value, dict) else None
+
+
+Send = Callable[[list[bytes]], None]
 
 
 class Ingress:
@@ -64,62 +102,79 @@ class Ingress:
         self.requests = 0
         self.refused = 0
 
-    def handle(self, payload: bytes) -> tuple[dict[str, Any], bool]:
-        """One request -> (reply, whether the peer wants it)."""
+    def handle(self, payload: bytes) -> tuple[dict[str, Any] | asyncio.Future[dict[str, Any]], bool]:
+        """One request -> (reply, or a future reply; whether the peer wants it)."""
         self.requests += 1
-        req: Any = None
         try:
-            req = bus.unpack(payload)
-            if not isinstance(req, dict):
-                raise BadRequest(f"request must be a msgpack map, not {type(req).__name__}")
+            req = _decode(payload)
+        except msgspec.MsgspecError as exc:
+            message = explain(exc)
+            if message.startswith("request: expected `object`"):
+                message = "request must be a msgpack map; " + message
+            return self._refuse(payload, -400, message, _request_id(payload)), True
+        try:
             data = self._push(req)
-            reply: dict[str, Any] = {"id": req.get("id"), "code": 0, "message": "", "data": data}
-        except (BadRequest, ValueError) as exc:
-            self.refused += 1
-            code = exc.code if isinstance(exc, BadRequest) else -400
-            log.info("refusing a ZeroMQ push (%d bytes): %s", len(payload), exc)
-            rid = req.get("id") if isinstance(req, dict) else None
-            reply = {"id": rid, "code": code, "message": str(exc)}
-        wants = not (isinstance(req, dict) and req.get("reply") is False)
-        return reply, wants
+        except BadRequest as exc:
+            return self._refuse(payload, exc.code, str(exc), req.id), req.reply
+        except Refused as exc:
+            return self._refuse(payload, exc.code, exc.message, req.id), req.reply
+        if isinstance(data, asyncio.Future):
+            return self._settled(req.id, data), req.reply
+        return {"id": req.id, "code": 0, "message": "", "data": data}, req.reply
 
-    def _push(self, req: dict[str, Any]) -> Any:
-        kind = req.get("kind")
-        if kind not in KINDS:
-            raise BadRequest(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
-        op = _int(req, "op", INT32)
-        body = req.get("body", b"")
-        if isinstance(body, str):
-            body = body.encode()
+    def _refuse(self, payload: bytes, code: int, message: str, rid: Any) -> dict[str, Any]:
+        self.refused += 1
+        log.info("refusing a ZeroMQ push (%d bytes): %s", len(payload), message)
+        return {"id": rid, "code": code, "message": message}
+
+    def _settled(self, rid: Any, future: asyncio.Future[None]) -> Any:
+        def outcome(f: asyncio.Future[None]) -> dict[str, Any]:
+            exc = f.exception()
+            if exc is None:
+                return {"id": rid, "code": 0, "message": "", "data": None}
+            if isinstance(exc, Refused):
+                return {"id": rid, "code": exc.code, "message": exc.message}
+            return {"id": rid, "code": -500, "message": "internal error"}
+
+        if future.done():
+            return outcome(future)
+        answer: asyncio.Future[dict[str, Any]] = future.get_loop().create_future()
+
+        def done(f: asyncio.Future[None]) -> None:
+            if not answer.done():
+                answer.set_result(outcome(f))
+
+        future.add_done_callback(done)
+        return answer
+
+    def _push(self, req: Request) -> Any:
+        body = req.body.encode() if isinstance(req.body, str) else req.body
         if not isinstance(body, bytes):
             raise BadRequest(f"body: expected bytes or a string, got {type(body).__name__}")
         if len(body) > self.max_body:
             raise BadRequest(f"body of {len(body)} bytes is over the {self.max_body}-byte limit", -413)
         router = self.router
-        if kind == "keys":
-            return {"connections": router.push_keys(op, _list(req, "keys", str), body)}
-        if kind == "mids":
-            mids = _list(req, "mids", int)
-            if any(not INT64[0] <= m <= INT64[1] for m in mids):
-                raise BadRequest("mids: out of the int64 range")
-            return {"connections": router.push_mids(op, mids, body)}
-        if kind == "room":
-            room = req.get("room")
-            if not isinstance(room, str) or not room:
-                raise BadRequest("room: expected a room id such as 'live://1000'")
+        if isinstance(req, KeysRequest):
+            return {"connections": router.push_keys(req.op, req.keys, body)}
+        if isinstance(req, MidsRequest):
+            return {"connections": router.push_mids(req.op, req.mids, body)}
+        if isinstance(req, RoomRequest):
             try:
-                check_room_id(room)
+                check_room_id(req.room)
             except ValueError as exc:
                 raise BadRequest(f"room: {exc}") from None
-            router.push_room(op, room, body)
-            return None
-        router.push_all(op, _int(req, "speed", (0, INT32[1]), 0), body)
-        return None
+            return router.push_room(req.op, req.room, body)
+        return router.push_all(req.op, req.speed, body)
 
-    def on_message(self, frames: list[bytes], send: Any) -> None:
+    def on_message(self, frames: list[bytes], send: Send) -> None:
         """A ROUTER message: routing frames, then the request; answer on the same route."""
         if len(frames) < 2:
             return
         reply, wants = self.handle(frames[-1])
-        if wants:
-            send([*frames[:-1], bus.pack(reply)])
+        if not wants:
+            return
+        route = frames[:-1]
+        if isinstance(reply, asyncio.Future):
+            reply.add_done_callback(lambda f: send([*route, _encode(f.result())]))
+        else:
+            send([*route, _encode(reply)])

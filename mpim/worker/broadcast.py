@@ -17,8 +17,8 @@ from mpim.worker.channel import AUTHED
 from mpim.worker.wsframe import binary_frame
 
 if TYPE_CHECKING:
+    from mpim.worker.bucket import Buckets
     from mpim.worker.channel import Channel
-    from mpim.worker.hub import Hub
 
 _CHUNKS_PER_SECOND = 20
 
@@ -35,15 +35,11 @@ class _Job:
 
 
 class Broadcaster:
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
+    def __init__(self, loop: asyncio.AbstractEventLoop, buckets: Buckets) -> None:
+        self._loop = loop
+        self._buckets = buckets
         self._queue: collections.deque[_Job] = collections.deque()
         self._task: asyncio.Task[None] | None = None
-        self.sent = 0
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
 
     def submit(self, op: int, body: bytes, speed: int) -> None:
         job = _Job(op, body, speed)
@@ -52,12 +48,12 @@ class Broadcaster:
             return
         self._queue.append(job)
         if self._task is None:
-            self._task = self._hub.loop.create_task(self._run())
+            self._task = self._loop.create_task(self._run())
 
     def _select(self, job: _Job) -> list[Channel]:
         if job.targets is None:
             op = job.op
-            job.targets = [ch for bucket in self._hub.buckets for ch in bucket if op in ch.accepts]
+            job.targets = [ch for bucket in self._buckets for ch in bucket if op in ch.accepts]
         return job.targets
 
     def _write(self, job: _Job, channels: list[Channel]) -> None:
@@ -66,7 +62,6 @@ class Broadcaster:
         for channel in channels:
             if channel.state == AUTHED:
                 channel.write(ws_frame if channel.is_ws else frame)
-                self.sent += 1
 
     def _finish(self, job: _Job) -> None:
         targets = self._select(job)
@@ -74,7 +69,7 @@ class Broadcaster:
         job.done = len(targets)
 
     async def _run(self) -> None:
-        loop = self._hub.loop
+        loop = self._loop
         try:
             while self._queue:
                 job = self._queue[0]

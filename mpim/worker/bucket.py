@@ -1,4 +1,11 @@
-"""Buckets: the worker's channels sharded by a hash of their key."""
+"""Buckets: the worker's authenticated channels, sharded by a hash of their key.
+
+goim shards channels into buckets to spread lock contention; one event loop has
+no locks, so here a bucket is the unit of *walking*: a paced push to everyone
+(:mod:`mpim.worker.broadcast`) and a full session report to the router go bucket
+by bucket, and a bucket's size is a cheap statistic. Lookups by key cost one
+hash and one dict read either way.
+"""
 
 from __future__ import annotations
 

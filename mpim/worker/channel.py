@@ -1,30 +1,43 @@
 """One client connection: frame dispatch shared by the TCP and WebSocket adapters.
 
-How this works: an adapter (``tcp.py`` or ``ws.py``) is an ``asyncio.Protocol`` or
-picows listener that *is* the channel, so a connection costs one Python object
-plus the transport. The adapter turns bytes into goim frames and calls
+How this works: an adapter (``tcp.py`` or ``ws.py``) is an ``asyncio.Protocol``
+that *is* the channel, so a connection costs one Python object plus the
+transport. The adapter turns bytes into goim frames and calls
 :meth:`Channel.on_frame`; outbound bytes go straight into the transport's own
 buffer (no queue object, no task per connection). The transport buffer is the
 bounded outbound queue: when it passes the high-water mark the transport pauses
 us, and a channel that stays paused past ``slow_timeout`` or buffers more than
-``max_pending_bytes`` is cut by the :class:`~mpim.worker.hub.Hub`.
+``max_pending_bytes`` is cut.
+
+A connection moves NEW -> (Auth) -> REGISTERING -> (the router filed it and its
+room's bus subscription is live) -> AUTHED -> CLOSED. Only then is the Auth
+reply written, so a push accepted after the client holds its reply reaches it.
+While a request waits for the router (registration, ChangeRoom) the channel
+*holds* the frames that follow and stops reading, then replays them in order.
+
+The channel depends on three narrow services, declared here as protocols and
+bound as class attributes by the worker (no per-connection cost):
+:class:`Registry` (open connections, closing), :class:`Flow` (deadlines and
+slow consumers) and :class:`SessionService` (auth, rooms, watch sets, upstream).
 
 ``Channel`` holds behaviour only (empty ``__slots__`` at run time); each adapter
-lists :data:`CHANNEL_SLOTS` in its own ``__slots__`` so that it can also derive
-from the library's base class.
+lists :data:`CHANNEL_SLOTS` in its own ``__slots__``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from mpim.config import Config
+from mpim.limits import INT32, in_range
 from mpim.proto import Frame, Op, RemoteProtocolError, encode, encode_heartbeat_reply
 
 if TYPE_CHECKING:
-    from mpim.worker.hub import Hub
     from mpim.worker.room import Room
 
-NEW, AUTHED, CLOSED = 0, 1, 2
+NEW, REGISTERING, AUTHED, CLOSED = 0, 1, 2, 3
+MAX_HELD = 64  # frames a client may send while a request of its waits for the router
 
 CHANNEL_SLOTS = (
     "transport",
@@ -36,7 +49,42 @@ CHANNEL_SLOTS = (
     "wheel_slot",
     "state",
     "paused_at",
+    "held",
+    "pending",
 )
+
+
+class Registry(Protocol):
+    """The worker's open connections."""
+
+    def __iter__(self) -> Iterator[Channel]: ...
+    def opened(self, channel: Channel) -> None: ...
+    def closed(self, channel: Channel) -> None: ...
+    def close(self, channel: Channel, *, abort: bool = False, notify: bool = False) -> None: ...
+    def reject(self, channel: Channel, reason: str) -> None: ...
+
+
+class Flow(Protocol):
+    """Deadlines and back-pressure."""
+
+    max_pending: int
+
+    def pause(self, channel: Channel) -> None: ...
+    def resume(self, channel: Channel) -> None: ...
+    def cut_slow(self, channel: Channel, why: str) -> None: ...
+    def untimed(self, channel: Channel) -> None: ...
+
+
+class SessionService(Protocol):
+    """Everything a client asks for after its first frame."""
+
+    cfg: Config
+
+    def authenticate(self, channel: Channel, frame: Frame) -> None: ...
+    def heartbeat(self, channel: Channel) -> None: ...
+    def change_room(self, channel: Channel, frame: Frame) -> None: ...
+    def watch(self, channel: Channel, frame: Frame) -> None: ...
+    def upstream(self, channel: Channel, frame: Frame) -> None: ...
 
 
 def parse_op_list(body: bytes) -> frozenset[int]:
@@ -45,16 +93,31 @@ def parse_op_list(body: bytes) -> frozenset[int]:
     if not text:
         return frozenset()
     ops = frozenset(int(part) for part in text.split(","))
-    if any(not -(1 << 31) <= op < (1 << 31) for op in ops):
+    if any(not in_range(op, INT32) for op in ops):
         raise ValueError("op out of int32 range")
     return ops
+
+
+def peer_name(transport: Any) -> str:
+    """``ip:port`` of a transport's peer, or ``?``."""
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "?"
+
+
+def peer_ip(transport: Any) -> str:
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 class Channel:
     if not TYPE_CHECKING:
         __slots__ = ()
 
-    hub: ClassVar[Hub]
+    registry: ClassVar[Registry]
+    flow: ClassVar[Flow]
+    sessions: ClassVar[SessionService]
     is_ws: ClassVar[bool]
     transport: Any
     key: str
@@ -65,6 +128,8 @@ class Channel:
     wheel_slot: int
     state: int
     paused_at: float
+    held: list[Frame] | None
+    pending: Any
 
     # -- implemented by the adapters ---------------------------------------------
     def send_frame(self, frame: bytes) -> None:
@@ -76,8 +141,7 @@ class Channel:
         raise NotImplementedError
 
     def peer(self) -> str:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        return f"{peer[0]}:{peer[1]}" if peer else "?"
+        return peer_name(self.transport)
 
     # -- shared ----------------------------------------------------------------------
     def init_channel(self, transport: Any) -> None:
@@ -90,46 +154,61 @@ class Channel:
         self.wheel_slot = -1
         self.state = NEW
         self.paused_at = 0.0
-        self.hub.opened(self)
+        self.held = None
+        self.pending = None
+        self.registry.opened(self)
 
     def write(self, data: bytes) -> None:
         """Write bytes already encoded for this transport (shared by many channels)."""
         transport = self.transport
         transport.write(data)
-        if self.paused_at and transport.get_write_buffer_size() > self.hub.max_pending:
-            self.hub.cut_slow(self, "outbound buffer over the limit")
+        if self.paused_at and transport.get_write_buffer_size() > self.flow.max_pending:
+            self.flow.cut_slow(self, "outbound buffer over the limit")
+
+    def hold(self) -> None:
+        """A request of ours waits for the router: keep later frames, stop reading."""
+        if self.held is None:
+            self.held = []
+            if self.transport is not None:
+                self.transport.pause_reading()
+
+    def release(self) -> None:
+        """The request is answered: process the frames that arrived meanwhile, read again."""
+        held, self.held = self.held, None
+        if held is None or self.state == CLOSED:
+            return
+        for i, frame in enumerate(held):
+            self.on_frame(frame)
+            if self.state == CLOSED:
+                return
+            if self.held is not None:  # another request waits: keep the rest, in order
+                self.held[:0] = held[i + 1 :]
+                return
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def on_frame(self, frame: Frame) -> None:
+        held = self.held
+        if held is not None:
+            if len(held) >= MAX_HELD:
+                raise RemoteProtocolError(f"more than {MAX_HELD} frames sent while a request was pending")
+            held.append(frame)
+            return
         if self.state != AUTHED:
             if self.state == NEW and frame.op == Op.AUTH:
-                self.hub.authenticate(self, frame)
+                self.sessions.authenticate(self, frame)
             return
         op = frame.op
         if op == Op.HEARTBEAT:
-            self.hub.heartbeat(self)
+            self.sessions.heartbeat(self)
             room = self.room
             self.send_frame(encode_heartbeat_reply(room.online if room else 0, frame.ver, frame.seq))
         elif op == Op.CHANGE_ROOM:
-            try:
-                room_id = frame.body.decode("utf-8")
-                self.hub.change_room(self, room_id)
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise RemoteProtocolError(f"bad room id: {exc}") from None
-            self.send_frame(encode(Op.CHANGE_ROOM_REPLY, frame.body, frame.ver, frame.seq))
+            self.sessions.change_room(self, frame)
         elif op in (Op.SUB, Op.UNSUB):
-            self.watch(frame.body, add=op == Op.SUB)
+            self.sessions.watch(self, frame)
             reply = Op.SUB_REPLY if op == Op.SUB else Op.UNSUB_REPLY
             self.send_frame(encode(reply, frame.body, frame.ver, frame.seq))
         else:
-            self.hub.upstream(self, op, frame.body)
+            self.sessions.upstream(self, frame)
             self.send_frame(encode(op, b"", frame.ver, frame.seq))
-
-    def watch(self, body: bytes, add: bool) -> None:
-        """Sub/Unsub. A malformed list changes nothing (goim ignores it too)."""
-        try:
-            ops = parse_op_list(body)
-        except (UnicodeDecodeError, ValueError):
-            self.hub.log_bad_watch(self, body)
-            return
-        accepts = self.accepts | ops if add else self.accepts - ops
-        self.accepts = self.hub.intern_accepts(accepts)

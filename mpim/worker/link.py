@@ -1,9 +1,11 @@
-"""The worker's link to the rest of the cluster.
+"""The worker's link to the rest of its host: what the worker tells the router and the bus.
 
-The hub tells its link about sessions (connect, room change, heartbeat,
-disconnect), rooms it starts or stops serving, and upstream client messages.
-A standalone worker (``mpim worker``) uses :class:`StandaloneLink`; under the
-master the link reports to the router and subscribes on the bus.
+The sessions tell their link about clients (register, room change, heartbeat,
+disconnect, upstream messages) and the room table about rooms it starts or stops
+serving. A link answers registrations and room changes by calling
+``LinkTarget.confirmed(channel)`` once the router filed them. A standalone worker
+(``mpim worker``) uses :class:`StandaloneLink`, which confirms at once; under the
+master :class:`~mpim.worker.zlink.HostLink` talks to the router and the bus.
 """
 
 from __future__ import annotations
@@ -12,41 +14,73 @@ import logging
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from mpim.auth import Identity
+    from mpim.records import Entry
     from mpim.worker.channel import Channel
-    from mpim.worker.hub import Hub
 
 log = logging.getLogger("mpim.upstream")
 
 
+class SessionTarget(Protocol):
+    """What a link asks of the worker's sessions."""
+
+    @property
+    def online(self) -> int: ...
+    def confirmed(self, channel: Channel) -> None: ...
+    def kick(self, keys: list[str]) -> None: ...
+    def entries(self) -> list[Entry]: ...
+
+
+class DeliveryTarget(Protocol):
+    """What a link hands pushes to."""
+
+    def push_keys(self, op: int, keys: list[str], body: bytes) -> int: ...
+    def push_room(self, op: int, room_id: str, body: bytes) -> bool: ...
+    def push_all(self, op: int, speed: int, body: bytes) -> None: ...
+    def set_room_online(self, counts: dict[str, int]) -> None: ...
+
+
 class ClusterLink(Protocol):
-    def attach(self, hub: Hub) -> None: ...
+    def attach(self, sessions: SessionTarget, delivery: DeliveryTarget, rooms: RoomCounter) -> None: ...
     async def close(self) -> None: ...
-    def connected(self, channel: Channel, identity: Identity) -> None: ...
+    def register(self, channel: Channel, room: str, ip: str) -> None: ...
+    def change_room(self, channel: Channel, room: str) -> None: ...
+    def cancel(self, channel: Channel) -> None: ...
     def disconnected(self, channel: Channel) -> None: ...
-    def room_changed(self, channel: Channel, old: str, new: str) -> None: ...
     def heartbeat(self, channel: Channel) -> None: ...
     def upstream(self, channel: Channel, op: int, body: bytes) -> None: ...
     def room_opened(self, room_id: str) -> None: ...
     def room_closed(self, room_id: str) -> None: ...
+    async def drain_barrier(self, timeout: float) -> None: ...
+
+
+class RoomCounter(Protocol):
+    def local_counts(self) -> dict[str, int]: ...
 
 
 class StandaloneLink:
-    """No router: upstream messages are logged, everything else is local."""
+    """No router: requests are confirmed at once, upstream messages are logged."""
 
-    def attach(self, hub: Hub) -> None:
-        pass
+    def __init__(self) -> None:
+        self.sessions: SessionTarget | None = None
+
+    def attach(self, sessions: SessionTarget, delivery: DeliveryTarget, rooms: RoomCounter) -> None:
+        self.sessions = sessions
 
     async def close(self) -> None:
         pass
 
-    def connected(self, channel: Channel, identity: Identity) -> None:
+    def register(self, channel: Channel, room: str, ip: str) -> None:
+        assert self.sessions is not None
+        self.sessions.confirmed(channel)
+
+    def change_room(self, channel: Channel, room: str) -> None:
+        assert self.sessions is not None
+        self.sessions.confirmed(channel)
+
+    def cancel(self, channel: Channel) -> None:
         pass
 
     def disconnected(self, channel: Channel) -> None:
-        pass
-
-    def room_changed(self, channel: Channel, old: str, new: str) -> None:
         pass
 
     def heartbeat(self, channel: Channel) -> None:
@@ -59,4 +93,7 @@ class StandaloneLink:
         pass
 
     def room_closed(self, room_id: str) -> None:
+        pass
+
+    async def drain_barrier(self, timeout: float) -> None:
         pass

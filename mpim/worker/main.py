@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import uvloop
 from setproctitle import setproctitle
 
 from mpim import config as config_mod
 from mpim import log as mlog
+from mpim import signals
 from mpim.config import Config, ConfigError
 from mpim.listen import BindError
 from mpim.master.status import BEAT, EXIT_BOOT_ERROR, READY, TOLD, StatusWriter
@@ -44,11 +44,7 @@ async def _serve_standalone(cfg: Config, path: str | None) -> int:
         log.info("reloaded live settings from %s (binds need a restart)", new.source)
         mlog.set_level(new.log.level)
 
-    loop.add_signal_handler(signal.SIGTERM, worker.stop, True)
-    loop.add_signal_handler(signal.SIGINT, worker.stop, False)
-    loop.add_signal_handler(signal.SIGQUIT, worker.stop, False)
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    loop.add_signal_handler(signal.SIGUSR1, mlog.reopen)
+    signals.install(loop, worker.stop, worker.stop_now, SIGHUP=reload)
     await worker.wait_stopped()
     log.info("worker stopped")
     return 0
@@ -67,7 +63,7 @@ async def _beat(worker: Worker, status: StatusWriter, interval: float) -> None:
     while status.send(BEAT):
         await asyncio.sleep(interval)
     log.warning("%s: the master is gone; stopping", worker.name)
-    worker.stop(True)
+    worker.stop()
 
 
 async def _retire(worker: Worker, slot: int) -> None:
@@ -85,7 +81,7 @@ async def _retire(worker: Worker, slot: int) -> None:
     deadline = loop.time() + limit
     while worker.hub.connections and loop.time() < deadline:
         await asyncio.sleep(0.2)
-    worker.stop(True)
+    worker.stop()
 
 
 async def _serve_supervised(cfg: Config, endpoints: Endpoints, slot: int, status: StatusWriter) -> int:
@@ -94,7 +90,6 @@ async def _serve_supervised(cfg: Config, endpoints: Endpoints, slot: int, status
     # The link names itself by slot and pid, so overlapping generations never share an id.
     link = make_cluster_link(cfg, endpoints, str(slot))
     worker = Worker(cfg, loop, name=name, link=link)
-    link.attach(worker.hub)
 
     def drained(told: int) -> None:
         status.send(f"{TOLD} {told}")
@@ -107,11 +102,12 @@ async def _serve_supervised(cfg: Config, endpoints: Endpoints, slot: int, status
         except BindError as exc:
             log.error("%s cannot start: %s", name, exc)
             return EXIT_BOOT_ERROR
-        loop.add_signal_handler(signal.SIGTERM, worker.stop, True)
-        loop.add_signal_handler(signal.SIGINT, worker.stop, False)
-        loop.add_signal_handler(signal.SIGQUIT, worker.stop, False)
-        loop.add_signal_handler(signal.SIGUSR1, mlog.reopen)
-        loop.add_signal_handler(signal.SIGUSR2, lambda: tasks.append(loop.create_task(_retire(worker, slot))))
+        signals.install(
+            loop,
+            worker.stop,
+            worker.stop_now,
+            SIGUSR2=lambda: tasks.append(loop.create_task(_retire(worker, slot))),
+        )
         tasks.append(loop.create_task(_beat(worker, status, cfg.server.worker_timeout / 4)))
         status.send(READY)
         log.debug("%s bound and serving", name)

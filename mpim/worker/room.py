@@ -24,7 +24,7 @@ RoomHook = Callable[[str], None]
 
 
 class Room:
-    __slots__ = ("cluster_online", "flush_handle", "id", "members", "pending")
+    __slots__ = ("cluster_online", "flush_handle", "id", "members", "pending", "reserved")
 
     def __init__(self, room_id: str) -> None:
         self.id = room_id
@@ -32,6 +32,7 @@ class Room:
         self.pending: list[bytes] = []
         self.flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self.cluster_online = -1
+        self.reserved = 0  # clients about to join (waiting for the router)
 
     @property
     def online(self) -> int:
@@ -61,7 +62,6 @@ class RoomTable:
         self._rooms: dict[str, Room] = {}
         self._on_open = on_open
         self._on_close = on_close
-        self.delivered = 0
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -72,18 +72,35 @@ class RoomTable:
     def get(self, room_id: str) -> Room | None:
         return self._rooms.get(room_id)
 
-    def join(self, room_id: str, channel: Channel) -> Room:
+    def _open(self, room_id: str) -> Room:
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = Room(room_id)
             if self._on_open is not None:
                 self._on_open(room_id)
+        return room
+
+    def join(self, room_id: str, channel: Channel) -> Room:
+        room = self._open(room_id)
         room.members.add(channel)
         return room
 
+    def reserve(self, room_id: str) -> Room:
+        """Open the room (subscribing it on the bus) for a client that joins once confirmed."""
+        room = self._open(room_id)
+        room.reserved += 1
+        return room
+
+    def unreserve(self, room: Room) -> None:
+        room.reserved -= 1
+        self._maybe_discard(room)
+
     def leave(self, room: Room, channel: Channel) -> None:
         room.members.discard(channel)
-        if not room.members and self._rooms.get(room.id) is room:
+        self._maybe_discard(room)
+
+    def _maybe_discard(self, room: Room) -> None:
+        if not room.members and room.reserved <= 0 and self._rooms.get(room.id) is room:
             self._discard(room)
 
     def _discard(self, room: Room) -> None:
@@ -127,7 +144,6 @@ class RoomTable:
                 channel.write(ws_bytes)
             else:
                 channel.write(inner)
-        self.delivered += len(frames) * len(members)
 
     def flush_all(self) -> None:
         for room in tuple(self._rooms.values()):

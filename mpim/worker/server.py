@@ -1,8 +1,9 @@
 """One worker process: bind the client ports, serve, drain.
 
-Staged shutdown (uvicorn's): stop accepting -> flush queued pushes and send every
-client op 6 -> wait for the sockets to close, up to the graceful timeout -> abort
-whatever is left.
+Staged shutdown (uvicorn's): stop accepting -> ask the router to route nothing
+more here and wait until every push it already sent has arrived (the drain
+barrier, bounded) -> flush queued pushes and send every client op 6 -> wait for
+the sockets to close, up to the graceful timeout -> abort whatever is left.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from collections.abc import Callable
 
 from mpim.config import Config
 from mpim.listen import listen_socket
-from mpim.worker.hub import Hub, raise_open_file_limit
+from mpim.worker.connections import raise_open_file_limit
+from mpim.worker.hub import Hub
 from mpim.worker.link import ClusterLink
 from mpim.worker.tcp import TcpChannel
 from mpim.worker.ws import start_ws_server
 
 log = logging.getLogger("mpim.worker")
+
+DRAIN_BARRIER = 2.0  # longest wait for the router before telling clients to go
 
 
 class Worker:
@@ -56,9 +60,9 @@ class Worker:
         for kind, addr, sock in sockets:
             server: asyncio.AbstractServer
             if kind == "tcp":
-                server = await self.loop.create_server(tcp_class, sock=sock)
+                server = await self.loop.create_server(tcp_class, sock=sock, backlog=cfg.tcp.backlog)
             else:
-                server = await start_ws_server(self.hub, sock)
+                server = await start_ws_server(self.hub, sock, cfg.websocket.backlog)
             self._servers.append(server)
             log.debug("%s listening on %s %s", self.name, kind, addr)
         self.hub.start()
@@ -73,6 +77,10 @@ class Worker:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
+    def stop_now(self) -> None:
+        """SIGINT / SIGQUIT: drain without waiting."""
+        self.stop(graceful=False)
+
     def stop(self, graceful: bool = True) -> None:
         """Drain (graceful) or drain without waiting; a second, quick call cuts a drain short."""
         if not graceful:
@@ -83,6 +91,8 @@ class Worker:
     async def _drain(self, timeout: float) -> None:
         for server in self._servers:
             server.close()
+        if not self._hurry.is_set():
+            await self.hub.link.drain_barrier(min(DRAIN_BARRIER, timeout))
         channels = list(self.hub)
         told = self.hub.drain()
         log.info("%s draining: told %d clients to disconnect", self.name, told)

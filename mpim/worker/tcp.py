@@ -15,7 +15,7 @@ class TcpChannel(Channel, asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self._tail = b""
-        high = self.hub.cfg.channel.high_water
+        high = self.sessions.cfg.channel.high_water
         if high:
             transport.set_write_buffer_limits(high=high)
         self.init_channel(transport)
@@ -25,29 +25,29 @@ class TcpChannel(Channel, asyncio.Protocol):
             return
         buf = self._tail + data if self._tail else data
         try:
-            frames, self._tail = decode(buf, self.hub.cfg.protocol.max_body)
+            frames, self._tail = decode(buf, self.sessions.cfg.protocol.max_body)
             for frame in frames:
                 self.on_frame(frame)
                 if self.state == CLOSED:
                     return
         except RemoteProtocolError as exc:
-            self.hub.reject(self, exc.reason)
+            self.registry.reject(self, exc.reason)
 
     def eof_received(self) -> bool:
         if self._tail and self.state != CLOSED:
-            self.hub.reject(self, f"stream closed inside a frame ({len(self._tail)} bytes pending)")
+            self.registry.reject(self, f"stream closed inside a frame ({len(self._tail)} bytes pending)")
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._tail = b""
-        self.hub.closed(self)
+        self.registry.closed(self)
         self.transport = None
 
     def pause_writing(self) -> None:
-        self.hub.pause(self)
+        self.flow.pause(self)
 
     def resume_writing(self) -> None:
-        self.hub.resume(self)
+        self.flow.resume(self)
 
     def send_frame(self, frame: bytes) -> None:
         self.write(frame)

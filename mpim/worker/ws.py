@@ -19,7 +19,7 @@ import asyncio
 import codecs
 import logging
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
@@ -28,7 +28,9 @@ from websockets.server import ServerProtocol
 
 from mpim.proto import RemoteProtocolError, decode_message
 from mpim.worker.channel import CHANNEL_SLOTS, CLOSED, Channel
-from mpim.worker.hub import Hub
+
+if TYPE_CHECKING:
+    from mpim.worker.hub import Hub
 
 _UPGRADING, _GOIM, _ECHO = 0, 1, 2
 _wslog = logging.getLogger("websockets.server")
@@ -56,7 +58,7 @@ class WsChannel(Channel, asyncio.Protocol):
     is_ws = True
 
     def connection_made(self, transport: Any) -> None:
-        cfg = self.hub.cfg
+        cfg = self.sessions.cfg
         self.ws: ServerProtocol | None = ServerProtocol(max_size=cfg.websocket.max_message, logger=_wslog)
         self._mode = _UPGRADING
         self._message: _Message | None = None
@@ -78,24 +80,24 @@ class WsChannel(Channel, asyncio.Protocol):
                     continue
                 elif event.opcode is Opcode.CLOSE:
                     if self._mode == _GOIM:
-                        self.hub.close(self)
+                        self.registry.close(self)
                 elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
                     self._data_frame(event)
                 if self.state == CLOSED and self._mode != _ECHO:
                     break
         except RemoteProtocolError as exc:
-            self.hub.reject(self, exc.reason)
+            self.registry.reject(self, exc.reason)
         except UnicodeDecodeError as exc:
             ws.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
         if self.state != CLOSED and self._mode != _ECHO:
             if ws.handshake_exc is not None:
-                self.hub.reject(self, f"websocket handshake failed: {ws.handshake_exc}")
+                self.registry.reject(self, f"websocket handshake failed: {ws.handshake_exc}")
             elif ws.parser_exc is not None:
-                self.hub.reject(self, f"websocket: {ws.parser_exc}")
+                self.registry.reject(self, f"websocket: {ws.parser_exc}")
         self._flush()
 
     def _upgrade(self, ws: ServerProtocol, request: Request) -> None:
-        cfg = self.hub.cfg.websocket
+        cfg = self.sessions.cfg.websocket
         path = request.path.partition("?")[0]
         if path == cfg.path:
             mode = _GOIM
@@ -103,15 +105,15 @@ class WsChannel(Channel, asyncio.Protocol):
             mode = _ECHO
         else:
             ws.send_response(ws.reject(404, "Not Found\n"))
-            self.hub.reject(self, f"websocket upgrade for unknown path {path[:64]!r}")
+            self.registry.reject(self, f"websocket upgrade for unknown path {path[:64]!r}")
             return
         ws.send_response(ws.accept(request))
         if ws.state is not State.OPEN:
-            self.hub.reject(self, f"websocket handshake failed: {ws.handshake_exc}")
+            self.registry.reject(self, f"websocket handshake failed: {ws.handshake_exc}")
             return
         self._mode = mode
         if mode == _ECHO:
-            self.hub.wheel.remove(self)  # a conformance endpoint: no goim session, no deadline
+            self.flow.untimed(self)  # a conformance endpoint: no goim session, no deadline
 
     def _data_frame(self, frame: Frame) -> None:
         message = self._message
@@ -127,7 +129,7 @@ class WsChannel(Channel, asyncio.Protocol):
 
     def _deliver(self, opcode: Opcode, payload: bytes) -> None:
         if self._mode == _GOIM:
-            for goim_frame in decode_message(payload, self.hub.cfg.protocol.max_body):
+            for goim_frame in decode_message(payload, self.sessions.cfg.protocol.max_body):
                 self.on_frame(goim_frame)
                 if self.state == CLOSED:
                     return
@@ -171,17 +173,17 @@ class WsChannel(Channel, asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.hub.closed(self)
+        self.registry.closed(self)
         self.ws = None
         self._message = None
         self.transport = None
 
     def pause_writing(self) -> None:
-        self.hub.pause(self)
+        self.flow.pause(self)
 
     def resume_writing(self) -> None:
-        self.hub.resume(self)
+        self.flow.resume(self)
 
 
-async def start_ws_server(hub: Hub, sock: socket.socket) -> asyncio.AbstractServer:
-    return await hub.loop.create_server(hub.channel_class(WsChannel), sock=sock)
+async def start_ws_server(hub: Hub, sock: socket.socket, backlog: int = 4096) -> asyncio.AbstractServer:
+    return await hub.loop.create_server(hub.channel_class(WsChannel), sock=sock, backlog=backlog)

@@ -1,51 +1,102 @@
-"""The worker's ZeroMQ link: report sessions to the router, take deliveries from the bus.
+"""A worker's link under the master: the stream to the router and the XSUB socket on the bus.
 
-Reports: the hub's calls (connect, disconnect, room change, upstream) append
-events to a list that is sent as one PUSH message at the end of the loop
-iteration. Every ``[router] report_interval`` an alive event adds the
-connection count, the keys that heart-beat meanwhile and, every
-``online_interval``, the local room counts. A full session list (``EV_SYNC``)
-goes out when the router's status shows an epoch we have not synced with (the
-router restarted, or we just started), when the router asks, or when a report
-could not be queued.
+How this works:
 
-Deliveries: a SUB socket on the bus takes this worker's own topic, the
-broadcast and status topics, and the topic of each room with local members
-(subscribed when the room opens, dropped when it empties).
+- **Router stream** (:mod:`mpim.stream`): connected at start and again whenever it
+  drops (the router restarted), each time opening with ``Hello`` and the complete
+  session list (``Sync``), then resending every request still waiting. Session
+  events go up as they happen (batched per loop turn); unicast pushes, kicks and
+  confirmations come down. A registration (``Connect``) or ``RoomChange`` is
+  answered by ``Confirmed``, and only then is the client answered.
+- **Bus** (:mod:`mpim.bus`): an XSUB socket subscribed to the broadcast topic and
+  to the topic of every room with local members (or a client about to join).
+  After the subscriptions of a loop turn it sends one numbered ``BusFence``
+  upstream; a request that needs a new room carries that fence number, and the
+  router confirms it only after the fence came through (so the room is live).
+  Room and broadcast pushes come down with the router's ``Mark`` s, which are
+  reported back (``BusSeen``) so the router can answer room pushes with certainty.
+- Every ``report_interval`` an ``Alive`` record carries the connection count, the
+  keys that heart-beat meanwhile and, every ``online_interval``, local room counts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from itertools import count
+from typing import TYPE_CHECKING
 
 import zmq
 
-from mpim import bus
+from mpim import bus, records, stream
 from mpim.config import Config
+from mpim.records import (
+    Alive,
+    BusFence,
+    BusSeen,
+    Bye,
+    Confirmed,
+    Connect,
+    Disconnect,
+    Drained,
+    Draining,
+    FenceRequest,
+    Hello,
+    Kick,
+    Mark,
+    PushAll,
+    PushKeys,
+    PushRoom,
+    Resync,
+    RoomChange,
+    RoomCounts,
+    Sync,
+    Upstream,
+)
 from mpim.runtime import Endpoints, server_name
-from mpim.worker.channel import AUTHED
 
 if TYPE_CHECKING:
-    import asyncio
-
-    from mpim.auth import Identity
     from mpim.worker.channel import Channel
-    from mpim.worker.hub import Hub
-    from mpim.worker.link import ClusterLink
+    from mpim.worker.link import DeliveryTarget, RoomCounter, SessionTarget
 
 log = logging.getLogger("mpim.link")
 
+_decode_router = records.Decoder(list[records.RouterRecord])
+_decode_bus = records.Decoder(list[records.BusRecord])
+_RETRY_MIN, _RETRY_MAX = 0.05, 1.0
 
-def _ip(channel: Channel) -> str:
-    peer = channel.transport.get_extra_info("peername") if channel.transport is not None else None
-    return str(peer[0]) if peer else ""
+
+class _RouterConn(stream.FrameProtocol):
+    """The worker's end of the router stream."""
+
+    def __init__(self, link: HostLink) -> None:
+        super().__init__(link.loop)
+        self.link = link
+        self.lost = asyncio.Event()
+
+    def on_frame(self, payload: bytes) -> None:
+        try:
+            batch = _decode_router(payload)
+        except records.BadRecord as exc:
+            self.link.stats["bad_records"] += 1
+            log.warning("ignoring a malformed frame from the router: %s", exc)
+            return
+        for record in batch:
+            try:
+                self.link.on_router(record)
+            except Exception:
+                log.exception("error handling %s from the router", type(record).__name__)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.lost.set()
 
 
-class ZmqLink:
+class HostLink:
     def __init__(self, cfg: Config, endpoints: Endpoints, name: str) -> None:
-        endpoints = endpoints.configured(cfg)
+        self.endpoints = endpoints.configured(cfg)
         self.cfg = cfg
         self.host = server_name(cfg)
         self.pid = os.getpid()
@@ -53,192 +104,279 @@ class ZmqLink:
         self.name = name.removesuffix(f".{self.pid}")
         self.id = f"{self.host}/{self.name}/{self.pid}"
         self.ctx = zmq.Context()
-        self.report = self.ctx.socket(zmq.PUSH)
-        self.report.setsockopt(zmq.SNDHWM, cfg.bus.hwm)
-        self.report.setsockopt(zmq.LINGER, 0)
-        self.report.connect(endpoints.router)
-        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub = self.ctx.socket(zmq.XSUB)
         self.sub.setsockopt(zmq.RCVHWM, cfg.bus.hwm)
+        self.sub.setsockopt(zmq.SNDHWM, cfg.bus.hwm)
         self.sub.setsockopt(zmq.LINGER, 0)
-        for topic in (bus.worker_topic(self.id), bus.BROADCAST, bus.CONTROL):
-            self.sub.setsockopt(zmq.SUBSCRIBE, topic)
-        self.sub.connect(endpoints.bus_out)
-        self.hub: Hub | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.sub.connect(self.endpoints.bus_out)
+        self.sub.send(bus.SUBSCRIBE + bus.BROADCAST)
+        self.loop: asyncio.AbstractEventLoop  # set by attach(), in the running loop
+        self.sessions: SessionTarget | None = None
+        self.delivery: DeliveryTarget | None = None
+        self.rooms: RoomCounter | None = None
         self.reader: bus.SocketReader[bytes] | None = None
-        self.epoch = 0  # the router epoch our last full session list was sent for
-        self.router_epoch = 0
-        self._events: list[list[Any]] = []
+        self.conn: _RouterConn | None = None
+        self.stats = dict.fromkeys(("bad_records", "bad_messages", "syncs", "dropped_reports"), 0)
+        self._reqs: dict[int, Channel] = {}
+        self._req_of: dict[Channel, int] = {}
+        self._req_records: dict[int, bytes] = {}
+        self._req_fence: dict[int, int] = {}
+        self._req_ids = count(1)
+        self._fence = 0  # last bus fence sent (or due this turn)
+        self._fence_due = False
+        self._fence_seen = 0  # highest fence the router confirmed having seen
+        self._room_fence: dict[str, int] = {}
         self._beats: set[str] = set()
-        self._flush_handle: asyncio.Handle | None = None
-        self._alive_handle: asyncio.TimerHandle | None = None
+        self._mark_seen = 0
+        self._mark_reported = 0
+        self._drains: dict[int, asyncio.Future[int]] = {}
         self._rooms_at = 0.0
-        self._lost = False
-        self.stats = {"reports": 0, "lost_reports": 0, "deliveries": 0, "syncs": 0, "bad_messages": 0}
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._alive_handle: asyncio.TimerHandle | None = None
+        self._down_logged = False
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def attach(self, hub: Hub) -> None:
-        self.hub = hub
-        self.loop = hub.loop
-        for room in hub.rooms:
-            self.room_opened(room.id)
-        self.reader = bus.SocketReader(hub.loop, self.sub, self.sub.recv, self._on_message)
+    def attach(self, sessions: SessionTarget, delivery: DeliveryTarget, rooms: RoomCounter) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sessions, self.delivery, self.rooms = sessions, delivery, rooms
+        self.reader = bus.SocketReader(self.loop, self.sub, self.sub.recv, self._on_bus)
         self.reader.start()
-        self._alive_handle = hub.loop.call_later(self.cfg.router.report_interval, self._alive)
-        log.info("worker %s linked to the router and the bus", self.id)
+        self._tasks.append(self.loop.create_task(self._keep_connected()))
+        self._alive_handle = self.loop.call_later(self.cfg.router.report_interval, self._alive)
+        log.info("worker %s linking to the router at %s", self.id, self.endpoints.router)
 
     async def close(self) -> None:
-        """Say goodbye (the router forgets our sessions at once) and close the sockets."""
-        for handle in (self._alive_handle, self._flush_handle):
-            if handle is not None:
-                handle.cancel()
+        """Say goodbye (the router forgets our sessions at once) and close everything."""
+        self._closing = True
+        if self._alive_handle is not None:
+            self._alive_handle.cancel()
+        for task in self._tasks:
+            task.cancel()
         if self.reader is not None:
             self.reader.stop()
-        self._events.append([bus.EV_BYE])
-        self._flush()
-        self.report.close(linger=200)
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            conn.send(records.encode(Bye()))
+            conn.close()
         self.sub.close(linger=0)
         self.ctx.destroy(linger=0)
 
-    # -- reports (called from the hub's hot paths: queue only) -------------------------------------
-    def _queue(self, event: list[Any]) -> None:
-        self._events.append(event)
-        if self._flush_handle is None and self.loop is not None:
-            self._flush_handle = self.loop.call_soon(self._flush)
+    async def _keep_connected(self) -> None:
+        delay = _RETRY_MIN
+        while not self._closing:
+            try:
+                conn = await stream.connect(self.loop, self.endpoints.router, lambda: _RouterConn(self))
+            except OSError as exc:
+                if not self._down_logged:
+                    log.warning("cannot reach the router at %s (%s); retrying", self.endpoints.router, exc)
+                    self._down_logged = True
+                await asyncio.sleep(delay)
+                delay = min(_RETRY_MAX, delay * 2)
+                continue
+            delay = _RETRY_MIN
+            self._down_logged = False
+            self.conn = conn
+            self._greet(conn)
+            await conn.lost.wait()
+            self.conn = None
+            if not self._closing:
+                log.warning("lost the link to the router; reconnecting")
 
-    def connected(self, channel: Channel, identity: Identity) -> None:
-        room = channel.room.id if channel.room is not None else ""
-        self._queue([bus.EV_CONNECT, channel.key, channel.mid, room, _ip(channel)])
+    def _greet(self, conn: _RouterConn) -> None:
+        assert self.sessions is not None
+        conn.send(records.encode(Hello(self.host, self.name, self.pid)))
+        self._sync(conn)
+        for req in sorted(self._req_records):
+            conn.send(self._req_records[req])
+        self._send_fence()
+        log.info(
+            "worker %s linked to the router (%d sessions, %d waiting)",
+            self.id,
+            self.sessions.online,
+            len(self._reqs),
+        )
 
+    def _sync(self, conn: _RouterConn) -> None:
+        assert self.sessions is not None
+        self.stats["syncs"] += 1
+        conn.send(records.encode(Sync(self.sessions.entries())))
+
+    def _send(self, record: bytes) -> None:
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            conn.send(record)
+        else:
+            self.stats["dropped_reports"] += 1  # the next Sync carries the truth
+
+    # -- requests (registration and room changes) ---------------------------------------------
+    def _fence_for(self, room: str) -> int:
+        """The bus fence the router must have seen before ``room`` is live (0: it is)."""
+        fence = self._room_fence.get(room, 0) if room else 0
+        return fence if fence > self._fence_seen else 0
+
+    def _request(self, channel: Channel, req: int, record: Connect | RoomChange) -> None:
+        data = records.encode(record)
+        self._reqs[req] = channel
+        self._req_of[channel] = req
+        self._req_records[req] = data
+        self._req_fence[req] = record.fence
+        self._send(data)
+
+    def register(self, channel: Channel, room: str, ip: str) -> None:
+        req = next(self._req_ids)
+        self._request(channel, req, Connect(req, channel.key, channel.mid, room, ip, self._fence_for(room)))
+
+    def change_room(self, channel: Channel, room: str) -> None:
+        req = next(self._req_ids)
+        self._request(channel, req, RoomChange(req, channel.key, room, self._fence_for(room)))
+
+    def cancel(self, channel: Channel) -> None:
+        req = self._req_of.pop(channel, None)
+        if req is not None:
+            self._reqs.pop(req, None)
+            self._req_records.pop(req, None)
+            self._req_fence.pop(req, None)
+
+    def _confirmed(self, reqs: list[int]) -> None:
+        assert self.sessions is not None
+        for req in reqs:
+            channel = self._reqs.pop(req, None)
+            self._req_records.pop(req, None)
+            fence = self._req_fence.pop(req, 0)
+            if fence > self._fence_seen:
+                self._fence_seen = fence
+                self._room_fence = {r: f for r, f in self._room_fence.items() if f > fence}
+            if channel is not None:
+                self._req_of.pop(channel, None)
+                self.sessions.confirmed(channel)
+
+    # -- session events -------------------------------------------------------------------------
     def disconnected(self, channel: Channel) -> None:
-        hub = self.hub
-        if hub is not None:
-            current = hub.buckets.get(channel.key)
-            if current is not None and current is not channel:
-                return  # a newer connection took the key here; the router already knows
         self._beats.discard(channel.key)
-        self._queue([bus.EV_DISCONNECT, channel.key])
-
-    def room_changed(self, channel: Channel, old: str, new: str) -> None:
-        self._queue([bus.EV_ROOM, channel.key, new])
+        self._send(records.encode(Disconnect(channel.key)))
 
     def heartbeat(self, channel: Channel) -> None:
         self._beats.add(channel.key)
 
     def upstream(self, channel: Channel, op: int, body: bytes) -> None:
-        self._queue([bus.EV_UPSTREAM, channel.key, channel.mid, op, body])
-
-    def room_opened(self, room_id: str) -> None:
-        self.sub.setsockopt(zmq.SUBSCRIBE, bus.room_topic(room_id))
-        if self.reader is not None:
-            self.reader.poke()
-
-    def room_closed(self, room_id: str) -> None:
-        self.sub.setsockopt(zmq.UNSUBSCRIBE, bus.room_topic(room_id))
-        if self.reader is not None:
-            self.reader.poke()
-
-    def _flush(self) -> None:
-        self._flush_handle = None
-        if not self._events:
-            return
-        events, self._events = self._events, []
-        try:
-            self.report.send(bus.pack([self.host, self.name, self.pid, events]), zmq.NOBLOCK)
-            self.stats["reports"] += 1
-        except zmq.Again:
-            self.stats["lost_reports"] += 1
-            if not self._lost:
-                log.warning("router is not taking reports; will send every session once it does")
-            self._lost = True
+        self._send(records.encode(Upstream(channel.key, channel.mid, op, body)))
 
     def _alive(self) -> None:
-        hub = self.hub
-        assert hub is not None and self.loop is not None
+        assert self.sessions is not None and self.rooms is not None
         cfg = self.cfg.router
         self._alive_handle = self.loop.call_later(cfg.report_interval, self._alive)
-        if self._lost:
-            self._lost = False
-            self.sync()
         rooms = None
         now = self.loop.time()
         if now - self._rooms_at >= cfg.online_interval - 1e-3:
             self._rooms_at = now
-            rooms = {room.id: len(room.members) for room in hub.rooms}
+            rooms = self.rooms.local_counts()
         beats, self._beats = list(self._beats), set()
-        self._queue([bus.EV_ALIVE, hub.online, self.epoch, beats, rooms])
+        self._send(records.encode(Alive(self.sessions.online, beats, rooms)))
 
-    def sync(self) -> None:
-        """Queue the complete session list, for the latest router epoch seen."""
-        hub = self.hub
-        assert hub is not None
-        entries = [
-            [ch.key, ch.mid, ch.room.id if ch.room is not None else "", _ip(ch)]
-            for bucket in hub.buckets
-            for ch in bucket
-            if ch.state == AUTHED
-        ]
-        self.epoch = self.router_epoch
-        self.stats["syncs"] += 1
-        self._queue([bus.EV_SYNC, self.epoch, entries])
-        log.info("worker %s reported its %d sessions to router epoch %x", self.id, len(entries), self.epoch)
+    # -- the bus ---------------------------------------------------------------------------------
+    def room_opened(self, room_id: str) -> None:
+        self.sub.send(bus.SUBSCRIBE + bus.room_topic(room_id))
+        if not self._fence_due:
+            self._fence_due = True
+            self._fence += 1
+            self.loop.call_soon(self._send_fence)
+        self._room_fence[room_id] = self._fence
+        if self.reader is not None:
+            self.reader.poke()
 
-    # -- deliveries -------------------------------------------------------------------------------
-    def _on_message(self, message: bytes) -> None:
+    def room_closed(self, room_id: str) -> None:
+        self.sub.send(bus.UNSUBSCRIBE + bus.room_topic(room_id))
+        self._room_fence.pop(room_id, None)
+        if self.reader is not None:
+            self.reader.poke()
+
+    def _send_fence(self) -> None:
+        """One fence after this turn's subscriptions (or again, when the router asks)."""
+        self._fence_due = False
+        with contextlib.suppress(zmq.ZMQError):
+            self.sub.send(records.encode(BusFence(self.id, self._fence)), zmq.NOBLOCK)
+
+    def _on_bus(self, message: bytes) -> None:
+        assert self.delivery is not None
         try:
-            topic, envelopes = bus.split(message)
-            batch = bus.unpack_all(envelopes)
-        except ValueError as exc:
+            topic, payload = bus.split(message)
+            batch = _decode_bus(payload)
+        except (ValueError, records.BadRecord) as exc:
             self.stats["bad_messages"] += 1
             log.warning("ignoring a malformed bus message: %s", exc)
             return
-        for msg in batch:
-            try:
-                self._deliver(topic, msg)
-            except (ValueError, TypeError, IndexError, KeyError) as exc:
-                self.stats["bad_messages"] += 1
-                log.warning("ignoring a malformed bus envelope: %s", exc)
+        for record in batch:
+            if type(record) is PushRoom:
+                try:
+                    self.delivery.push_room(record.op, bus.room_of(topic), record.body)
+                except ValueError as exc:
+                    self.stats["bad_messages"] += 1
+                    log.warning("ignoring a room push on %r: %s", topic[:40], exc)
+            elif type(record) is PushAll:
+                self.delivery.push_all(record.op, record.speed, record.body)
+            elif type(record) is Mark:
+                self._saw_mark(record.mark)
 
-    def _deliver(self, topic: bytes, msg: Any) -> None:
-        hub = self.hub
-        assert hub is not None
-        kind = msg[0]
-        if kind == bus.PUSH_ROOM:
-            hub.push_room(bus.room_of(topic), msg[1], msg[2])
-        elif kind == bus.PUSH_KEYS:
-            hub.push_keys(msg[2], msg[1], msg[3])
-        elif kind == bus.PUSH_ALL:
-            hub.push_all(msg[1], msg[3], msg[2])
-        elif kind == bus.STATUS:
-            self._status(msg[1], msg[2])
-        elif kind == bus.KICK:
-            self._kick(msg[1])
-        elif kind == bus.RESYNC:
-            self.sync()
-        else:
-            raise ValueError(f"unknown envelope kind {kind!r}")
-        self.stats["deliveries"] += 1
+    def _saw_mark(self, mark: int) -> None:
+        if mark > self._mark_seen:
+            if self._mark_seen == self._mark_reported:
+                self.loop.call_soon(self._report_mark)
+            self._mark_seen = mark
 
-    def _status(self, epoch: int, rooms: dict[str, int] | None) -> None:
-        assert self.hub is not None
-        if epoch != self.router_epoch:
-            if self.router_epoch:
-                log.info("router epoch changed %x -> %x", self.router_epoch, epoch)
-            self.router_epoch = epoch
-            self.sync()
-        if rooms:
-            self.hub.set_room_online(rooms)
+    def _report_mark(self) -> None:
+        if self._mark_seen > self._mark_reported:
+            self._mark_reported = self._mark_seen
+            self._send(records.encode(BusSeen(self._mark_seen)))
 
-    def _kick(self, keys: list[str]) -> None:
-        hub = self.hub
-        assert hub is not None
-        for key in keys:
-            channel = hub.buckets.get(key)
-            if channel is not None:
-                log.info("key %s connected on another worker; kicking %s", key, channel.peer())
-                hub.close(channel, notify=True)
+    # -- records from the router --------------------------------------------------------------
+    def on_router(self, record: records.RouterRecord) -> None:
+        assert self.sessions is not None and self.delivery is not None
+        kind = type(record)
+        if kind is PushKeys:
+            self.delivery.push_keys(record.op, record.keys, record.body)  # type: ignore[union-attr]
+        elif kind is Confirmed:
+            self._confirmed(record.reqs)  # type: ignore[union-attr]
+        elif kind is Kick:
+            self.sessions.kick(record.keys)  # type: ignore[union-attr]
+        elif kind is RoomCounts:
+            self.delivery.set_room_online(record.rooms)  # type: ignore[union-attr]
+        elif kind is FenceRequest:
+            self._send_fence()
+        elif kind is Resync:
+            log.info("the router asked worker %s for its sessions again", self.id)
+            if self.conn is not None:
+                self._sync(self.conn)
+        elif kind is Drained:
+            future = self._drains.get(record.req)  # type: ignore[union-attr]
+            if future is not None and not future.done():
+                future.set_result(record.mark)  # type: ignore[union-attr]
+
+    # -- drain -----------------------------------------------------------------------------------
+    async def drain_barrier(self, timeout: float) -> None:
+        """Wait until every push the router sent us before now has arrived (bounded by ``timeout``).
+
+        The router stops routing to us, publishes a mark and tells us its number;
+        once that mark came down the bus, nothing for us is still on its way.
+        """
+        conn = self.conn
+        if conn is None or conn.closed:
+            return
+        req = next(self._req_ids)
+        future: asyncio.Future[int] = self.loop.create_future()
+        self._drains[req] = future
+        conn.send(records.encode(Draining(req)))
+        deadline = self.loop.time() + timeout
+        try:
+            mark = await asyncio.wait_for(asyncio.shield(future), timeout)
+            while self._mark_seen < mark and self.loop.time() < deadline:
+                await asyncio.sleep(0.005)
+        except TimeoutError:
+            log.warning("worker %s: the router did not answer the drain within %gs", self.id, timeout)
+        finally:
+            self._drains.pop(req, None)
 
 
-def make_cluster_link(cfg: Config, endpoints: Endpoints, name: str) -> ClusterLink:
+def make_cluster_link(cfg: Config, endpoints: Endpoints, name: str) -> HostLink:
     """The link a worker under the master uses (call in the worker process, after the fork)."""
-    return ZmqLink(cfg, endpoints, name)
+    return HostLink(cfg, endpoints, name)

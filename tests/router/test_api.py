@@ -6,23 +6,29 @@ from typing import Any
 import pytest
 
 from mpim import bus, config
-from mpim.router.api import PushApi, parse_query
-from mpim.router.core import Router
+from mpim.records import PushAll, PushKeys, PushRoom
+from mpim.router.api import PushApi, Reply, parse_query
+from tests.router.fakes import FakeLink, Harness
 
 
 class Api:
     def __init__(self, **sections: dict[str, Any]) -> None:
         cfg = config.replace(config.Config(), **sections)
-        self.sent: list[tuple[bytes, Any]] = []
-        self.router = Router(cfg, lambda t, e: self.sent.append((t, bus.unpack(e))), lambda *a: None, 0.0)
+        self.h = Harness(cfg)
+        self.router = self.h.router
+        self.sent = self.h.bus.published
+        self.links: dict[str, FakeLink] = {}
         self.api = PushApi(cfg, self.router)
 
     def connect(self, worker: str, key: str, mid: int, room: str, ip: str = "10.0.0.1") -> None:
-        self.router.on_report(bus.pack(["h", worker, 1, [[bus.EV_CONNECT, key, mid, room, ip]]]), 0.0)
+        if worker not in self.links:
+            self.links[worker] = self.h.worker(worker)
+        self.h.connect(self.links[worker], key, mid, room, ip)
 
     def call(self, method: str, target: str, body: bytes = b"") -> tuple[int, Any]:
         path, _, query = target.partition("?")
         reply = self.api.handle(method, path, query.encode(), body)
+        assert isinstance(reply, Reply), "answered at once (no worker has to confirm)"
         return reply.status, json.loads(reply.body)
 
 
@@ -30,7 +36,7 @@ def test_goim_push_room_request_works_unchanged() -> None:
     a = Api()
     status, answer = a.call("POST", "/goim/push/room?operation=1000&type=test&room=1", b'{"test":1}')
     assert status == 200 and answer == {"code": 0, "message": "", "data": None}
-    assert a.sent == [(bus.room_topic("test://1"), [bus.PUSH_ROOM, 1000, b'{"test":1}'])]
+    assert a.sent == [(bus.room_topic("test://1"), PushRoom(1000, b'{"test":1}'))]
 
 
 def test_push_keys_mids_all() -> None:
@@ -43,11 +49,15 @@ def test_push_keys_mids_all() -> None:
     assert a.call("POST", "/goim/push/mids?operation=1000&mids=5&mids=6", b"m")[1]["data"] == {
         "connections": 2
     }
-    assert a.call("POST", "/goim/push/all?operation=1000&speed=50", b"m")[1]["code"] == 0
-    assert a.call("POST", "/goim/push/all?operation=1000", b"m")[1]["code"] == 0
-    topics = [t for t, _ in a.sent]
-    assert topics.count(bus.BROADCAST) == 2 and len(topics) == 5
-    assert a.sent[-2][1] == [bus.PUSH_ALL, 1000, 25, b"m"]
+    assert [r for link in a.links.values() for r in link.take() if isinstance(r, PushKeys)] == [
+        PushKeys(1000, ["k1"], b"m"),
+        PushKeys(1000, ["k1"], b"m"),
+        PushKeys(1000, ["k2"], b"m"),
+    ]
+    all_50 = a.api.handle("POST", "/goim/push/all", b"operation=1000&speed=50", b"m")
+    all_0 = a.api.handle("POST", "/goim/push/all", b"operation=1000", b"m")
+    assert a.sent == [(bus.BROADCAST, PushAll(1000, 25, b"m")), (bus.BROADCAST, PushAll(1000, 0, b"m"))]
+    assert not isinstance(all_50, Reply) and not isinstance(all_0, Reply)  # they wait for the workers
 
 
 @pytest.mark.parametrize(

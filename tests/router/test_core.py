@@ -1,182 +1,314 @@
+"""The router's logic without sockets: records in, link records and bus messages out, truthful answers."""
+
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Iterator
 
-from mpim import bus, config
-from mpim.router.core import Router
+import pytest
 
-
-class Harness:
-    def __init__(self, alive: bool = True, **router: Any) -> None:
-        self.cfg = config.replace(
-            config.Config(),
-            protocol={"heartbeat": 10, "heartbeat_max": 2},
-            router={"report_interval": 1.0, "worker_expiry": 5.0, **router},
-        )
-        self.sent: list[tuple[bytes, Any]] = []
-        self.received: list[tuple[int, str, int, bytes]] = []
-        self.router = Router(
-            self.cfg,
-            lambda topic, env: self.sent.append((topic, bus.unpack(env))),
-            lambda *args: self.received.append(args),
-            0.0,
-            host="h",
-            epoch=77,
-            is_alive=lambda pid: alive,
-        )
-
-    def report(self, name: str, pid: int, *events: list[Any], now: float = 0.0) -> None:
-        self.router.on_report(bus.pack(["h", name, pid, list(events)]), now)
-
-    def take(self) -> list[tuple[bytes, Any]]:
-        sent, self.sent = self.sent, []
-        return sent
+from mpim import bus
+from mpim.records import (
+    Alive,
+    BusSeen,
+    Bye,
+    Confirmed,
+    Disconnect,
+    Drained,
+    Draining,
+    Entry,
+    FenceRequest,
+    Kick,
+    PushAll,
+    PushKeys,
+    PushRoom,
+    Resync,
+    RoomChange,
+    RoomCounts,
+    Sync,
+    Upstream,
+)
+from mpim.router.core import Refused
+from tests.router.fakes import Harness
 
 
-def wid(name: str, pid: int) -> str:
-    return f"h/{name}/{pid}"
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    harness = Harness()
+    yield harness
+    harness.close()
 
 
-def test_connect_then_push_keys_and_mids_goes_to_the_right_worker_topics() -> None:
-    h = Harness()
-    h.report("w1", 1, [bus.EV_CONNECT, "a", 7, "live://1", "1.2.3.4"])
-    h.report("w2", 2, [bus.EV_CONNECT, "b", 7, "", "1.2.3.4"], [bus.EV_CONNECT, "c", 8, "", "1.2.3.5"])
+def test_connect_is_confirmed_and_pushes_by_key_and_mid_go_to_the_right_links(h: Harness) -> None:
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    req = h.connect(w1, "a", 7, "live://1", "1.2.3.4")
+    assert w1.take() == [Confirmed([req])]
+    h.connect(w2, "b", 7)
+    h.connect(w2, "c", 8)
+    w2.take()
     assert h.router.push_keys(1000, ["a", "c", "c", "nobody"], b"hi") == 2
-    assert sorted(h.take()) == sorted(
-        [
-            (bus.worker_topic(wid("w1", 1)), [bus.PUSH_KEYS, 1000, ["a"], b"hi"]),
-            (bus.worker_topic(wid("w2", 2)), [bus.PUSH_KEYS, 1000, ["c"], b"hi"]),
-        ]
-    )
+    assert w1.take() == [PushKeys(1000, ["a"], b"hi")]
+    assert w2.take() == [PushKeys(1000, ["c"], b"hi")]
     assert h.router.push_mids(1001, [7], b"x") == 2
-    assert sorted(h.take()) == sorted(
-        [
-            (bus.worker_topic(wid("w1", 1)), [bus.PUSH_KEYS, 1001, ["a"], b"x"]),
-            (bus.worker_topic(wid("w2", 2)), [bus.PUSH_KEYS, 1001, ["b"], b"x"]),
-        ]
-    )
-    assert h.router.push_mids(1001, [99], b"x") == 0 and h.take() == []
+    assert w1.take() == [PushKeys(1001, ["a"], b"x")] and w2.take() == [PushKeys(1001, ["b"], b"x")]
+    assert h.router.push_mids(1001, [99], b"x") == 0 and w1.take() == w2.take() == []
 
 
-def test_room_and_all_topics_and_speed_share() -> None:
-    h = Harness()
-    h.router.push_room(5, "live://1", b"r")
-    h.router.push_all(6, 100, b"a")
-    h.report("w1", 1)
-    h.report("w2", 2)
-    h.router.push_all(6, 101, b"a")
-    h.router.push_all(6, 0, b"a")
-    assert h.take() == [
-        (bus.room_topic("live://1"), [bus.PUSH_ROOM, 5, b"r"]),
-        (bus.BROADCAST, [bus.PUSH_ALL, 6, 100, b"a"]),
-        (bus.BROADCAST, [bus.PUSH_ALL, 6, 51, b"a"]),
-        (bus.BROADCAST, [bus.PUSH_ALL, 6, 0, b"a"]),
+def test_room_and_all_wait_for_the_workers_marks(h: Harness) -> None:
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    h.connect(w1, "a", 1, "live://1")
+    h.connect(w2, "b", 2, "")
+    room = h.router.push_room(5, "live://1", b"r")
+    everyone = h.router.push_all(6, 101, b"a")
+    mark = h.bus.end_turn()
+    assert h.bus.take() == [
+        (bus.room_topic("live://1"), PushRoom(5, b"r")),
+        (bus.BROADCAST, PushAll(6, 51, b"a")),
     ]
+    assert not room.done() and not everyone.done()
+    h.send(w1, BusSeen(mark))
+    assert room.done() and room.result() is None  # only w1 has members in live://1
+    assert not everyone.done()
+    h.send(w2, BusSeen(mark))
+    assert everyone.done() and everyone.result() is None
 
 
-def test_disconnect_and_room_change() -> None:
-    h = Harness()
-    h.report("w1", 1, [bus.EV_CONNECT, "a", 7, "live://1", "ip"], [bus.EV_ROOM, "a", "live://2"])
-    assert h.router.table.room_count == {"live://2": 1}
-    h.report("w1", 1, [bus.EV_DISCONNECT, "a"])
-    assert len(h.router.table) == 0 and h.router.table.room_count == {}
+def test_a_room_with_no_members_anywhere_is_answered_at_once(h: Harness) -> None:
+    h.worker("w1")
+    future = h.router.push_room(5, "live://empty", b"r")
+    assert future.done() and future.result() is None
 
 
-def test_upstream_reaches_the_hook() -> None:
-    h = Harness()
-    h.report("w1", 1, [bus.EV_UPSTREAM, "a", 7, 4, b"hello"])
+def test_unconfirmed_room_push_times_out_with_504(h: Harness) -> None:
+    w1 = h.worker("w1")
+    h.connect(w1, "a", 1, "live://1")
+    future = h.router.push_room(5, "live://1", b"r")
+    h.bus.end_turn()
+    h.clock += h.cfg.router.push_timeout + 0.1
+    h.router.tick()
+    assert isinstance(future.exception(), Refused)
+    exc = future.exception()
+    assert isinstance(exc, Refused) and exc.code == -504 and "h/w1/1" in exc.message
+
+
+def test_registration_waits_for_the_workers_bus_fence(h: Harness) -> None:
+    w1 = h.worker("w1")
+    req = h.connect(w1, "a", 1, "live://new", fence=3)
+    assert w1.take() == []  # not confirmed yet
+    h.clock += 0.2
+    h.router.tick()
+    assert w1.take() == [FenceRequest()]  # and the router asks for the fence again
+    assert h.router.push_keys(1000, ["a"], b"filed already") == 1
+    w1.take()
+    h.router.on_bus_fence(w1.id, 2)
+    assert w1.take() == []
+    h.router.on_bus_fence(w1.id, 3)
+    assert w1.take() == [Confirmed([req])]
+
+
+def test_disconnect_and_room_change(h: Harness) -> None:
+    w1 = h.worker("w1")
+    h.connect(w1, "a", 7, "live://1")
+    req = w1.req()
+    h.send(w1, RoomChange(req, "a", "live://2"))
+    assert w1.take()[-1] == Confirmed([req])
+    assert h.table.room_count == {"live://2": 1}
+    h.send(w1, Disconnect("a"))
+    assert len(h.table) == 0 and h.table.room_count == {}
+
+
+def test_upstream_reaches_the_hook(h: Harness) -> None:
+    w1 = h.worker("w1")
+    h.send(w1, Upstream("a", 7, 4, b"hello"))
     assert h.received == [(7, "a", 4, b"hello")]
 
 
-def test_same_key_on_another_worker_kicks_the_old_one() -> None:
-    h = Harness()
-    h.report("w1", 1, [bus.EV_CONNECT, "k", 7, "", "ip"])
-    h.report("w2", 2, [bus.EV_CONNECT, "k", 7, "", "ip"])
-    assert h.take() == [(bus.worker_topic(wid("w1", 1)), [bus.KICK, ["k"]])]
-    h.report("w1", 1, [bus.EV_DISCONNECT, "k"])
-    assert h.router.table.by_key["k"].worker.name == "w2"
+def test_same_key_on_another_worker_kicks_the_old_one(h: Harness) -> None:
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    h.connect(w1, "k", 7)
+    h.connect(w2, "k", 7)
+    assert w1.take() == [Confirmed([1]), Kick(["k"])]
+    h.send(w1, Disconnect("k"))  # the kicked connection's goodbye changes nothing
+    conn = h.table.conn_of("k")
+    assert conn is not None and conn.worker.name == "w2"
 
 
-def test_status_carries_epoch_and_room_counts() -> None:
-    h = Harness()
-    h.report("w1", 1, [bus.EV_CONNECT, "a", 7, "live://1", "ip"])
-    h.router.publish_status(False)
-    h.router.publish_status(True)
-    assert h.take() == [
-        (bus.CONTROL, [bus.STATUS, 77, None]),
-        (bus.CONTROL, [bus.STATUS, 77, {"live://1": 1}]),
-    ]
+def test_room_counts_go_to_the_workers_with_members(h: Harness) -> None:
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    h.connect(w1, "a", 1, "live://1")
+    h.connect(w2, "b", 2, "live://1")
+    h.connect(w2, "c", 3, "live://2")
+    w1.take(), w2.take()
+    h.router.send_room_counts()
+    assert w1.take() == [RoomCounts({"live://1": 2})]
+    assert w2.take() == [RoomCounts({"live://1": 2, "live://2": 1})]
 
 
-def test_sync_after_restart_and_drift_triggers_resync() -> None:
-    h = Harness()
-    w = bus.worker_topic(wid("w1", 1))
-    # a worker that already synced with this epoch but is unknown (we restarted): ask it
-    h.report("w1", 1, [bus.EV_ALIVE, 3, 77, [], None])
-    assert h.take() == [(w, [bus.RESYNC])]
-    h.report("w1", 1, [bus.EV_ALIVE, 3, 77, [], None], now=0.5)
-    assert h.take() == []  # rate-limited
-    h.report("w1", 1, [bus.EV_SYNC, 77, [["a", 1, "live://1", "ip"], ["b", 2, "", "ip"]]], now=1.0)
-    assert len(h.router.table) == 2
-    h.report("w1", 1, [bus.EV_ALIVE, 2, 77, [], {"live://1": 1}], now=2.0)
-    assert h.take() == []
+def test_sync_and_drift_triggers_resync(h: Harness) -> None:
+    w1 = h.worker("w1", sync=False)
+    h.send(w1, Sync([Entry("a", 1, "live://1", "ip"), Entry("b", 2, "", "ip")]))
+    assert len(h.table) == 2
+    h.send(w1, Alive(2, [], {"live://1": 1}))
+    assert w1.take() == []
     # one mismatch may be a race; two in a row is drift
-    h.report("w1", 1, [bus.EV_ALIVE, 3, 77, [], None], now=3.0)
-    assert h.take() == []
-    h.report("w1", 1, [bus.EV_ALIVE, 2, 77, [], {"live://9": 1}], now=4.0)
-    assert h.take() == [(w, [bus.RESYNC])]
-    # a worker that has not seen our epoch yet is left alone: it syncs on its own
-    h.report("w2", 2, [bus.EV_ALIVE, 5, 12, [], None], now=4.0)
-    assert h.take() == []
+    h.clock = 3.0
+    h.send(w1, Alive(3, [], None))
+    assert w1.take() == []
+    h.clock = 4.0
+    h.send(w1, Alive(2, [], {"live://9": 1}))
+    assert w1.take() == [Resync()]
+    h.clock = 4.5
+    h.send(w1, Alive(3, [], None), Alive(3, [], None))
+    assert w1.take() == []  # rate-limited
 
 
-def test_silent_worker_is_dropped_by_the_sweep() -> None:
-    h = Harness()
-    h.report("w1", 1, [bus.EV_CONNECT, "a", 7, "live://1", "ip"], now=0.0)
-    h.report("w2", 2, [bus.EV_CONNECT, "b", 8, "live://1", "ip"], now=0.0)
+def test_a_closed_link_drops_the_workers_sessions_at_once(h: Harness) -> None:
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    h.connect(w1, "a", 1, "live://1")
+    h.connect(w2, "b", 1, "live://1")
+    h.router.detach(w1)
+    assert {c.key for c in h.table.conns_of(1)} == {"b"} and h.table.room_count == {"live://1": 1}
+    assert [w["name"] for w in h.router.workers()] == ["w2"]
+
+
+def test_silent_worker_is_swept_and_resyncs_when_it_speaks_again(h: Harness) -> None:
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    h.connect(w1, "a", 7, "live://1")
+    h.connect(w2, "b", 8, "live://1")
     for t in (2.0, 4.0, 6.0):
-        h.report("w2", 2, [bus.EV_ALIVE, 1, 0, ["b"], None], now=t)
-        h.router.sweep(t)
-    assert set(h.router.table.by_key) == {"b"}
-    assert list(h.router.table.workers) == [wid("w2", 2)]
-    assert h.router.table.room_count == {"live://1": 1}
+        h.clock = t
+        h.send(w2, Alive(1, ["b"], None))
+        h.router.sweep()
+    assert {c.key for c in [h.table.conn_of("a"), h.table.conn_of("b")] if c} == {"b"}
+    assert [w["name"] for w in h.router.workers()] == ["w2"]
+    w1.take()
+    h.send(w1, Alive(1, ["a"], None))
+    assert w1.take() == [Resync()]
+    h.send(w1, Sync([Entry("a", 7, "live://1", "ip")]))
+    assert h.table.room_count == {"live://1": 2}
 
 
 def test_sessions_expire_without_heartbeats() -> None:
-    h = Harness(worker_expiry=1000.0)
-    h.report("w1", 1, [bus.EV_CONNECT, "quiet", 7, "", "ip"], [bus.EV_CONNECT, "beats", 8, "", "ip"])
+    h = Harness(router={"worker_expiry": 1000.0})
+    w1 = h.worker("w1")
+    h.connect(w1, "quiet", 7)
+    h.connect(w1, "beats", 8)
     ttl = h.router.session_ttl
     assert ttl == 20.0 + 2 * 1.0 + 1.0
-    h.report("w1", 1, [bus.EV_ALIVE, 2, 0, ["beats"], None], now=ttl - 1)
-    h.router.sweep(ttl + 2)
-    assert set(h.router.table.by_key) == {"beats"}
+    h.clock = ttl - 1
+    h.send(w1, Alive(2, ["beats"], None))
+    h.clock = ttl + 2
+    h.router.sweep()
+    assert h.table.conn_of("beats") is not None and h.table.conn_of("quiet") is None
+    h.close()
 
 
 def test_new_pid_in_the_same_slot_replaces_a_dead_predecessor() -> None:
     h = Harness(alive=False)
-    h.report("w1", 1, [bus.EV_CONNECT, "a", 7, "", "ip"])
-    h.report("w1", 2, [bus.EV_CONNECT, "b", 7, "", "ip"])
-    assert set(h.router.table.by_key) == {"b"}
-    assert list(h.router.table.workers) == [wid("w1", 2)]
+    old = h.worker("w1", 1)
+    h.connect(old, "a", 7)
+    new = h.worker("w1", 2)
+    h.connect(new, "b", 7)
+    assert [c.key for c in h.table.conns_of(7)] == ["b"]
+    h.close()
 
 
-def test_new_pid_in_the_same_slot_keeps_a_live_predecessor() -> None:
-    h = Harness(alive=True)  # e.g. the old generation still draining after a reload
-    h.report("w1", 1, [bus.EV_CONNECT, "a", 7, "", "ip"])
-    h.report("w1", 2, [bus.EV_CONNECT, "b", 7, "", "ip"])
-    assert set(h.router.table.by_key) == {"a", "b"}
-    h.report("w1", 1, [bus.EV_BYE])
-    assert set(h.router.table.by_key) == {"b"}
+def test_new_pid_in_the_same_slot_keeps_a_live_predecessor(h: Harness) -> None:
+    old = h.worker("w1", 1)  # e.g. the old generation still draining after a reload
+    h.connect(old, "a", 7)
+    new = h.worker("w1", 2)
+    h.connect(new, "b", 7)
+    assert sorted(c.key for c in h.table.conns_of(7)) == ["a", "b"]
+    h.send(old, Bye())
+    assert [c.key for c in h.table.conns_of(7)] == ["b"]
 
 
-def test_malformed_reports_are_counted_and_ignored() -> None:
-    h = Harness()
-    h.router.on_report(b"\xc1 not msgpack", 0.0)
-    h.router.on_report(bus.pack({"not": "a list"}), 0.0)
-    h.router.on_report(bus.pack(["h", 5, 1, []]), 0.0)
-    bad_events = [[99], [bus.EV_CONNECT, "a"], [bus.EV_CONNECT, 1, 2, 3, 4], [bus.EV_UPSTREAM, "k", 1, 4, 5]]
-    h.report("w1", 1, *bad_events)
-    h.report("w1", 1, [bus.EV_CONNECT, "ok", 1, "", "ip"])
-    assert h.router.stats["bad_reports"] == 7
-    assert set(h.router.table.by_key) == {"ok"}
-    assert h.received == []
+def test_malformed_records_are_counted_and_ignored(h: Harness) -> None:
+    from mpim.router.tables import Kick as TableKick
+
+    w1 = h.worker("w1")
+    stranger = h.worker("w9", sync=False)
+    h.router.detach(stranger)
+    h.send(stranger, Alive(0, [], None))  # a link the router no longer knows: ignored
+    anonymous = type(w1)("x", 1)
+    h.router.attach(anonymous)
+    h.send(anonymous, Alive(0, [], None))  # before Hello
+    assert h.router.stats["bad_records"] == 1
+    h.connect(w1, "ok", 1)
+    assert h.table.conn_of("ok") is not None
+    assert TableKick  # the table's own kick type stays internal
+
+
+def test_not_whole_after_a_restart_refuses_pushes_until_the_workers_synced() -> None:
+    h = Harness(expect=2)
+    h.worker("w1")
+    with pytest.raises(Refused) as info:
+        h.router.push_mids(1000, [1], b"x")
+    assert info.value.code == -503 and "1 of 2 workers" in info.value.message
+    h.worker("w2")
+    assert h.router.push_mids(1000, [1], b"x") == 0
+    h.close()
+
+
+def test_not_whole_gives_up_waiting_after_worker_expiry() -> None:
+    h = Harness(expect=3)
+    h.worker("w1")
+    h.clock = h.cfg.router.worker_expiry + 0.1
+    h.router.tick()
+    assert h.router.push_mids(1000, [1], b"x") == 0
+    h.close()
+
+
+def test_stopping_refuses_every_push(h: Harness) -> None:
+    h.worker("w1")
+    h.router.stop_pushes()
+    for push in (
+        lambda: h.router.push_keys(1, ["k"], b""),
+        lambda: h.router.push_mids(1, [1], b""),
+        lambda: h.router.push_room(1, "r://1", b""),
+        lambda: h.router.push_all(1, 0, b""),
+    ):
+        with pytest.raises(Refused) as info:
+            push()
+        assert info.value.code == -503
+
+
+def test_bus_down_refuses_room_pushes_and_fails_the_waiting_ones(h: Harness) -> None:
+    w1 = h.worker("w1")
+    h.connect(w1, "a", 1, "live://1")
+    waiting = h.router.push_room(5, "live://1", b"r")
+    h.bus.connected = False
+    h.router.bus_changed(False)
+    exc = waiting.exception()
+    assert isinstance(exc, Refused) and exc.code == -503
+    with pytest.raises(Refused):
+        h.router.push_room(5, "live://1", b"r")
+    assert h.router.push_keys(1000, ["a"], b"unicast does not need the bus") == 1
+    h.bus.connected = True
+    h.router.bus_changed(True)
+    assert FenceRequest() in w1.take()
+    with pytest.raises(Refused) as info:  # not back on the bus until its fence came through
+        h.router.push_room(5, "live://1", b"r")
+    assert "not on the bus yet" in info.value.message
+    h.router.on_bus_fence(w1.id, 0)
+    assert not h.router.push_room(5, "live://1", b"r").done()
+
+
+def test_a_draining_worker_gets_no_more_pushes_and_its_answer_carries_the_mark(h: Harness) -> None:
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    h.connect(w1, "a", 1, "live://1")
+    h.connect(w2, "b", 1, "live://1")
+    w1.take()
+    h.send(w1, Draining(42))
+    mark = h.bus.end_turn()
+    assert w1.take() == [Drained(42, mark)]
+    assert h.router.push_mids(1000, [1], b"x") == 1  # only w2's connection
+    future = h.router.push_room(5, "live://1", b"r")
+    h.send(w2, BusSeen(h.bus.end_turn()))
+    assert future.done()  # w1 is not waited for
+
+
+def test_push_futures_are_plain_asyncio_futures(h: Harness) -> None:
+    h.worker("w1")
+    future = h.router.push_all(1, 0, b"x")
+    assert isinstance(future, asyncio.Future)

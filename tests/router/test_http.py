@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from mpim import bus, config
+from mpim.records import PushAll, PushRoom
 from mpim.router.api import PushApi
-from mpim.router.core import Router
 from mpim.router.http import HttpProtocol, HttpState
+from tests.router.fakes import Harness
 
 
 class MockTransport:
@@ -48,9 +49,9 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 class Conn:
     def __init__(self, loop: asyncio.AbstractEventLoop, **http: Any) -> None:
         cfg = config.replace(config.Config(), http={"max_body": 100, "max_header": 512, **http})
-        self.sent: list[tuple[bytes, Any]] = []
-        router = Router(cfg, lambda t, e: self.sent.append((t, bus.unpack(e))), lambda *a: None, 0.0)
-        self.state = HttpState(cfg, PushApi(cfg, router), loop)
+        self.harness = Harness(cfg)
+        self.sent = self.harness.bus.published
+        self.state = HttpState(cfg, PushApi(cfg, self.harness.router), loop)
         self.proto = HttpProtocol(self.state)
         self.transport = MockTransport()
         self.proto.connection_made(self.transport)
@@ -90,7 +91,7 @@ def test_goim_request_whole_and_byte_at_a_time(loop: asyncio.AbstractEventLoop, 
     [(status, headers, body)] = c.responses()
     assert status == 200 and body == {"code": 0, "message": "", "data": None}
     assert headers["content-type"] == "application/json" and "date" in headers
-    assert c.sent == [(bus.room_topic("test://1"), [bus.PUSH_ROOM, 1000, b'{"test":1}'])]
+    assert c.sent == [(bus.room_topic("test://1"), PushRoom(1000, b'{"test":1}'))]
     assert not c.transport.closed
 
 
@@ -111,7 +112,7 @@ def test_chunked_body(loop: asyncio.AbstractEventLoop) -> None:
         b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
     )
     assert c.responses()[0][2]["code"] == 0
-    assert c.sent == [(bus.BROADCAST, [bus.PUSH_ALL, 7, 0, b"abcde"])]
+    assert c.sent == [(bus.BROADCAST, PushAll(7, 0, b"abcde"))]
 
 
 def test_http10_closes_unless_keep_alive(loop: asyncio.AbstractEventLoop) -> None:

@@ -5,8 +5,8 @@ from mpim.router.tables import SessionTable, WorkerInfo
 
 def make(ttl: float = 10.0, tick: float = 1.0) -> tuple[SessionTable, WorkerInfo, WorkerInfo]:
     table = SessionTable(ttl, tick, now=0.0)
-    a, _ = table.worker("h", "w1", 100, 0.0)
-    b, _ = table.worker("h", "w2", 200, 0.0)
+    a, _ = table.worker("h", "w1", 100)
+    b, _ = table.worker("h", "w2", 200)
     return table, a, b
 
 
@@ -117,16 +117,15 @@ def test_drop_worker_removes_everything() -> None:
     assert len(table) == 0
 
 
-def test_workers_predecessors_and_silence() -> None:
+def test_workers_and_predecessors() -> None:
     table = SessionTable(10.0, 1.0)
-    old, new = table.worker("h", "w1", 1, 0.0)
+    old, new = table.worker("h", "w1", 1)
     assert new
-    again, new = table.worker("h", "w1", 1, 5.0)
-    assert again is old and not new and old.last_seen == 5.0
-    other, _ = table.worker("h", "w1", 2, 6.0)
-    table.worker("h2", "w1", 3, 6.0)
+    again, new = table.worker("h", "w1", 1)
+    assert again is old and not new
+    other, _ = table.worker("h", "w1", 2)
+    table.worker("h2", "w1", 3)
     assert table.predecessors(other) == [old]
-    assert table.silent_workers(16.0, 10.0) == [old]
 
 
 def test_sync_replaces_a_workers_sessions() -> None:

@@ -40,7 +40,7 @@ async def still_served(srv: Running, client: object) -> None:
 
     assert isinstance(client, Client)
     assert await client.heartbeat() == 1
-    assert srv.hub.push_room("live://calm", 1000, b"fine")
+    assert srv.hub.push_room(1000, "live://calm", b"fine")
     frame = await client.recv_push()
     assert frame.body == b"fine"
 

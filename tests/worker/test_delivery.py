@@ -31,8 +31,8 @@ def test_push_keys_honours_watch_set(kind: str) -> None:
         async with serving() as srv:
             a = await srv.authed(kind, mid=1, key="a", accepts=[1000])
             b = await srv.authed(kind, mid=2, key="b", accepts=[1001])
-            assert srv.hub.push_keys(["a", "b", "nobody"], 1000, b"to-a") == 1
-            assert srv.hub.push_keys(["a", "b"], 1001, b"to-b") == 1
+            assert srv.hub.push_keys(1000, ["a", "b", "nobody"], b"to-a") == 1
+            assert srv.hub.push_keys(1001, ["a", "b"], b"to-b") == 1
             assert await drain_pushes(a, 1) == [(1000, b"to-a")]
             assert await drain_pushes(b, 1) == [(1001, b"to-b")]
             frame = await a.heartbeat()  # nothing else queued for a
@@ -46,7 +46,7 @@ def test_push_key_frame_layout_is_goim() -> None:
         async with serving() as srv:
             await srv.authed("tcp", mid=1, key="t", accepts=[1000])
             sock_client = srv.clients[-1]
-            srv.hub.push_keys(["t"], 1000, b'{"hello":1}')
+            srv.hub.push_keys(1000, ["t"], b'{"hello":1}')
             frame = await sock_client.recv()
             assert (frame.ver, frame.op, frame.seq, frame.body) == (1, 1000, 0, b'{"hello":1}')
 
@@ -61,8 +61,8 @@ def test_push_room_ignores_watch_set_and_reaches_only_members(kind: str) -> None
                 await srv.authed(k, mid=i, room_id="live://r", accepts=[]) for i, k in enumerate(KINDS)
             ]
             outsider = await srv.authed(kind, mid=9, room_id="live://other", accepts=[1000])
-            assert srv.hub.push_room("live://r", 1000, b"room-msg")
-            assert not srv.hub.push_room("live://empty", 1000, b"x")
+            assert srv.hub.push_room(1000, "live://r", b"room-msg")
+            assert not srv.hub.push_room(1000, "live://empty", b"x")
             for member in members:
                 assert await drain_pushes(member, 1) == [(1000, b"room-msg")]
             assert await outsider.heartbeat() == 1  # the outsider got nothing before its reply
@@ -76,7 +76,7 @@ def test_push_all_honours_watch_set(kind: str) -> None:
         async with serving() as srv:
             watchers = [await srv.authed(k, mid=i, accepts=[1002]) for i, k in enumerate(KINDS * 2)]
             other = await srv.authed(kind, mid=99, accepts=[1000])
-            srv.hub.push_all(1002, b"everyone")
+            srv.hub.push_all(1002, 0, b"everyone")
             for watcher in watchers:
                 assert await drain_pushes(watcher, 1) == [(1002, b"everyone")]
             assert await other.heartbeat() == 0
@@ -90,8 +90,8 @@ def test_push_all_paced_keeps_order_and_speed() -> None:
             clients = [await srv.authed(k, mid=i, accepts=[1000]) for i, k in enumerate(KINDS * 5)]
             loop = asyncio.get_running_loop()
             start = loop.time()
-            srv.hub.push_all(1000, b"first", speed=20)  # 10 connections at 20/s: ~0.5 s
-            srv.hub.push_all(1000, b"second")  # unpaced, but queued behind the first
+            srv.hub.push_all(1000, 20, b"first")  # 10 connections at 20/s: ~0.5 s
+            srv.hub.push_all(1000, 0, b"second")  # unpaced, but queued behind the first
             for client in clients:
                 assert await drain_pushes(client, 2) == [(1000, b"first"), (1000, b"second")]
             assert loop.time() - start >= 0.4  # paced: not all at once
@@ -105,7 +105,7 @@ def test_room_batch_format_tcp_is_concatenated_frames() -> None:
             client = await srv.authed("tcp", mid=1, room_id="live://b")
             bodies = [b"m%d" % i for i in range(3)]
             for body in bodies:
-                srv.hub.push_room("live://b", 1000, body)
+                srv.hub.push_room(1000, "live://b", body)
             expected = b"".join(encode(1000, body) for body in bodies)
             reader: Any = client._reader  # type: ignore[attr-defined]
             data = await asyncio.wait_for(reader.readexactly(len(expected)), 5)
@@ -122,7 +122,7 @@ def test_room_batch_format_websocket_is_one_op9_message() -> None:
             await asyncio.wait_for(conn.recv(), 5)
             bodies = [b"m%d" % i for i in range(3)]
             for body in bodies:
-                srv.hub.push_room("live://b", 1000, body)
+                srv.hub.push_room(1000, "live://b", body)
             message = await asyncio.wait_for(conn.recv(), 5)
             inner = b"".join(encode(1000, body) for body in bodies)
             assert message == encode_header(Op.RAW, len(inner)) + inner
@@ -138,7 +138,7 @@ def test_room_flushes_at_batch_count(kind: str) -> None:
         async with serving(room={"batch": 3, "batch_delay": 10.0}) as srv:
             client = await srv.authed(kind, mid=1, room_id="live://n")
             for i in range(4):
-                srv.hub.push_room("live://n", 1000, b"%d" % i)
+                srv.hub.push_room(1000, "live://n", b"%d" % i)
             first = await client.recv(timeout=5)
             if kind == "ws":
                 assert first.op == Op.RAW and len(decode(first.body)[0]) == 3
@@ -165,7 +165,7 @@ def test_room_frame_is_encoded_once_for_all_members(monkeypatch: pytest.MonkeyPa
         async with serving(room={"batch_delay": 0.0}) as srv:
             clients = [await srv.authed(k, mid=i, room_id="live://once") for i, k in enumerate(KINDS * 3)]
             writes.clear()
-            srv.hub.push_room("live://once", 1000, b"same bytes")
+            srv.hub.push_room(1000, "live://once", b"same bytes")
             for client in clients:
                 await drain_pushes(client, 1)
             tcp = [data for is_ws, data in writes if not is_ws]
@@ -183,7 +183,7 @@ def test_room_order_is_kept_across_batches() -> None:
         async with serving(room={"batch": 7, "batch_delay": 0.001}) as srv:
             clients = [await srv.authed(k, mid=i, room_id="live://o") for i, k in enumerate(KINDS)]
             for i in range(100):
-                srv.hub.push_room("live://o", 1000, b"%d" % i)
+                srv.hub.push_room(1000, "live://o", b"%d" % i)
                 if i % 13 == 0:
                     await asyncio.sleep(0.002)
             for client in clients:
@@ -217,7 +217,7 @@ def test_slow_consumer_over_buffer_limit_is_cut(caplog: pytest.LogCaptureFixture
             await srv.settle(lambda: srv.hub.buckets.get("slow") is not None)
             body = b"x" * 1024
             for _ in range(400):
-                srv.hub.push_keys(["slow", "fast"], 1000, body)
+                srv.hub.push_keys(1000, ["slow", "fast"], body)
                 await asyncio.sleep(0)
             await srv.settle(lambda: srv.hub.buckets.get("slow") is None)
             assert srv.hub.stats["slow_cut"] == 1
@@ -237,7 +237,7 @@ def test_slow_consumer_paused_too_long_is_cut(caplog: pytest.LogCaptureFixture) 
             sock = await _stalled_socket(srv.tcp)
             await srv.settle(lambda: srv.hub.buckets.get("slow") is not None)
             for _ in range(200):
-                srv.hub.push_keys(["slow"], 1000, b"y" * 1024)
+                srv.hub.push_keys(1000, ["slow"], b"y" * 1024)
             await srv.settle(lambda: srv.hub.buckets.get("slow") is None, timeout=10)
             sock.close()
 
@@ -252,7 +252,7 @@ def test_slow_websocket_consumer_is_cut() -> None:
             await conn.send(encode(Op.AUTH, b'{"mid":5,"key":"slowws","accepts":[1000]}', seq=1))
             await asyncio.wait_for(conn.recv(), 5)
             for _ in range(20000):
-                srv.hub.push_keys(["slowws"], 1000, b"z" * 4000)
+                srv.hub.push_keys(1000, ["slowws"], b"z" * 4000)
                 await asyncio.sleep(0)
                 if srv.hub.buckets.get("slowws") is None:
                     break

@@ -207,8 +207,8 @@ def test_sub_unsub_watch_set(kind: str) -> None:
             await client.send(Op.SUB, b"12,abc")  # malformed: ignored as a whole, still answered
             assert (await client.recv()).body == b"12,abc"
             assert channel.accepts == frozenset({1001})
-            assert srv.hub.push_keys(["w"], 1000, b"no") == 0
-            assert srv.hub.push_keys(["w"], 1001, b"yes") == 1
+            assert srv.hub.push_keys(1000, ["w"], b"no") == 0
+            assert srv.hub.push_keys(1001, ["w"], b"yes") == 1
             frame = await client.recv()
             assert (frame.op, frame.body) == (1001, b"yes")
 
@@ -312,7 +312,7 @@ def test_default_connection_limit_follows_the_open_file_limit() -> None:
     import resource
 
     from mpim import config
-    from mpim.worker.hub import connection_limit
+    from mpim.worker.connections import connection_limit
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert connection_limit(config.Config()) == max(1, soft - 64)

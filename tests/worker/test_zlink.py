@@ -1,101 +1,203 @@
-"""The worker's ZeroMQ link without a router: deliveries and reports, driven directly."""
+"""The worker's host link without a router: records and bus messages driven directly."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mpim import bus, config
+from mpim import bus, config, records
+from mpim.records import (
+    BusSeen,
+    Confirmed,
+    Connect,
+    Entry,
+    FenceRequest,
+    Hello,
+    Kick,
+    Mark,
+    PushAll,
+    PushKeys,
+    PushRoom,
+    Resync,
+    RoomChange,
+    RoomCounts,
+    Sync,
+)
 from mpim.runtime import Endpoints
-from mpim.worker.zlink import ZmqLink
+from mpim.worker.zlink import HostLink
+
+_decode = records.Decoder(records.WorkerRecord)
 
 
-class FakeRoom:
-    def __init__(self, room_id: str, members: int) -> None:
-        self.id = room_id
-        self.members = [object()] * members
-
-
-class FakeHub:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+class FakeTargets:
+    def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
-        self.rooms: list[FakeRoom] = []
-        self.buckets: list[list[Any]] = []
         self.online = 0
+        self.sessions: list[Entry] = []
 
-    def push_keys(self, keys: list[str], op: int, body: bytes) -> int:
-        self.calls.append(("keys", keys, op, body))
+    # SessionTarget
+    def confirmed(self, channel: Any) -> None:
+        self.calls.append(("confirmed", channel))
+
+    def kick(self, keys: list[str]) -> None:
+        self.calls.append(("kick", keys))
+
+    def entries(self) -> list[Entry]:
+        return list(self.sessions)
+
+    # DeliveryTarget
+    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
+        self.calls.append(("keys", op, keys, body))
         return len(keys)
 
-    def push_room(self, room_id: str, op: int, body: bytes) -> bool:
-        self.calls.append(("room", room_id, op, body))
+    def push_room(self, op: int, room_id: str, body: bytes) -> bool:
+        self.calls.append(("room", op, room_id, body))
         return True
 
-    def push_all(self, op: int, body: bytes, speed: int = 0) -> None:
-        self.calls.append(("all", op, body, speed))
+    def push_all(self, op: int, speed: int, body: bytes) -> None:
+        self.calls.append(("all", op, speed, body))
 
     def set_room_online(self, counts: dict[str, int]) -> None:
         self.calls.append(("online", counts))
 
-
-@pytest.fixture
-def link(tmp_path: Path) -> Iterator[tuple[ZmqLink, FakeHub]]:
-    loop = asyncio.new_event_loop()
-    link = ZmqLink(config.Config(), Endpoints.in_dir(str(tmp_path)), "3")
-    hub = FakeHub(loop)
-    link.hub = hub  # type: ignore[assignment]
-    link.loop = loop
-    sent: list[Any] = []
-    link.report = type("R", (), {"send": lambda self, data, flags=0: sent.append(bus.unpack(data))})()  # type: ignore[assignment]
-    hub.sent = sent  # type: ignore[attr-defined]
-    try:
-        yield link, hub
-    finally:
-        link.sub.close(linger=0)
-        link.ctx.destroy(linger=0)
-        loop.close()
+    # RoomCounter
+    def local_counts(self) -> dict[str, int]:
+        return {}
 
 
-def test_deliveries_reach_the_hub(link: tuple[ZmqLink, FakeHub]) -> None:
-    zl, hub = link
-    zl._on_message(bus.room_topic("live://1") + bus.push_room(1000, b"a") + bus.push_room(1001, b"b"))
-    zl._on_message(bus.worker_topic(zl.id) + bus.push_keys(1000, ["k1", "k2"], b"c"))
-    zl._on_message(bus.BROADCAST + bus.push_all(1000, 5, b"d"))
-    zl._on_message(bus.CONTROL + bus.status(zl.router_epoch, {"live://1": 9}))
-    assert hub.calls == [
-        ("room", "live://1", 1000, b"a"),
-        ("room", "live://1", 1001, b"b"),
-        ("keys", ["k1", "k2"], 1000, b"c"),
-        ("all", 1000, b"d", 5),
-        ("online", {"live://1": 9}),
-    ]
+class FakeConn:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.closed = False
+
+    def send(self, record: bytes) -> None:
+        self.sent.append(_decode(record))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> list[Any]:
+        out, self.sent = self.sent, []
+        return out
 
 
-def test_a_new_router_epoch_sends_every_session(link: tuple[ZmqLink, FakeHub]) -> None:
-    zl, hub = link
-    zl._on_message(bus.CONTROL + bus.status(42, None))
-    zl._flush()
-    [report] = hub.sent  # type: ignore[attr-defined]
-    assert report[:3] == [zl.host, "3", zl.pid]
-    assert report[3] == [[bus.EV_SYNC, 42, []]]
-    assert zl.epoch == 42
+class Channel:
+    def __init__(self, key: str, mid: int = 1) -> None:
+        self.key = key
+        self.mid = mid
+
+
+def bus_message(topic: bytes, *recs: Any) -> bytes:
+    return topic + records.array([records.encode(r) for r in recs])
+
+
+def with_link(tmp_path: Path, scenario: Callable[[HostLink, FakeTargets, FakeConn], Awaitable[None]]) -> None:
+    async def main() -> None:
+        link = HostLink(config.Config(), Endpoints.in_dir(str(tmp_path)), "3")
+        targets = FakeTargets()
+        link.attach(targets, targets, targets)  # type: ignore[arg-type]
+        conn = FakeConn()
+        link.conn = conn  # type: ignore[assignment]
+        try:
+            await scenario(link, targets, conn)
+        finally:
+            await link.close()
+
+    asyncio.run(main())
+
+
+def test_deliveries_reach_the_targets(tmp_path: Path) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        link._on_bus(bus_message(bus.room_topic("live://1"), PushRoom(1000, b"a"), PushRoom(1001, b"b")))
+        link._on_bus(bus_message(bus.BROADCAST, PushAll(1000, 5, b"d")))
+        link.on_router(PushKeys(1000, ["k1", "k2"], b"c"))
+        link.on_router(RoomCounts({"live://1": 9}))
+        link.on_router(Kick(["old"]))
+        assert t.calls == [
+            ("room", 1000, "live://1", b"a"),
+            ("room", 1001, "live://1", b"b"),
+            ("all", 1000, 5, b"d"),
+            ("keys", 1000, ["k1", "k2"], b"c"),
+            ("online", {"live://1": 9}),
+            ("kick", ["old"]),
+        ]
+
+    with_link(tmp_path, scenario)
+
+
+def test_marks_are_reported_once_per_loop_turn(tmp_path: Path) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        link._on_bus(bus_message(bus.BROADCAST, Mark(1)))
+        link._on_bus(bus_message(bus.BROADCAST, Mark(2)))
+        await asyncio.sleep(0)
+        assert conn.take() == [BusSeen(2)]
+        await asyncio.sleep(0)
+        assert conn.take() == []
+
+    with_link(tmp_path, scenario)
+
+
+def test_a_new_room_makes_the_registration_wait_for_its_fence(tmp_path: Path) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        first, second, third = Channel("a"), Channel("b"), Channel("c")
+        link.room_opened("live://new")
+        link.register(first, "live://new", "1.2.3.4")  # type: ignore[arg-type]
+        link.register(second, "", "1.2.3.4")  # type: ignore[arg-type]
+        assert conn.take() == [
+            Connect(1, "a", 1, "live://new", "1.2.3.4", 1),
+            Connect(2, "b", 1, "", "1.2.3.4"),
+        ]
+        link.on_router(Confirmed([1, 2]))
+        assert t.calls == [("confirmed", first), ("confirmed", second)]
+        link.change_room(third, "live://new")  # type: ignore[arg-type]
+        assert conn.take() == [RoomChange(3, "c", "live://new", 0)]  # the router has seen its fence
+
+    with_link(tmp_path, scenario)
+
+
+def test_a_cancelled_request_is_not_confirmed(tmp_path: Path) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        gone = Channel("g")
+        link.register(gone, "", "ip")  # type: ignore[arg-type]
+        link.cancel(gone)  # type: ignore[arg-type]
+        link.on_router(Confirmed([1]))
+        assert t.calls == []
+
+    with_link(tmp_path, scenario)
+
+
+def test_greeting_sends_hello_sessions_and_waiting_requests(tmp_path: Path) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        t.sessions = [Entry("s", 5, "", "ip")]
+        link.register(Channel("w"), "", "ip")  # type: ignore[arg-type]
+        fresh = FakeConn()
+        link.conn = fresh  # type: ignore[assignment]
+        link._greet(fresh)  # type: ignore[arg-type]
+        assert fresh.take() == [
+            Hello(link.host, "3", os.getpid()),
+            Sync([Entry("s", 5, "", "ip")]),
+            Connect(1, "w", 1, "", "ip"),
+        ]
+        link.on_router(Resync())
+        assert fresh.take() == [Sync([Entry("s", 5, "", "ip")])]
+        link.on_router(FenceRequest())  # answered on the bus, not on the link
+        assert fresh.take() == []
+
+    with_link(tmp_path, scenario)
 
 
 def test_the_name_drops_a_redundant_pid(tmp_path: Path) -> None:
-    import os
-
-    zl = ZmqLink(config.Config(), Endpoints.in_dir(str(tmp_path)), f"2.{os.getpid()}")
+    link = HostLink(config.Config(), Endpoints.in_dir(str(tmp_path)), f"2.{os.getpid()}")
     try:
-        assert zl.name == "2" and zl.id.endswith(f"/2/{os.getpid()}")
+        assert link.name == "2" and link.id.endswith(f"/2/{os.getpid()}")
     finally:
-        zl.report.close(linger=0)
-        zl.sub.close(linger=0)
-        zl.ctx.destroy(linger=0)
+        link.sub.close(linger=0)
+        link.ctx.destroy(linger=0)
 
 
 @pytest.mark.parametrize(
@@ -104,17 +206,17 @@ def test_the_name_drops_a_redundant_pid(tmp_path: Path) -> None:
         b"",
         b"x-unknown-topic",
         bus.BROADCAST + b"\xc1",
-        bus.BROADCAST + bus.pack([99, 1]),
-        bus.BROADCAST + bus.pack("not a list"),
-        bus.room_topic("r") + bus.pack([bus.PUSH_ROOM]),
-        bus.BROADCAST + bus.push_all(1, 0, b"ok") + b"\x92",
+        bus.BROADCAST + records.array([b"\x92\x63\x01"]),
+        bus.BROADCAST + b"\xa3not",
+        bus.room_topic("r") + records.array([b"\x91\x28"]),
+        bus_message(bus.BROADCAST, PushAll(1, 0, b"ok")) + b"\x92",
     ],
 )
-def test_malformed_bus_messages_are_counted_and_ignored(
-    link: tuple[ZmqLink, FakeHub], message: bytes
-) -> None:
-    zl, hub = link
-    zl._on_message(message)
-    assert zl.stats["bad_messages"] == 1
-    zl._on_message(bus.BROADCAST + bus.push_all(1, 0, b"still works"))
-    assert hub.calls[-1] == ("all", 1, b"still works", 0)
+def test_malformed_bus_messages_are_counted_and_ignored(tmp_path: Path, message: bytes) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        link._on_bus(message)
+        assert link.stats["bad_messages"] == 1
+        link._on_bus(bus_message(bus.BROADCAST, PushAll(1, 0, b"still works")))
+        assert t.calls[-1] == ("all", 1, 0, b"still works")
+
+    with_link(tmp_path, scenario)

@@ -1,0 +1,225 @@
+"""Typed internal messages between the processes of one host, and their msgpack codec.
+
+Every record is a msgspec ``Struct`` encoded as a compact msgpack array whose
+first item is the record's tag, so a record is decoded (and validated) once, by
+type, at the edge of the process that receives it. Argument order is the same
+everywhere: ``op``, then the target (keys, room, speed), then ``body``.
+
+Two paths carry them:
+
+- the **link** (:mod:`mpim.stream`), one ordered stream per worker to the router:
+  upstream the worker's session events (:data:`WorkerRecord`), downstream unicast
+  pushes, kicks, confirmations and counts (:data:`RouterRecord`);
+- the **bus** (:mod:`mpim.bus`): room and broadcast pushes and the router's marks
+  (:data:`BusRecord`) downstream; bus fences upstream (:class:`BusFence`).
+
+A record that does not decode is the sender's bug or a stray peer: the receiver
+counts it, logs one line and goes on with the next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Record(msgspec.Struct, array_like=True, omit_defaults=True):
+    """Base of every internal record (tagged msgpack arrays)."""
+
+
+# -- worker -> router (the link) -------------------------------------------------------------
+class Hello(Record, tag=1):
+    """First record on a link: who is speaking. ``name`` is the worker slot."""
+
+    host: str
+    name: str
+    pid: int
+
+
+class Entry(msgspec.Struct, array_like=True):
+    """One session as a worker holds it."""
+
+    key: str
+    mid: int
+    room: str
+    ip: str
+
+
+class Connect(Record, tag=2):
+    """A client authenticated: file it, then answer :class:`Confirmed` with ``req``.
+
+    ``fence`` is the bus fence that follows the subscription to ``room`` (0 if the
+    room was already live): the router confirms only once it has seen that fence,
+    so a room push accepted after the client's Auth reply is never dropped.
+    """
+
+    req: int
+    key: str
+    mid: int
+    room: str
+    ip: str
+    fence: int = 0
+
+
+class RoomChange(Record, tag=3):
+    """A client changed room ("" = left); answered with :class:`Confirmed` like a connect."""
+
+    req: int
+    key: str
+    room: str
+    fence: int = 0
+
+
+class Disconnect(Record, tag=4):
+    key: str
+
+
+class Upstream(Record, tag=5):
+    """A client message for the receive hook."""
+
+    key: str
+    mid: int
+    op: int
+    body: bytes
+
+
+class Alive(Record, tag=6):
+    """Liveness every report interval: connection count, keys that heart-beat, room counts."""
+
+    conns: int
+    beats: list[str]
+    rooms: dict[str, int] | None = None
+
+
+class Sync(Record, tag=7):
+    """The worker's complete session list (after (re)connecting, or when asked)."""
+
+    entries: list[Entry]
+
+
+class Bye(Record, tag=8):
+    """Clean exit: forget this worker now."""
+
+
+class Draining(Record, tag=9):
+    """The worker is about to tell its clients to go: route nothing more to it, then answer."""
+
+    req: int
+
+
+class BusSeen(Record, tag=10):
+    """The highest router mark this worker has taken from the bus."""
+
+    mark: int
+
+
+# -- router -> worker (the link) -------------------------------------------------------------
+class PushKeys(Record, tag=20):
+    """Write one frame to the connections with these keys (those watching ``op``)."""
+
+    op: int
+    keys: list[str]
+    body: bytes
+
+
+class Kick(Record, tag=21):
+    """A newer connection took these keys elsewhere: tell op 6 and close."""
+
+    keys: list[str]
+
+
+class Resync(Record, tag=22):
+    """Send a :class:`Sync` again: the router's view drifted from the worker's."""
+
+
+class RoomCounts(Record, tag=23):
+    """Cluster-wide online counts of the rooms this worker has members in."""
+
+    rooms: dict[str, int]
+
+
+class Confirmed(Record, tag=24):
+    """These :class:`Connect` / :class:`RoomChange` requests are filed (and their rooms live)."""
+
+    reqs: list[int]
+
+
+class FenceRequest(Record, tag=25):
+    """Send a bus fence now (the router has not seen one since its bus came back)."""
+
+
+class Drained(Record, tag=26):
+    """Answer to :class:`Draining`: every push for this worker was sent before bus mark ``mark``."""
+
+    req: int
+    mark: int
+
+
+# -- the bus ------------------------------------------------------------------------------
+class PushRoom(Record, tag=40):
+    """Room push; the room id is the bus topic."""
+
+    op: int
+    body: bytes
+
+
+class PushAll(Record, tag=41):
+    """Push to everyone watching ``op``; ``speed`` connections per second per worker (0 = unpaced)."""
+
+    op: int
+    speed: int
+    body: bytes
+
+
+class Mark(Record, tag=42):
+    """The router's numbered mark: the last bus message of a router loop turn that published."""
+
+    mark: int
+
+
+class BusFence(Record, tag=43):
+    """Upstream on the bus (worker -> router), after the worker's subscriptions, in order."""
+
+    worker: str
+    fence: int
+
+
+WorkerRecord = Hello | Connect | RoomChange | Disconnect | Upstream | Alive | Sync | Bye | Draining | BusSeen
+RouterRecord = PushKeys | Kick | Resync | RoomCounts | Confirmed | FenceRequest | Drained
+BusRecord = PushRoom | PushAll | Mark
+
+_encoder = msgspec.msgpack.Encoder()
+encode = _encoder.encode
+
+
+def array(items: list[bytes]) -> bytes:
+    """A msgpack array made of already-encoded items (a batch decodes as ``list[...]``)."""
+    n = len(items)
+    if n < 16:
+        head = bytes((0x90 | n,))
+    elif n < 0x10000:
+        head = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + n.to_bytes(4, "big")
+    return head + b"".join(items)
+
+
+class BadRecord(ValueError):
+    """Bytes that are not a record of the expected kind."""
+
+
+class Decoder:
+    """Decodes one value of a record type, e.g. ``Decoder(list[WorkerRecord])``.
+
+    Raises :class:`BadRecord` if the bytes are malformed or of another type.
+    """
+
+    def __init__(self, kind: Any) -> None:
+        self._decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(kind)
+
+    def __call__(self, data: bytes | memoryview) -> Any:
+        try:
+            return self._decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise BadRecord(str(exc)) from None

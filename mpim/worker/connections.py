@@ -1,0 +1,139 @@
+"""The worker's open connections: the registry, the connection limit, and closing.
+
+Every connection (authenticated or not, goim or the echo endpoint) is in
+:class:`Connections` from ``connection_made`` until it is closed, so the count and
+the drain see all of them. Closing goes through one place: the other pieces
+(deadlines, sessions) register ``forget`` hooks that take a closing channel out
+of their own tables before the transport is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from mpim.proto import Op, encode
+from mpim.worker.channel import CLOSED
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from mpim.config import Config
+    from mpim.worker.channel import Channel
+
+log = logging.getLogger("mpim.worker")
+
+_DISCONNECT = encode(Op.DISCONNECT_REPLY)
+_FD_RESERVE = 64  # listeners, ZeroMQ, the link, logs, pipes
+_REFUSED_LOG_EVERY = 10.0
+
+
+def connection_limit(cfg: Config) -> int:
+    """``[server] max_connections``, or the open-file limit minus a reserve for everything else."""
+    if cfg.server.max_connections:
+        return cfg.server.max_connections
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(1, soft - _FD_RESERVE)
+
+
+def raise_open_file_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (nginx's worker_rlimit_nofile); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return int(soft)
+
+
+class Connections:
+    """Implements :class:`~mpim.worker.channel.Registry`."""
+
+    def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop, stats: dict[str, int]) -> None:
+        self.loop = loop
+        self.stats = stats
+        self.max_connections = connection_limit(cfg)
+        self._open: set[Channel] = set()
+        self._forget: list[Callable[[Channel], None]] = []
+        self._on_open: list[Callable[[Channel], None]] = []
+        self._refused = 0
+        self._refused_logged_at = -1e9
+
+    def reconfigure(self, cfg: Config) -> None:
+        self.max_connections = connection_limit(cfg)
+
+    def on_open(self, hook: Callable[[Channel], None]) -> None:
+        self._on_open.append(hook)
+
+    def on_forget(self, hook: Callable[[Channel], None]) -> None:
+        """``hook(channel)`` runs once when a channel leaves (closed by us or by the peer)."""
+        self._forget.append(hook)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __iter__(self) -> Iterator[Channel]:
+        return iter(tuple(self._open))
+
+    # -- Registry ---------------------------------------------------------------------
+    def opened(self, channel: Channel) -> None:
+        if len(self._open) >= self.max_connections:
+            self._refuse(channel)
+            return
+        self._open.add(channel)
+        for hook in self._on_open:
+            hook(channel)
+
+    def closed(self, channel: Channel) -> None:
+        """The transport is gone (the adapter's ``connection_lost``)."""
+        if channel.state != CLOSED:
+            self._leave(channel)
+        self._open.discard(channel)
+
+    def close(self, channel: Channel, *, abort: bool = False, notify: bool = False) -> None:
+        """Leave every table now, then close the transport (flushing unless ``abort``)."""
+        if channel.state == CLOSED:
+            return
+        self._leave(channel)
+        if notify:
+            channel.send_frame(_DISCONNECT)
+        if abort:
+            channel.transport.abort()
+        else:
+            channel.close_transport()
+
+    def reject(self, channel: Channel, reason: str) -> None:
+        """The peer broke the protocol: log once and close cleanly."""
+        if channel.state == CLOSED:
+            return
+        self.stats["bad_input"] += 1
+        log.info("closing %s: %s", channel.peer(), reason)
+        self.close(channel)
+
+    # -- internals --------------------------------------------------------------------
+    def _leave(self, channel: Channel) -> None:
+        for hook in self._forget:
+            hook(channel)
+        channel.state = CLOSED
+
+    def _refuse(self, channel: Channel) -> None:
+        """Over ``max_connections``: close at once; one log line per 10 s at most."""
+        channel.state = CLOSED
+        channel.transport.abort()
+        self._refused += 1
+        self.stats["refused"] += 1
+        now = self.loop.time()
+        if now - self._refused_logged_at >= _REFUSED_LOG_EVERY:
+            log.warning(
+                "connection limit %d reached: refusing new connections (%d refused since the last report)",
+                self.max_connections,
+                self._refused,
+            )
+            self._refused_logged_at = now
+            self._refused = 0

@@ -1,0 +1,200 @@
+"""Sessions: authentication, the key registry (buckets), rooms per client, kicks, upstream.
+
+Auth is a request to the router: the token is verified here, the client's room
+is opened (subscribed on the bus) and the session is sent to the router; only
+when the router confirms (its tables hold the key and mid, and the room's bus
+subscription is live) does the client enter the buckets and its room and get
+the Auth reply. ChangeRoom works the same way. A key that is confirmed again
+here kicks the older connection with that key (the router kicks one elsewhere).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from itertools import count
+from typing import TYPE_CHECKING
+
+from mpim.auth import Authenticator, AuthError
+from mpim.limits import check_room_id
+from mpim.proto import Frame, Op, RemoteProtocolError, encode
+from mpim.records import Entry
+from mpim.worker.channel import AUTHED, CLOSED, REGISTERING, Channel, parse_op_list, peer_ip
+
+if TYPE_CHECKING:
+    from mpim.config import Config
+    from mpim.worker.bucket import Buckets
+    from mpim.worker.channel import Registry
+    from mpim.worker.deadlines import Deadlines
+    from mpim.worker.link import ClusterLink
+    from mpim.worker.room import Room, RoomTable
+
+log = logging.getLogger("mpim.worker")
+
+
+class Pending:
+    """A request of one channel that waits for the router: its reply and the room it reserved."""
+
+    __slots__ = ("reply", "room")
+
+    def __init__(self, reply: bytes, room: Room | None) -> None:
+        self.reply = reply
+        self.room = room
+
+
+class Sessions:
+    """Implements :class:`~mpim.worker.channel.SessionService` and the link's session side."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        registry: Registry,
+        deadlines: Deadlines,
+        buckets: Buckets,
+        rooms: RoomTable,
+        link: ClusterLink,
+        stats: dict[str, int],
+    ) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.deadlines = deadlines
+        self.buckets = buckets
+        self.rooms = rooms
+        self.link = link
+        self.stats = stats
+        self.auth = Authenticator(cfg.auth.mode, cfg.auth.secret)
+        self._accepts: dict[frozenset[int], frozenset[int]] = {}
+        self._key_prefix = secrets.token_hex(6) + "-"
+        self._key_seq = count(1)
+
+    def reconfigure(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.auth = Authenticator(cfg.auth.mode, cfg.auth.secret)
+
+    @property
+    def online(self) -> int:
+        """Authenticated connections."""
+        return len(self.buckets)
+
+    # -- auth ---------------------------------------------------------------------------
+    def authenticate(self, channel: Channel, frame: Frame) -> None:
+        try:
+            ident = self.auth.verify(frame.body)
+        except AuthError as exc:
+            self.stats["auth_fail"] += 1
+            log.warning("auth refused from %s: %s", channel.peer(), exc)
+            self.registry.close(channel)
+            return
+        self.stats["auth_ok"] += 1
+        channel.key = ident.key or f"{self._key_prefix}{next(self._key_seq):x}"
+        channel.mid = ident.mid
+        channel.accepts = self.intern_accepts(ident.accepts)
+        channel.state = REGISTERING
+        room = self.rooms.reserve(ident.room) if ident.room else None
+        channel.pending = Pending(encode(Op.AUTH_REPLY, b"", frame.ver, frame.seq), room)
+        channel.hold()
+        self.link.register(channel, ident.room, peer_ip(channel.transport))
+
+    def confirmed(self, channel: Channel) -> None:
+        """The router filed this channel's request (auth or room change): apply it and answer."""
+        pending = channel.pending
+        if channel.state == CLOSED or not isinstance(pending, Pending):
+            return
+        channel.pending = None
+        room = pending.room
+        if channel.state == REGISTERING:
+            channel.state = AUTHED
+            self.deadlines.beat(channel)
+            older = self.buckets.of(channel.key).put(channel.key, channel)
+            if older is not None:
+                self.stats["kicked"] += 1
+                log.info(
+                    "key %s connected again from %s; kicking %s", channel.key, channel.peer(), older.peer()
+                )
+                self.registry.close(older, notify=True)
+        if room is not None:
+            channel.room = self.rooms.join(room.id, channel)
+            self.rooms.unreserve(room)
+        channel.send_frame(pending.reply)
+        channel.release()
+
+    def heartbeat(self, channel: Channel) -> None:
+        self.deadlines.beat(channel)
+        self.link.heartbeat(channel)
+
+    # -- rooms and watch sets --------------------------------------------------------------
+    def change_room(self, channel: Channel, frame: Frame) -> None:
+        try:
+            room_id = check_room_id(frame.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise RemoteProtocolError(f"bad room id: {exc}") from None
+        reply = encode(Op.CHANGE_ROOM_REPLY, frame.body, frame.ver, frame.seq)
+        old = channel.room
+        if (old is not None and old.id == room_id) or (old is None and not room_id):
+            channel.send_frame(reply)
+            return
+        if old is not None:
+            self.rooms.leave(old, channel)
+            channel.room = None
+        room = self.rooms.reserve(room_id) if room_id else None
+        channel.pending = Pending(reply, room)
+        channel.hold()
+        self.link.change_room(channel, room_id)
+
+    def intern_accepts(self, accepts: frozenset[int]) -> frozenset[int]:
+        """Share one frozenset between all channels watching the same ops."""
+        return self._accepts.setdefault(accepts, accepts)
+
+    def watch(self, channel: Channel, frame: Frame) -> None:
+        """Sub/Unsub. A malformed list changes nothing (goim ignores it too)."""
+        try:
+            ops = parse_op_list(frame.body)
+        except (UnicodeDecodeError, ValueError):
+            self.stats["bad_input"] += 1
+            log.info("ignoring malformed op list %r from %s", frame.body[:64], channel.peer())
+            return
+        accepts = channel.accepts | ops if frame.op == Op.SUB else channel.accepts - ops
+        channel.accepts = self.intern_accepts(accepts)
+
+    def upstream(self, channel: Channel, frame: Frame) -> None:
+        self.link.upstream(channel, frame.op, frame.body)
+
+    # -- the link's side ----------------------------------------------------------------------
+    def kick(self, keys: list[str]) -> None:
+        for key in keys:
+            channel = self.buckets.get(key)
+            if channel is not None:
+                self.stats["kicked"] += 1
+                log.info("key %s connected on another worker; kicking %s", key, channel.peer())
+                self.registry.close(channel, notify=True)
+
+    def entries(self) -> list[Entry]:
+        """Every session, confirmed or being registered, for a full report to the router."""
+        entries = []
+        for ch in self.registry:
+            if ch.state == AUTHED:
+                room = ch.room.id if ch.room is not None else ""
+            elif ch.state == REGISTERING:
+                pending = ch.pending
+                room = pending.room.id if isinstance(pending, Pending) and pending.room is not None else ""
+            else:
+                continue
+            entries.append(Entry(ch.key, ch.mid, room, peer_ip(ch.transport)))
+        return entries
+
+    def forget(self, channel: Channel) -> None:
+        """A closing channel leaves the buckets, its room, and any request it had pending."""
+        pending = channel.pending
+        if isinstance(pending, Pending):
+            channel.pending = None
+            if pending.room is not None:
+                self.rooms.unreserve(pending.room)
+            self.link.cancel(channel)
+            if channel.state == REGISTERING and self.buckets.get(channel.key) is None:
+                self.link.disconnected(channel)  # the router may have filed it already
+        if channel.state == AUTHED:
+            if channel.room is not None:
+                self.rooms.leave(channel.room, channel)
+                channel.room = None
+            if self.buckets.of(channel.key).remove(channel.key, channel):
+                self.link.disconnected(channel)  # (unless a newer connection took the key here)
