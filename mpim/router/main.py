@@ -149,7 +149,7 @@ async def _run(
     rc = cfg.router
     router = Router(cfg, publish, receiver, loop.time(), host=server_name(cfg))
     state = HttpState(cfg, PushApi(cfg, router), loop)
-    server = await loop.create_server(lambda: HttpProtocol(state), sock=http_sock)
+    server = await loop.create_server(lambda: HttpProtocol(state), sock=http_sock, backlog=4096)
     ingress = Ingress(router, cfg.http.max_body)
     reports = SocketReader(loop, pull, pull.recv, lambda data: router.on_report(data, loop.time()))
     pushes = SocketReader(loop, zin, zin.recv_multipart, lambda frames: ingress.on_message(frames, reply))

@@ -56,7 +56,7 @@ class Worker:
         for kind, addr, sock in sockets:
             server: asyncio.AbstractServer
             if kind == "tcp":
-                server = await self.loop.create_server(tcp_class, sock=sock)
+                server = await self.loop.create_server(tcp_class, sock=sock, backlog=cfg.tcp.backlog)
             else:
                 server = await start_ws_server(self.hub, sock)
             self._servers.append(server)

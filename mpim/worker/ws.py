@@ -184,4 +184,6 @@ class WsChannel(Channel, asyncio.Protocol):
 
 
 async def start_ws_server(hub: Hub, sock: socket.socket) -> asyncio.AbstractServer:
-    return await hub.loop.create_server(hub.channel_class(WsChannel), sock=sock)
+    # create_server listens again: without backlog= it would drop to asyncio's default of 100
+    cls = hub.channel_class(WsChannel)
+    return await hub.loop.create_server(cls, sock=sock, backlog=hub.cfg.websocket.backlog)
