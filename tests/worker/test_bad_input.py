@@ -190,3 +190,41 @@ def test_abrupt_disconnects_leave_no_trace() -> None:
             await still_served(srv, calm)
 
     run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(b"live://\xff\xfe", "invalid start byte"), (b"live://\xed\xa0\x80", "invalid continuation byte")],
+    ids=["not-utf8", "utf8-encoded-surrogate"],
+)
+@pytest.mark.parametrize("kind", ["tcp", "ws"])
+def test_change_room_with_invalid_utf8_closes(
+    kind: str, body: bytes, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        async with serving() as srv:
+            calm = await bystander(srv)
+            client = await srv.authed(kind, mid=2, room_id="live://calm")
+            await client.send(Op.CHANGE_ROOM, body)
+            assert await client.expect_closed() == []
+            await still_served(srv, calm)  # live://calm counts 1 again: the closed client left it
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    assert len(closing_lines(caplog, f"bad room id: 'utf-8' codec can't decode byte 0x{body[7]:x}")) == 1
+    assert reason in closing_lines(caplog, "bad room id")[0]
+
+
+@pytest.mark.parametrize("field", ["key", "room_id", "platform"])
+def test_token_with_a_lone_surrogate_is_refused(field: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with serving() as srv:
+            calm = await bystander(srv)
+            client = await srv.tcp_client()
+            await client.send(Op.AUTH, b'{"mid":2,"%s":"x\\ud800"}' % field.encode())
+            assert await client.expect_closed() == []
+            await still_served(srv, calm)
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    assert len(closing_lines(caplog, f"{field} is not valid UTF-8")) == 1
