@@ -40,17 +40,38 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    import warnings
+
     from mpim.auth import mint
 
     secret = args.secret
     if not secret:
         cfg = _load(args.config)
         secret = cfg.auth.secret
-    if not secret:
-        print("mpim token: no secret: pass --secret or a config with [auth] secret", file=sys.stderr)
-        return EXIT_CONFIG
+        if not secret:
+            where = f"{cfg.source} has no [auth] secret" if args.config else "no --secret and no -c config"
+            fix = 'set [auth] mode = "jwt" and secret = "..." in the config, or pass --secret'
+            print(f"mpim token: {where}: {fix}", file=sys.stderr)
+            return EXIT_CONFIG
+        if cfg.auth.mode != "jwt":
+            print(
+                f'mpim token: warning: {cfg.source} has [auth] mode = "{cfg.auth.mode}": '
+                'its workers will refuse this token until you set mode = "jwt"',
+                file=sys.stderr,
+            )
     accepts = tuple(int(op) for op in args.accepts.split(",") if op) if args.accepts else ()
-    print(mint(secret, args.mid, args.room, args.key, args.platform, accepts, args.ttl))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        token = mint(secret, args.mid, args.room, args.key, args.platform, accepts, args.ttl)
+    for warning in caught:  # one plain line each, not a warning with a site-packages path
+        if warning.category.__name__ == "InsecureKeyLengthWarning":
+            size = len(secret.encode())
+            print(
+                f"mpim token: warning: the secret is {size} bytes; HS256 wants at least 32", file=sys.stderr
+            )
+        else:
+            print(f"mpim token: warning: {warning.message}", file=sys.stderr)
+    print(token)
     return 0
 
 
