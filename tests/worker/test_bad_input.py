@@ -163,7 +163,7 @@ def test_plain_http_on_websocket_port_is_refused(caplog: pytest.LogCaptureFixtur
             assert response.startswith((b"HTTP/1.1 426", b"HTTP/1.1 400"))
             writer.close()
             reader2, writer2 = await asyncio.open_connection(host, int(port))
-            writer2.write(b"\x16\x03\x01garbage-not-http\r\n\r\n")
+            writer2.write(b"GARBAGE-not-http\r\n\r\n")
             assert await asyncio.wait_for(reader2.read(), 5) == b""  # closed without a reply
             writer2.close()
             await still_served(srv, calm)
@@ -172,6 +172,33 @@ def test_plain_http_on_websocket_port_is_refused(caplog: pytest.LogCaptureFixtur
         run(scenario)
     assert len(closing_lines(caplog, "websocket handshake failed: missing Connection")) == 1
     assert len(closing_lines(caplog, "handshake failed: did not receive a valid HTTP")) == 1
+
+
+@pytest.mark.parametrize(
+    "first", [AUTH, b"\x16\x03\x01 TLS hello", b"get /sub HTTP/1.1\r\n"], ids=["goim", "tls", "lowercase"]
+)
+def test_websocket_port_refuses_at_once_what_cannot_be_http(
+    first: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A goim TCP client (or TLS) on the WebSocket port gets 400 and a close at once, not after the
+    handshake timeout (an hour here, far beyond the test's read guard)."""
+
+    async def scenario() -> None:
+        async with serving(protocol={"handshake_timeout": 3600.0}) as srv:
+            calm = await bystander(srv)
+            host, port = srv.ws_url.split("/")[2].split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(first)
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+            assert answer.endswith(b"\r\n\r\nBad Request: this is a WebSocket port\n")
+            writer.close()
+            await still_served(srv, calm)
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    reason = f"not an HTTP request (first byte 0x{first[0]:02x}) on the WebSocket port"
+    assert len(closing_lines(caplog, reason)) == 1
 
 
 def test_abrupt_disconnects_leave_no_trace() -> None:
