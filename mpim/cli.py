@@ -85,7 +85,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_client(args: argparse.Namespace) -> int:
     import uvloop
 
-    from mpim.client import watch
+    from mpim.client import WatchError, watch
 
     token = args.token or json.dumps(
         {
@@ -97,7 +97,12 @@ def cmd_client(args: argparse.Namespace) -> int:
         }
     )
     try:
-        return uvloop.run(watch(args.address, token, args.heartbeat, args.count))
+        return uvloop.run(
+            watch(args.address, token, args.heartbeat, args.count, auth_timeout=args.auth_timeout)
+        )
+    except WatchError as exc:
+        print(f"mpim client: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
 
@@ -127,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--token", default="", help="send this token instead (e.g. from `mpim token`)")
     client.add_argument("--heartbeat", type=float, default=30.0, help="seconds between heartbeats")
     client.add_argument("--count", type=int, default=0, help="exit after this many pushes (0 = never)")
+    client.add_argument(
+        "--auth-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for the connection and the Auth reply",
+    )
     token = add("token", cmd_token, "mint an HS256 client token for jwt auth mode")
     token.add_argument("--mid", type=int, required=True, help="user id")
     token.add_argument("--room", default="", help="room id, e.g. live://1000")
