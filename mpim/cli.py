@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -11,6 +13,7 @@ from mpim import config as config_mod
 from mpim.config import ConfigError
 
 EXIT_CONFIG = 2
+EXIT_BOOT_ERROR = 3
 
 
 def _load(path: str | None) -> config_mod.Config:
@@ -28,9 +31,49 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_master(args: argparse.Namespace) -> int:
+    from mpim import pidfile
     from mpim.master import run_master
 
-    return run_master(_load(args.config), args.config)
+    cfg = _load(args.config)
+    try:
+        with pidfile.held(cfg.server.pid_file):
+            return run_master(cfg, args.config)
+    except pidfile.PidFileError as exc:
+        print(f"mpim master: {exc}", file=sys.stderr)
+        return EXIT_BOOT_ERROR
+
+
+def _signal_master(args: argparse.Namespace, signum: signal.Signals) -> int:
+    """``mpim reload`` / ``mpim stop``: signal the one master that runs with ``-c`` (or ``--pid``)."""
+    from mpim import pidfile
+
+    try:
+        if args.pid:
+            pid = pidfile.check_master(args.pid)
+        else:
+            pid = pidfile.find_master(args.config, _load(args.config).server.pid_file)
+        os.kill(pid, signum)
+    except pidfile.MasterNotFound as exc:
+        print(f"mpim {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except ProcessLookupError:
+        print(f"mpim {args.command}: the master (pid {pid}) is gone", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(
+            f"mpim {args.command}: not allowed to signal pid {pid} (another user's master?)", file=sys.stderr
+        )
+        return 1
+    print(f"mpim {args.command}: sent {signum.name} to the master (pid {pid})")
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    return _signal_master(args, signal.SIGHUP)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    return _signal_master(args, signal.SIGTERM)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -120,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("master", cmd_master, "run the master: workers, bus and router, supervised")
     add("worker", cmd_worker, "run one worker in the foreground (no bus, no router)")
     add("check", cmd_check, "validate a config file and exit")
+    for name, func, what in (
+        ("reload", cmd_reload, "reload the master that runs with this config (SIGHUP)"),
+        ("stop", cmd_stop, "stop the master that runs with this config, draining clients (SIGTERM)"),
+    ):
+        control = add(name, func, what)
+        control.add_argument("--pid", type=int, default=0, help="signal this master instead of looking it up")
     client = add("client", cmd_client, "connect as a goim client and print what is pushed")
     client.add_argument(
         "address", nargs="?", default="127.0.0.1:3101", help="host:port (TCP) or ws://host:port/sub"

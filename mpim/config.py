@@ -47,6 +47,7 @@ class ServerSection:
     max_connections: int = _opt(
         0, lo=0, hi=10_000_000, doc="per worker; 0 = the open-file limit minus a reserve"
     )
+    pid_file: str = _opt("", doc="the master writes its pid here while it runs; empty = none")
 
 
 @dataclass(frozen=True)
