@@ -2,7 +2,8 @@
 
 CPU is ``utime + stime`` from ``/proc/<pid>/stat`` (clock ticks), RSS is
 ``VmRSS`` from ``/proc/<pid>/status``. A server is a root pid and every process
-below it; each gets a name from its title (``mpim: worker 1`` -> ``worker 1``).
+below it; each gets a name from its title (``mpim: worker 1`` -> ``worker 1``,
+``mpim: master -c /etc/mpim.toml`` -> ``master``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def rss_bytes(pid: int) -> int:
 def title(pid: int) -> str:
     raw = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
     text = raw.decode(errors="replace")
-    return text.removeprefix("mpim: ")
+    return text.removeprefix("mpim: ").partition(" -c ")[0]  # "master -c /path/config.toml" -> "master"
 
 
 def descendants(root: int) -> list[int]:

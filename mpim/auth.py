@@ -18,6 +18,7 @@ import jwt
 MAX_ROOM_ID = 256
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_TOO_DEEP = "token is not valid JSON: nested too deeply"
 
 
 class AuthError(Exception):
@@ -63,6 +64,11 @@ def identity_from_claims(claims: Any) -> Identity:
         value = claims.get(name) or ""
         if not isinstance(value, str):
             raise AuthError(f"{name} {value!r} is not a string")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")  # JSON "\ud800" decodes to a lone surrogate
+            except UnicodeEncodeError:
+                raise AuthError(f"{name} is not valid UTF-8 (it holds a lone surrogate)") from None
         fields[name] = value
     if len(fields["key"]) > 128:
         raise AuthError("key is longer than 128 characters")
@@ -97,6 +103,8 @@ class Authenticator:
                 claims = json.loads(token)
             except (ValueError, UnicodeDecodeError):
                 raise AuthError("token is not valid JSON") from None
+            except RecursionError:
+                raise AuthError(_TOO_DEEP) from None
             return identity_from_claims(claims)
         try:
             claims = jwt.decode(
@@ -107,6 +115,8 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise AuthError(f"jwt rejected: {exc}") from None
+        except RecursionError:
+            raise AuthError(_TOO_DEEP) from None
         return identity_from_claims(claims)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -11,6 +13,7 @@ from mpim import config as config_mod
 from mpim.config import ConfigError
 
 EXIT_CONFIG = 2
+EXIT_BOOT_ERROR = 3
 
 
 def _load(path: str | None) -> config_mod.Config:
@@ -28,9 +31,49 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_master(args: argparse.Namespace) -> int:
+    from mpim import pidfile
     from mpim.master import run_master
 
-    return run_master(_load(args.config), args.config)
+    cfg = _load(args.config)
+    try:
+        with pidfile.held(cfg.server.pid_file):
+            return run_master(cfg, args.config)
+    except pidfile.PidFileError as exc:
+        print(f"mpim master: {exc}", file=sys.stderr)
+        return EXIT_BOOT_ERROR
+
+
+def _signal_master(args: argparse.Namespace, signum: signal.Signals) -> int:
+    """``mpim reload`` / ``mpim stop``: signal the one master that runs with ``-c`` (or ``--pid``)."""
+    from mpim import pidfile
+
+    try:
+        if args.pid:
+            pid = pidfile.check_master(args.pid)
+        else:
+            pid = pidfile.find_master(args.config, _load(args.config).server.pid_file)
+        os.kill(pid, signum)
+    except pidfile.MasterNotFound as exc:
+        print(f"mpim {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except ProcessLookupError:
+        print(f"mpim {args.command}: the master (pid {pid}) is gone", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(
+            f"mpim {args.command}: not allowed to signal pid {pid} (another user's master?)", file=sys.stderr
+        )
+        return 1
+    print(f"mpim {args.command}: sent {signum.name} to the master (pid {pid})")
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    return _signal_master(args, signal.SIGHUP)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    return _signal_master(args, signal.SIGTERM)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -40,17 +83,38 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    import warnings
+
     from mpim.auth import mint
 
     secret = args.secret
     if not secret:
         cfg = _load(args.config)
         secret = cfg.auth.secret
-    if not secret:
-        print("mpim token: no secret: pass --secret or a config with [auth] secret", file=sys.stderr)
-        return EXIT_CONFIG
+        if not secret:
+            where = f"{cfg.source} has no [auth] secret" if args.config else "no --secret and no -c config"
+            fix = 'set [auth] mode = "jwt" and secret = "..." in the config, or pass --secret'
+            print(f"mpim token: {where}: {fix}", file=sys.stderr)
+            return EXIT_CONFIG
+        if cfg.auth.mode != "jwt":
+            print(
+                f'mpim token: warning: {cfg.source} has [auth] mode = "{cfg.auth.mode}": '
+                'its workers will refuse this token until you set mode = "jwt"',
+                file=sys.stderr,
+            )
     accepts = tuple(int(op) for op in args.accepts.split(",") if op) if args.accepts else ()
-    print(mint(secret, args.mid, args.room, args.key, args.platform, accepts, args.ttl))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        token = mint(secret, args.mid, args.room, args.key, args.platform, accepts, args.ttl)
+    for warning in caught:  # one plain line each, not a warning with a site-packages path
+        if warning.category.__name__ == "InsecureKeyLengthWarning":
+            size = len(secret.encode())
+            print(
+                f"mpim token: warning: the secret is {size} bytes; HS256 wants at least 32", file=sys.stderr
+            )
+        else:
+            print(f"mpim token: warning: {warning.message}", file=sys.stderr)
+    print(token)
     return 0
 
 
@@ -64,7 +128,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_client(args: argparse.Namespace) -> int:
     import uvloop
 
-    from mpim.client import watch
+    from mpim.client import WatchError, watch
 
     token = args.token or json.dumps(
         {
@@ -76,7 +140,12 @@ def cmd_client(args: argparse.Namespace) -> int:
         }
     )
     try:
-        return uvloop.run(watch(args.address, token, args.heartbeat, args.count))
+        return uvloop.run(
+            watch(args.address, token, args.heartbeat, args.count, auth_timeout=args.auth_timeout)
+        )
+    except WatchError as exc:
+        print(f"mpim client: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
 
@@ -94,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("master", cmd_master, "run the master: workers, bus and router, supervised")
     add("worker", cmd_worker, "run one worker in the foreground (no bus, no router)")
     add("check", cmd_check, "validate a config file and exit")
+    for name, func, what in (
+        ("reload", cmd_reload, "reload the master that runs with this config (SIGHUP)"),
+        ("stop", cmd_stop, "stop the master that runs with this config, draining clients (SIGTERM)"),
+    ):
+        control = add(name, func, what)
+        control.add_argument("--pid", type=int, default=0, help="signal this master instead of looking it up")
     client = add("client", cmd_client, "connect as a goim client and print what is pushed")
     client.add_argument(
         "address", nargs="?", default="127.0.0.1:3101", help="host:port (TCP) or ws://host:port/sub"
@@ -106,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--token", default="", help="send this token instead (e.g. from `mpim token`)")
     client.add_argument("--heartbeat", type=float, default=30.0, help="seconds between heartbeats")
     client.add_argument("--count", type=int, default=0, help="exit after this many pushes (0 = never)")
+    client.add_argument(
+        "--auth-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for the connection and the Auth reply",
+    )
     token = add("token", cmd_token, "mint an HS256 client token for jwt auth mode")
     token.add_argument("--mid", type=int, required=True, help="user id")
     token.add_argument("--room", default="", help="room id, e.g. live://1000")
@@ -120,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--op", type=int, required=True, help="operation, e.g. 1000")
     push.add_argument("--key", action="append", default=[], help="connection key (repeat)")
     push.add_argument("--mid", type=int, action="append", default=[], help="user id (repeat)")
-    push.add_argument("--room", default="", help="room id, e.g. live://1000")
+    push.add_argument("--room", default="", help="full room id, type://id, e.g. live://1000")
+    push.add_argument("--raw-room", action="store_true", help="accept a room id without type://")
     push.add_argument("--speed", type=int, default=0, help="push all: connections/s, 0 = unpaced")
     push.add_argument("--endpoint", default="", help="ingress endpoint (default: [ingress] zmq_bind)")
     push.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")

@@ -10,17 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
+import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from mpim.proto import Decoder, Frame, Op, decode, encode
+from mpim.proto import Decoder, Frame, Op, RemoteProtocolError, decode, encode
 
 
 class ConnectionClosedError(Exception):
     """The server closed the connection."""
+
+
+class HttpAnswerError(Exception):
+    """A TCP server answered in HTTP: the address is an HTTP (WebSocket) port, not goim's TCP port."""
+
+
+class WatchError(Exception):
+    """An ordinary failure of `mpim client` (refused, unreachable, token refused); one line for the user."""
 
 
 class Client:
@@ -110,7 +122,12 @@ class TcpClient(Client):
             data = await self._reader.read(65536)
             if not data:
                 raise ConnectionClosedError("server closed the connection")
-            frames = self._decoder.feed(data)
+            try:
+                frames = self._decoder.feed(data)
+            except RemoteProtocolError:
+                if data.startswith(b"HTTP/"):
+                    raise HttpAnswerError(data.partition(b"\r\n")[0].decode("latin-1")) from None
+                raise
             if frames:
                 return frames
 
@@ -157,9 +174,63 @@ async def connect_tcp(host: str, port: int) -> TcpClient:
     return TcpClient(reader, writer)
 
 
-async def connect_ws(url: str) -> WsClient:
-    conn = await ws_connect(url, max_size=None, compression=None)
+async def connect_ws(url: str, open_timeout: float = 10.0) -> WsClient:
+    conn = await ws_connect(url, max_size=None, compression=None, open_timeout=open_timeout)
     return WsClient(conn)
+
+
+def _os_reason(exc: OSError) -> str:
+    """``connection refused``, ``no route to host``, ``cannot resolve the host: ...``."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host: {exc.strerror}"
+    if exc.errno:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
+
+
+async def _open(address: str, timeout: float) -> tuple[Client, str]:
+    """Connect to ``host:port`` (TCP) or a ``ws://`` URL; returns the client and ``host:port``."""
+    if address.startswith(("ws://", "wss://")):
+        where = urlsplit(address).netloc
+        try:
+            return await connect_ws(address, open_timeout=timeout), where
+        except TimeoutError:  # before OSError, its base class
+            raise WatchError(f"no WebSocket upgrade from {where} within {timeout:g}s") from None
+        except OSError as exc:
+            raise WatchError(f"cannot connect to {where}: {_os_reason(exc)}") from None
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise WatchError(f"{where} refused the WebSocket upgrade of {address}: HTTP {status}") from None
+        except InvalidHandshake as exc:
+            raise WatchError(
+                f"no WebSocket upgrade from {where} ({exc}) — is that the TCP port? use {where} without ws://"
+            ) from None
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise WatchError(f"bad address {address!r}: expected host:port or ws://host:port/sub")
+    where = f"{host or '127.0.0.1'}:{port}"
+    try:
+        return await asyncio.wait_for(connect_tcp(host or "127.0.0.1", int(port)), timeout), where
+    except TimeoutError:
+        raise WatchError(f"cannot connect to {where}: no answer within {timeout:g}s") from None
+    except OSError as exc:
+        raise WatchError(f"cannot connect to {where}: {_os_reason(exc)}") from None
+
+
+async def _authenticate(client: Client, where: str, token: str, timeout: float) -> None:
+    hint = "" if client.is_ws else f" — is that the WebSocket port? use ws://{where}/sub"
+    try:
+        await client.auth(token, timeout)
+    except TimeoutError:
+        raise WatchError(f"no Auth reply within {timeout:g}s from {where}{hint}") from None
+    except HttpAnswerError as exc:
+        raise WatchError(f"{where} answered in HTTP ({exc}), not goim{hint}") from None
+    except (RemoteProtocolError, AssertionError, ValueError) as exc:
+        raise WatchError(f"{where} does not answer in goim's protocol: {exc}") from None
+    except (ConnectionClosedError, OSError):
+        raise WatchError(
+            "the server closed the connection after Auth: token refused (see the server log)"
+        ) from None
 
 
 async def watch(
@@ -168,17 +239,19 @@ async def watch(
     heartbeat: float = 30.0,
     count: int = 0,
     out: Any = None,
+    auth_timeout: float = 5.0,
 ) -> int:
-    """`mpim client`: authenticate, print every push, heartbeat; stop after ``count`` pushes."""
-    import sys
+    """`mpim client`: authenticate, print every push, heartbeat; stop after ``count`` pushes.
 
+    Raises :class:`WatchError` when the connection or the Auth fails.
+    """
     out = out or sys.stdout
-    if address.startswith(("ws://", "wss://")):
-        client: Client = await connect_ws(address)
-    else:
-        host, _, port = address.rpartition(":")
-        client = await connect_tcp(host or "127.0.0.1", int(port))
-    await client.auth(token)
+    client, where = await _open(address, auth_timeout)
+    try:
+        await _authenticate(client, where, token, auth_timeout)
+    except WatchError:
+        await client.close()
+        raise
     print(f"connected to {address}", file=out, flush=True)
     loop = asyncio.get_running_loop()
     next_beat = loop.time()
@@ -201,7 +274,7 @@ async def watch(
                 received += 1
                 body = frame.body.decode("utf-8", "backslashreplace")
                 print(f"push op={frame.op} body={body}", file=out, flush=True)
-    except ConnectionClosedError:
+    except (ConnectionClosedError, OSError):
         print("connection closed by the server", file=out, flush=True)
         return 1
     finally:

@@ -47,6 +47,7 @@ class ServerSection:
     max_connections: int = _opt(
         0, lo=0, hi=10_000_000, doc="per worker; 0 = the open-file limit minus a reserve"
     )
+    pid_file: str = _opt("", doc="the master writes its pid here while it runs; empty = none")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class HttpSection:
     max_body: int = _opt(1 << 20, lo=0, hi=1 << 28, doc="largest push body, bytes")
     max_header: int = _opt(8192, lo=256, hi=1 << 20, doc="largest request line + headers, bytes")
     idle_timeout: float = _opt(60.0, lo=0.1, hi=86400.0, doc="close idle keep-alive connections")
+    request_timeout: float = _opt(
+        10.0, lo=0.1, hi=3600.0, doc="a started request must be complete (headers and body) this soon"
+    )
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,13 @@ def run(args: argparse.Namespace, default_endpoint: str) -> int:
     if args.kind in need and not getattr(args, need[args.kind][0]):
         print(f"mpim push {args.kind}: {need[args.kind][1]} is required", file=sys.stderr)
         return 2
+    if args.kind == "room" and "://" not in args.room and not args.raw_room:
+        print(
+            f"mpim push room: room id {args.room!r} has no type: clients join full room ids "
+            f"such as 'live://{args.room}' (pass --raw-room to push to {args.room!r} anyway)",
+            file=sys.stderr,
+        )
+        return 2
     body: bytes = sys.stdin.buffer.read() if args.body == "-" else args.body.encode()
     wait = not args.no_wait
     with Pusher(endpoint, args.timeout) as pusher:

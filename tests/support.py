@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +46,18 @@ def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on port {port}")
+
+
+def listen_backlog(port: int) -> int | None:
+    """The backlog of the socket listening on TCP ``port`` (``ss`` shows it as Send-Q), or None
+    when iproute2's ``ss`` is not installed."""
+    if shutil.which("ss") is None:
+        return None
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert len(out) >= 3 and out[0] == "LISTEN", f"no listener on port {port}: {out}"
+    return int(out[2])  # State Recv-Q Send-Q Local Peer
 
 
 class ServerProcess:

@@ -39,6 +39,11 @@ def test_json_mode_minimal_token() -> None:
         (b'{"room_id":"a\\u0000b"}', "without NUL"),
         (json.dumps({"room_id": "r" * 300}).encode(), "at most 256 bytes"),
         (json.dumps({"key": "k" * 200}).encode(), "longer than 128"),
+        (b"[" * 2000 + b"]" * 2000, "nested too deeply"),
+        (b'{"a":' * 2000 + b"1" + b"}" * 2000, "nested too deeply"),
+        (b'{"key":"\\ud800"}', "key is not valid UTF-8"),
+        (b'{"room_id":"live://\\udfff"}', "room_id is not valid UTF-8"),
+        (b'{"platform":"web\\ud83d"}', "platform is not valid UTF-8"),
     ],
 )
 def test_json_mode_rejects_malformed(token: bytes, reason: str) -> None:
@@ -67,6 +72,29 @@ def test_jwt_round_trip() -> None:
 def test_jwt_rejects(token: str, reason: str) -> None:
     with pytest.raises(AuthError, match=reason):
         Authenticator("jwt", SECRET).verify(token.encode())
+
+
+def signed(payload: bytes) -> str:
+    """A correctly signed HS256 token around any payload bytes (claims json.dumps cannot make)."""
+    return jwt.api_jws.encode(payload, SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"[" * 2000 + b"]" * 2000, "nested too deeply|recursion depth"),  # PyJWT may catch it itself
+        (b'{"mid":1,"exp":4102444800,"key":"\\ud800"}', "key is not valid UTF-8"),  # exp: year 2100
+    ],
+)
+def test_jwt_rejects_signed_but_bad_claims(payload: bytes, reason: str) -> None:
+    with pytest.raises(AuthError, match=reason):
+        Authenticator("jwt", SECRET).verify(signed(payload).encode())
+
+
+def test_non_ascii_fields_are_kept() -> None:
+    token = json.dumps({"key": "clé", "room_id": "live://直播", "platform": "wéb"}).encode()
+    ident = Authenticator("json").verify(token)
+    assert (ident.key, ident.room, ident.platform) == ("clé", "live://直播", "wéb")
 
 
 def test_jwt_needs_secret() -> None:

@@ -64,7 +64,7 @@ def _loop(arbiter: Arbiter, host: ForkHost) -> int:
 
 def run(cfg: Config, path: str | None) -> int:
     mlog.setup(cfg.log.level, cfg.log.file, "master")
-    setproctitle("mpim: master")
+    setproctitle(f"mpim: master -c {os.path.abspath(path)}" if path else "mpim: master")
     try:
         zmq_binds = (cfg.ingress.zmq_bind, cfg.router.endpoint, cfg.bus.in_endpoint, cfg.bus.out_endpoint)
         tcp_zmq = [a for a in map(zmq_tcp_address, zmq_binds) if a]

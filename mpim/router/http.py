@@ -7,7 +7,11 @@ request line + headers over ``[http] max_header`` -> 431, a body over
 malformed request -> 400; each of these closes the connection after the answer.
 Unknown paths get 404 and wrong methods 405 (with ``Allow``) from the API, on a
 connection that stays open. Idle keep-alive connections close after
-``[http] idle_timeout``. When the client stops reading, we stop reading too.
+``[http] idle_timeout``; a request that is not complete (headers and body)
+``[http] request_timeout`` after its first byte gets 408 and a close, so a client
+that trickles bytes cannot hold a connection forever. Both are checked by
+:meth:`HttpState.tick`, once a second, with no per-request timer. When the client
+stops reading, we stop reading too.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import collections
 import email.utils
 import logging
+import math
 from typing import Any
 from urllib.parse import unquote
 
@@ -27,7 +32,7 @@ from mpim.router.api import OK_NULL, Answer, PushApi, Reply, error
 log = logging.getLogger("mpim.http")
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
-_REASONS.update({413: b"Content Too Large", 431: b"Request Header Fields Too Large"})
+_REASONS.update({408: b"Request Timeout", 413: b"Content Too Large", 431: b"Request Header Fields Too Large"})
 _REASONS.update({503: b"Service Unavailable", 504: b"Gateway Timeout"})
 _MAX_WAITING = 256  # answers a pipelining client may have outstanding before we stop reading
 _READ_SLACK = 65536  # a read may carry the end of earlier pipelined requests
@@ -70,15 +75,20 @@ class HttpState:
         self.max_body = cfg.http.max_body
         self.max_header = cfg.http.max_header
         self.idle_timeout = cfg.http.idle_timeout
+        self.request_timeout = cfg.http.request_timeout
 
     def tick(self) -> None:
-        """Refresh the Date header and close idle connections (call about once a second)."""
-        self.now = self.loop.time()
+        """Refresh the Date header; close idle connections and requests that are too slow
+        (call about once a second)."""
+        self.now = now = self.loop.time()
         self.date = email.utils.formatdate(usegmt=True).encode()
         self.ok_null = _head(OK_NULL, self.date) + b"\r\n" + OK_NULL.body
-        limit = self.now - self.idle_timeout
-        for conn in [c for c in self.connections if c.last_active < limit]:
-            conn.close()
+        idle, late = now - self.idle_timeout, now - self.request_timeout
+        for conn in [c for c in self.connections if c.last_active < idle or c.request_started < late]:
+            if conn.request_started < math.inf:
+                conn.time_out(now - conn.request_started)
+            else:
+                conn.close()
 
     def close_all(self) -> None:
         for conn in list(self.connections):
@@ -96,6 +106,7 @@ class HttpProtocol(asyncio.Protocol):
         "last_active",
         "parser",
         "pending",
+        "request_started",
         "state",
         "transport",
         "url",
@@ -116,6 +127,7 @@ class HttpProtocol(asyncio.Protocol):
         self.expect = False
         self.last_active = state.now
         self.waiting: collections.deque[tuple[Answer, bool, bool]] = collections.deque()
+        self.request_started = math.inf  # state.now at the first byte of an incomplete request
 
     # -- asyncio ------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -158,6 +170,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self.request_started = self.state.now
         self.url = b""
         self.expect = False
         self.body = []
@@ -197,6 +210,7 @@ class HttpProtocol(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.request_started = math.inf
         if self.closing:
             return
         state = self.state
@@ -270,6 +284,16 @@ class HttpProtocol(asyncio.Protocol):
         self.state.refused += 1
         log.info("refusing an HTTP request from %s: %d", self._peer(), reply.status)
         self._write(reply, keep=False)
+        self.close()
+
+    def time_out(self, waited: float) -> None:
+        """The request started ``waited`` seconds ago and is still not complete: 408, close."""
+        if self.closing:
+            return
+        self.state.refused += 1
+        limit = self.state.request_timeout
+        log.info("closing %s: HTTP request not complete after %.0fs (limit %gs)", self._peer(), waited, limit)
+        self._write(error(-408, f"request not complete within {limit:g}s", 408), keep=False)
         self.close()
 
     def _peer(self) -> str:

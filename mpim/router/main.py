@@ -116,7 +116,7 @@ class RouterProcess:
         except OSError as exc:
             http_sock.close()
             raise BindError(f"cannot listen for workers on {self.endpoints.router}: {exc}") from None
-        self._http_server = await loop.create_server(self._http_protocol, sock=http_sock, backlog=1024)
+        self._http_server = await loop.create_server(self._http_protocol, sock=http_sock, backlog=4096)
         self.busport.start()
         pushes = SocketReader(loop, self.zin, self.zin.recv_multipart, self._on_ingress)
         pushes.start()
@@ -204,7 +204,7 @@ class RouterProcess:
         old, self._http_server = self._http_server, None
         if old is not None:
             old.close()
-        self._http_server = await self.loop.create_server(self._http_protocol, sock=sock, backlog=1024)
+        self._http_server = await self.loop.create_server(self._http_protocol, sock=sock, backlog=4096)
 
     def _rebind_ingress(self, old: Config, new: Config) -> None:
         try:

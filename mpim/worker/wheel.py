@@ -5,6 +5,12 @@ under. A heartbeat only moves ``expires`` forward (one integer store); the item 
 re-filed lazily when its old slot comes due. So an item costs one set operation
 per timeout period, never one per heartbeat, and there are no per-connection
 timer handles at all.
+
+``now`` counts whole ticks elapsed, so when an item is filed the current tick is
+already partly gone. A deadline is therefore filed one tick beyond the whole ticks
+covering the timeout: it never fires early, and fires at most one tick (plus the
+rounding of the timeout up to whole ticks) late, as long as :meth:`advance` is
+called once per tick boundary.
 """
 
 from __future__ import annotations
@@ -40,9 +46,13 @@ class TimingWheel:
         """Whole ticks covering ``seconds`` (at least one)."""
         return max(1, math.ceil(seconds / self.tick))
 
+    def deadline(self, seconds: float) -> int:
+        """The tick at which ``seconds`` from now have surely passed (the current tick is partly over)."""
+        return self.now + 1 + self.ticks(seconds)
+
     def add(self, item: WheelItem, seconds: float) -> None:
         """File ``item`` to expire ``seconds`` from now."""
-        item.expires = self.now + self.ticks(seconds)
+        item.expires = self.deadline(seconds)
         self._file(item, item.expires)
         self._size += 1
 
@@ -50,7 +60,7 @@ class TimingWheel:
         """Move the deadline. Later: one integer store, the wheel re-files it lazily.
         Earlier than the slot it is filed under (auth with a heartbeat timeout shorter
         than the handshake timeout): re-filed now."""
-        item.expires = expires = self.now + self.ticks(seconds)
+        item.expires = expires = self.deadline(seconds)
         if expires < item.wheel_slot:
             slot = self._slots.get(item.wheel_slot)
             if slot is not None and item in slot:

@@ -32,7 +32,8 @@ from mpim.worker.channel import CHANNEL_SLOTS, CLOSED, Channel
 if TYPE_CHECKING:
     from mpim.worker.hub import Hub
 
-_UPGRADING, _GOIM, _ECHO = 0, 1, 2
+_UPGRADING, _GOIM, _ECHO, _FRESH = 0, 1, 2, 3  # _FRESH: upgrading, nothing received yet
+_METHOD_START = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # an HTTP request starts with its method
 _wslog = logging.getLogger("websockets.server")
 _wslog.setLevel(logging.WARNING)  # the library logs every open and close at INFO
 
@@ -60,7 +61,7 @@ class WsChannel(Channel, asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         cfg = self.sessions.cfg
         self.ws: ServerProtocol | None = ServerProtocol(max_size=cfg.websocket.max_message, logger=_wslog)
-        self._mode = _UPGRADING
+        self._mode = _FRESH
         self._message: _Message | None = None
         if cfg.channel.high_water:
             transport.set_write_buffer_limits(high=cfg.channel.high_water)
@@ -71,6 +72,15 @@ class WsChannel(Channel, asyncio.Protocol):
         ws = self.ws
         if ws is None:
             return
+        if self._mode == _FRESH:
+            # Cannot be an HTTP request (a goim TCP client, TLS): refuse now, not at the handshake timeout.
+            if data[0] not in _METHOD_START:
+                ws.send_response(ws.reject(400, "Bad Request: this is a WebSocket port\n"))
+                self.registry.reject(
+                    self, f"not an HTTP request (first byte 0x{data[0]:02x}) on the WebSocket port"
+                )
+                return
+            self._mode = _UPGRADING
         ws.receive_data(data)
         try:
             for event in ws.events_received():
@@ -186,4 +196,5 @@ class WsChannel(Channel, asyncio.Protocol):
 
 
 async def start_ws_server(hub: Hub, sock: socket.socket, backlog: int = 4096) -> asyncio.AbstractServer:
+    # create_server listens again: without backlog= it would drop to asyncio's default of 100
     return await hub.loop.create_server(hub.channel_class(WsChannel), sock=sock, backlog=backlog)

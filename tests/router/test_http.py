@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -233,3 +234,96 @@ def test_expect_100_continue_gets_the_go_ahead(loop: asyncio.AbstractEventLoop) 
     c = Conn(loop)
     c.feed(b"POST /goim/push/all?operation=7 HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 500\r\n\r\n")
     assert c.responses()[0][0] == 413  # refused before the client sends the body
+
+
+class FakeClock:
+    """Stands in for the loop in HttpState, which reads only ``time()``."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def time(self) -> float:
+        return self.t
+
+
+def clocked(loop: asyncio.AbstractEventLoop, **http: Any) -> tuple[Conn, FakeClock]:
+    c = Conn(loop, **http)
+    clock = FakeClock()
+    c.state.loop = clock  # type: ignore[assignment]
+    c.state.tick()
+    return c, clock
+
+
+def advance(c: Conn, clock: FakeClock, seconds: float) -> None:
+    clock.t += seconds
+    c.state.tick()
+
+
+@pytest.mark.parametrize(
+    ("head", "trickle"),
+    [
+        (b"GET /goim/online/total HTTP/1.1\r\n", b"X-Slow: a\r\n"),  # slowloris headers
+        (b"POST /goim/push/all?operation=7 HTTP/1.1\r\nContent-Length: 100\r\n\r\n", b"x"),  # slow body
+    ],
+    ids=["headers", "body"],
+)
+def test_request_trickling_past_request_timeout_gets_408(
+    loop: asyncio.AbstractEventLoop, head: bytes, trickle: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mpim.http")
+    c, clock = clocked(loop, request_timeout=10.0, idle_timeout=60.0)
+    c.feed(head)
+    for _ in range(5):  # 9 s: still within the limit, although idle never
+        advance(c, clock, 1.8)
+        c.feed(trickle)
+    assert not c.transport.closed and c.transport.data == b""
+    advance(c, clock, 1.8)  # 10.8 s after the first byte
+    [(status, headers, body)] = c.responses()
+    assert (status, body["code"], headers["connection"]) == (408, -408, "close")
+    assert body["message"] == "request not complete within 10s"
+    assert c.transport.closed and not c.state.connections and c.sent == []
+    advance(c, clock, 1.0)
+    lines = [r.getMessage() for r in caplog.records if "not complete" in r.getMessage()]
+    assert lines == ["closing 127.0.0.1:5555: HTTP request not complete after 11s (limit 10s)"]
+
+
+def test_request_timeout_counts_from_each_request(loop: asyncio.AbstractEventLoop) -> None:
+    c, clock = clocked(loop, request_timeout=10.0, idle_timeout=60.0)
+    total = b"GET /goim/online/total HTTP/1.1\r\n\r\n"
+    c.feed(total)
+    advance(c, clock, 30.0)  # an idle keep-alive connection between requests: no request timeout
+    c.feed(total)
+    c.feed(b"GET /goim/online/total HTTP/1.1\r\n")
+    advance(c, clock, 9.0)
+    assert not c.transport.closed and [s for s, _, _ in c.responses()] == [200, 200]
+    c.feed(b"\r\n")  # completed in time
+    advance(c, clock, 9.0)
+    assert not c.transport.closed and [s for s, _, _ in c.responses()] == [200, 200, 200]
+
+
+def test_request_timeout_over_a_real_socket() -> None:
+    async def scenario() -> bytes:
+        loop = asyncio.get_running_loop()
+        cfg = config.replace(config.Config(), http={"request_timeout": 10.0})
+        harness = Harness(cfg)
+        state = HttpState(cfg, PushApi(cfg, harness.router), loop)
+        clock = FakeClock()
+        state.loop = clock  # type: ignore[assignment]
+        state.tick()
+        server = await loop.create_server(lambda: HttpProtocol(state), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /goim/online/total HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        await writer.drain()
+        while not any(c.request_started < clock.t + 1 for c in state.connections):
+            await asyncio.sleep(0.01)  # until the server has read the first bytes
+        clock.t += 10.5
+        state.tick()
+        answer = await asyncio.wait_for(reader.read(), 5)  # read() returns at EOF: the server closed
+        writer.close()
+        server.close()
+        return answer
+
+    answer = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"Connection: close\r\n" in answer
+    assert answer.endswith(b'{"code":-408,"message":"request not complete within 10s"}')

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from mpim import config
 from mpim.config import ConfigError
 from mpim.router.hook import HookError, Receiver, load_hook, log_message
 from mpim.runtime import Endpoints
-from tests.support import ROOT, free_port, write_config
+from tests.support import ROOT, free_port, listen_backlog, wait_port, write_config
 
 
 @pytest.mark.parametrize(
@@ -87,6 +89,13 @@ def test_receiver_survives_failing_and_async_hooks() -> None:
     assert seen == [(1, "k", 4, b"ok"), (2, "k", 4, b"bad")]
 
 
+ROUTER_ALONE = (
+    "import sys; from mpim import config, log; from mpim.router.main import run_router; "
+    "from mpim.runtime import Endpoints; log.setup('info', '', 'router'); "
+    "sys.exit(run_router(config.load(sys.argv[1]), Endpoints.in_dir(sys.argv[2])))"
+)
+
+
 def run_router(tmp: Path, **sections: dict[str, Any]) -> tuple[int, str]:
     """Run the router process entry alone (no master); returns its exit code and log."""
     run_dir = tmp / "run"
@@ -98,13 +107,8 @@ def run_router(tmp: Path, **sections: dict[str, Any]) -> tuple[int, str]:
     for name, table in sections.items():
         base.setdefault(name, {}).update(table)
     cfg = write_config(tmp / "router.toml", base)
-    code = (
-        "import sys; from mpim import config, log; from mpim.router.main import run_router; "
-        "from mpim.runtime import Endpoints; log.setup('info', '', 'router'); "
-        "sys.exit(run_router(config.load(sys.argv[1]), Endpoints.in_dir(sys.argv[2])))"
-    )
     done = subprocess.run(
-        [sys.executable, "-c", code, str(cfg), str(run_dir)],
+        [sys.executable, "-c", ROUTER_ALONE, str(cfg), str(run_dir)],
         check=False,
         cwd=ROOT,
         capture_output=True,
@@ -147,3 +151,24 @@ def test_router_boot_error_when_the_receive_hook_cannot_load(tmp_path: Path) -> 
     code, log = run_router(tmp_path, router={"receive_hook": "json:no_such_hook"})
     assert code == 3
     assert "receive_hook 'json:no_such_hook': json has no callable no_such_hook" in log
+
+
+def test_http_listener_keeps_its_backlog(tmp_path: Path) -> None:
+    """create_server listens again; the router must not drop to asyncio's default of 100."""
+    if shutil.which("ss") is None:
+        pytest.skip("iproute2's ss is not installed")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "router.toml",
+        {"http": {"bind": f"127.0.0.1:{port}"}, "ingress": {"zmq_bind": f"tcp://127.0.0.1:{free_port()}"}},
+    )
+    proc = subprocess.Popen([sys.executable, "-c", ROUTER_ALONE, str(cfg), str(run_dir)], cwd=ROOT)
+    try:
+        wait_port(port, proc=proc)
+        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+        assert listen_backlog(port) == min(4096, somaxconn)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0

@@ -163,7 +163,7 @@ def test_plain_http_on_websocket_port_is_refused(caplog: pytest.LogCaptureFixtur
             assert response.startswith((b"HTTP/1.1 426", b"HTTP/1.1 400"))
             writer.close()
             reader2, writer2 = await asyncio.open_connection(host, int(port))
-            writer2.write(b"\x16\x03\x01garbage-not-http\r\n\r\n")
+            writer2.write(b"GARBAGE-not-http\r\n\r\n")
             assert await asyncio.wait_for(reader2.read(), 5) == b""  # closed without a reply
             writer2.close()
             await still_served(srv, calm)
@@ -172,6 +172,33 @@ def test_plain_http_on_websocket_port_is_refused(caplog: pytest.LogCaptureFixtur
         run(scenario)
     assert len(closing_lines(caplog, "websocket handshake failed: missing Connection")) == 1
     assert len(closing_lines(caplog, "handshake failed: did not receive a valid HTTP")) == 1
+
+
+@pytest.mark.parametrize(
+    "first", [AUTH, b"\x16\x03\x01 TLS hello", b"get /sub HTTP/1.1\r\n"], ids=["goim", "tls", "lowercase"]
+)
+def test_websocket_port_refuses_at_once_what_cannot_be_http(
+    first: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A goim TCP client (or TLS) on the WebSocket port gets 400 and a close at once, not after the
+    handshake timeout (an hour here, far beyond the test's read guard)."""
+
+    async def scenario() -> None:
+        async with serving(protocol={"handshake_timeout": 3600.0}) as srv:
+            calm = await bystander(srv)
+            host, port = srv.ws_url.split("/")[2].split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(first)
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+            assert answer.endswith(b"\r\n\r\nBad Request: this is a WebSocket port\n")
+            writer.close()
+            await still_served(srv, calm)
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    reason = f"not an HTTP request (first byte 0x{first[0]:02x}) on the WebSocket port"
+    assert len(closing_lines(caplog, reason)) == 1
 
 
 def test_abrupt_disconnects_leave_no_trace() -> None:
@@ -190,3 +217,41 @@ def test_abrupt_disconnects_leave_no_trace() -> None:
             await still_served(srv, calm)
 
     run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(b"live://\xff\xfe", "invalid start byte"), (b"live://\xed\xa0\x80", "invalid continuation byte")],
+    ids=["not-utf8", "utf8-encoded-surrogate"],
+)
+@pytest.mark.parametrize("kind", ["tcp", "ws"])
+def test_change_room_with_invalid_utf8_closes(
+    kind: str, body: bytes, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        async with serving() as srv:
+            calm = await bystander(srv)
+            client = await srv.authed(kind, mid=2, room_id="live://calm")
+            await client.send(Op.CHANGE_ROOM, body)
+            assert await client.expect_closed() == []
+            await still_served(srv, calm)  # live://calm counts 1 again: the closed client left it
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    assert len(closing_lines(caplog, f"bad room id: 'utf-8' codec can't decode byte 0x{body[7]:x}")) == 1
+    assert reason in closing_lines(caplog, "bad room id")[0]
+
+
+@pytest.mark.parametrize("field", ["key", "room_id", "platform"])
+def test_token_with_a_lone_surrogate_is_refused(field: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with serving() as srv:
+            calm = await bystander(srv)
+            client = await srv.tcp_client()
+            await client.send(Op.AUTH, b'{"mid":2,"%s":"x\\ud800"}' % field.encode())
+            assert await client.expect_closed() == []
+            await still_served(srv, calm)
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    assert len(closing_lines(caplog, f"{field} is not valid UTF-8")) == 1
