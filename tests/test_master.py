@@ -606,3 +606,17 @@ def test_failed_fork_during_reload_abandons_it() -> None:
     host.failing = True
     arb.signal(signal.SIGHUP)
     assert arb.pending is None and arb.generation == 1 and host.spawned == []
+
+
+def test_the_router_is_told_how_many_workers_to_wait_for() -> None:
+    host, clock = FakeHost(), Clock()
+    arb = Arbiter(make_cfg(3), host, clock)
+    arb.start()
+    (router_spec,) = [spec for _, spec in host.take_spawned() if spec.kind == ROUTER]
+    assert router_spec.expect == 3  # the first boot: every worker about to start
+    ready_all(arb)
+    arb.exited(pids(arb, ROUTER)[0], -9)
+    clock.advance(60)
+    arb.tick()
+    ((_, again),) = host.take_spawned()
+    assert again.kind == ROUTER and again.expect == 3  # a restart: the live workers

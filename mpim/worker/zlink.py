@@ -200,9 +200,25 @@ class HostLink:
     def _sync(self, conn: _RouterConn) -> None:
         assert self.sessions is not None
         self.stats["syncs"] += 1
-        conn.send(records.encode(Sync(self.sessions.entries())))
+        entries = self.sessions.entries()
+        data = self._encode(Sync(entries))
+        if data is None:  # one bad entry must not blind the router to every other session
+            entries = [e for e in entries if self._encode(Sync([e])) is not None]
+            data = records.encode(Sync(entries))
+        conn.send(data)
 
-    def _send(self, record: bytes) -> None:
+    def _encode(self, record: records.WorkerRecord) -> bytes | None:
+        """One record's bytes; a value that cannot be encoded costs only this record."""
+        try:
+            return records.encode(record)
+        except (UnicodeEncodeError, ValueError, TypeError, OverflowError) as exc:
+            self.stats["dropped_reports"] += 1
+            log.error("cannot report %s to the router: %s", type(record).__name__, exc)
+            return None
+
+    def _send(self, record: bytes | None) -> None:
+        if record is None:
+            return
         conn = self.conn
         if conn is not None and not conn.closed:
             conn.send(record)
@@ -216,7 +232,9 @@ class HostLink:
         return fence if fence > self._fence_seen else 0
 
     def _request(self, channel: Channel, req: int, record: Connect | RoomChange) -> None:
-        data = records.encode(record)
+        data = self._encode(record)
+        if data is None:
+            return  # never confirmed: the client's handshake deadline closes it
         self._reqs[req] = channel
         self._req_of[channel] = req
         self._req_records[req] = data
@@ -254,13 +272,13 @@ class HostLink:
     # -- session events -------------------------------------------------------------------------
     def disconnected(self, channel: Channel) -> None:
         self._beats.discard(channel.key)
-        self._send(records.encode(Disconnect(channel.key)))
+        self._send(self._encode(Disconnect(channel.key)))
 
     def heartbeat(self, channel: Channel) -> None:
         self._beats.add(channel.key)
 
     def upstream(self, channel: Channel, op: int, body: bytes) -> None:
-        self._send(records.encode(Upstream(channel.key, channel.mid, op, body)))
+        self._send(self._encode(Upstream(channel.key, channel.mid, op, body)))
 
     def _alive(self) -> None:
         assert self.sessions is not None and self.rooms is not None

@@ -327,3 +327,29 @@ def test_request_timeout_over_a_real_socket() -> None:
     answer = asyncio.run(scenario())
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"Connection: close\r\n" in answer
     assert answer.endswith(b'{"code":-408,"message":"request not complete within 10s"}')
+
+
+def test_a_room_push_waiting_for_the_workers_keeps_later_answers_in_order(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    from mpim.records import BusSeen
+
+    c = Conn(loop)
+    link = c.harness.worker("w1")
+    c.harness.connect(link, "k", 5, "test://1")
+    c.feed(GOIM_ROOM + b"GET /goim/online/total HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.responses() == []  # the room push waits for its mark; the next answer waits behind it
+    c.harness.send(link, BusSeen(c.harness.bus.end_turn()))
+    c.harness.settle()  # (the router's futures live on the harness's loop)
+    c.harness.settle()
+    (s1, _, a1), (s2, _, a2) = c.responses()
+    assert (s1, a1["code"], s2, a2["data"]["conn_count"]) == (200, 0, 200, 1)
+
+
+def test_refused_pushes_carry_http_503(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.harness.router.stop_pushes()
+    c.feed(GOIM_ROOM)
+    ((status, _, answer),) = c.responses()
+    assert status == 503 and answer["code"] == -503 and "stopping" in answer["message"]
+    assert not c.transport.closed

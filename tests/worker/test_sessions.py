@@ -317,3 +317,26 @@ def test_default_connection_limit_follows_the_open_file_limit() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert connection_limit(config.Config()) == max(1, soft - 64)
     assert connection_limit(config.replace(config.Config(), server={"max_connections": 7})) == 7
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_frames_pipelined_after_auth_are_answered_in_order_after_the_auth_reply(kind: str) -> None:
+    """Frames sent while the session is being registered are held, then processed in order."""
+
+    async def scenario() -> None:
+        async with serving() as srv:
+            client = await srv.client(kind)
+            await client.send_raw(
+                encode(Op.AUTH, b'{"mid":1,"key":"pipe"}', seq=1)
+                + encode(Op.CHANGE_ROOM, b"live://p", seq=2)
+                + encode(Op.HEARTBEAT, seq=3)
+            )
+            frames = [await client.recv() for _ in range(3)]
+            assert [(f.op, f.seq) for f in frames] == [
+                (Op.AUTH_REPLY, 1),
+                (Op.CHANGE_ROOM_REPLY, 2),
+                (Op.HEARTBEAT_REPLY, 3),
+            ]
+            assert int.from_bytes(frames[2].body, "big") == 1  # already in the room it asked for
+
+    run(scenario)
