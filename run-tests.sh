@@ -17,6 +17,6 @@ echo "== ruff"
 .venv/bin/ruff format --check mpim tests bench
 .venv/bin/ruff check mpim tests bench
 echo "== mypy --strict"
-.venv/bin/mypy mpim
+.venv/bin/mypy mpim bench
 echo "== pytest"
 .venv/bin/python -m pytest -q "$@"

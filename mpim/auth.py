@@ -15,9 +15,8 @@ from typing import Any
 
 import jwt
 
-MAX_ROOM_ID = 256
-_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+from mpim.limits import INT32, INT64, MAX_KEY, check_room_id, in_range
+
 _TOO_DEEP = "token is not valid JSON: nested too deeply"
 
 
@@ -34,20 +33,13 @@ class Identity:
     accepts: frozenset[int]
 
 
-def check_room_id(room: str) -> str:
-    """Room ids are printable strings up to 256 bytes (NUL terminates bus topics)."""
-    if "\x00" in room or len(room.encode()) > MAX_ROOM_ID:
-        raise ValueError(f"room id must be at most {MAX_ROOM_ID} bytes without NUL")
-    return room
-
-
 def parse_ops(values: Any) -> frozenset[int]:
     """A list of int32 operation codes."""
     if not isinstance(values, list):
         raise ValueError("accepts must be a list of integers")
     ops = set()
     for v in values:
-        if not isinstance(v, int) or isinstance(v, bool) or not _INT32_MIN <= v <= _INT32_MAX:
+        if not isinstance(v, int) or isinstance(v, bool) or not in_range(v, INT32):
             raise ValueError(f"accepts holds {v!r}, not an int32")
         ops.add(v)
     return frozenset(ops)
@@ -57,7 +49,7 @@ def identity_from_claims(claims: Any) -> Identity:
     if not isinstance(claims, dict):
         raise AuthError("token is not a JSON object")
     mid = claims.get("mid", 0)
-    if not isinstance(mid, int) or isinstance(mid, bool) or not _INT64_MIN <= mid <= _INT64_MAX:
+    if not isinstance(mid, int) or isinstance(mid, bool) or not in_range(mid, INT64):
         raise AuthError(f"mid {mid!r} is not an int64")
     fields = {}
     for name in ("key", "room_id", "platform"):
@@ -70,8 +62,8 @@ def identity_from_claims(claims: Any) -> Identity:
             except UnicodeEncodeError:
                 raise AuthError(f"{name} is not valid UTF-8 (it holds a lone surrogate)") from None
         fields[name] = value
-    if len(fields["key"]) > 128:
-        raise AuthError("key is longer than 128 characters")
+    if len(fields["key"]) > MAX_KEY:
+        raise AuthError(f"key is longer than {MAX_KEY} characters")
     try:
         room = check_room_id(fields["room_id"])
         accepts = parse_ops(claims.get("accepts") or [])

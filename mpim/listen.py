@@ -1,9 +1,10 @@
-"""Listening sockets: every worker binds the client ports itself with SO_REUSEPORT."""
+"""Listening sockets (every worker binds the client ports itself with SO_REUSEPORT) and peer names."""
 
 from __future__ import annotations
 
 import errno
 import socket
+from typing import Any
 
 from mpim.config import parse_address
 
@@ -62,3 +63,17 @@ def zmq_tcp_address(endpoint: str) -> str | None:
     if not sep or not port.isdigit():
         return None
     return f"{'0.0.0.0' if host in ('*', '') else host}:{port}"
+
+
+def peer_name(transport: Any) -> str:
+    """``ip:port`` of a transport's peer, or ``?`` (for log lines)."""
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "?"
+
+
+def peer_ip(transport: Any) -> str:
+    """The peer's IP address, or ``""``."""
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""

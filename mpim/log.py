@@ -39,10 +39,6 @@ def setup(level: str = "info", file: str = "", role: str = "mpim") -> None:
     root.setLevel(level.upper())
 
 
-def set_role(role: str) -> None:
-    _role.role = role
-
-
 def set_level(level: str) -> None:
     logging.getLogger().setLevel(level.upper())
 

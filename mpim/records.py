@@ -85,11 +85,13 @@ class Upstream(Record, tag=5):
 
 
 class Alive(Record, tag=6):
-    """Liveness every report interval: connection count, keys that heart-beat, room counts."""
+    """Liveness every report interval: connection count, keys that heart-beat; now and then
+    (every online interval) the local room counts and the worker's counters."""
 
     conns: int
     beats: list[str]
     rooms: dict[str, int] | None = None
+    stats: dict[str, int] | None = None
 
 
 class Sync(Record, tag=7):

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,8 +20,15 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+def run(test: Coroutine[Any, Any, T] | Callable[[], Awaitable[T]], timeout: float = 90.0) -> T:
+    """Run a coroutine (or a function making one) on uvloop, failing it after ``timeout`` seconds."""
+    import uvloop
+
+    async def main() -> T:
+        coro = test if asyncio.iscoroutine(test) else test()
+        return await asyncio.wait_for(coro, timeout)
+
+    return uvloop.run(main())
 
 
 def free_port() -> int:

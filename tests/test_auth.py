@@ -6,7 +6,8 @@ import time
 import jwt
 import pytest
 
-from mpim.auth import Authenticator, AuthError, check_room_id, mint
+from mpim.auth import Authenticator, AuthError, mint
+from mpim.limits import check_room_id
 
 SECRET = "test-secret-" + "x" * 56
 

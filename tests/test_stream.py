@@ -38,13 +38,6 @@ class Transport:
         pass
 
 
-@pytest.fixture
-def loop() -> Any:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
 def turn(loop: asyncio.AbstractEventLoop) -> None:
     loop.call_soon(loop.stop)
     loop.run_forever()

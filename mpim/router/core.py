@@ -112,6 +112,7 @@ class Peer:
         "mark_seen",
         "mismatches",
         "resync_at",
+        "stats",
         "synced",
         "waiting",
     )
@@ -130,6 +131,7 @@ class Peer:
         self.resync_at = -1e9
         self.confirms: list[int] = []  # this turn's confirmed requests
         self.waiting: list[tuple[int, int]] = []  # (fence, req) waiting for a bus fence
+        self.stats: dict[str, int] = {}  # the worker's own counters, as last reported
 
     @property
     def id(self) -> str:
@@ -258,6 +260,8 @@ class Router:
         elif kind is Alive:
             rec = record
             store.renew(info, rec.beats, now)
+            if rec.stats is not None:
+                peer.stats = rec.stats
             self._check(peer, rec.conns, rec.rooms, now)
         elif kind is Sync:
             entries = [(e.key, e.mid, e.room, e.ip) for e in record.entries]  # type: ignore[union-attr]
@@ -543,6 +547,7 @@ class Router:
                     "last_seen": round(now - peer.last_seen, 3),
                     "bus": peer.bus_ready,
                     "draining": peer.draining,
+                    "stats": peer.stats,
                 }
             )
         return rows

@@ -27,6 +27,7 @@ from urllib.parse import unquote
 import httptools
 
 from mpim.config import Config
+from mpim.listen import peer_name
 from mpim.router.api import OK_NULL, Answer, PushApi, Reply, error
 
 log = logging.getLogger("mpim.http")
@@ -282,7 +283,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.closing:
             return
         self.state.refused += 1
-        log.info("refusing an HTTP request from %s: %d", self._peer(), reply.status)
+        log.info("refusing an HTTP request from %s: %d", peer_name(self.transport), reply.status)
         self._write(reply, keep=False)
         self.close()
 
@@ -292,13 +293,14 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.state.refused += 1
         limit = self.state.request_timeout
-        log.info("closing %s: HTTP request not complete after %.0fs (limit %gs)", self._peer(), waited, limit)
+        log.info(
+            "closing %s: HTTP request not complete after %.0fs (limit %gs)",
+            peer_name(self.transport),
+            waited,
+            limit,
+        )
         self._write(error(-408, f"request not complete within {limit:g}s", 408), keep=False)
         self.close()
-
-    def _peer(self) -> str:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        return f"{peer[0]}:{peer[1]}" if peer else "?"
 
     def close(self) -> None:
         if not self.closing:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from mpim.config import Config
 from mpim.limits import INT32, in_range
+from mpim.listen import peer_name
 from mpim.proto import Frame, Op, RemoteProtocolError, encode, encode_heartbeat_reply
 
 if TYPE_CHECKING:
@@ -96,19 +97,6 @@ def parse_op_list(body: bytes) -> frozenset[int]:
     if any(not in_range(op, INT32) for op in ops):
         raise ValueError("op out of int32 range")
     return ops
-
-
-def peer_name(transport: Any) -> str:
-    """``ip:port`` of a transport's peer, or ``?``."""
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return "?"
-
-
-def peer_ip(transport: Any) -> str:
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 class Channel:

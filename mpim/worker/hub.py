@@ -107,6 +107,14 @@ class Hub:
     def local_counts(self) -> dict[str, int]:
         return {room.id: len(room.members) for room in self.rooms}
 
+    def counters(self) -> dict[str, int]:
+        return {
+            **self.stats,
+            "connections": len(self.registry),
+            "online": self.online,
+            "rooms": len(self.rooms),
+        }
+
     # Delivery, for tests and the standalone worker.
     def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
         return self.delivery.push_keys(op, keys, body)

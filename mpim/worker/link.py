@@ -54,7 +54,10 @@ class ClusterLink(Protocol):
 
 
 class RoomCounter(Protocol):
+    """The worker's own numbers for its reports."""
+
     def local_counts(self) -> dict[str, int]: ...
+    def counters(self) -> dict[str, int]: ...
 
 
 class StandaloneLink:

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 
 from mpim.auth import Authenticator, AuthError
 from mpim.limits import check_room_id
+from mpim.listen import peer_ip
 from mpim.proto import Frame, Op, RemoteProtocolError, encode
 from mpim.records import Entry
-from mpim.worker.channel import AUTHED, CLOSED, REGISTERING, Channel, parse_op_list, peer_ip
+from mpim.worker.channel import AUTHED, CLOSED, REGISTERING, Channel, parse_op_list
 
 if TYPE_CHECKING:
     from mpim.config import Config

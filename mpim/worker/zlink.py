@@ -284,13 +284,14 @@ class HostLink:
         assert self.sessions is not None and self.rooms is not None
         cfg = self.cfg.router
         self._alive_handle = self.loop.call_later(cfg.report_interval, self._alive)
-        rooms = None
+        rooms = stats = None
         now = self.loop.time()
         if now - self._rooms_at >= cfg.online_interval - 1e-3:
             self._rooms_at = now
             rooms = self.rooms.local_counts()
+            stats = {**self.rooms.counters(), **{f"link_{k}": v for k, v in self.stats.items()}}
         beats, self._beats = list(self._beats), set()
-        self._send(records.encode(Alive(self.sessions.online, beats, rooms)))
+        self._send(records.encode(Alive(self.sessions.online, beats, rooms, stats)))
 
     # -- the bus ---------------------------------------------------------------------------------
     def room_opened(self, room_id: str) -> None:

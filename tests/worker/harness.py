@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
-
-import uvloop
 
 from mpim.client import Client, connect_tcp, connect_ws
 from mpim.config import Config, parse_address
 from mpim.worker.server import Worker
-from tests.support import local_config
+from tests.support import local_config, run
+
+__all__ = ["Running", "run", "serving"]
 
 
 class Running:
@@ -66,10 +66,3 @@ async def serving(cfg: Config | None = None, **sections: dict[str, Any]) -> Asyn
                 await asyncio.wait_for(client.close(), 2)
         worker.stop(graceful=False)
         await worker.wait_stopped()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def main() -> None:
-        await asyncio.wait_for(test(), 60)
-
-    uvloop.run(main())

@@ -69,6 +69,9 @@ class FakeTargets:
     def local_counts(self) -> dict[str, int]:
         return {}
 
+    def counters(self) -> dict[str, int]:
+        return {}
+
 
 class FakeConn:
     def __init__(self) -> None:

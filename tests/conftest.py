@@ -1,0 +1,16 @@
+"""Fixtures shared by the whole suite (helpers that are not fixtures live in tests/support.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh event loop that is not running: tests drive protocols on it by hand."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
