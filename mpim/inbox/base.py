@@ -158,6 +158,11 @@ def check_ack(mid: int, device: str, seq: int) -> None:
     check_mid(mid)
     if not isinstance(device, str):
         raise TypeError(f"device must be a string, got {type(device).__name__}")
+    if not device.isascii():
+        try:
+            device.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"device {device!r} is not valid text") from None
     if type(seq) is not int:
         raise ValueError(f"ack seq {seq!r} is not an integer")
 

@@ -175,7 +175,7 @@ class SqliteInbox:
             results = write_batch(
                 self._conn, [op for op, _ in pending], self._limits, self._epoch, self._clock()
             )
-        except sqlite3.Error as exc:
+        except Exception as exc:  # whatever it is, every caller of the batch hears of it
             self._fail(pending, exc)
         else:
             self._resolve(pending, results)
@@ -196,7 +196,7 @@ class SqliteInbox:
         check_items(items)
         if not items:
             return []
-        result = await self._submit(AppendOp(items))
+        result = await self._submit(AppendOp(tuple(items)))  # a copy: the caller may reuse its list
         assert isinstance(result, list)
         return result
 

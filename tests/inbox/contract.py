@@ -237,6 +237,9 @@ def test_bad_input_is_refused_without_harming_other_callers(inbox: InboxCase) ->
             await store.top(cast(int, "1"))
         with pytest.raises(TypeError):
             await store.ack(1, cast(str, 5), 1)
+        with pytest.raises(ValueError):
+            await store.ack(1, "\udc80", 1)
+        assert await store.ack(1, "téléphone", 1) == 1
         assert await store.append([]) == []
         assert (await store.top(1)).seq == 1
 
