@@ -15,11 +15,12 @@ kernel crash may lose the last commits (the file stays consistent). ``"power"`` 
 ``synchronous=FULL``: every commit waits for fsync of the WAL and survives power loss,
 at the price of one disk flush per loop turn.
 
-Schema (version 1): ``meta`` (schema version and the store epoch, drawn when the file is
-created), ``users`` (mid -> epoch, last seq, trimmed watermark; rows are never deleted so
-seqs never go back), ``messages`` keyed (mid, seq) with an index on the append time for
-trimming by age, ``cursors`` keyed (mid, device) with the last-seen time. One process
-writes the file; others may read it (WAL).
+Schema (version 1): ``inbox_meta`` (schema version and the store epoch, drawn when the
+file is created), ``users`` (mid -> epoch, last seq, trimmed watermark; rows are never
+deleted, so seqs never go back), ``messages`` keyed (mid, seq) with an index on the
+append time for trimming by age, ``cursors`` keyed (mid, device) with the last-seen
+time. One process writes the file; others may read it (WAL). A corrupt or foreign file
+is an InboxError naming it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ DURABILITY = {"process": "NORMAL", "power": "FULL"}
 TRIM_CHUNK = 2000  # messages per trim transaction; the loop runs other work between chunks
 
 _SCHEMA = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE inbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     # seq: the last seq given out (the next append gets seq + 1); every seq <= trimmed is gone
     "CREATE TABLE users (mid INTEGER PRIMARY KEY, epoch TEXT NOT NULL, seq INTEGER NOT NULL,"
     " trimmed INTEGER NOT NULL)",
@@ -107,13 +108,14 @@ def _schema(conn: sqlite3.Connection, path: str) -> str:
                 conn.execute(statement)
             epoch = new_epoch()
             conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)", [("schema", SCHEMA_VERSION), ("epoch", epoch)]
+                "INSERT INTO inbox_meta (key, value) VALUES (?, ?)",
+                [("schema", SCHEMA_VERSION), ("epoch", epoch)],
             )
             log.info("inbox %s: created, epoch %s", path, epoch)
-        elif "meta" not in tables:
+        elif "inbox_meta" not in tables:
             raise InboxError(f"inbox {path}: an SQLite database but not an mpim inbox")
         else:
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            meta = dict(conn.execute("SELECT key, value FROM inbox_meta").fetchall())
             if meta.get("schema") != SCHEMA_VERSION or "epoch" not in meta:
                 raise InboxError(f"inbox {path}: unknown schema version {meta.get('schema')!r}")
             epoch = meta["epoch"]

@@ -212,3 +212,13 @@ def test_trim_works_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         await store.close()
 
     run(body)
+
+
+def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    run(SqliteInbox(path, LIMITS).close)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE inbox_meta SET value = '99' WHERE key = 'schema'")
+    conn.close()
+    with pytest.raises(InboxError, match="unknown schema version '99'"):
+        SqliteInbox(path, LIMITS)
