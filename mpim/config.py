@@ -149,6 +149,18 @@ class LogSection:
 
 
 @dataclass(frozen=True)
+class InboxSection:
+    path: str = _opt(
+        "mpim-inbox.sqlite3", doc='SQLite file, relative to the working directory; ":memory:" = not durable'
+    )
+    max_count: int = _opt(1000, lo=1, hi=1_000_000, doc="messages kept per user; older ones are dropped")
+    max_age: float = _opt(604800.0, lo=1.0, hi=315_360_000.0, doc="messages older than this go, seconds")
+    durability: str = _opt(
+        "process", choices=("process", "power"), doc="survive kill -9 (process) or power loss (fsync)"
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerSection = field(default_factory=ServerSection)
     tcp: TcpSection = field(default_factory=TcpSection)
@@ -163,6 +175,7 @@ class Config:
     router: RouterSection = field(default_factory=RouterSection)
     ingress: IngressSection = field(default_factory=IngressSection)
     nodes: NodesSection = field(default_factory=NodesSection)
+    inbox: InboxSection = field(default_factory=InboxSection)
     source: str = "<defaults>"
 
     @property
@@ -293,6 +306,8 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     cfg = Config(**sections, source=source)
     _check_addresses(source, cfg)
     _check_cluster(source, cfg)
+    if not cfg.inbox.path.strip():
+        raise ConfigError(f'{source}: [inbox] path: must name a file (or ":memory:")')
     return cfg
 
 

@@ -1,0 +1,52 @@
+"""Per-user inbox store: the seam reliable delivery (acks, offline inbox, resume) writes to.
+
+:class:`Inbox` is the protocol; :class:`MemoryInbox` and :class:`SqliteInbox` implement
+it and pass the same contract suite (``tests/inbox/contract.py``); a Redis Streams store
+will join them. :func:`open_inbox` picks one from the ``[inbox]`` config section.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mpim.inbox.base import (
+    SEQ_MAX,
+    Inbox,
+    InboxError,
+    InboxLimits,
+    Item,
+    Message,
+    Page,
+    Position,
+)
+from mpim.inbox.memory import MemoryInbox
+from mpim.inbox.sqlite import SqliteInbox
+
+if TYPE_CHECKING:
+    from mpim.config import InboxSection
+
+__all__ = [
+    "SEQ_MAX",
+    "Inbox",
+    "InboxError",
+    "InboxLimits",
+    "Item",
+    "MemoryInbox",
+    "Message",
+    "Page",
+    "Position",
+    "SqliteInbox",
+    "open_inbox",
+]
+
+MEMORY_PATH = ":memory:"
+
+
+def open_inbox(cfg: InboxSection, clock: Callable[[], float] = time.time) -> Inbox:
+    """The store `cfg` names: memory for ``path = ":memory:"`` (not durable), else SQLite."""
+    limits = InboxLimits(max_count=cfg.max_count, max_age=cfg.max_age)
+    if cfg.path == MEMORY_PATH:
+        return MemoryInbox(limits, clock)
+    return SqliteInbox(cfg.path, limits, clock, durability=cfg.durability)

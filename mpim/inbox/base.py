@@ -1,0 +1,172 @@
+"""The per-user inbox: types and the :class:`Inbox` protocol every store implements.
+
+Every push by mid and every private message is appended to the recipient's stream and
+gets the next per-user sequence number. A :class:`Position` ``(epoch, seq)`` names a
+point in one user's stream, as centrifuge's ``StreamPosition{Offset, Epoch}`` does for
+a channel: ``seq`` orders messages within an epoch, and a new ``epoch`` means the store
+can no longer vouch for what came before (it lost the user's data, or ``seq`` wrapped).
+
+Rules every implementation keeps (``tests/inbox/contract.py`` checks them):
+
+- seqs start at 1 and are consecutive per user; they never go back within an epoch. A
+  user whose messages were all trimmed keeps its counter and epoch.
+- A user's seq is an int32. The append that would pass ``SEQ_MAX`` (2**31-1) starts a
+  new epoch at seq 1 instead, and drops the user's older messages and device cursors
+  (they belong to the old epoch). At one push per second that is 68 years away.
+- Trimming by count happens at append (the newest ``max_count`` per user stay);
+  trimming by age happens in :meth:`Inbox.trim`. Both drop the oldest messages first, so
+  a user's stored messages are always the range ``(trimmed, top]``.
+- Epochs are opaque short strings; a user never written to reports the store's epoch and
+  seq 0, so the position a client saw before its first message stays valid after it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+SEQ_MAX = 2**31 - 1
+"""The largest per-user seq (the goim header's int32 ``seq`` field)."""
+
+_MID_MIN, _MID_MAX = -(2**63), 2**63 - 1
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+Item = tuple[int, int, bytes, int]
+"""One message to append: ``(mid, op, body, sender)``."""
+
+
+class Position(NamedTuple):
+    """A point in one user's stream."""
+
+    epoch: str  # changes when the store lost this user's data (or seq wrapped)
+    seq: int  # last seq; 0 = empty stream
+
+
+class Message(NamedTuple):
+    seq: int  # per-user, starts at 1, consecutive, int32 (1..2**31-1)
+    op: int  # goim operation of the push
+    body: bytes
+    at: float  # unix time of the append
+    sender: int  # mid of the sending user for private chat; 0 = pushed by the backend
+
+
+class Page(NamedTuple):
+    messages: list[Message]  # seq > after, ascending, at most `limit`
+    top: Position  # the stream's latest position when read
+    complete: bool  # False if some message with seq > after was already trimmed away
+
+
+@dataclass(frozen=True)
+class InboxLimits:
+    """How much of each user's stream is kept."""
+
+    max_count: int = 1000  # messages per user; older ones are dropped at append
+    max_age: float = 604800.0  # seconds; older messages (and idle device cursors) go at trim
+
+    def __post_init__(self) -> None:
+        if self.max_count < 1:
+            raise ValueError(f"max_count must be at least 1, got {self.max_count}")
+        if not self.max_age > 0:
+            raise ValueError(f"max_age must be positive, got {self.max_age}")
+
+
+class InboxError(Exception):
+    """The store failed (I/O error, corrupt file, closed); the message says which and where."""
+
+
+class Inbox(Protocol):
+    """Per-user message streams with device cursors (bounded by :class:`InboxLimits`)."""
+
+    async def append(self, items: Sequence[Item]) -> list[Position]:
+        """Append (mid, op, body, sender) items; per user the seqs are consecutive and follow
+        the order of `items` (and of concurrent calls, in call order). Returns each item's
+        position (epoch, its seq). When it returns, the items are durable for a durable store."""
+        ...
+
+    async def read(self, mid: int, after: int, limit: int) -> Page:
+        """Up to `limit` messages with seq > `after`, oldest first, with the top and whether
+        nothing after `after` was trimmed."""
+        ...
+
+    async def top(self, mid: int) -> Position:
+        """The user's latest position; ``(store epoch, 0)`` for a user never written to."""
+        ...
+
+    async def ack(self, mid: int, device: str, seq: int) -> int:
+        """Move `device`'s cursor forward to seq (never backwards, never past top); returns the cursor."""
+        ...
+
+    async def cursors(self, mid: int) -> dict[str, int]:
+        """Every device cursor of the user: device -> acked seq."""
+        ...
+
+    async def trim(self, now: float) -> int:
+        """Drop messages (and device cursors) older than max_age; returns how many messages."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes and release the store; later calls raise InboxError."""
+        ...
+
+
+class InboxTestHooks(Protocol):
+    """Test-only entry points an implementation offers to the contract suite."""
+
+    async def force_seq(self, mid: int, seq: int) -> None:
+        """Make the user's stream empty at its current epoch and `seq` (messages dropped,
+        cursors kept), so the next append gets ``seq + 1``. Tests use it to reach the
+        int32 wrap; nothing else may call it."""
+        ...
+
+
+def new_epoch() -> str:
+    """A fresh opaque epoch: 8 random hex characters."""
+    return secrets.token_hex(4)
+
+
+def check_items(items: Sequence[Item]) -> None:
+    """Refuse malformed items before they join a batch that other callers share."""
+    for item in items:
+        if len(item) != 4:
+            raise ValueError(f"inbox item {item!r} is not (mid, op, body, sender)")
+        mid, op, body, sender = item
+        check_mid(mid)
+        if type(op) is not int or not _INT32_MIN <= op <= _INT32_MAX:
+            raise ValueError(f"inbox item op {op!r} is not an int32")
+        if not isinstance(body, bytes):
+            raise TypeError(f"inbox item body must be bytes, got {type(body).__name__}")
+        if type(sender) is not int or not _MID_MIN <= sender <= _MID_MAX:
+            raise ValueError(f"inbox item sender {sender!r} is not an int64 mid")
+
+
+def check_mid(mid: int) -> None:
+    if type(mid) is not int or not _MID_MIN <= mid <= _MID_MAX:
+        raise ValueError(f"mid {mid!r} is not an int64")
+
+
+def check_read(mid: int, after: int, limit: int) -> None:
+    check_mid(mid)
+    if type(after) is not int:
+        raise ValueError(f"after {after!r} is not an integer")
+    if type(limit) is not int or limit < 0:
+        raise ValueError(f"limit {limit!r} is not a non-negative integer")
+
+
+def check_ack(mid: int, device: str, seq: int) -> None:
+    check_mid(mid)
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string, got {type(device).__name__}")
+    if not device.isascii():
+        try:
+            device.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"device {device!r} is not valid text") from None
+    if type(seq) is not int:
+        raise ValueError(f"ack seq {seq!r} is not an integer")
+
+
+def clamp_ack(old: int, seq: int, top: int) -> int:
+    """The cursor after acking `seq`: never backwards, never past top."""
+    return max(old, min(seq, top))

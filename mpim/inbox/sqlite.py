@@ -1,0 +1,303 @@
+"""The embedded durable inbox: one SQLite file in WAL mode, written once per loop turn.
+
+How this works. ``append`` and ``ack`` put an op on a list and wait on a future; the
+first op of a loop turn schedules a flush with ``loop.call_soon``, so every op issued in
+that turn (by any number of tasks) lands in ONE transaction (:func:`write_batch`). Only
+after ``COMMIT`` do the futures resolve: an append that returned is in the file. The
+SQL runs on the loop thread: a writer thread cost more CPU per append than it saved
+(bench/inbox_write.py, bench/RESULTS.md "Inbox write cost"). Reads are indexed queries
+of the committed state.
+
+Durability. ``durability="process"`` (the default) is WAL with ``synchronous=NORMAL``:
+a commit is in the operating system's page cache before the future resolves, so
+killing any process (kill -9, a crash) loses nothing the inbox accepted; a power loss or
+kernel crash may lose the last commits (the file stays consistent). ``"power"`` is
+``synchronous=FULL``: every commit waits for fsync of the WAL and survives power loss,
+at the price of one disk flush per loop turn.
+
+Schema (version 1): ``inbox_meta`` (schema version and the store epoch, drawn when the
+file is created), ``users`` (mid -> epoch, last seq, trimmed watermark; rows are never
+deleted, so seqs never go back), ``messages`` keyed (mid, seq) with an index on the
+append time for trimming by age, ``cursors`` keyed (mid, device) with the last-seen
+time. One process writes the file; others may read it (WAL). A corrupt or foreign file
+is an InboxError naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+from mpim.inbox.base import (
+    InboxError,
+    InboxLimits,
+    Item,
+    Message,
+    Page,
+    Position,
+    check_ack,
+    check_items,
+    check_mid,
+    check_read,
+    new_epoch,
+)
+from mpim.inbox.sqlwrite import AckOp, AppendOp, Op, Result, write_batch
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+DURABILITY = {"process": "NORMAL", "power": "FULL"}
+TRIM_CHUNK = 2000  # messages per trim transaction; the loop runs other work between chunks
+
+_SCHEMA = (
+    "CREATE TABLE inbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    # seq: the last seq given out (the next append gets seq + 1); every seq <= trimmed is gone
+    "CREATE TABLE users (mid INTEGER PRIMARY KEY, epoch TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " trimmed INTEGER NOT NULL)",
+    "CREATE TABLE messages (mid INTEGER NOT NULL, seq INTEGER NOT NULL, op INTEGER NOT NULL,"
+    " body BLOB NOT NULL, at REAL NOT NULL, sender INTEGER NOT NULL, PRIMARY KEY (mid, seq)) WITHOUT ROWID",
+    "CREATE INDEX messages_at ON messages (at)",
+    "CREATE TABLE cursors (mid INTEGER NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " seen REAL NOT NULL, PRIMARY KEY (mid, device)) WITHOUT ROWID",
+)
+
+_READ = "SELECT seq, op, body, at, sender FROM messages WHERE mid = ? AND seq > ? ORDER BY seq LIMIT ?"
+_TRIM_SELECT = (
+    "SELECT mid, MAX(seq), COUNT(*) FROM"
+    " (SELECT mid, seq FROM messages WHERE at < ? ORDER BY at LIMIT ?) GROUP BY mid"
+)
+
+
+def connect(path: str, durability: str) -> tuple[sqlite3.Connection, str]:
+    """Open (or create) the inbox file; returns the connection and the store epoch."""
+    if durability not in DURABILITY:
+        raise ValueError(f"durability must be one of {', '.join(DURABILITY)}, got {durability!r}")
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal" and path != ":memory:":
+            raise InboxError(f"inbox {path}: SQLite cannot use WAL mode here (journal mode {mode})")
+        conn.execute(f"PRAGMA synchronous = {DURABILITY[durability]}")
+        conn.execute("PRAGMA busy_timeout = 2000")
+        epoch = _schema(conn, path)
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        raise InboxError(
+            f"inbox {path}: cannot open: {exc} (a corrupt or foreign file? move it away to start empty)"
+        ) from None
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
+    return conn, epoch
+
+
+def _schema(conn: sqlite3.Connection, path: str) -> str:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            epoch = new_epoch()
+            conn.executemany(
+                "INSERT INTO inbox_meta (key, value) VALUES (?, ?)",
+                [("schema", SCHEMA_VERSION), ("epoch", epoch)],
+            )
+            log.info("inbox %s: created, epoch %s", path, epoch)
+        elif "inbox_meta" not in tables:
+            raise InboxError(f"inbox {path}: an SQLite database but not an mpim inbox")
+        else:
+            meta = dict(conn.execute("SELECT key, value FROM inbox_meta").fetchall())
+            if meta.get("schema") != SCHEMA_VERSION or "epoch" not in meta:
+                raise InboxError(f"inbox {path}: unknown schema version {meta.get('schema')!r}")
+            epoch = meta["epoch"]
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    return epoch
+
+
+@contextlib.contextmanager
+def _failures(path: str, what: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise InboxError(f"inbox {path}: {what} failed: {exc}") from exc
+
+
+class SqliteInbox:
+    """:class:`~mpim.inbox.base.Inbox` in an SQLite file (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        limits: InboxLimits,
+        clock: Callable[[], float] = time.time,
+        *,
+        durability: str = "process",
+    ) -> None:
+        self.path = os.fspath(path)
+        self._limits = limits
+        self._clock = clock
+        self._conn, self._epoch = connect(self.path, durability)
+        self._pending: list[tuple[Op, asyncio.Future[Result]]] = []
+        self._closed = False
+        log.info("inbox %s: open (durability %s, epoch %s)", self.path, durability, self._epoch)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InboxError(f"inbox {self.path}: closed")
+
+    # -- writes: batched per loop turn ------------------------------------------------
+
+    def _submit(self, op: Op) -> asyncio.Future[Result]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Result] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((op, fut))
+        return fut
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            results = write_batch(
+                self._conn, [op for op, _ in pending], self._limits, self._epoch, self._clock()
+            )
+        except Exception as exc:  # whatever it is, every caller of the batch hears of it
+            self._fail(pending, exc)
+        else:
+            self._resolve(pending, results)
+
+    def _resolve(self, pending: Sequence[tuple[Op, asyncio.Future[Result]]], results: list[Result]) -> None:
+        for (_, fut), result in zip(pending, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
+
+    def _fail(self, pending: Sequence[tuple[Op, asyncio.Future[Result]]], exc: BaseException) -> None:
+        log.error("inbox %s: write of %d ops failed: %s", self.path, len(pending), exc)
+        for _, fut in pending:
+            if not fut.done():
+                fut.set_exception(InboxError(f"inbox {self.path}: write failed: {exc}"))
+
+    async def append(self, items: Sequence[Item]) -> list[Position]:
+        self._check_open()
+        check_items(items)
+        if not items:
+            return []
+        result = await self._submit(AppendOp(tuple(items)))  # a copy: the caller may reuse its list
+        assert isinstance(result, list)
+        return result
+
+    async def ack(self, mid: int, device: str, seq: int) -> int:
+        self._check_open()
+        check_ack(mid, device, seq)
+        result = await self._submit(AckOp(mid, device, seq))
+        assert isinstance(result, int)
+        return result
+
+    # -- reads: the committed state ---------------------------------------------------
+
+    def _user(self, mid: int) -> tuple[str, int, int]:
+        row = self._conn.execute("SELECT epoch, seq, trimmed FROM users WHERE mid = ?", (mid,)).fetchone()
+        return (row[0], row[1], row[2]) if row else (self._epoch, 0, 0)
+
+    async def read(self, mid: int, after: int, limit: int) -> Page:
+        self._check_open()
+        check_read(mid, after, limit)
+        with _failures(self.path, "read"):
+            epoch, seq, trimmed = self._user(mid)
+            rows = self._conn.execute(
+                _READ,
+                (mid, max(after, trimmed), limit),
+            ).fetchall()
+        return Page([Message._make(row) for row in rows], Position(epoch, seq), after >= trimmed)
+
+    async def top(self, mid: int) -> Position:
+        self._check_open()
+        check_mid(mid)
+        with _failures(self.path, "read"):
+            epoch, seq, _ = self._user(mid)
+        return Position(epoch, seq)
+
+    async def cursors(self, mid: int) -> dict[str, int]:
+        self._check_open()
+        check_mid(mid)
+        with _failures(self.path, "read"):
+            rows = self._conn.execute("SELECT device, seq FROM cursors WHERE mid = ?", (mid,)).fetchall()
+        return dict(rows)
+
+    # -- maintenance ------------------------------------------------------------------
+
+    async def trim(self, now: float) -> int:
+        """Drop by age in chunks of TRIM_CHUNK messages, letting the loop run in between."""
+        cutoff = now - self._limits.max_age
+        dropped = 0
+        while True:
+            self._check_open()
+            with _failures(self.path, "trim"):
+                count, more = self._trim_chunk(cutoff)
+            dropped += count
+            if not more:
+                break
+            await asyncio.sleep(0)
+        with _failures(self.path, "trim"):
+            self._conn.execute("DELETE FROM cursors WHERE seen < ?", (cutoff,))
+        if dropped:
+            log.debug(
+                "inbox %s: trimmed %d messages older than %.0f s", self.path, dropped, self._limits.max_age
+            )
+        return dropped
+
+    def _trim_chunk(self, cutoff: float) -> tuple[int, bool]:
+        """Drop the oldest messages up to TRIM_CHUNK; per user always a prefix of the stream."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            users = conn.execute(_TRIM_SELECT, (cutoff, TRIM_CHUNK)).fetchall()
+            marks = [(mid, seq) for mid, seq, _ in users]
+            cur = conn.executemany("DELETE FROM messages WHERE mid = ? AND seq <= ?", marks)
+            dropped = cur.rowcount
+            conn.executemany(
+                "UPDATE users SET trimmed = MAX(trimmed, ?) WHERE mid = ?", [(seq, mid) for mid, seq in marks]
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return dropped, sum(count for _, _, count in users) >= TRIM_CHUNK
+
+    async def close(self) -> None:
+        """Commit what is pending, then close the file; later calls raise InboxError."""
+        if self._closed:
+            return
+        self._flush()
+        self._closed = True
+        self._conn.close()
+
+    async def force_seq(self, mid: int, seq: int) -> None:
+        """Test only (see :class:`~mpim.inbox.base.InboxTestHooks`): empty stream at `seq`."""
+        self._flush()
+        epoch, _, _ = self._user(mid)
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.execute("DELETE FROM messages WHERE mid = ?", (mid,))
+        self._conn.execute(
+            "INSERT OR REPLACE INTO users (mid, epoch, seq, trimmed) VALUES (?, ?, ?, ?)",
+            (mid, epoch, seq, seq),
+        )
+        self._conn.execute("COMMIT")

@@ -1,0 +1,161 @@
+"""One write transaction of the SQLite inbox: a turn's appends and acks, in call order.
+
+:func:`write_batch` reads the users (and cursors) a batch touches, assigns seqs in
+Python in the order of the calls, and writes messages, count trims, counters and
+cursors with one ``executemany`` per statement inside one ``BEGIN IMMEDIATE`` ..
+``COMMIT``. It raises ``sqlite3.Error`` after a rollback, so either the whole batch is
+in the file or none of it is. It takes a connection and no event loop, so it can run
+on the loop thread or on a writer thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from mpim.inbox.base import SEQ_MAX, InboxLimits, Item, Position, clamp_ack, new_epoch
+
+
+class AppendOp(NamedTuple):
+    items: Sequence[Item]
+
+
+class AckOp(NamedTuple):
+    mid: int
+    device: str
+    seq: int
+
+
+Op = AppendOp | AckOp
+Result = list[Position] | int
+
+_INSERT_MESSAGE = "INSERT INTO messages (mid, seq, op, body, at, sender) VALUES (?, ?, ?, ?, ?, ?)"
+_TRIM_COUNT = "DELETE FROM messages WHERE mid = ? AND seq <= ?"
+_UPSERT_USER = (
+    "INSERT INTO users (mid, epoch, seq, trimmed) VALUES (?, ?, ?, ?) ON CONFLICT (mid) DO UPDATE"
+    " SET epoch = excluded.epoch, seq = excluded.seq, trimmed = excluded.trimmed"
+)
+_UPSERT_CURSOR = (
+    "INSERT INTO cursors (mid, device, seq, seen) VALUES (?, ?, ?, ?) ON CONFLICT (mid, device)"
+    " DO UPDATE SET seq = excluded.seq, seen = excluded.seen"
+)
+
+
+class _User:
+    __slots__ = ("dirty", "epoch", "seq", "trimmed")
+
+    def __init__(self, epoch: str, seq: int, trimmed: int) -> None:
+        self.epoch = epoch
+        self.seq = seq
+        self.trimmed = trimmed
+        self.dirty = False
+
+
+class _Batch:
+    def __init__(self, conn: sqlite3.Connection, limits: InboxLimits, store_epoch: str, now: float) -> None:
+        self.conn = conn
+        self.max_count = limits.max_count
+        self.store_epoch = store_epoch
+        self.now = now
+        self.users: dict[int, _User] = {}
+        self.rows: list[tuple[int, int, int, bytes, float, int]] = []
+        self.cursors: dict[tuple[int, str], int] = {}
+        self.wiped: list[int] = []  # users whose seq wrapped: old epoch's rows and cursors go
+
+    def user(self, mid: int) -> _User:
+        user = self.users.get(mid)
+        if user is None:
+            row = self.conn.execute("SELECT epoch, seq, trimmed FROM users WHERE mid = ?", (mid,)).fetchone()
+            user = self.users[mid] = _User(*row) if row else _User(self.store_epoch, 0, 0)
+        return user
+
+    def append(self, items: Sequence[Item]) -> list[Position]:
+        out = []
+        rows = self.rows
+        now = self.now
+        for mid, op, body, sender in items:
+            user = self.user(mid)
+            seq = user.seq + 1
+            if seq > SEQ_MAX:
+                self.wrap(mid, user)
+                rows = self.rows
+                seq = 1
+            user.seq = seq
+            user.dirty = True
+            rows.append((mid, seq, op, body, now, sender))
+            out.append(Position(user.epoch, seq))
+        return out
+
+    def wrap(self, mid: int, user: _User) -> None:
+        user.epoch = new_epoch()
+        user.seq = user.trimmed = 0
+        self.wiped.append(mid)
+        self.rows = [row for row in self.rows if row[0] != mid]
+        for key in [key for key in self.cursors if key[0] == mid]:
+            del self.cursors[key]
+
+    def ack(self, mid: int, device: str, seq: int) -> int:
+        user = self.user(mid)
+        key = (mid, device)
+        old = self.cursors.get(key)
+        if old is None:
+            old = 0
+            if mid not in self.wiped:
+                row = self.conn.execute(
+                    "SELECT seq FROM cursors WHERE mid = ? AND device = ?", (mid, device)
+                ).fetchone()
+                old = row[0] if row else 0
+        cursor = self.cursors[key] = clamp_ack(old, seq, user.seq)
+        return cursor
+
+    def write(self) -> None:
+        conn = self.conn
+        if self.wiped:
+            wiped = [(mid,) for mid in self.wiped]
+            conn.executemany("DELETE FROM messages WHERE mid = ?", wiped)
+            conn.executemany("DELETE FROM cursors WHERE mid = ?", wiped)
+        users = self.users
+        trims = []
+        for mid, user in users.items():
+            if user.dirty and user.seq - user.trimmed > self.max_count:
+                user.trimmed = user.seq - self.max_count
+                trims.append((mid, user.trimmed))
+        if trims:
+            conn.executemany(_TRIM_COUNT, trims)
+        rows = self.rows
+        if trims:  # a batch with more than max_count messages for one user
+            rows = [row for row in rows if row[1] > users[row[0]].trimmed]
+        conn.executemany(_INSERT_MESSAGE, rows)
+        conn.executemany(
+            _UPSERT_USER,
+            [(mid, u.epoch, u.seq, u.trimmed) for mid, u in users.items() if u.dirty],
+        )
+        if self.cursors:
+            now = self.now
+            conn.executemany(
+                _UPSERT_CURSOR,
+                [(mid, device, seq, now) for (mid, device), seq in self.cursors.items()],
+            )
+
+
+def write_batch(
+    conn: sqlite3.Connection, ops: Sequence[Op], limits: InboxLimits, store_epoch: str, now: float
+) -> list[Result]:
+    """Apply `ops` in one transaction; each op's result (positions or the cursor) in order."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        batch = _Batch(conn, limits, store_epoch, now)
+        results: list[Result] = [
+            batch.append(op.items) if isinstance(op, AppendOp) else batch.ack(op.mid, op.device, op.seq)
+            for op in ops
+        ]
+        batch.write()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the first error is the one to report
+                conn.execute("ROLLBACK")
+        raise
+    return results

@@ -1,0 +1,31 @@
+"""Child of the kill -9 test: append to an SQLite inbox forever, print each committed seq.
+
+``python kill_writer.py PATH`` prints ``mid seq body`` per appended message, only after
+its append returned (the message is committed), until it is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import uvloop
+
+from mpim.inbox import InboxLimits, SqliteInbox
+
+
+async def main(path: str) -> None:
+    inbox = SqliteInbox(path, InboxLimits(max_count=1_000_000))
+    n = 0
+    while True:
+        # several appends per loop turn, so batches shared by several callers are covered
+        items = [(1 + i % 3, 1000, b"m%d" % i, 0) for i in range(n, n + 4)]
+        n += len(items)
+        results = await asyncio.gather(*(inbox.append([it]) for it in items))
+        for (mid, _, body, _), (position,) in zip(items, results, strict=True):
+            sys.stdout.write(f"{mid} {position.seq} {body.decode()}\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    uvloop.run(main(sys.argv[1]))

@@ -1,0 +1,224 @@
+"""What only the SQLite store promises: reopening, kill -9 durability, clear errors, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import uvloop
+
+from mpim.inbox import InboxError, InboxLimits, Position, SqliteInbox, sqlite
+from mpim.inbox.sqlwrite import write_batch
+from tests.inbox.conftest import FakeClock
+
+T = TypeVar("T")
+LIMITS = InboxLimits(max_count=100, max_age=3600.0)
+
+
+def run(body: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await body()
+
+    return uvloop.run(main())
+
+
+def test_reopening_keeps_epochs_seqs_and_cursors(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+
+    async def first() -> tuple[Position, Position]:
+        store = SqliteInbox(path, LIMITS)
+        await store.append([(1, 1000, b"a", 0), (1, 1000, b"b", 9), (2, 1000, b"c", 0)])
+        await store.ack(1, "phone", 1)
+        top1, top3 = await store.top(1), await store.top(3)
+        await store.close()
+        return top1, top3
+
+    async def second(top1: Position, top3: Position) -> None:
+        store = SqliteInbox(path, LIMITS)
+        assert await store.top(1) == top1
+        assert await store.top(3) == top3  # the never-written user's epoch too
+        page = await store.read(1, 0, 10)
+        assert [(m.seq, m.body, m.sender) for m in page.messages] == [(1, b"a", 0), (2, b"b", 9)]
+        assert await store.cursors(1) == {"phone": 1}
+        assert await store.append([(1, 1000, b"d", 0)]) == [Position(top1.epoch, 3)]
+        await store.close()
+
+    top1, top3 = run(first)
+    run(lambda: second(top1, top3))
+
+
+def test_a_new_file_has_new_epochs(tmp_path: Path) -> None:
+    async def epoch(path: Path) -> str:
+        store = SqliteInbox(path, LIMITS)
+        (position,) = await store.append([(1, 1000, b"x", 0)])
+        await store.close()
+        return position.epoch
+
+    first = run(lambda: epoch(tmp_path / "a.sqlite3"))
+    assert run(lambda: epoch(tmp_path / "b.sqlite3")) != first
+    for leftover in tmp_path.glob("a.sqlite3*"):
+        leftover.unlink()
+    assert run(lambda: epoch(tmp_path / "a.sqlite3")) != first
+
+
+def test_kill_9_loses_no_append_that_returned(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    child = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("kill_writer.py")), str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if len(lines) >= 400:
+            break
+    os.kill(child.pid, signal.SIGKILL)
+    lines += child.stdout.readlines()  # what it printed before dying counts too
+    printed = [line.split() for line in lines if line.endswith("\n")]
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    async def check() -> None:
+        store = SqliteInbox(path, InboxLimits(max_count=1_000_000))
+        for mid in (1, 2, 3):
+            page = await store.read(mid, 0, 1_000_000)
+            stored = {m.seq: m.body.decode() for m in page.messages}
+            mine = {int(seq): body for m, seq, body in printed if int(m) == mid}
+            assert mine and all(stored.get(seq) == body for seq, body in mine.items())
+            assert sorted(stored) == list(range(1, len(stored) + 1))
+        await store.close()
+
+    run(check)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"this is not a database" * 100, "cannot open"),
+        (b"SQLite format 3\x00" + b"\xff" * 200, "cannot open"),
+    ],
+)
+def test_a_corrupt_file_is_an_inbox_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    path.write_bytes(content)
+    with pytest.raises(InboxError) as info:
+        SqliteInbox(path, LIMITS)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_a_foreign_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE people (name TEXT)")
+    conn.close()
+    with pytest.raises(InboxError, match="not an mpim inbox"):
+        SqliteInbox(path, LIMITS)
+
+
+def test_an_unreachable_path_is_an_inbox_error(tmp_path: Path) -> None:
+    with pytest.raises(InboxError, match="cannot open"):
+        SqliteInbox(tmp_path / "missing-dir" / "inbox.sqlite3", LIMITS)
+
+
+def test_durability_sets_synchronous(tmp_path: Path) -> None:
+    for durability, level in (("process", 1), ("power", 2)):
+        store = SqliteInbox(tmp_path / f"{durability}.sqlite3", LIMITS, durability=durability)
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == level
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        run(store.close)
+    with pytest.raises(ValueError, match="durability"):
+        SqliteInbox(tmp_path / "x.sqlite3", LIMITS, durability="disk")
+
+
+def test_calls_in_one_loop_turn_share_one_transaction(tmp_path: Path) -> None:
+    store = SqliteInbox(tmp_path / "inbox.sqlite3", LIMITS)
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+
+    async def body() -> None:
+        await asyncio.gather(
+            *(store.append([(i % 5, 1000, b"x", 0)]) for i in range(20)), store.ack(1, "d", 2)
+        )
+        assert statements.count("COMMIT") == 1
+        await store.append([(1, 1000, b"x", 0)])
+        assert statements.count("COMMIT") == 2
+        await store.close()
+
+    run(body)
+
+
+def test_close_commits_pending_appends(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+
+    async def body() -> None:
+        store = SqliteInbox(path, LIMITS)
+        task = asyncio.ensure_future(store.append([(1, 1000, b"late", 0)]))
+        await asyncio.sleep(0)  # the task has queued its append; the flush has not run yet
+        await store.close()
+        assert (await task)[0].seq == 1
+        again = SqliteInbox(path, LIMITS)
+        assert [m.body for m in (await again.read(1, 0, 10)).messages] == [b"late"]
+        await again.close()
+
+    run(body)
+
+
+@pytest.mark.parametrize("error", [sqlite3.OperationalError("disk I/O error"), RuntimeError("a bug")])
+def test_a_failed_write_fails_its_batch_and_the_store_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    store = SqliteInbox(tmp_path / "inbox.sqlite3", LIMITS)
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise error
+
+    async def body() -> None:
+        await store.append([(1, 1000, b"a", 0)])
+        monkeypatch.setattr(sqlite, "write_batch", broken)
+        results = await asyncio.gather(
+            store.append([(1, 1000, b"b", 0)]), store.ack(1, "d", 1), return_exceptions=True
+        )
+        assert all(isinstance(r, InboxError) and str(error) in str(r) for r in results)
+        monkeypatch.setattr(sqlite, "write_batch", write_batch)
+        assert [p.seq for p in await store.append([(1, 1000, b"c", 0)])] == [2]
+        await store.close()
+
+    run(body)
+
+
+def test_trim_works_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite, "TRIM_CHUNK", 7)
+    clock = FakeClock()
+    store = SqliteInbox(tmp_path / "inbox.sqlite3", InboxLimits(max_count=1000, max_age=10.0), clock)
+
+    async def body() -> None:
+        await store.append([(mid, 1000, b"x", 0) for mid in range(1, 6) for _ in range(10)])
+        clock.now += 5
+        await store.append([(1, 1000, b"young", 0)])
+        assert await store.trim(clock.now + 6) == 50
+        page = await store.read(1, 0, 100)
+        assert [m.seq for m in page.messages] == [11] and not page.complete
+        assert (await store.read(5, 0, 10)).top.seq == 10
+        await store.close()
+
+    run(body)
+
+
+def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    run(SqliteInbox(path, LIMITS).close)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE inbox_meta SET value = '99' WHERE key = 'schema'")
+    conn.close()
+    with pytest.raises(InboxError, match="unknown schema version '99'"):
+        SqliteInbox(path, LIMITS)
