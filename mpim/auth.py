@@ -63,6 +63,10 @@ def identity_from_claims(claims: Any) -> Identity:
         value = claims.get(name) or ""
         if not isinstance(value, str):
             raise AuthError(f"{name} {value!r} is not a string")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise AuthError(f"{name} is not valid Unicode (lone surrogate)") from None
         fields[name] = value
     if len(fields["key"]) > 128:
         raise AuthError("key is longer than 128 characters")
@@ -97,6 +101,8 @@ class Authenticator:
                 claims = json.loads(token)
             except (ValueError, UnicodeDecodeError):
                 raise AuthError("token is not valid JSON") from None
+            except RecursionError:
+                raise AuthError("token JSON is nested too deeply") from None
             return identity_from_claims(claims)
         try:
             claims = jwt.decode(
@@ -107,6 +113,8 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise AuthError(f"jwt rejected: {exc}") from None
+        except RecursionError:
+            raise AuthError("jwt rejected: JSON nested too deeply") from None
         return identity_from_claims(claims)
 
 

@@ -195,7 +195,10 @@ class HttpProtocol(asyncio.Protocol):
         state.requests += 1
         url = self.url
         if url[:1] != b"/":
-            parsed = httptools.parse_url(url)
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise _Refused(error(-400, f"malformed request target {url[:64]!r}", 400)) from None
             path_b, query = parsed.path or b"/", parsed.query or b""
         else:
             path_b, _, query = url.partition(b"?")
@@ -203,9 +206,10 @@ class HttpProtocol(asyncio.Protocol):
         if "%" in path:
             path = unquote(path)
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        reply = state.api.handle(self.parser.get_method().decode("latin-1"), path, query, body)
+        method = self.parser.get_method().decode("latin-1")
+        reply = state.api.handle(method, path, query, body)
         keep = self.parser.should_keep_alive()
-        self._write(reply, keep)
+        self._write(reply, keep, head_only=method == "HEAD")
         if not keep:
             self.close()
 
@@ -218,9 +222,10 @@ class HttpProtocol(asyncio.Protocol):
         limit = self.state.max_body
         return error(-413, f"body of {size} bytes is over the {limit}-byte limit", 413)
 
-    def _write(self, reply: Reply, keep: bool) -> None:
+    def _write(self, reply: Reply, keep: bool, head_only: bool = False) -> None:
+        """``head_only``: the answer to HEAD has the headers of the body but not the body."""
         http10 = self.parser.get_http_version() == "1.0" if keep else False
-        if reply is OK_NULL and keep and not http10:
+        if reply is OK_NULL and keep and not http10 and not head_only:
             self.transport.write(self.state.ok_null)
             return
         head = _head(reply, self.state.date)
@@ -228,7 +233,7 @@ class HttpProtocol(asyncio.Protocol):
             head += b"Connection: close\r\n"
         elif http10:
             head += b"Connection: keep-alive\r\n"
-        self.transport.write(head + b"\r\n" + reply.body)
+        self.transport.write(head + b"\r\n" + (b"" if head_only else reply.body))
 
     def _refuse(self, reply: Reply) -> None:
         """Answer a request we will not serve, then close the connection."""
