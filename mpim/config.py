@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -196,7 +197,12 @@ def _check_value(where: str, tp: Any, meta: dict[str, Any], value: Any) -> Any:
     if isinstance(value, bool) and tp is not bool:
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if tp is float and isinstance(value, int):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: {value} is too large") from None
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got nan")
     if tp in (int, float, str, bool):
         if not isinstance(value, tp):
             raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
@@ -284,7 +290,7 @@ def _check_cluster(source: str, cfg: Config) -> None:
 def parse_address(addr: str) -> tuple[str, int]:
     """``"host:port"`` (``[v6]:port`` for IPv6) -> (host, port)."""
     host, sep, port_text = addr.rpartition(":")
-    if not sep or not port_text.isdigit():
+    if not sep or not (port_text.isascii() and port_text.isdigit()):
         raise ValueError(f"{addr!r} is not host:port")
     port = int(port_text)
     if port > 65535:
@@ -340,10 +346,14 @@ def load(path: str | os.PathLike[str] | None) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8: byte {exc.start} is {exc.object[exc.start]:#04x}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid TOML: arrays or tables nested too deeply") from None
     return from_dict(data, source)
 
 

@@ -127,7 +127,7 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = False
         self.expect = False
         self.last_active = state.now
-        self.waiting: collections.deque[tuple[Answer, bool, bool]] = collections.deque()
+        self.waiting: collections.deque[tuple[Answer, bool, bool, bool]] = collections.deque()
         self.request_started = math.inf  # state.now at the first byte of an incomplete request
 
     # -- asyncio ------------------------------------------------------------------------------
@@ -218,7 +218,10 @@ class HttpProtocol(asyncio.Protocol):
         state.requests += 1
         url = self.url
         if url[:1] != b"/":
-            parsed = httptools.parse_url(url)
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise _Refused(error(-400, f"malformed request target {url[:64]!r}", 400)) from None
             path_b, query = parsed.path or b"/", parsed.query or b""
         else:
             path_b, _, query = url.partition(b"?")
@@ -226,16 +229,18 @@ class HttpProtocol(asyncio.Protocol):
         if "%" in path:
             path = unquote(path)
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        answer = state.api.handle(self.parser.get_method().decode("latin-1"), path, query, body)
+        method = self.parser.get_method().decode("latin-1")
+        answer = state.api.handle(method, path, query, body)
         keep = self.parser.should_keep_alive()
         http10 = self.parser.get_http_version() == "1.0" if keep else False
+        head_only = method == "HEAD"
         if isinstance(answer, Reply) and not self.waiting:
-            self._write(answer, keep, http10)
+            self._write(answer, keep, http10, head_only)
             if not keep:
                 self.close()
             return
         # An answer that waits for the workers: later answers queue behind it, in request order.
-        self.waiting.append((answer, keep, http10))
+        self.waiting.append((answer, keep, http10, head_only))
         if not isinstance(answer, Reply):
             answer.add_done_callback(self._answered)
         if len(self.waiting) >= _MAX_WAITING and self.transport is not None:
@@ -244,7 +249,7 @@ class HttpProtocol(asyncio.Protocol):
     def _answered(self, _: object) -> None:
         waiting = self.waiting
         while waiting:
-            answer, keep, http10 = waiting[0]
+            answer, keep, http10, head_only = waiting[0]
             if not isinstance(answer, Reply):
                 if not answer.done():
                     return
@@ -252,7 +257,7 @@ class HttpProtocol(asyncio.Protocol):
             waiting.popleft()
             if self.closing:
                 continue
-            self._write(answer, keep, http10)
+            self._write(answer, keep, http10, head_only)
             if not keep:
                 self.close()
         if not self.closing and self.transport is not None:
@@ -267,8 +272,9 @@ class HttpProtocol(asyncio.Protocol):
         limit = self.state.max_body
         return error(-413, f"body of {size} bytes is over the {limit}-byte limit", 413)
 
-    def _write(self, reply: Reply, keep: bool, http10: bool = False) -> None:
-        if reply is OK_NULL and keep and not http10:
+    def _write(self, reply: Reply, keep: bool, http10: bool = False, head_only: bool = False) -> None:
+        """``head_only``: the answer to HEAD has the headers of the body but not the body."""
+        if reply is OK_NULL and keep and not http10 and not head_only:
             self.transport.write(self.state.ok_null)
             return
         head = _head(reply, self.state.date)
@@ -276,7 +282,7 @@ class HttpProtocol(asyncio.Protocol):
             head += b"Connection: close\r\n"
         elif http10:
             head += b"Connection: keep-alive\r\n"
-        self.transport.write(head + b"\r\n" + reply.body)
+        self.transport.write(head + b"\r\n" + (b"" if head_only else reply.body))
 
     def _refuse(self, reply: Reply) -> None:
         """Answer a request we will not serve, then close the connection."""

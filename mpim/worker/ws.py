@@ -55,7 +55,7 @@ class _Message:
 
 
 class WsChannel(Channel, asyncio.Protocol):
-    __slots__ = (*CHANNEL_SLOTS, "ws", "_mode", "_message")
+    __slots__ = (*CHANNEL_SLOTS, "ws", "_mode", "_message", "_head_tail")
     is_ws = True
 
     def connection_made(self, transport: Any) -> None:
@@ -63,6 +63,7 @@ class WsChannel(Channel, asyncio.Protocol):
         self.ws: ServerProtocol | None = ServerProtocol(max_size=cfg.websocket.max_message, logger=_wslog)
         self._mode = _FRESH
         self._message: _Message | None = None
+        self._head_tail = b""
         if cfg.channel.high_water:
             transport.set_write_buffer_limits(high=cfg.channel.high_water)
         self.init_channel(transport)
@@ -81,6 +82,24 @@ class WsChannel(Channel, asyncio.Protocol):
                 )
                 return
             self._mode = _UPGRADING
+        if ws.state is State.CONNECTING:
+            # The library parses frames right after the request, before we have answered it
+            # (a pong, or a close, would go out ahead of the 101). Feed the request alone first.
+            probe = self._head_tail + data
+            end = probe.find(b"\r\n\r\n")
+            if end < 0:
+                self._head_tail = probe[-3:]
+            else:
+                split = end + 4 - len(self._head_tail)
+                self._head_tail = b""
+                if split < len(data):
+                    self._receive(ws, data[:split])
+                    if self.ws is None or self._mode == _UPGRADING:
+                        return  # refused: the rest is not looked at
+                    data = data[split:]
+        self._receive(ws, data)
+
+    def _receive(self, ws: ServerProtocol, data: bytes) -> None:
         ws.receive_data(data)
         try:
             for event in ws.events_received():
