@@ -118,11 +118,15 @@ class BusSeen(Record, tag=10):
 
 # -- router -> worker (the link) -------------------------------------------------------------
 class PushKeys(Record, tag=20):
-    """Write one frame to the connections with these keys (those watching ``op``)."""
+    """Write one frame to the connections with these keys (those watching ``op``).
+
+    ``at`` (on every push record): when the router accepted the push, ``time.monotonic()``
+    (one clock for every process of a host), for the push -> write latency metric; 0 = unknown."""
 
     op: int
     keys: list[str]
     body: bytes
+    at: float = 0.0
 
 
 class Kick(Record, tag=21):
@@ -164,6 +168,7 @@ class PushRoom(Record, tag=40):
 
     op: int
     body: bytes
+    at: float = 0.0
 
 
 class PushAll(Record, tag=41):
@@ -172,6 +177,7 @@ class PushAll(Record, tag=41):
     op: int
     speed: int
     body: bytes
+    at: float = 0.0
 
 
 class Mark(Record, tag=42):

@@ -28,6 +28,7 @@ import asyncio
 import collections
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -199,6 +200,11 @@ class Router:
     @property
     def now(self) -> float:
         return self.loop.time()
+
+    @property
+    def waiting_pushes(self) -> int:
+        """Room and broadcast pushes waiting for the workers' marks (a metric)."""
+        return len(self._waiting)
 
     # -- links -------------------------------------------------------------------------------
     def attach(self, link: Link) -> None:
@@ -401,8 +407,10 @@ class Router:
     # -- pushes ----------------------------------------------------------------------------------
     def _refuse_unless_ready(self) -> None:
         if self.stopping:
+            self.stats["refused"] += 1
             raise Refused(-503, "the server is stopping; push refused")
         if not self._whole:
+            self.stats["refused"] += 1
             synced = sum(1 for p in self.peers.values() if p.synced)
             raise Refused(
                 -503, f"the router is rebuilding its tables ({synced} of {self.expect} workers reported)"
@@ -410,22 +418,25 @@ class Router:
 
     def _send_keys(self, groups: dict[WorkerInfo, list[str]], op: int, body: bytes) -> int:
         found = 0
+        at = time.monotonic()
         for info, keys in groups.items():
             peer = self.by_id.get(info.id)
             if peer is None or peer.draining:
                 continue
-            peer.link.send(records.encode(PushKeys(op, keys, body)))
+            peer.link.send(records.encode(PushKeys(op, keys, body, at)))
             found += len(keys)
         return found
 
     def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
         """Hand to the workers holding these keys; returns how many connections."""
         self._refuse_unless_ready()
+        self.stats["push_keys"] += 1
         return self._send_keys(self.store.group_keys(dict.fromkeys(keys)), op, body)
 
     def push_mids(self, op: int, mids: list[int], body: bytes) -> int:
         """Hand to every connection of these users; returns how many connections."""
         self._refuse_unless_ready()
+        self.stats["push_mids"] += 1
         return self._send_keys(self.store.group_mids(mids), op, body)
 
     def push_room(self, op: int, room: str, body: bytes) -> asyncio.Future[None]:
@@ -435,20 +446,30 @@ class Router:
             for p in self.peers.values()
             if p.info is not None and not p.draining and room in p.info.room_count
         ]
-        return self._publish(bus.room_topic(room), records.encode(PushRoom(op, body)), peers)
+        future = self._publish(
+            bus.room_topic(room), records.encode(PushRoom(op, body, time.monotonic())), peers
+        )
+        self.stats["push_room"] += 1
+        return future
 
     def push_all(self, op: int, speed: int, body: bytes) -> asyncio.Future[None]:
         """``speed`` is for the whole host (goim); each worker gets its share."""
         self._refuse_unless_ready()
         peers = [p for p in self.peers.values() if p.info is not None and not p.draining]
         share = -(-speed // max(1, len(peers))) if speed > 0 else 0
-        return self._publish(bus.BROADCAST, records.encode(PushAll(op, share, body)), peers)
+        future = self._publish(
+            bus.BROADCAST, records.encode(PushAll(op, share, body, time.monotonic())), peers
+        )
+        self.stats["push_all"] += 1
+        return future
 
     def _publish(self, topic: bytes, record: bytes, peers: list[Peer]) -> asyncio.Future[None]:
         if not self.bus.connected:
+            self.stats["refused"] += 1
             raise Refused(-503, "the bus is down; push refused")
         late = [p.id for p in peers if not p.bus_ready]
         if late:
+            self.stats["refused"] += 1
             raise Refused(-503, f"worker {late[0]} is not on the bus yet; push refused")
         self.bus.publish(topic, record)
         future: asyncio.Future[None] = self.loop.create_future()
@@ -498,6 +519,7 @@ class Router:
             waiting = self._waiting.popleft()
             late = [p.id for p in waiting.peers if p.mark_seen < waiting.mark and p.info is not None]
             if not waiting.future.done():
+                self.stats["push_timeouts"] += 1
                 waiting.future.set_exception(
                     Refused(
                         -504, f"not confirmed by worker {', '.join(late)} in time; it may have been delivered"

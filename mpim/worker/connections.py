@@ -58,6 +58,7 @@ class Connections:
     def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop, stats: dict[str, int]) -> None:
         self.loop = loop
         self.stats = stats
+        self.bytes_in = 0  # bytes read from clients (the adapters add each read)
         self.max_connections = connection_limit(cfg)
         self._open: set[Channel] = set()
         self._forget: list[Callable[[Channel], None]] = []
@@ -83,6 +84,7 @@ class Connections:
 
     # -- Registry ---------------------------------------------------------------------
     def opened(self, channel: Channel) -> None:
+        self.stats["opened_ws" if channel.is_ws else "opened_tcp"] += 1
         if len(self._open) >= self.max_connections:
             self._refuse(channel)
             return
@@ -92,6 +94,7 @@ class Connections:
 
     def closed(self, channel: Channel) -> None:
         """The transport is gone (the adapter's ``connection_lost``)."""
+        self.stats["closed_ws" if channel.is_ws else "closed_tcp"] += 1
         if channel.state != CLOSED:
             self._leave(channel)
         self._open.discard(channel)
@@ -113,6 +116,7 @@ class Connections:
         if channel.state == CLOSED:
             return
         self.stats["bad_input"] += 1
+        self.stats["rejected"] += 1
         log.info("closing %s: %s", channel.peer(), reason)
         self.close(channel)
 

@@ -77,8 +77,10 @@ class Deadlines:
     def _expired(self, item: WheelItem) -> None:
         channel: Channel = item  # type: ignore[assignment]
         if channel.state == NEW:
+            self.stats["handshake_timeout"] += 1
             log.info("closing %s: no auth within %gs", channel.peer(), self.cfg.protocol.handshake_timeout)
         elif channel.state == REGISTERING:
+            self.stats["register_timeout"] += 1
             log.warning(
                 "closing %s key=%s: the router did not confirm the session within %gs",
                 channel.peer(),
@@ -86,6 +88,7 @@ class Deadlines:
                 self.cfg.protocol.handshake_timeout,
             )
         elif channel.state == AUTHED:
+            self.stats["heartbeat_timeout"] += 1
             log.info("closing %s key=%s: heartbeat timeout", channel.peer(), channel.key)
         self.registry.close(channel)
 
@@ -114,6 +117,7 @@ class Deadlines:
             return
         self.stats["slow_cut"] += 1
         size = channel.transport.get_write_buffer_size()
+        self.stats["slow_cut_bytes"] += size
         log.warning(
             "slow consumer %s key=%s cut: %s (%d bytes queued)", channel.peer(), channel.key, why, size
         )

@@ -15,20 +15,32 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from mpim.config import Config
 from mpim.worker.bucket import Buckets
-from mpim.worker.channel import Channel
+from mpim.worker.channel import CLOSED, Channel
 from mpim.worker.connections import Connections
 from mpim.worker.deadlines import Deadlines
 from mpim.worker.delivery import Delivery
 from mpim.worker.link import ClusterLink, StandaloneLink
+from mpim.worker.meter import Meter
 from mpim.worker.room import RoomTable
 from mpim.worker.sessions import Sessions
 
-STATS = ("auth_ok", "auth_fail", "kicked", "slow_cut", "bad_input", "refused")
+STATS = (
+    *("auth_ok", "auth_fail", "kicked", "slow_cut", "bad_input", "refused"),
+    # connections accepted / lost per transport, and why the server closed one (the metrics)
+    *("opened_tcp", "opened_ws", "closed_tcp", "closed_ws", "rejected", "drained", "slow_cut_bytes"),
+    *("handshake_timeout", "register_timeout", "heartbeat_timeout"),
+)
+# Every close the server makes is counted under one of these; the rest were the clients'.
+SERVER_CLOSES = (
+    *("auth_fail", "handshake_timeout", "register_timeout", "heartbeat_timeout", "slow_cut"),
+    *("kicked", "drained", "rejected", "refused"),
+)
 
 
 class Hub:
@@ -41,8 +53,15 @@ class Hub:
         self.registry = Connections(cfg, loop, stats)
         self.deadlines = Deadlines(cfg, loop, self.registry, stats)
         self.buckets = Buckets(cfg.room.buckets)
+        self.meter = Meter()
+        self._client_closed = 0
         self.rooms = RoomTable(
-            loop, cfg.room.batch, cfg.room.batch_delay, self.link.room_opened, self.link.room_closed
+            loop,
+            cfg.room.batch,
+            cfg.room.batch_delay,
+            self.link.room_opened,
+            self.link.room_closed,
+            meter=self.meter,
         )
         self.sessions = Sessions(
             cfg, self.registry, self.deadlines, self.buckets, self.rooms, self.link, stats
@@ -85,6 +104,7 @@ class Hub:
         """Tell every client to go (op 6) after flushing queued room pushes; returns how many."""
         self.delivery.flush()
         channels = list(self.registry)
+        self.stats["drained"] += sum(1 for channel in channels if channel.state != CLOSED)
         for channel in channels:
             self.registry.close(channel, notify=True)
         return len(channels)
@@ -108,11 +128,22 @@ class Hub:
         return {room.id: len(room.members) for room in self.rooms}
 
     def counters(self) -> dict[str, int]:
+        """Monotonic counters and a few gauges (connections, online, rooms, conns_*), for reports."""
+        stats = self.stats
+        closed = stats["closed_tcp"] + stats["closed_ws"]
+        # closes are counted when the socket is gone, reasons when the server decides: never go back
+        self._client_closed = max(self._client_closed, closed - sum(stats[k] for k in SERVER_CLOSES))
         return {
-            **self.stats,
+            **stats,
+            **self.meter.counters(),
+            "client_closed": self._client_closed,
+            "bytes_in": self.registry.bytes_in,
             "connections": len(self.registry),
+            "conns_tcp": stats["opened_tcp"] - stats["closed_tcp"],
+            "conns_ws": stats["opened_ws"] - stats["closed_ws"],
             "online": self.online,
             "rooms": len(self.rooms),
+            "now_ms": int(time.monotonic() * 1000),  # when these were counted (rates per report)
         }
 
     # Delivery, for tests and the standalone worker.

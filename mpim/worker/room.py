@@ -11,10 +11,12 @@ for every member (goim's op Raw).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from mpim.proto import Op, encode_header
+from mpim.worker.meter import Meter
 from mpim.worker.wsframe import binary_frame
 
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ RoomHook = Callable[[str], None]
 
 
 class Room:
-    __slots__ = ("cluster_online", "flush_handle", "id", "members", "pending", "reserved")
+    __slots__ = ("cluster_online", "first_at", "flush_handle", "id", "members", "pending", "reserved")
 
     def __init__(self, room_id: str) -> None:
         self.id = room_id
@@ -33,6 +35,7 @@ class Room:
         self.flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self.cluster_online = -1
         self.reserved = 0  # clients about to join (waiting for the router)
+        self.first_at = 0.0  # when the router accepted the oldest pending frame (metrics)
 
     @property
     def online(self) -> int:
@@ -55,8 +58,10 @@ class RoomTable:
         batch_delay: float,
         on_open: RoomHook | None = None,
         on_close: RoomHook | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self._loop = loop
+        self.meter = meter or Meter()
         self.batch = batch
         self.batch_delay = batch_delay
         self._rooms: dict[str, Room] = {}
@@ -107,16 +112,22 @@ class RoomTable:
         if room.flush_handle is not None:
             room.flush_handle.cancel()
             room.flush_handle = None
+        self.meter.room_gone += len(room.pending)
         room.pending = []
         del self._rooms[room.id]
         if self._on_close is not None:
             self._on_close(room.id)
 
-    def push(self, room_id: str, frame: bytes) -> bool:
-        """Queue an encoded frame for a room; False if no local member is in it."""
+    def push(self, room_id: str, frame: bytes, at: float = 0.0) -> bool:
+        """Queue an encoded frame for a room; False if no local member is in it.
+
+        ``at``: when the router accepted the push (``time.monotonic()``), for the latency metric."""
         room = self._rooms.get(room_id)
         if room is None:
+            self.meter.room_absent += 1
             return False
+        if not room.pending:
+            room.first_at = at or time.monotonic()
         room.pending.append(frame)
         if len(room.pending) >= self.batch:
             self.flush(room)
@@ -138,12 +149,15 @@ class RoomTable:
         inner = frames[0] if len(frames) == 1 else b"".join(frames)
         ws_bytes = b""  # built at the first WebSocket member, then shared
         members = tuple(room.members)
+        ws_members = 0
         for channel in members:
             if channel.is_ws:
                 ws_bytes = ws_bytes or ws_batch(inner)
                 channel.write(ws_bytes)
+                ws_members += 1
             else:
                 channel.write(inner)
+        self.meter.flushed(len(frames), len(members), len(inner), ws_members, len(ws_bytes), room.first_at)
 
     def flush_all(self) -> None:
         for room in tuple(self._rooms.values()):

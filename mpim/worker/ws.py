@@ -73,6 +73,7 @@ class WsChannel(Channel, asyncio.Protocol):
         ws = self.ws
         if ws is None:
             return
+        self.registry.bytes_in += len(data)
         if self._mode == _FRESH:
             # Cannot be an HTTP request (a goim TCP client, TLS): refuse now, not at the handshake timeout.
             if data[0] not in _METHOD_START:

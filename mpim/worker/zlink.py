@@ -116,7 +116,9 @@ class HostLink:
         self.rooms: RoomCounter | None = None
         self.reader: bus.SocketReader[bytes] | None = None
         self.conn: _RouterConn | None = None
-        self.stats = dict.fromkeys(("bad_records", "bad_messages", "syncs", "dropped_reports"), 0)
+        self.stats = dict.fromkeys(
+            ("bad_records", "bad_messages", "syncs", "dropped_reports", "bus_messages"), 0
+        )
         self._reqs: dict[int, Channel] = {}
         self._req_of: dict[Channel, int] = {}
         self._req_records: dict[int, bytes] = {}
@@ -157,6 +159,8 @@ class HostLink:
             self.reader.stop()
         conn = self.conn
         if conn is not None and not conn.closed:
+            if self.rooms is not None and self.sessions is not None:  # the last counts, for the metrics
+                conn.send(records.encode(Alive(self.sessions.online, [], None, self._stats())))
             conn.send(records.encode(Bye()))
             conn.close()
         self.sub.close(linger=0)
@@ -284,14 +288,24 @@ class HostLink:
         assert self.sessions is not None and self.rooms is not None
         cfg = self.cfg.router
         self._alive_handle = self.loop.call_later(cfg.report_interval, self._alive)
-        rooms = stats = None
+        rooms = None
         now = self.loop.time()
         if now - self._rooms_at >= cfg.online_interval - 1e-3:
             self._rooms_at = now
             rooms = self.rooms.local_counts()
-            stats = {**self.rooms.counters(), **{f"link_{k}": v for k, v in self.stats.items()}}
         beats, self._beats = list(self._beats), set()
-        self._send(records.encode(Alive(self.sessions.online, beats, rooms, stats)))
+        self._send(records.encode(Alive(self.sessions.online, beats, rooms, self._stats())))
+
+    def _stats(self) -> dict[str, int]:
+        """The worker's counters (every report: the metrics stay fresh) and the link's."""
+        assert self.rooms is not None
+        transport = getattr(self.conn, "transport", None)
+        queued = transport.get_write_buffer_size() if transport is not None else 0
+        return {
+            **self.rooms.counters(),
+            **{f"link_{k}": v for k, v in self.stats.items()},
+            "link_buffer": queued,
+        }
 
     # -- the bus ---------------------------------------------------------------------------------
     def room_opened(self, room_id: str) -> None:
@@ -319,6 +333,7 @@ class HostLink:
     def _on_bus(self, message: bytes) -> None:
         assert self.delivery is not None
         try:
+            self.stats["bus_messages"] += 1
             topic, payload = bus.split(message)
             batch = _decode_bus(payload)
         except (ValueError, records.BadRecord) as exc:
@@ -328,12 +343,12 @@ class HostLink:
         for record in batch:
             if type(record) is PushRoom:
                 try:
-                    self.delivery.push_room(record.op, bus.room_of(topic), record.body)
+                    self.delivery.push_room(record.op, bus.room_of(topic), record.body, record.at)
                 except ValueError as exc:
                     self.stats["bad_messages"] += 1
                     log.warning("ignoring a room push on %r: %s", topic[:40], exc)
             elif type(record) is PushAll:
-                self.delivery.push_all(record.op, record.speed, record.body)
+                self.delivery.push_all(record.op, record.speed, record.body, record.at)
             elif type(record) is Mark:
                 self._saw_mark(record.mark)
 
@@ -353,7 +368,7 @@ class HostLink:
         assert self.sessions is not None and self.delivery is not None
         kind = type(record)
         if kind is PushKeys:
-            self.delivery.push_keys(record.op, record.keys, record.body)  # type: ignore[union-attr]
+            self.delivery.push_keys(record.op, record.keys, record.body, record.at)  # type: ignore[union-attr]
         elif kind is Confirmed:
             self._confirmed(record.reqs)  # type: ignore[union-attr]
         elif kind is Kick:

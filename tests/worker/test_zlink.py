@@ -51,15 +51,15 @@ class FakeTargets:
         return list(self.sessions)
 
     # DeliveryTarget
-    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
+    def push_keys(self, op: int, keys: list[str], body: bytes, at: float = 0.0) -> int:
         self.calls.append(("keys", op, keys, body))
         return len(keys)
 
-    def push_room(self, op: int, room_id: str, body: bytes) -> bool:
+    def push_room(self, op: int, room_id: str, body: bytes, at: float = 0.0) -> bool:
         self.calls.append(("room", op, room_id, body))
         return True
 
-    def push_all(self, op: int, speed: int, body: bytes) -> None:
+    def push_all(self, op: int, speed: int, body: bytes, at: float = 0.0) -> None:
         self.calls.append(("all", op, speed, body))
 
     def set_room_online(self, counts: dict[str, int]) -> None:
