@@ -7,12 +7,14 @@ ticks). That keeps every decision testable without forking.
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from mpim.config import Config, ConfigError
 from mpim.master import reload, status
@@ -81,6 +83,8 @@ class Arbiter:
         self._generations = 1
         self._respawn_at: dict[tuple[str, int], float] = {}
         self._stop_code = 0
+        # reload_done / _abandoned / _refused, restart_<kind>, hung_killed (metrics, via the status file)
+        self.counts: collections.Counter[str] = collections.Counter()
 
     # -- queries ---------------------------------------------------------------------
     def live(self, kind: str, generation: int | None = None) -> list[Child]:
@@ -103,6 +107,24 @@ class Arbiter:
             if child.is_worker:
                 times.append(child.last_beat + child.spec.cfg.server.worker_timeout)
         return min(times, default=None)
+
+    def status(self) -> dict[str, Any]:
+        """The master's view for the router (:mod:`mpim.master.statusfile`)."""
+        return {
+            "pid": os.getpid(),
+            "generation": self.generation,
+            "counts": dict(self.counts),
+            "children": [
+                {
+                    "pid": c.pid,
+                    "kind": c.spec.kind,
+                    "slot": c.spec.slot,
+                    "generation": c.spec.generation,
+                    "state": c.state,
+                }
+                for c in sorted(self.children.values(), key=lambda c: c.pid)
+            ],
+        }
 
     # -- events ----------------------------------------------------------------------
     def start(self) -> None:
@@ -164,6 +186,7 @@ class Arbiter:
                 log.warning(
                     "%s is hung: no heartbeat for %.1fs; killing it", child.name, now - child.last_beat
                 )
+                self.counts["hung_killed"] += 1
                 child.last_beat = now
                 self.host.kill(child.pid, signal.SIGKILL)
         for key, when in list(self._respawn_at.items()):
@@ -228,6 +251,7 @@ class Arbiter:
             new = self.host.load_config()
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
+            self.counts["reload_refused"] += 1
             return
         if self.pending is not None:
             log.warning("reload: generation %d is still booting; replacing it", self.pending.generation)
@@ -250,6 +274,7 @@ class Arbiter:
         self.cfg, self.generation = self.pending.cfg, self.pending.generation
         self.workers_wanted = self.cfg.worker_count()
         self.pending = None
+        self.counts["reload_done"] += 1
         self.host.configure_logging(self.cfg)
         for key in [k for k in self._respawn_at if k[0] == WORKER]:
             del self._respawn_at[key]
@@ -275,6 +300,7 @@ class Arbiter:
 
     def _abandon(self, reason: str) -> None:
         log.error("reload abandoned: %s; generation %d keeps serving", reason, self.generation)
+        self.counts["reload_abandoned"] += 1
         self._drop_pending()
 
     def _drop_pending(self) -> None:
@@ -394,6 +420,7 @@ class Arbiter:
             log.info("%s %s", child.name, how)
             return
         key = (spec.kind, spec.slot)
+        self.counts[f"restart_{spec.kind}"] += 1
         delay = self.backoff.delay(key, self.clock() - child.started)
         self._respawn_at[key] = self.clock() + delay
         log.warning("%s %s; restarting %s", child.name, how, f"in {delay:g}s" if delay else "now")
