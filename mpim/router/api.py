@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 from mpim.config import Config, parse_address
 from mpim.limits import INT32, INT64, BadRequest, check_room_id, parse_int
 from mpim.router.core import Refused, Router
+from mpim.router.sse import EventStream
 
 MAX_TOP = 10000
 MAX_PARAMS = 10000
@@ -32,6 +33,7 @@ class Reply(NamedTuple):
     status: int
     body: bytes
     allow: str = ""
+    content_type: str = "application/json"
 
 
 def _json(value: Any) -> bytes:
@@ -51,7 +53,8 @@ def refused(exc: Refused) -> Reply:
 
 
 OK_NULL = ok()
-Answer = Reply | asyncio.Future[Reply]
+# A reply now, one later (a push waiting for the workers), or a stream of events (the console).
+Answer = Reply | asyncio.Future[Reply] | EventStream
 
 
 def _found(connections: int) -> Reply:
@@ -140,8 +143,14 @@ class PushApi:
             "/mpim/session": ("GET", self.session),
             "/mpim/workers": ("GET", self.workers),
         }
+        self.accept = ""  # the Accept header of the request being handled (the /metrics format)
 
-    def handle(self, method: str, path: str, query: bytes, body: bytes) -> Answer:
+    def add_routes(self, routes: dict[str, tuple[str, Handler]]) -> None:
+        """More paths (metrics, console), served and protected like the push API's own."""
+        self.routes.update(routes)
+
+    def handle(self, method: str, path: str, query: bytes, body: bytes, accept: str = "") -> Answer:
+        self.accept = accept
         route = self.routes.get(path)
         if route is None:
             return error(-404, f"no such path: {path[:200]}", 404)

@@ -28,12 +28,15 @@ from mpim.config import Config, ConfigError
 from mpim.listen import BindError, listen_socket
 from mpim.master.reload import pin_bus_keys
 from mpim.master.status import EXIT_BOOT_ERROR
+from mpim.master.statusfile import StatusReader, path_in
 from mpim.router.api import PushApi
 from mpim.router.busport import BusPort
+from mpim.router.console import Console, install
 from mpim.router.core import Router
 from mpim.router.hook import HookError, Receiver, load_hook
 from mpim.router.http import HttpProtocol, HttpState
 from mpim.router.links import WorkerConn
+from mpim.router.metrics import Sources, WorkerTotals
 from mpim.router.tables import SessionTable
 from mpim.router.zingress import Ingress
 from mpim.runtime import Endpoints, server_name
@@ -85,6 +88,7 @@ class RouterProcess:
         self.busport: BusPort | None = None
         self.http: HttpState | None = None
         self.ingress: Ingress | None = None
+        self.console: Console | None = None
 
     # -- start --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -109,8 +113,10 @@ class RouterProcess:
         router = self.router = Router(
             cfg, store, self.busport, self.receiver, loop, host=server_name(cfg), expect=self.expect
         )
-        self.http = HttpState(cfg, PushApi(cfg, router), loop)
+        api = PushApi(cfg, router)
+        self.http = HttpState(cfg, api, loop)
         self.ingress = Ingress(router, cfg.http.max_body)
+        console = self.console = self._observe(api)
         try:
             self._servers.append(await stream.serve(loop, self.endpoints.router, lambda: WorkerConn(router)))
         except OSError as exc:
@@ -127,6 +133,7 @@ class RouterProcess:
             _Every(loop, rc.online_interval, router.send_room_counts),
             _Every(loop, TICK, router.tick),
             _Every(loop, 1.0, self.http.tick),
+            _Every(loop, 1.0, console.tick),
         ]
         signals.install(loop, self._stop.set, self._stop.set, SIGHUP=self.reload, SIGUSR2=router.stop_pushes)
         log.info(
@@ -135,6 +142,19 @@ class RouterProcess:
             cfg.ingress.zmq_bind or "off",
             self.endpoints.router,
         )
+
+    def _observe(self, api: PushApi) -> Console:
+        """``/metrics`` and ``/console``, served (and protected) like the push API."""
+        assert self.router is not None
+        sources = Sources(
+            self.router,
+            WorkerTotals(self.router),
+            self.http,
+            self.busport,
+            self.ingress,
+            StatusReader(path_in(self.endpoints.run_dir)),
+        )
+        return install(api, sources)
 
     def _http_protocol(self) -> HttpProtocol:
         assert self.http is not None
@@ -171,7 +191,9 @@ class RouterProcess:
         assert self.router is not None and self.http is not None and self.ingress is not None
         if new.router.receive_hook != old.router.receive_hook:
             try:
-                self.receiver = Receiver(load_hook(new.router.receive_hook))
+                old_receiver, self.receiver = self.receiver, Receiver(load_hook(new.router.receive_hook))
+                if old_receiver is not None:  # its counts go on (metrics)
+                    self.receiver.calls, self.receiver.failed = old_receiver.calls, old_receiver.failed
                 self.router.receive = self.receiver
             except HookError as exc:
                 log.error("reload keeps the old receive hook: %s", exc)

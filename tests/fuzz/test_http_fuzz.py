@@ -73,11 +73,12 @@ class RecordingApi:
 
     def __init__(self) -> None:
         self.api = PushApi(CFG, fuzz_router(CFG))
+        self.routes = self.api.routes
         self.methods: list[str] = []
 
-    def handle(self, method: str, path: str, query: bytes, body: bytes) -> Reply:
+    def handle(self, method: str, path: str, query: bytes, body: bytes, accept: str = "") -> Reply:
         self.methods.append(method)
-        return self.api.handle(method, path, query, body)
+        return self.api.handle(method, path, query, body, accept)  # type: ignore[return-value]
 
 
 class Connection:

@@ -1,0 +1,476 @@
+"""``GET /metrics``: the whole host in the Prometheus text format, rendered by the router.
+
+How the numbers get here. Workers count in plain integers (:mod:`mpim.worker.meter`,
+the hub's stats) and send the totals with every liveness report (``Alive.stats``,
+each ``[router] report_interval``). :class:`WorkerTotals` adds them up per worker
+*slot* (host and slot number, the ``host`` and ``worker`` labels): the live
+incarnations of a slot (two overlap during a reload) plus what earlier ones had
+counted when their link closed or they said goodbye (a worker sends its last
+counts just before). So a counter never goes back when a worker restarts or a
+generation retires, and nothing is counted twice. The router's own counters, the
+master's (reloads, restarts: :mod:`mpim.master.statusfile`) and every process's
+CPU and memory (``/proc``) are read when the scrape comes. prometheus-client
+renders the text (its multiprocess mode is not used: nothing is shared on disk).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from mpim import __version__
+from mpim.metrics import hist, procfs
+from mpim.router.api import Reply
+
+if TYPE_CHECKING:
+    from mpim.master.statusfile import StatusReader
+    from mpim.router.core import Peer, Router
+    from mpim.router.http import HttpState
+
+Slot = tuple[str, str]  # (host, worker slot): the labels of a worker's numbers
+
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+# Worker stats that are levels, not counts: never carried over from a worker that left.
+GAUGE_KEYS = frozenset({"connections", "online", "rooms", "conns_tcp", "conns_ws", "link_buffer", "now_ms"})
+
+# (metric, help, label, [(worker stat key, label value)]) -- the worker's counters
+WORKER_COUNTERS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
+    (
+        "mpim_connects",
+        "Client connections accepted, by transport (those refused over the limit included)",
+        "transport",
+        [("opened_tcp", "tcp"), ("opened_ws", "ws")],
+    ),
+    (
+        "mpim_disconnects",
+        "Client connections closed, by reason (client = the client closed it)",
+        "reason",
+        [
+            ("client_closed", "client"),
+            ("auth_fail", "auth_failed"),
+            ("handshake_timeout", "handshake_timeout"),
+            ("register_timeout", "register_timeout"),
+            ("heartbeat_timeout", "heartbeat_timeout"),
+            ("slow_cut", "slow_consumer"),
+            ("kicked", "kicked"),
+            ("drained", "drained"),
+            ("rejected", "protocol_error"),
+            ("refused", "limit"),
+        ],
+    ),
+    ("mpim_auth", "Auth frames, by result", "result", [("auth_ok", "ok"), ("auth_fail", "failed")]),
+    (
+        "mpim_bad_input",
+        "Bad client input (protocol errors, malformed Sub/Unsub lists)",
+        "",
+        [("bad_input", "")],
+    ),
+    (
+        "mpim_worker_pushes",
+        "Pushes the workers took, by kind (room: frames flushed to a room's members)",
+        "kind",
+        [("room_frames", "room"), ("keys_pushes", "keys"), ("all_pushes", "all")],
+    ),
+    (
+        "mpim_deliveries",
+        "Pushed frames written to client connections, by kind",
+        "kind",
+        [("room_deliveries", "room"), ("keys_deliveries", "keys"), ("all_deliveries", "all")],
+    ),
+    ("mpim_bytes_received", "Bytes read from client connections", "", [("bytes_in", "")]),
+    (
+        "mpim_bytes_sent",
+        "Pushed bytes written to client connections, framing included (protocol replies are not counted)",
+        "kind",
+        [("room_bytes", "room"), ("keys_bytes", "keys"), ("all_bytes", "all")],
+    ),
+    (
+        "mpim_frames_dropped",
+        "Pushed frames not written, by reason",
+        "reason",
+        [
+            ("keys_offline", "offline"),
+            ("keys_not_watching", "not_watching"),
+            ("room_absent", "no_member"),
+            ("room_gone", "room_emptied"),
+            ("link_bad_messages", "bad_bus_message"),
+        ],
+    ),
+    (
+        "mpim_slow_consumer_dropped_bytes",
+        "Bytes that were queued for slow consumers when they were cut",
+        "",
+        [("slow_cut_bytes", "")],
+    ),
+    ("mpim_link_syncs", "Full session lists the workers sent the router", "", [("link_syncs", "")]),
+    (
+        "mpim_link_dropped_reports",
+        "Session events a worker could not send (link down; the next full list repairs it)",
+        "",
+        [("link_dropped_reports", "")],
+    ),
+    ("mpim_bus_received", "Bus messages the workers received", "", [("link_bus_messages", "")]),
+]
+
+WORKER_GAUGES: list[tuple[str, str, str, list[tuple[str, str]]]] = [
+    (
+        "mpim_connections",
+        "Open client connections, by transport",
+        "transport",
+        [("conns_tcp", "tcp"), ("conns_ws", "ws")],
+    ),
+    ("mpim_online", "Authenticated client connections", "", [("online", "")]),
+    ("mpim_worker_rooms", "Rooms with members on the worker", "", [("rooms", "")]),
+]
+
+# Numbers that later features report here; registered now so dashboards and alerts can use them.
+FUTURE_COUNTERS = [
+    ("mpim_inbox_appends", "Messages appended to user inboxes (reliable delivery will count them)"),
+    ("mpim_acks", "Client acks received (reliable delivery will count them)"),
+    ("mpim_replays", "Frames replayed on resume (reliable delivery will count them)"),
+    ("mpim_resumes_unrecovered", "Resumes that could not recover every message (reliable delivery)"),
+    ("mpim_redis_errors", "Redis command failures (the multi-host store will count them)"),
+]
+
+
+class WorkerTotals:
+    """The workers' counters added up per slot, across restarts and reloads (see the module doc)."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self._live: dict[Peer, Slot] = {}
+        self.retired: dict[Slot, Counter[str]] = {}
+
+    def sync(self) -> None:
+        """Fold the last counts of every worker that left since the last call."""
+        live = {p for p in self.router.peers.values() if p.info is not None}
+        for peer, slot in list(self._live.items()):
+            if peer not in live:
+                del self._live[peer]
+                kept = self.retired.setdefault(slot, Counter())
+                for key, value in peer.stats.items():
+                    if key not in GAUGE_KEYS:
+                        kept[key] += value
+        for peer in live:
+            if peer not in self._live:
+                info = peer.info
+                assert info is not None
+                self._live[peer] = (info.host, info.name)
+
+    def live(self) -> list[tuple[Slot, Peer]]:
+        return [(slot, peer) for peer, slot in self._live.items()]
+
+    def counters(self) -> dict[Slot, Counter[str]]:
+        """Per slot: retired + live counters (call :meth:`sync` first)."""
+        out: dict[Slot, Counter[str]] = {slot: Counter(kept) for slot, kept in self.retired.items()}
+        for peer, slot in self._live.items():
+            total = out.setdefault(slot, Counter())
+            for key, value in peer.stats.items():
+                if key not in GAUGE_KEYS:
+                    total[key] += value
+        return out
+
+    def gauges(self) -> dict[Slot, Counter[str]]:
+        """Per slot: the live workers' levels (0 for a slot whose worker is gone, until it is back)."""
+        out: dict[Slot, Counter[str]] = {slot: Counter() for slot in self.retired}
+        for peer, slot in self._live.items():
+            total = out.setdefault(slot, Counter())
+            for key in GAUGE_KEYS:
+                total[key] += peer.stats.get(key, 0)
+        return out
+
+    def total(self, key: str) -> int:
+        """One counter over every slot (the console's rates)."""
+        return sum(c[key] for c in self.counters().values())
+
+
+class Sources(NamedTuple):
+    """Everything the router process can tell about itself, for the collector."""
+
+    router: Router
+    totals: WorkerTotals
+    http: HttpState | None = None
+    busport: Any = None  # BusPort: .stats, .connected, .next_mark
+    ingress: Any = None  # Ingress: .requests, .refused
+    master: StatusReader | None = None
+    console_streams: Callable[[], int] | None = None
+
+
+def _family(kind: str, name: str, doc: str, labels: list[str]) -> Any:
+    if kind == "counter":
+        return CounterMetricFamily(name, doc, labels=labels)
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def _one(kind: str, name: str, doc: str, value: float) -> Metric:
+    family = _family(kind, name, doc, [])
+    family.add_metric([], value)
+    return family  # type: ignore[no-any-return]
+
+
+class Collector:
+    """A prometheus-client collector over :class:`Sources` (no state of its own)."""
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        src = self.sources
+        src.totals.sync()
+        yield from self._workers()
+        yield from self._router()
+        yield from self._http()
+        yield from self._master()
+        for name, doc in FUTURE_COUNTERS:
+            yield _one("counter", name, doc, 0)
+        info = GaugeMetricFamily("mpim_build_info", "mpim version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+    # -- workers ----------------------------------------------------------------------------
+    def _workers(self) -> Iterator[Metric]:
+        totals = self.sources.totals
+        counters = totals.counters()
+        gauges = totals.gauges()
+        for table, kind, values in ((WORKER_COUNTERS, "counter", counters), (WORKER_GAUGES, "gauge", gauges)):
+            for name, doc, label, keys in table:
+                labels = ["host", "worker"] + ([label] if label else [])
+                family = _family(kind, name, doc, labels)
+                for (host, slot), stats in sorted(values.items()):
+                    for key, label_value in keys:
+                        family.add_metric([host, slot] + ([label_value] if label else []), stats.get(key, 0))
+                yield family
+        batch = HistogramMetricFamily(
+            "mpim_room_batch_frames",
+            "Frames per room flush (one write per member)",
+            labels=["host", "worker"],
+        )
+        latency = HistogramMetricFamily(
+            "mpim_push_write_latency_seconds",
+            "From the router accepting a push to a worker writing it (room: the oldest frame of a flush)",
+            labels=["host", "worker", "kind"],
+        )
+        for (host, slot), stats in sorted(counters.items()):
+            cumulative, total = hist.read(stats, "batch", hist.BATCH_BOUNDS)
+            batch.add_metric([host, slot], _buckets(hist.BATCH_BOUNDS, cumulative, 1), total)
+            for kind in ("room", "keys", "all"):
+                cumulative, total = hist.read(stats, f"latency_{kind}", hist.LATENCY_US_BOUNDS)
+                buckets = _buckets(hist.LATENCY_US_BOUNDS, cumulative, 1e-6)
+                latency.add_metric([host, slot, kind], buckets, total / 1e6)
+        yield batch
+        yield latency
+        yield from self._peers()
+
+    def _peers(self) -> Iterator[Metric]:
+        """What the router sees of each live worker: its link, its bus position, its reports."""
+        src = self.sources
+        router = src.router
+        now = router.now
+        next_mark = getattr(src.busport, "next_mark", 1)
+        buffers = GaugeMetricFamily(
+            "mpim_link_buffer_bytes",
+            "Bytes waiting on a worker's link to the router, by direction",
+            labels=["host", "worker", "direction"],
+        )
+        lag = GaugeMetricFamily(
+            "mpim_bus_mark_lag",
+            "Router marks published on the bus that a worker has not reported yet (its bus backlog)",
+            labels=["host", "worker"],
+        )
+        age = GaugeMetricFamily(
+            "mpim_worker_report_age_seconds", "Since a worker's last record", labels=["host", "worker"]
+        )
+        states = Counter({"linked": 0, "draining": 0, "off_bus": 0})
+        for (host, slot), peer in sorted(src.totals.live(), key=lambda item: item[0]):
+            transport = getattr(peer.link, "transport", None)
+            queued = transport.get_write_buffer_size() if transport is not None else 0
+            buffers.add_metric([host, slot, "to_worker"], queued)
+            buffers.add_metric([host, slot, "to_router"], peer.stats.get("link_buffer", 0))
+            lag.add_metric([host, slot], max(0, next_mark - 1 - peer.mark_seen))
+            age.add_metric([host, slot], round(now - peer.last_seen, 3))
+            states["linked"] += 1
+            states["draining"] += peer.draining
+            states["off_bus"] += not peer.bus_ready
+        yield buffers
+        yield lag
+        yield age
+        workers = GaugeMetricFamily(
+            "mpim_workers", "Workers linked to the router; draining / off_bus: of those", labels=["state"]
+        )
+        for state, n in states.items():
+            workers.add_metric([state], n)
+        yield workers
+
+    # -- router -----------------------------------------------------------------------------
+    def _router(self) -> Iterator[Metric]:
+        src = self.sources
+        router = src.router
+        stats = router.stats
+        store = router.store
+        pushes = CounterMetricFamily("mpim_pushes", "Pushes the router accepted, by kind", labels=["kind"])
+        for kind in ("keys", "mids", "room", "all"):
+            pushes.add_metric([kind], stats[f"push_{kind}"])
+        yield pushes
+        yield _one("counter", "mpim_pushes_refused", "Pushes refused with -503", stats["refused"])
+        yield _one(
+            "counter", "mpim_push_timeouts", "Room/broadcast pushes answered -504", stats["push_timeouts"]
+        )
+        yield _one(
+            "gauge", "mpim_push_waiting", "Room/broadcast pushes waiting for workers", router.waiting_pushes
+        )
+        yield _one("gauge", "mpim_sessions", "Sessions in the router's tables", len(store))
+        rooms = set().union(*(w.room_count for w in store.workers.values()))
+        yield _one("gauge", "mpim_rooms", "Rooms with members anywhere on the host", len(rooms))
+        yield _one("gauge", "mpim_client_ips", "Distinct client IPs online", store.ip_total)
+        yield _one("counter", "mpim_link_records", "Records received from workers", stats["records"])
+        bad = CounterMetricFamily(
+            "mpim_link_bad_records", "Undecodable records on the links, by receiver", labels=["side"]
+        )
+        bad.add_metric(["router"], stats["bad_records"])
+        bad.add_metric(["worker"], sum(c["link_bad_records"] for c in src.totals.counters().values()))
+        yield bad
+        yield _one("counter", "mpim_resyncs", "Full session lists the router asked for", stats["resyncs"])
+        yield _one("counter", "mpim_sessions_expired", "Sessions expired by the router", stats["expired"])
+        yield _one(
+            "counter", "mpim_ghost_workers", "Workers dropped as gone or silent", stats["ghost_workers"]
+        )
+        busport = src.busport
+        if busport is not None:
+            bus_stats = getattr(busport, "stats", {})
+            yield _one("gauge", "mpim_bus_connected", "The router is connected to the bus", busport.connected)
+            yield _one(
+                "counter", "mpim_bus_published", "Records the router published", bus_stats.get("published", 0)
+            )
+            yield _one(
+                "counter", "mpim_bus_bad_messages", "Unknown bus messages", bus_stats.get("bad_fences", 0)
+            )
+        if src.ingress is not None:
+            yield _one("counter", "mpim_ingress_requests", "ZeroMQ push requests", src.ingress.requests)
+        receiver = router.receive  # the Receiver in the router process: it counts
+        calls, failed = getattr(receiver, "calls", 0), getattr(receiver, "failed", 0)
+        yield _one("counter", "mpim_upstream_messages", "Client messages to the receive hook", calls)
+        yield _one("counter", "mpim_upstream_hook_errors", "Receive hook failures", failed)
+        if src.console_streams is not None:
+            yield _one("gauge", "mpim_console_streams", "Open console event streams", src.console_streams())
+
+    def _http(self) -> Iterator[Metric]:
+        http = self.sources.http
+        if http is None:
+            return
+        family = CounterMetricFamily(
+            "mpim_http_requests",
+            "HTTP answers by route (other: unknown paths; -: refused before the path was read) and status",
+            labels=["path", "status"],
+        )
+        for (path, status), n in sorted(http.counts.items()):
+            family.add_metric([path, str(status)], n)
+        yield family
+        yield _one("gauge", "mpim_http_connections", "Open HTTP connections", len(http.connections))
+
+    # -- the master and every process -----------------------------------------------------------
+    def _master(self) -> Iterator[Metric]:
+        reader = self.sources.master
+        status = reader.read() if reader is not None else None
+        reloads = CounterMetricFamily("mpim_reloads", "Reloads (SIGHUP), by outcome", labels=["outcome"])
+        restarts = CounterMetricFamily(
+            "mpim_restarts", "Children restarted after they died, by role", labels=["role"]
+        )
+        counts = status.counts if status is not None else {}
+        for outcome in ("done", "abandoned", "refused"):
+            reloads.add_metric([outcome], counts.get(f"reload_{outcome}", 0))
+        for role in ("worker", "router", "bus"):
+            restarts.add_metric([role], counts.get(f"restart_{role}", 0))
+        yield reloads
+        yield restarts
+        yield _one(
+            "counter",
+            "mpim_hung_workers_killed",
+            "Workers killed for a hung loop",
+            counts.get("hung_killed", 0),
+        )
+        yield _one(
+            "gauge", "mpim_generation", "The serving worker generation", status.generation if status else 0
+        )
+        labels = ["role", "slot", "generation"]
+        cpu = CounterMetricFamily(
+            "mpim_process_cpu_seconds", "User + system CPU time per process", labels=labels
+        )
+        rss = GaugeMetricFamily(
+            "mpim_process_resident_memory_bytes", "Resident memory per process", labels=labels
+        )
+        start = GaugeMetricFamily(
+            "mpim_process_start_time_seconds", "Start time per process (since the epoch)", labels=labels
+        )
+        for pid, role, slot, generation in _processes(status):
+            figures = procfs.read(pid)
+            if figures is None:
+                continue
+            values = [role, slot, generation]
+            cpu.add_metric(values, figures.cpu_seconds)
+            rss.add_metric(values, figures.rss_bytes)
+            start.add_metric(values, figures.start_time)
+        yield cpu
+        yield rss
+        yield start
+
+
+def _buckets(bounds: tuple[int, ...], cumulative: list[int], scale: float) -> list[tuple[str, float]]:
+    out = [(_le(bound * scale), float(n)) for bound, n in zip(bounds, cumulative, strict=False)]
+    out.append(("+Inf", float(cumulative[-1])))
+    return out
+
+
+def _le(value: float) -> str:
+    return f"{value:.6f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}.0"
+
+
+def _processes(status: Any) -> list[tuple[int, str, str, str]]:
+    """(pid, role, slot, generation) of the master and its children, or the router alone."""
+    if status is None:
+        return [(os.getpid(), "router", "", "")]
+    out = [(status.pid, "master", "", "")]
+    for child in status.children:
+        if child.kind == "worker":
+            out.append((child.pid, "worker", str(child.slot), str(child.generation)))
+        else:
+            out.append((child.pid, child.kind, "", ""))
+    return out
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Content negotiation as Prometheus does it: OpenMetrics 1.0.0 if asked for, else text 0.0.4.
+
+    Anything unparsable (a malformed Accept) falls back to the text format."""
+    for part in accept.split(","):
+        media, *params = part.split(";")
+        if media.strip().lower() != "application/openmetrics-text":
+            continue
+        version = ""
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "version":
+                version = value.strip().strip('"')
+        if version in ("", "1.0.0"):
+            return True
+    return False
+
+
+class Exposition:
+    """Renders :class:`Collector` for one request."""
+
+    def __init__(self, sources: Sources) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(Collector(sources))
+
+    def render(self, accept: str = "") -> Reply:
+        if wants_openmetrics(accept):
+            return Reply(200, generate_openmetrics(self.registry), content_type=OPENMETRICS)  # type: ignore[no-untyped-call]
+        return Reply(200, generate_latest(self.registry), content_type=TEXT)
