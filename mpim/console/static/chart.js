@@ -1,6 +1,7 @@
 "use strict";
-// A small line chart on a canvas: a few series over a sliding time window, y axis from 0
-// with rounded grid steps, a legend. Points are [time in seconds, value of series 0, value of series 1, ...].
+// A small line chart on a canvas: two series over a sliding time window, each with its own y axis
+// from 0 (left and right) in four round steps, a legend.
+// Points are [time in seconds, value of series 0, value of series 1].
 class MpimChart {
   constructor(canvas, series, span) {
     this.canvas = canvas;
@@ -36,6 +37,14 @@ class MpimChart {
     return String(Math.round(value * 10) / 10);
   }
 
+  scale(index) {
+    // the top of one series' axis: a round number above its largest visible value
+    let max = 0;
+    for (const p of this.points) max = Math.max(max, p[index + 1]);
+    const step = MpimChart.step(max > 0 ? max * 1.05 : 4);
+    return { step, top: 4 * step }; // four grid steps, each a round number
+  }
+
   draw() {
     const canvas = this.canvas;
     const ratio = window.devicePixelRatio || 1;
@@ -48,30 +57,35 @@ class MpimChart {
     const ctx = canvas.getContext("2d");
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, width, height);
-    const left = 52, right = 12, top = 26, bottom = 24;
+    const left = 52, right = 52, top = 26, bottom = 24;
     const plotW = Math.max(10, width - left - right), plotH = Math.max(10, height - top - bottom);
     const now = this.points.length ? this.points[this.points.length - 1][0] : Date.now() / 1000;
     const start = now - this.span;
-    let max = 0;
-    for (const p of this.points) for (let i = 1; i < p.length; i++) max = Math.max(max, p[i]);
-    const step = MpimChart.step(max > 0 ? max * 1.1 : 10);
-    const top_value = Math.max(step, Math.ceil((max * 1.05) / step) * step);
     const x = (t) => left + ((t - start) / this.span) * plotW;
-    const y = (v) => top + plotH - (v / top_value) * plotH;
+    // each series has its own axis (the first on the left, the second on the right): pushes in
+    // and deliveries out differ by the fan-out factor, often a thousand times
+    const scales = this.series.map((_, i) => this.scale(i));
+    const y = (v, i) => top + plotH - (v / scales[i].top) * plotH;
 
     ctx.font = "11px system-ui, sans-serif";
-    ctx.strokeStyle = "#e3e7ee";
-    ctx.fillStyle = "#6b7385";
     ctx.lineWidth = 1;
-    ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    for (let v = 0; v <= top_value + 1e-9; v += step) {
+    const lines = 4;
+    for (let k = 0; k <= lines; k++) {
+      const py = Math.round(top + plotH - (k / lines) * plotH) + 0.5;
+      ctx.strokeStyle = "#e3e7ee";
       ctx.beginPath();
-      ctx.moveTo(left, Math.round(y(v)) + 0.5);
-      ctx.lineTo(left + plotW, Math.round(y(v)) + 0.5);
+      ctx.moveTo(left, py);
+      ctx.lineTo(left + plotW, py);
       ctx.stroke();
-      ctx.fillText(MpimChart.label(v), left - 6, y(v));
+      this.series.forEach((s, i) => {
+        if (i > 1) return;
+        ctx.fillStyle = s.color;
+        ctx.textAlign = i === 0 ? "right" : "left";
+        ctx.fillText(MpimChart.label((scales[i].top * k) / lines), i === 0 ? left - 6 : left + plotW + 6, py);
+      });
     }
+    ctx.fillStyle = "#6b7385";
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
     for (let ago = this.span; ago >= 0; ago -= 60) {
@@ -85,7 +99,7 @@ class MpimChart {
       let started = false;
       for (const p of this.points) {
         if (p[0] < start) continue;
-        const px = x(p[0]), py = y(p[i + 1]);
+        const px = x(p[0]), py = y(p[i + 1], i);
         if (started) ctx.lineTo(px, py); else ctx.moveTo(px, py);
         started = true;
       }
@@ -95,12 +109,13 @@ class MpimChart {
     ctx.textAlign = "left";
     ctx.textBaseline = "middle";
     let lx = left;
-    for (const s of this.series) {
+    this.series.forEach((s, i) => {
+      const name = s.name + (i === 0 ? " (left axis)" : i === 1 ? " (right axis)" : "");
       ctx.fillStyle = s.color;
       ctx.fillRect(lx, 8, 12, 4);
       ctx.fillStyle = "#1d2330";
-      ctx.fillText(s.name, lx + 16, 10);
-      lx += 28 + ctx.measureText(s.name).width;
-    }
+      ctx.fillText(name, lx + 16, 10);
+      lx += 28 + ctx.measureText(name).width;
+    });
   }
 }
