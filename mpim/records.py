@@ -121,7 +121,8 @@ class PushKeys(Record, tag=20):
     """Write one frame to the connections with these keys (those watching ``op``).
 
     ``at`` (on every push record): when the router accepted the push, ``time.monotonic()``
-    (one clock for every process of a host), for the push -> write latency metric; 0 = unknown."""
+    (one clock for every process of a host), for the push -> write latency metric; 0 = not
+    measured (the router stamps every room and broadcast push, one push by key or mid in eight)."""
 
     op: int
     keys: list[str]

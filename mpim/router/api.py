@@ -29,11 +29,14 @@ MAX_TOP = 10000
 MAX_PARAMS = 10000
 
 
+JSON = "application/json"
+
+
 class Reply(NamedTuple):
     status: int
     body: bytes
     allow: str = ""
-    content_type: str = "application/json"
+    content_type: str = JSON
 
 
 def _json(value: Any) -> bytes:
@@ -143,13 +146,13 @@ class PushApi:
             "/mpim/session": ("GET", self.session),
             "/mpim/workers": ("GET", self.workers),
         }
-        self.accept = ""  # the Accept header of the request being handled (the /metrics format)
+        self.accept = b""  # the Accept header of the request being handled (the /metrics format)
 
     def add_routes(self, routes: dict[str, tuple[str, Handler]]) -> None:
         """More paths (metrics, console), served and protected like the push API's own."""
         self.routes.update(routes)
 
-    def handle(self, method: str, path: str, query: bytes, body: bytes, accept: str = "") -> Answer:
+    def handle(self, method: str, path: str, query: bytes, body: bytes, accept: bytes = b"") -> Answer:
         self.accept = accept
         route = self.routes.get(path)
         if route is None:

@@ -39,7 +39,6 @@ HISTORY = 300  # seconds of rates kept (5 minutes at one point per tick)
 MAX_EVENTS = 200
 TOP_ROOMS = 10
 DELIVERED = ("room_deliveries", "keys_deliveries", "all_deliveries")
-PUSHES = ("push_keys", "push_mids", "push_room", "push_all")
 
 # (worker counter, level, message with {n}) -- a change in one of these is worth a line on the page
 WORKER_WARNINGS = (
@@ -144,8 +143,7 @@ class Console:
                 stream.send("snapshot", data)
 
     def _rates(self, now: float) -> None:
-        stats = self.router.stats
-        pushes = sum(stats[k] for k in PUSHES)
+        pushes = sum(self.router.pushes.values())
         if self._last_tick is not None and now > self._last_tick:
             self.rates["pushes"] = (pushes - self._pushes) / (now - self._last_tick)
         self._last_tick, self._pushes = now, pushes
@@ -309,7 +307,7 @@ def install(api: PushApi, sources: Sources) -> Console:
     exposition = Exposition(sources._replace(console_streams=lambda: len(console.streams)))
 
     def metrics(params: dict[str, list[str]], body: bytes) -> Answer:
-        return exposition.render(api.accept)
+        return exposition.render(api.accept.decode("latin-1"))
 
     api.add_routes({"/metrics": ("GET", metrics), **console.routes()})
     return console

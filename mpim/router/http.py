@@ -26,7 +26,6 @@ import collections
 import email.utils
 import logging
 import math
-from collections import Counter
 from typing import Any
 from urllib.parse import unquote
 
@@ -35,7 +34,7 @@ import httptools
 from mpim.config import Config
 from mpim.listen import peer_name
 from mpim.router import sse
-from mpim.router.api import OK_NULL, Answer, PushApi, Reply, error
+from mpim.router.api import JSON, OK_NULL, Answer, PushApi, Reply, error
 from mpim.router.sse import EventStream
 
 log = logging.getLogger("mpim.http")
@@ -48,13 +47,21 @@ _READ_SLACK = 65536  # a read may carry the end of earlier pipelined requests
 
 
 def _head(reply: Reply, date: bytes) -> bytes:
-    head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\n" % (
-        reply.status,
-        _REASONS.get(reply.status, b"Error"),
-        reply.content_type.encode(),
-        len(reply.body),
-        date,
-    )
+    if reply.content_type is JSON:  # the push API's answers (the hot path): no encoding
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\n" % (
+            reply.status,
+            _REASONS.get(reply.status, b"Error"),
+            len(reply.body),
+            date,
+        )
+    else:
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\n" % (
+            reply.status,
+            _REASONS.get(reply.status, b"Error"),
+            reply.content_type.encode(),
+            len(reply.body),
+            date,
+        )
     if reply.allow:
         head += b"Allow: " + reply.allow.encode() + b"\r\n"
     return head
@@ -79,7 +86,7 @@ class HttpState:
         self.ok_null = b""  # the whole keep-alive answer to a room / all push, rebuilt each tick
         self.requests = 0
         self.refused = 0
-        self.counts: Counter[tuple[str, int]] = Counter()  # (route, status) -> answers, for the metrics
+        self.counts: dict[str, dict[int, int]] = {}  # route -> status -> answers, for the metrics
         self.tick()
 
     def reconfigure(self, cfg: Config) -> None:
@@ -108,7 +115,9 @@ class HttpState:
 
     def count(self, path: str, status: int) -> None:
         """One answer: by route (``other`` for unknown paths, ``-`` before the path was read)."""
-        self.counts[path if path in self.api.routes or path == "-" else "other", status] += 1
+        route = path if path in self.api.routes or path == "-" else "other"
+        by_status = self.counts.setdefault(route, {})
+        by_status[status] = by_status.get(status, 0) + 1
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -146,7 +155,7 @@ class HttpProtocol(asyncio.Protocol):
         self.last_active = state.now
         self.waiting: collections.deque[tuple[Answer, bool, bool, bool]] = collections.deque()
         self.request_started = math.inf  # state.now at the first byte of an incomplete request
-        self.accept = ""
+        self.accept = b""
         self.stream: EventStream | None = None  # once set, this connection only carries the stream
 
     # -- asyncio ------------------------------------------------------------------------------
@@ -194,7 +203,7 @@ class HttpProtocol(asyncio.Protocol):
         self.request_started = self.state.now
         self.url = b""
         self.expect = False
-        self.accept = ""
+        self.accept = b""
         self.body = []
         self.body_len = 0
         self.header_bytes = 0
@@ -218,7 +227,7 @@ class HttpProtocol(asyncio.Protocol):
         elif len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self.expect = True  # curl sends this for bodies over 1 KiB and waits for the go-ahead
         elif len(name) == 6 and name.lower() == b"accept":
-            self.accept = value.decode("latin-1")
+            self.accept = value  # (decoded only by the route that wants it: /metrics)
 
     def on_headers_complete(self) -> None:
         self.in_headers = False
@@ -258,7 +267,10 @@ class HttpProtocol(asyncio.Protocol):
         http10 = self.parser.get_http_version() == "1.0" if keep else False
         head_only = method == "HEAD"
         if isinstance(answer, Reply):
-            state.count(path, answer.status)
+            try:  # the common case, cheaply (nested plain dicts: no tuple to hash, no Counter)
+                state.counts[path][answer.status] += 1
+            except KeyError:
+                state.count(path, answer.status)
             if not self.waiting:
                 self._write(answer, keep, http10, head_only)
                 if not keep:

@@ -316,8 +316,8 @@ class Collector:
         stats = router.stats
         store = router.store
         pushes = CounterMetricFamily("mpim_pushes", "Pushes the router accepted, by kind", labels=["kind"])
-        for kind in ("keys", "mids", "room", "all"):
-            pushes.add_metric([kind], stats[f"push_{kind}"])
+        for kind, n in router.pushes.items():
+            pushes.add_metric([kind], n)
         yield pushes
         yield _one("counter", "mpim_pushes_refused", "Pushes refused with -503", stats["refused"])
         yield _one(
@@ -370,8 +370,9 @@ class Collector:
             "HTTP answers by route (other: unknown paths; -: refused before the path was read) and status",
             labels=["path", "status"],
         )
-        for (path, status), n in sorted(http.counts.items()):
-            family.add_metric([path, str(status)], n)
+        for path, by_status in sorted(http.counts.items()):
+            for status, n in sorted(by_status.items()):
+                family.add_metric([path, str(status)], n)
         yield family
         yield _one("gauge", "mpim_http_connections", "Open HTTP connections", len(http.connections))
 

@@ -76,7 +76,7 @@ class RecordingApi:
         self.routes = self.api.routes
         self.methods: list[str] = []
 
-    def handle(self, method: str, path: str, query: bytes, body: bytes, accept: str = "") -> Reply:
+    def handle(self, method: str, path: str, query: bytes, body: bytes, accept: bytes = b"") -> Reply:
         self.methods.append(method)
         return self.api.handle(method, path, query, body, accept)  # type: ignore[return-value]
 

@@ -214,7 +214,7 @@ def test_rates_come_from_each_worker_s_own_clock(rig: Rig) -> None:
     rig.tick()
     _report(rig, a, 10_500, room_deliveries=1500)  # 500 in half a second
     _report(rig, b, 52_000, keys_deliveries=400, all_deliveries=100)  # 500 in two seconds
-    rig.h.router.stats["push_room"] += 30
+    rig.h.router.pushes["room"] += 30
     rig.tick(2.0)
     assert rig.console.rates == {"pushes": 15.0, "deliveries": 1250.0}
     assert rig.console.history[-1][1:] == [15.0, 1250.0]
@@ -280,3 +280,11 @@ def test_metrics_route_negotiates_and_counts_answers(rig: Rig) -> None:
     )
     assert b"Content-Type: application/openmetrics-text; version=1.0.0" in bytes(transport.data)
     assert bytes(transport.data).endswith(b"# EOF\n")
+
+
+@pytest.mark.parametrize("path", [b"/metrics", b"/console", b"/console/events", b"/console/snapshot"])
+def test_wrong_method_is_405_and_the_connection_stays(rig: Rig, path: bytes) -> None:
+    proto, transport = rig.open(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    head, _, body = bytes(transport.data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405") and b"Allow: GET" in head and json.loads(body)["code"] == -405
+    assert not transport.closed and proto.stream is None and rig.console.streams == set()

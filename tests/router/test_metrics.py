@@ -132,24 +132,30 @@ def test_router_counts_pushes_by_kind_and_stamps_them(rig: Harness) -> None:
     rig.connect(link, "k", 7, "live://1")
     rig.router.on_bus_fence(link.id, 1)
     link.take()
+    sent: list[bytes] = []
+    published: list[bytes] = []
+    link.send = sent.append  # type: ignore[method-assign]  # raw records: the fakes zero the stamp
+    rig.bus.publish = lambda topic, record: published.append(record)  # type: ignore[method-assign]
     before = time.monotonic()
+    for _ in range(17):
+        rig.router.push_keys(1000, ["k", "nobody"], b"y")
     assert rig.router.push_mids(1000, [7], b"x") == 1
-    rig.router.push_keys(1000, ["k", "nobody"], b"y")
     rig.router.push_room(1000, "live://1", b"z")
     rig.router.push_all(1000, 0, b"w")
+    after = time.monotonic()
     text = render(rig)
-    for kind in ("keys", "mids", "room", "all"):
-        assert value(text, "mpim_pushes_total", kind=kind) == 1
-    raw = [records.Decoder(records.RouterRecord)(r) for r in _raw_sent(rig, link)]
-    assert raw and all(before <= r.at <= time.monotonic() for r in raw)
-
-
-def _raw_sent(rig: Harness, link: FakeLink) -> list[bytes]:
-    """The PushKeys records the router sends, encoded, with their stamp (the fakes zero it)."""
-    sent: list[bytes] = []
-    link.send = sent.append  # type: ignore[method-assign]
-    rig.router.push_keys(1000, ["k"], b"again")
-    return sent
+    assert [value(text, "mpim_pushes_total", kind=kind) for kind in ("keys", "mids", "room", "all")] == [
+        17,
+        1,
+        1,
+        1,
+    ]
+    keys = [records.Decoder(records.RouterRecord)(r).at for r in sent]
+    stamped = [i for i, at in enumerate(keys) if at]
+    assert stamped == [0, 8, 16, 17]  # one push by key in eight (and the first push by mid)
+    assert all(before <= keys[i] <= after for i in stamped)
+    bus = [records.Decoder(records.BusRecord)(r).at for r in published]
+    assert len(bus) == 2 and all(before <= at <= after for at in bus)  # every room / broadcast push
 
 
 def test_master_numbers_and_every_process_cpu_and_memory(rig: Harness, tmp_path: Path) -> None:

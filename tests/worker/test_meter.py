@@ -3,7 +3,6 @@ latency and batch sizes are sampled once per push or flush. A real in-process wo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 
@@ -169,7 +168,7 @@ def test_latency_runs_from_the_router_s_stamp_to_the_write() -> None:
             delivery.push_room(1000, "live://3", b"y", at=stamp)
             delivery.push_all(1000, 0, b"z", at=stamp)
             delivery.push_keys(1000, ["a"], b"x")  # no stamp (a standalone worker): not observed
-            await asyncio.sleep(0.05)
+            await srv.settle(lambda: srv.hub.meter.room_flushes == 1)
             c = srv.hub.counters()
             for kind in ("keys", "room", "all"):
                 cumulative, total = hist.read(c, f"latency_{kind}", LATENCY_US_BOUNDS)
