@@ -26,7 +26,16 @@ RoomHook = Callable[[str], None]
 
 
 class Room:
-    __slots__ = ("cluster_online", "first_at", "flush_handle", "id", "members", "pending", "reserved")
+    __slots__ = (
+        "cluster_online",
+        "first_at",
+        "flush_handle",
+        "id",
+        "members",
+        "pending",
+        "reserved",
+        "ws_members",
+    )
 
     def __init__(self, room_id: str) -> None:
         self.id = room_id
@@ -36,6 +45,7 @@ class Room:
         self.cluster_online = -1
         self.reserved = 0  # clients about to join (waiting for the router)
         self.first_at = 0.0  # when the router accepted the oldest pending frame (metrics)
+        self.ws_members = 0  # WebSocket members (the bytes metric, without a count per delivery)
 
     @property
     def online(self) -> int:
@@ -87,7 +97,9 @@ class RoomTable:
 
     def join(self, room_id: str, channel: Channel) -> Room:
         room = self._open(room_id)
-        room.members.add(channel)
+        if channel not in room.members:
+            room.members.add(channel)
+            room.ws_members += channel.is_ws
         return room
 
     def reserve(self, room_id: str) -> Room:
@@ -101,7 +113,9 @@ class RoomTable:
         self._maybe_discard(room)
 
     def leave(self, room: Room, channel: Channel) -> None:
-        room.members.discard(channel)
+        if channel in room.members:
+            room.members.discard(channel)
+            room.ws_members -= channel.is_ws
         self._maybe_discard(room)
 
     def _maybe_discard(self, room: Room) -> None:
@@ -149,15 +163,15 @@ class RoomTable:
         inner = frames[0] if len(frames) == 1 else b"".join(frames)
         ws_bytes = b""  # built at the first WebSocket member, then shared
         members = tuple(room.members)
-        ws_members = 0
         for channel in members:
             if channel.is_ws:
                 ws_bytes = ws_bytes or ws_batch(inner)
                 channel.write(ws_bytes)
-                ws_members += 1
             else:
                 channel.write(inner)
-        self.meter.flushed(len(frames), len(members), len(inner), ws_members, len(ws_bytes), room.first_at)
+        self.meter.flushed(
+            len(frames), len(members), len(inner), room.ws_members, len(ws_bytes), room.first_at
+        )
 
     def flush_all(self) -> None:
         for room in tuple(self._rooms.values()):
