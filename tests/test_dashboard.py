@@ -9,7 +9,8 @@ from typing import Any
 
 from mpim.router.api import PushApi
 from mpim.router.http import HttpState
-from mpim.router.metrics import Exposition, Sources, WorkerTotals
+from mpim.router.metrics import Exposition, Sources
+from mpim.router.totals import WorkerTotals
 from tests.router.fakes import Harness
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "mpim.json"

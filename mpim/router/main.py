@@ -36,8 +36,9 @@ from mpim.router.core import Router
 from mpim.router.hook import HookError, Receiver, load_hook
 from mpim.router.http import HttpProtocol, HttpState
 from mpim.router.links import WorkerConn
-from mpim.router.metrics import Sources, WorkerTotals
+from mpim.router.metrics import Sources
 from mpim.router.tables import SessionTable
+from mpim.router.totals import WorkerTotals
 from mpim.router.zingress import Ingress
 from mpim.runtime import Endpoints, server_name
 

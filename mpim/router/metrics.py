@@ -2,12 +2,11 @@
 
 How the numbers get here. Workers count in plain integers (:mod:`mpim.worker.meter`,
 the hub's stats) and send the totals with every liveness report (``Alive.stats``,
-each ``[router] report_interval``). :class:`WorkerTotals` adds them up per worker
-*slot* (host and slot number, the ``host`` and ``worker`` labels): the live
-incarnations of a slot (two overlap during a reload) plus what earlier ones had
-counted when their link closed or they said goodbye (a worker sends its last
-counts just before). So a counter never goes back when a worker restarts or a
-generation retires, and nothing is counted twice. The router's own counters, the
+each ``[router] report_interval``). :class:`~mpim.router.totals.WorkerTotals` adds
+them up per worker *slot* (the ``host`` and ``worker`` labels), keeping what a
+worker that left had counted, so a counter never goes back when a worker restarts
+or a generation retires, and nothing is counted twice; :mod:`mpim.metrics.names`
+says which worker stat is which metric. The router's own counters, the
 master's (reloads, restarts: :mod:`mpim.master.statusfile`) and every process's
 CPU and memory (``/proc``) are read when the scrape comes. prometheus-client
 renders the text (its multiprocess mode is not used: nothing is shared on disk).
@@ -26,170 +25,17 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from mpim import __version__
 from mpim.metrics import hist, procfs
+from mpim.metrics.names import FUTURE_COUNTERS, WORKER_COUNTERS, WORKER_GAUGES
 from mpim.router.api import Reply
+from mpim.router.totals import WorkerTotals
 
 if TYPE_CHECKING:
     from mpim.master.statusfile import StatusReader
-    from mpim.router.core import Peer, Router
+    from mpim.router.core import Router
     from mpim.router.http import HttpState
-
-Slot = tuple[str, str]  # (host, worker slot): the labels of a worker's numbers
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-
-# Worker stats that are levels, not counts: never carried over from a worker that left.
-GAUGE_KEYS = frozenset({"connections", "online", "rooms", "conns_tcp", "conns_ws", "link_buffer", "now_ms"})
-
-# (metric, help, label, [(worker stat key, label value)]) -- the worker's counters
-WORKER_COUNTERS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
-    (
-        "mpim_connects",
-        "Client connections accepted, by transport (those refused over the limit included)",
-        "transport",
-        [("opened_tcp", "tcp"), ("opened_ws", "ws")],
-    ),
-    (
-        "mpim_disconnects",
-        "Client connections closed, by reason (client = the client closed it)",
-        "reason",
-        [
-            ("client_closed", "client"),
-            ("auth_fail", "auth_failed"),
-            ("handshake_timeout", "handshake_timeout"),
-            ("register_timeout", "register_timeout"),
-            ("heartbeat_timeout", "heartbeat_timeout"),
-            ("slow_cut", "slow_consumer"),
-            ("kicked", "kicked"),
-            ("drained", "drained"),
-            ("rejected", "protocol_error"),
-            ("refused", "limit"),
-        ],
-    ),
-    ("mpim_auth", "Auth frames, by result", "result", [("auth_ok", "ok"), ("auth_fail", "failed")]),
-    (
-        "mpim_bad_input",
-        "Bad client input (protocol errors, malformed Sub/Unsub lists)",
-        "",
-        [("bad_input", "")],
-    ),
-    (
-        "mpim_worker_pushes",
-        "Pushes the workers took, by kind (room: frames flushed to a room's members)",
-        "kind",
-        [("room_frames", "room"), ("keys_pushes", "keys"), ("all_pushes", "all")],
-    ),
-    (
-        "mpim_deliveries",
-        "Pushed frames written to client connections, by kind",
-        "kind",
-        [("room_deliveries", "room"), ("keys_deliveries", "keys"), ("all_deliveries", "all")],
-    ),
-    ("mpim_bytes_received", "Bytes read from client connections", "", [("bytes_in", "")]),
-    (
-        "mpim_bytes_sent",
-        "Pushed bytes written to client connections, framing included (protocol replies are not counted)",
-        "kind",
-        [("room_bytes", "room"), ("keys_bytes", "keys"), ("all_bytes", "all")],
-    ),
-    (
-        "mpim_frames_dropped",
-        "Pushed frames not written, by reason",
-        "reason",
-        [
-            ("keys_offline", "offline"),
-            ("keys_not_watching", "not_watching"),
-            ("room_absent", "no_member"),
-            ("room_gone", "room_emptied"),
-            ("link_bad_messages", "bad_bus_message"),
-        ],
-    ),
-    (
-        "mpim_slow_consumer_dropped_bytes",
-        "Bytes that were queued for slow consumers when they were cut",
-        "",
-        [("slow_cut_bytes", "")],
-    ),
-    ("mpim_link_syncs", "Full session lists the workers sent the router", "", [("link_syncs", "")]),
-    (
-        "mpim_link_dropped_reports",
-        "Session events a worker could not send (link down; the next full list repairs it)",
-        "",
-        [("link_dropped_reports", "")],
-    ),
-    ("mpim_bus_received", "Bus messages the workers received", "", [("link_bus_messages", "")]),
-]
-
-WORKER_GAUGES: list[tuple[str, str, str, list[tuple[str, str]]]] = [
-    (
-        "mpim_connections",
-        "Open client connections, by transport",
-        "transport",
-        [("conns_tcp", "tcp"), ("conns_ws", "ws")],
-    ),
-    ("mpim_online", "Authenticated client connections", "", [("online", "")]),
-    ("mpim_worker_rooms", "Rooms with members on the worker", "", [("rooms", "")]),
-]
-
-# Numbers that later features report here; registered now so dashboards and alerts can use them.
-FUTURE_COUNTERS = [
-    ("mpim_inbox_appends", "Messages appended to user inboxes (reliable delivery will count them)"),
-    ("mpim_acks", "Client acks received (reliable delivery will count them)"),
-    ("mpim_replays", "Frames replayed on resume (reliable delivery will count them)"),
-    ("mpim_resumes_unrecovered", "Resumes that could not recover every message (reliable delivery)"),
-    ("mpim_redis_errors", "Redis command failures (the multi-host store will count them)"),
-]
-
-
-class WorkerTotals:
-    """The workers' counters added up per slot, across restarts and reloads (see the module doc)."""
-
-    def __init__(self, router: Router) -> None:
-        self.router = router
-        self._live: dict[Peer, Slot] = {}
-        self.retired: dict[Slot, Counter[str]] = {}
-
-    def sync(self) -> None:
-        """Fold the last counts of every worker that left since the last call."""
-        live = {p for p in self.router.peers.values() if p.info is not None}
-        for peer, slot in list(self._live.items()):
-            if peer not in live:
-                del self._live[peer]
-                kept = self.retired.setdefault(slot, Counter())
-                for key, value in peer.stats.items():
-                    if key not in GAUGE_KEYS:
-                        kept[key] += value
-        for peer in live:
-            if peer not in self._live:
-                info = peer.info
-                assert info is not None
-                self._live[peer] = (info.host, info.name)
-
-    def live(self) -> list[tuple[Slot, Peer]]:
-        return [(slot, peer) for peer, slot in self._live.items()]
-
-    def counters(self) -> dict[Slot, Counter[str]]:
-        """Per slot: retired + live counters (call :meth:`sync` first)."""
-        out: dict[Slot, Counter[str]] = {slot: Counter(kept) for slot, kept in self.retired.items()}
-        for peer, slot in self._live.items():
-            total = out.setdefault(slot, Counter())
-            for key, value in peer.stats.items():
-                if key not in GAUGE_KEYS:
-                    total[key] += value
-        return out
-
-    def gauges(self) -> dict[Slot, Counter[str]]:
-        """Per slot: the live workers' levels (0 for a slot whose worker is gone, until it is back)."""
-        out: dict[Slot, Counter[str]] = {slot: Counter() for slot in self.retired}
-        for peer, slot in self._live.items():
-            total = out.setdefault(slot, Counter())
-            for key in GAUGE_KEYS:
-                total[key] += peer.stats.get(key, 0)
-        return out
-
-    def total(self, key: str) -> int:
-        """One counter over every slot (the console's rates)."""
-        return sum(c[key] for c in self.counters().values())
 
 
 class Sources(NamedTuple):

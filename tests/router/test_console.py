@@ -18,7 +18,8 @@ from mpim.router import sse
 from mpim.router.api import PushApi
 from mpim.router.console import Console, install
 from mpim.router.http import HttpProtocol, HttpState
-from mpim.router.metrics import Sources, WorkerTotals
+from mpim.router.metrics import Sources
+from mpim.router.totals import WorkerTotals
 from tests.router.fakes import FakeLink, Harness
 from tests.router.test_http import MockTransport
 

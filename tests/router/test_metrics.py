@@ -18,7 +18,8 @@ from mpim import records
 from mpim.master.statusfile import StatusReader
 from mpim.metrics.hist import BATCH_BOUNDS, LATENCY_US_BOUNDS, IntHistogram
 from mpim.records import Alive, Bye
-from mpim.router.metrics import OPENMETRICS, TEXT, Exposition, Sources, WorkerTotals, wants_openmetrics
+from mpim.router.metrics import OPENMETRICS, TEXT, Exposition, Sources, wants_openmetrics
+from mpim.router.totals import WorkerTotals
 from tests.router.fakes import FakeLink, Harness
 
 

@@ -1,0 +1,110 @@
+"""Which of a worker's reported stats (``Alive.stats``) is which Prometheus metric.
+
+The worker's keys are its own short names (:meth:`mpim.worker.hub.Hub.counters`,
+:mod:`mpim.worker.meter`); each table row gives the metric, its help text, the
+extra label and, per label value, the worker key it reads.
+"""
+
+from __future__ import annotations
+
+# Worker stats that are levels, not counts: never carried over from a worker that left.
+GAUGE_KEYS = frozenset({"connections", "online", "rooms", "conns_tcp", "conns_ws", "link_buffer", "now_ms"})
+
+# (metric, help, label, [(worker stat key, label value)]) -- the worker's counters
+WORKER_COUNTERS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
+    (
+        "mpim_connects",
+        "Client connections accepted, by transport (those refused over the limit included)",
+        "transport",
+        [("opened_tcp", "tcp"), ("opened_ws", "ws")],
+    ),
+    (
+        "mpim_disconnects",
+        "Client connections closed, by reason (client = the client closed it)",
+        "reason",
+        [
+            ("client_closed", "client"),
+            ("auth_fail", "auth_failed"),
+            ("handshake_timeout", "handshake_timeout"),
+            ("register_timeout", "register_timeout"),
+            ("heartbeat_timeout", "heartbeat_timeout"),
+            ("slow_cut", "slow_consumer"),
+            ("kicked", "kicked"),
+            ("drained", "drained"),
+            ("rejected", "protocol_error"),
+            ("refused", "limit"),
+        ],
+    ),
+    ("mpim_auth", "Auth frames, by result", "result", [("auth_ok", "ok"), ("auth_fail", "failed")]),
+    (
+        "mpim_bad_input",
+        "Bad client input (protocol errors, malformed Sub/Unsub lists)",
+        "",
+        [("bad_input", "")],
+    ),
+    (
+        "mpim_worker_pushes",
+        "Pushes the workers took, by kind (room: frames flushed to a room's members)",
+        "kind",
+        [("room_frames", "room"), ("keys_pushes", "keys"), ("all_pushes", "all")],
+    ),
+    (
+        "mpim_deliveries",
+        "Pushed frames written to client connections, by kind",
+        "kind",
+        [("room_deliveries", "room"), ("keys_deliveries", "keys"), ("all_deliveries", "all")],
+    ),
+    ("mpim_bytes_received", "Bytes read from client connections", "", [("bytes_in", "")]),
+    (
+        "mpim_bytes_sent",
+        "Pushed bytes written to client connections, framing included (protocol replies are not counted)",
+        "kind",
+        [("room_bytes", "room"), ("keys_bytes", "keys"), ("all_bytes", "all")],
+    ),
+    (
+        "mpim_frames_dropped",
+        "Pushed frames not written, by reason",
+        "reason",
+        [
+            ("keys_offline", "offline"),
+            ("keys_not_watching", "not_watching"),
+            ("room_absent", "no_member"),
+            ("room_gone", "room_emptied"),
+            ("link_bad_messages", "bad_bus_message"),
+        ],
+    ),
+    (
+        "mpim_slow_consumer_dropped_bytes",
+        "Bytes that were queued for slow consumers when they were cut",
+        "",
+        [("slow_cut_bytes", "")],
+    ),
+    ("mpim_link_syncs", "Full session lists the workers sent the router", "", [("link_syncs", "")]),
+    (
+        "mpim_link_dropped_reports",
+        "Session events a worker could not send (link down; the next full list repairs it)",
+        "",
+        [("link_dropped_reports", "")],
+    ),
+    ("mpim_bus_received", "Bus messages the workers received", "", [("link_bus_messages", "")]),
+]
+
+WORKER_GAUGES: list[tuple[str, str, str, list[tuple[str, str]]]] = [
+    (
+        "mpim_connections",
+        "Open client connections, by transport",
+        "transport",
+        [("conns_tcp", "tcp"), ("conns_ws", "ws")],
+    ),
+    ("mpim_online", "Authenticated client connections", "", [("online", "")]),
+    ("mpim_worker_rooms", "Rooms with members on the worker", "", [("rooms", "")]),
+]
+
+# Numbers that later features report here; registered now so dashboards and alerts can use them.
+FUTURE_COUNTERS = [
+    ("mpim_inbox_appends", "Messages appended to user inboxes (reliable delivery will count them)"),
+    ("mpim_acks", "Client acks received (reliable delivery will count them)"),
+    ("mpim_replays", "Frames replayed on resume (reliable delivery will count them)"),
+    ("mpim_resumes_unrecovered", "Resumes that could not recover every message (reliable delivery)"),
+    ("mpim_redis_errors", "Redis command failures (the multi-host store will count them)"),
+]
