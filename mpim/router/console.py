@@ -133,7 +133,8 @@ class Console:
         self.totals.sync()
         counters = self.totals.counters()
         self._rates(now)
-        self._cpu_now = self._cpu_percent(self._master())
+        # each process's CPU only while someone watches (five /proc reads a second otherwise)
+        self._cpu_now = self._cpu_percent(self._master()) if self.streams else {}
         last = self._event_id
         self._watch(counters)
         fresh = [e for e in self.events if e["id"] > last]
