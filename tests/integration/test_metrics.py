@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from mpim.client import WsClient
 from tests.integration.cluster import Cluster, start_master, until
 from tests.support import ServerProcess, run
 
@@ -72,7 +73,9 @@ def test_metrics_of_a_running_host(tmp_path: Path) -> None:
             assert total(s, "mpim_deliveries_total", kind="room") == 4
             assert total(s, "mpim_deliveries_total", kind="keys") == 4
             assert total(s, "mpim_online") == 4 == total(s, "mpim_sessions")
-            assert total(s, "mpim_connections", transport="ws") == 2
+            ws = sum(isinstance(client, WsClient) for client, _, _ in chosen)
+            assert total(s, "mpim_connections", transport="ws") == ws
+            assert total(s, "mpim_connections", transport="tcp") == 4 - ws
             assert (
                 total(s, "mpim_pushes_total", kind="room") == 1 == total(s, "mpim_pushes_total", kind="mids")
             )
