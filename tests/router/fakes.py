@@ -15,6 +15,40 @@ _decode_router = records.Decoder(records.RouterRecord)
 _decode_bus = records.Decoder(records.BusRecord)
 
 
+class MockTransport:
+    """An asyncio transport that keeps what is written (the HTTP protocol tests, no sockets).
+
+    ``strict``: writing after close fails the test; otherwise late writes are kept in
+    ``late_writes`` (asyncio would drop them silently) for the test to assert on.
+    """
+
+    def __init__(self, strict: bool = True) -> None:
+        self.strict = strict
+        self.data = bytearray()
+        self.late_writes: list[bytes] = []
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            assert not self.strict, "write after close"
+            self.late_writes.append(data)
+        else:
+            self.data += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 5555) if name == "peername" else None
+
+
 class FakeBus:
     """The router's bus port: records what is published; marks end a turn when the test says so."""
 

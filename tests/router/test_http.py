@@ -13,30 +13,7 @@ from mpim import bus, config
 from mpim.records import PushAll, PushRoom
 from mpim.router.api import PushApi
 from mpim.router.http import HttpProtocol, HttpState
-from tests.router.fakes import Harness
-
-
-class MockTransport:
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.closed = False
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed
-        self.data += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 5555) if name == "peername" else None
+from tests.router.fakes import Harness, MockTransport
 
 
 class Conn:
