@@ -24,6 +24,9 @@ class AuthError(Exception):
     """The token is refused; the message says why (for the log, not the client)."""
 
 
+CAPS = ("ack", "seq")  # what a client may opt in to (see the README's "Reliable delivery")
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     mid: int
@@ -31,6 +34,16 @@ class Identity:
     room: str
     platform: str
     accepts: frozenset[int]
+    caps: frozenset[str] = frozenset()
+
+
+def parse_caps(values: Any) -> frozenset[str]:
+    """The ``caps`` claim: a list of strings; unknown ones are ignored (goim's parser ignores the field)."""
+    if values is None:
+        return frozenset()
+    if not isinstance(values, list):
+        raise AuthError("caps must be a list of strings")
+    return frozenset(v for v in values if isinstance(v, str) and v in CAPS)
 
 
 def parse_ops(values: Any) -> frozenset[int]:
@@ -75,6 +88,7 @@ def identity_from_claims(claims: Any) -> Identity:
         room=sys.intern(room),
         platform=sys.intern(fields["platform"][:32]),
         accepts=accepts,
+        caps=parse_caps(claims.get("caps")),
     )
 
 
@@ -120,9 +134,10 @@ def mint(
     platform: str = "",
     accepts: tuple[int, ...] = (),
     ttl: float = 3600.0,
+    caps: tuple[str, ...] = (),
 ) -> str:
     """Sign an HS256 token for a client (tests, demos, `mpim token`)."""
-    claims = {
+    claims: dict[str, Any] = {
         "mid": mid,
         "key": key,
         "room_id": room,
@@ -130,4 +145,6 @@ def mint(
         "accepts": list(accepts),
         "exp": int(time.time() + ttl),
     }
+    if caps:
+        claims["caps"] = list(caps)
     return jwt.encode(claims, secret, algorithm="HS256")

@@ -151,6 +151,7 @@ class LogSection:
 
 @dataclass(frozen=True)
 class InboxSection:
+    enabled: bool = _opt(True, doc="store every push by mid and private message (reliable delivery)")
     path: str = _opt(
         "mpim-inbox.sqlite3", doc='SQLite file, relative to the working directory; ":memory:" = not durable'
     )
@@ -159,6 +160,33 @@ class InboxSection:
     durability: str = _opt(
         "process", choices=("process", "power"), doc="survive kill -9 (process) or power loss (fsync)"
     )
+
+
+@dataclass(frozen=True)
+class DeliverySection:
+    max_unacked: int = _opt(
+        512, lo=1, hi=1_000_000, doc="reliable pushes a client may leave unacked before it is closed"
+    )
+    ack_timeout: float = _opt(30.0, lo=0.1, hi=86400.0, doc="oldest unacked push older than this: close")
+    replay_max: int = _opt(
+        1000, lo=1, hi=1_000_000, doc="a resume missing more than this is not recovered (resync)"
+    )
+    max_unread: int = _opt(1000, lo=1, hi=1_000_000, doc="private chat refused once this many are unread")
+
+
+@dataclass(frozen=True)
+class UpstreamSection:
+    ack: str = _opt("none", choices=("none", "only", "rigor"), doc="how client messages are acknowledged")
+    url: str = _opt("", doc="POST client messages to this backend URL; empty = the receive hook")
+    timeout: float = _opt(5.0, lo=0.1, hi=300.0, doc="backend answer deadline, seconds")
+    concurrency: int = _opt(64, lo=1, hi=10000, doc="backend requests in flight at most")
+    resend: float = _opt(3.0, lo=0.05, hi=3600.0, doc="rigor: re-send an unconfirmed ack this often")
+    confirm_timeout: float = _opt(30.0, lo=0.1, hi=86400.0, doc="rigor: unconfirmed message expires")
+    dedup_window: float = _opt(300.0, lo=0.0, hi=86400.0, doc="a retried message id is not delivered twice")
+    rate: float = _opt(100.0, lo=0.1, hi=1e6, doc="upstream frames per second per connection")
+    burst: int = _opt(200, lo=1, hi=1_000_000, doc="upstream frames allowed in a burst")
+    bytes_rate: float = _opt(262144.0, lo=16.0, hi=1e9, doc="upstream bytes per second per connection")
+    bytes_burst: int = _opt(524288, lo=16, hi=1 << 30, doc="upstream bytes allowed in a burst")
 
 
 @dataclass(frozen=True)
@@ -177,6 +205,8 @@ class Config:
     ingress: IngressSection = field(default_factory=IngressSection)
     nodes: NodesSection = field(default_factory=NodesSection)
     inbox: InboxSection = field(default_factory=InboxSection)
+    delivery: DeliverySection = field(default_factory=DeliverySection)
+    upstream: UpstreamSection = field(default_factory=UpstreamSection)
     source: str = "<defaults>"
 
     @property

@@ -116,13 +116,56 @@ class BusSeen(Record, tag=10):
     mark: int
 
 
+class Resume(Record, tag=11):
+    """A reliable client's op 20: replay its stream after (``epoch``, ``seq``), or after its
+    device cursor when ``cursor`` is true (no position given)."""
+
+    req: int
+    key: str
+    mid: int
+    epoch: str
+    seq: int
+    cursor: bool
+
+
+class AckEntry(msgspec.Struct, array_like=True):
+    mid: int
+    key: str
+    seq: int
+
+
+class Acked(Record, tag=12):
+    """Cumulative acks (op 18) of this loop turn: the device (key) processed up to ``seq``."""
+
+    acks: list[AckEntry]
+
+
+class Chat(Record, tag=13):
+    """A client message for the router: private chat when ``to`` > 0, else for the backend.
+
+    ``reply``: the worker waits for a :class:`ChatAck` (acked modes, or a backend URL)."""
+
+    req: int
+    key: str
+    mid: int
+    op: int
+    body: bytes
+    id: str = ""
+    to: int = 0
+    reply: bool = False
+
+
 # -- router -> worker (the link) -------------------------------------------------------------
 class PushKeys(Record, tag=20):
-    """Write one frame to the connections with these keys (those watching ``op``)."""
+    """Write one frame to the connections with these keys (those watching ``op``).
+
+    ``seq`` > 0: the recipient's stream seq (a push by mid); clients that asked for
+    ``ack`` get it in the frame header, others get goim's 0."""
 
     op: int
     keys: list[str]
     body: bytes
+    seq: int = 0
 
 
 class Kick(Record, tag=21):
@@ -158,6 +201,33 @@ class Drained(Record, tag=26):
     mark: int
 
 
+class InboxEntry(msgspec.Struct, array_like=True):
+    seq: int
+    op: int
+    body: bytes
+
+
+class Replayed(Record, tag=28):
+    """Answer to :class:`Resume`: the missing messages in order, then the stream's position."""
+
+    req: int
+    messages: list[InboxEntry]
+    epoch: str
+    top: int
+    recovered: bool
+
+
+class ChatAck(Record, tag=29):
+    """Answer to a :class:`Chat` with ``reply``: code 0 and the stream seq it got (or the
+    backend's answer body), or an error code and message."""
+
+    req: int
+    code: int
+    message: str = ""
+    seq: int = 0
+    body: bytes = b""
+
+
 # -- the bus ------------------------------------------------------------------------------
 class PushRoom(Record, tag=40):
     """Room push; the room id is the bus topic."""
@@ -187,8 +257,22 @@ class BusFence(Record, tag=43):
     fence: int
 
 
-WorkerRecord = Hello | Connect | RoomChange | Disconnect | Upstream | Alive | Sync | Bye | Draining | BusSeen
-RouterRecord = PushKeys | Kick | Resync | RoomCounts | Confirmed | FenceRequest | Drained
+WorkerRecord = (
+    Hello
+    | Connect
+    | RoomChange
+    | Disconnect
+    | Upstream
+    | Alive
+    | Sync
+    | Bye
+    | Draining
+    | BusSeen
+    | Resume
+    | Acked
+    | Chat
+)
+RouterRecord = PushKeys | Kick | Resync | RoomCounts | Confirmed | FenceRequest | Drained | Replayed | ChatAck
 BusRecord = PushRoom | PushAll | Mark
 
 _encoder = msgspec.msgpack.Encoder()

@@ -59,25 +59,38 @@ def _found(connections: int) -> Reply:
     return Reply(200, b'{"code":0,"message":"","data":{"connections":%d}}' % connections)
 
 
-def settled(future: asyncio.Future[None]) -> Answer:
-    """A confirmed push as an answer: at once if already known, else a future answer."""
+def settled(future: asyncio.Future[Any], shape: Callable[[Any], Reply] = lambda _: OK_NULL) -> Answer:
+    """A push that completes later as an answer: at once if already known, else a future answer.
+
+    ``shape`` makes the ok answer from the future's result."""
+
+    def outcome(f: asyncio.Future[Any]) -> Reply:
+        exc = f.exception()
+        if exc is None:
+            return shape(f.result())
+        return refused(exc) if isinstance(exc, Refused) else error(-500, "internal error")
+
     if future.done():
-        return _outcome(future)
+        return outcome(future)
     answer: asyncio.Future[Reply] = future.get_loop().create_future()
 
-    def done(f: asyncio.Future[None]) -> None:
+    def done(f: asyncio.Future[Any]) -> None:
         if not answer.done():
-            answer.set_result(_outcome(f))
+            answer.set_result(outcome(f))
 
     future.add_done_callback(done)
     return answer
 
 
-def _outcome(future: asyncio.Future[None]) -> Reply:
-    exc = future.exception()
-    if exc is None:
-        return OK_NULL
-    return refused(exc) if isinstance(exc, Refused) else error(-500, "internal error")
+def _stored(result: tuple[int, dict[int, int]]) -> Reply:
+    """goim's ``{"connections": n}`` and, beside it, each user's stream seq: ``"seqs": {"<mid>": seq}``."""
+    connections, seqs = result
+    if not seqs:
+        return _found(connections)
+    listed = ",".join(f'"{mid}":{seq}' for mid, seq in seqs.items())
+    return Reply(
+        200, b'{"code":0,"message":"","data":{"connections":%d,"seqs":{%s}}}' % (connections, listed.encode())
+    )
 
 
 def parse_query(raw: bytes) -> dict[str, list[str]]:
@@ -163,7 +176,7 @@ class PushApi:
     def push_mids(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
         mids = [parse_int("mids", text, INT64) for text in many(params, "mids")]
-        return _found(self.router.push_mids(op, mids, body))
+        return settled(self.router.push_mids(op, mids, body), _stored)
 
     def push_room(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)

@@ -29,14 +29,17 @@ import collections
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mpim import bus, records
 from mpim.config import Config
 from mpim.records import (
+    Acked,
     Alive,
     BusSeen,
     Bye,
+    Chat,
+    ChatAck,
     Confirmed,
     Connect,
     Disconnect,
@@ -44,19 +47,27 @@ from mpim.records import (
     Draining,
     FenceRequest,
     Hello,
+    InboxEntry,
     Kick,
     PushAll,
     PushKeys,
     PushRoom,
+    Replayed,
+    Resume,
     Resync,
     RoomChange,
     RoomCounts,
     Sync,
     Upstream,
 )
+from mpim.router.backend import Backend, BackendError
 from mpim.router.store import SessionStore
+from mpim.router.streams import ChatError, UserStreams
 from mpim.router.tables import Kick as TableKick
 from mpim.router.tables import WorkerInfo
+
+if TYPE_CHECKING:
+    from mpim.inbox import Inbox
 
 log = logging.getLogger("mpim.router")
 
@@ -165,6 +176,8 @@ class Router:
         host: str = "",
         expect: int = 0,
         is_alive: Callable[[int], bool] = pid_alive,
+        inbox: Inbox | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -182,6 +195,9 @@ class Router:
         self._whole = expect <= 0
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._confirm_due: list[Peer] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.streams = UserStreams(cfg, inbox, self)
+        self.backend = backend
         self.stats = collections.Counter(
             dict.fromkeys(("records", "bad_records", "resyncs", "expired", "ghost_workers", "refused"), 0)
         )
@@ -193,6 +209,9 @@ class Router:
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.streams.cfg = cfg
+        if self.backend is not None:
+            self.backend.reconfigure(cfg)
         self.session_ttl = self.ttl(cfg)
         self.store.ttl = self.session_ttl
 
@@ -272,6 +291,13 @@ class Router:
             if not peer.synced:
                 peer.synced = True
                 self._settle()
+        elif kind is Acked:
+            for entry in record.acks:  # type: ignore[union-attr]
+                self.streams.ack(entry.mid, entry.key, entry.seq)
+        elif kind is Resume:
+            self._spawn(self._resume(peer, record))  # type: ignore[arg-type]
+        elif kind is Chat:
+            self._spawn(self._chat(peer, record))  # type: ignore[arg-type]
         elif kind is BusSeen:
             peer.mark_seen = max(peer.mark_seen, record.mark)  # type: ignore[union-attr]
             self._answer_waiting()
@@ -330,6 +356,47 @@ class Router:
         self.stats["resyncs"] += 1
         log.info("asking worker %s to report its sessions again: %s", peer.id, why)
         peer.link.send(records.encode(Resync()))
+
+    # -- reliable delivery and client messages ------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("router task failed", exc_info=task.exception())
+
+    async def _resume(self, peer: Peer, rec: Resume) -> None:
+        try:
+            got = await self.streams.resume(rec.mid, rec.key, rec.epoch, rec.seq, rec.cursor)
+        except Exception as exc:  # the store failed: the client cannot be told it recovered
+            log.error("resume for mid=%d failed: %s", rec.mid, exc)
+            got = None
+        if got is None:
+            peer.link.send(records.encode(Replayed(rec.req, [], "", 0, False)))
+            return
+        entries = [InboxEntry(seq, op, body) for seq, op, body in got.messages]
+        peer.link.send(records.encode(Replayed(rec.req, entries, got.epoch, got.top, got.recovered)))
+
+    async def _chat(self, peer: Peer, rec: Chat) -> None:
+        ack: ChatAck
+        try:
+            if rec.to:
+                body: Any = _json_body(rec.body)
+                own, _ = await self.streams.chat(rec.mid, rec.id, rec.to, rec.op, body)
+                ack = ChatAck(rec.req, 0, "", own)
+            elif self.backend is not None:
+                answer = await self.backend.deliver(rec.mid, rec.key, rec.op, rec.body)
+                ack = ChatAck(rec.req, 0, "", 0, answer)
+            else:
+                self.receive(rec.mid, rec.key, rec.op, rec.body)
+                ack = ChatAck(rec.req, 0)
+        except (ChatError, BackendError, Refused) as exc:
+            ack = ChatAck(rec.req, exc.code, exc.message)
+        if rec.reply:
+            peer.link.send(records.encode(ack))
 
     # -- registration: confirm once the worker's bus fence came through --------------------------
     def _confirm(self, peer: Peer, req: int, fence: int) -> None:
@@ -423,10 +490,25 @@ class Router:
         self._refuse_unless_ready()
         return self._send_keys(self.store.group_keys(dict.fromkeys(keys)), op, body)
 
-    def push_mids(self, op: int, mids: list[int], body: bytes) -> int:
-        """Hand to every connection of these users; returns how many connections."""
+    def push_mids(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[tuple[int, dict[int, int]]]:
+        """Append to each user's stream, then hand to every connection of these users.
+
+        Resolves to (connections, {mid: seq}) once the messages are stored and sent."""
         self._refuse_unless_ready()
-        return self._send_keys(self.store.group_mids(mids), op, body)
+        return self.loop.create_task(self.streams.push_mids(op, mids, body))
+
+    def send_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
+        """Hand a stored message (its seq per user, 0 = none) to every connection of these users."""
+        found = 0
+        group = self.store.group_mids
+        for mid, seq in zip(mids, seqs, strict=True):
+            for info, keys in group((mid,)).items():
+                peer = self.by_id.get(info.id)
+                if peer is None or peer.draining:
+                    continue
+                peer.link.send(records.encode(PushKeys(op, keys, body, seq)))
+                found += len(keys)
+        return found
 
     def push_room(self, op: int, room: str, body: bytes) -> asyncio.Future[None]:
         self._refuse_unless_ready()
@@ -551,3 +633,13 @@ class Router:
                 }
             )
         return rows
+
+
+def _json_body(raw: bytes) -> Any:
+    """A private message's body as the client sent it (JSON, checked by its worker)."""
+    import json
+
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise ChatError(-400, "body is not JSON") from None

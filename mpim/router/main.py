@@ -25,10 +25,12 @@ from mpim import log as mlog
 from mpim import signals, stream
 from mpim.bus import SocketReader
 from mpim.config import Config, ConfigError
+from mpim.inbox import Inbox, InboxError, open_inbox
 from mpim.listen import BindError, listen_socket
 from mpim.master.reload import pin_bus_keys
 from mpim.master.status import EXIT_BOOT_ERROR
 from mpim.router.api import PushApi
+from mpim.router.backend import Backend
 from mpim.router.busport import BusPort
 from mpim.router.core import Router
 from mpim.router.hook import HookError, Receiver, load_hook
@@ -41,6 +43,7 @@ from mpim.runtime import Endpoints, server_name
 log = logging.getLogger("mpim.router")
 
 TICK = 0.1  # fence requests, push timeouts
+TRIM_EVERY = 60.0  # drop inbox messages older than [inbox] max_age
 
 
 class _Every:
@@ -81,6 +84,8 @@ class RouterProcess:
         self._timers: list[_Every] = []
         self._readers: list[SocketReader[Any]] = []
         self.receiver: Receiver | None = None
+        self.inbox: Inbox | None = None
+        self.backend: Backend | None = None
         self.router: Router | None = None
         self.busport: BusPort | None = None
         self.http: HttpState | None = None
@@ -91,6 +96,11 @@ class RouterProcess:
         """Bind everything; raises :class:`BindError` / :class:`HookError` with a clear message."""
         cfg, loop = self.cfg, self.loop
         self.receiver = Receiver(load_hook(cfg.router.receive_hook))
+        if cfg.inbox.enabled:
+            try:
+                self.inbox = open_inbox(cfg.inbox)
+            except InboxError as exc:
+                raise BindError(f"cannot open the inbox: {exc}") from None
         http_sock = listen_socket(cfg.http.bind, reuse_port=False)
         for sock in (self.xpub, self.zin):
             sock.setsockopt(zmq.LINGER, 0)
@@ -106,8 +116,17 @@ class RouterProcess:
             http_sock.close()
             raise BindError(f"cannot bind a ZeroMQ endpoint: {exc}") from None
         store = SessionTable(Router.ttl(cfg), cfg.router.sweep_interval, loop.time())
+        self.backend = Backend(cfg, self.receiver)
         router = self.router = Router(
-            cfg, store, self.busport, self.receiver, loop, host=server_name(cfg), expect=self.expect
+            cfg,
+            store,
+            self.busport,
+            self.receiver,
+            loop,
+            host=server_name(cfg),
+            expect=self.expect,
+            inbox=self.inbox,
+            backend=self.backend,
         )
         self.http = HttpState(cfg, PushApi(cfg, router), loop)
         self.ingress = Ingress(router, cfg.http.max_body)
@@ -127,6 +146,7 @@ class RouterProcess:
             _Every(loop, rc.online_interval, router.send_room_counts),
             _Every(loop, TICK, router.tick),
             _Every(loop, 1.0, self.http.tick),
+            _Every(loop, TRIM_EVERY, lambda: router._spawn(router.streams.trim())),
         ]
         signals.install(loop, self._stop.set, self._stop.set, SIGHUP=self.reload, SIGUSR2=router.stop_pushes)
         log.info(
@@ -173,6 +193,8 @@ class RouterProcess:
             try:
                 self.receiver = Receiver(load_hook(new.router.receive_hook))
                 self.router.receive = self.receiver
+                if self.backend is not None:
+                    self.backend.receiver = self.receiver
             except HookError as exc:
                 log.error("reload keeps the old receive hook: %s", exc)
         if new.http.bind != old.http.bind:
@@ -235,8 +257,12 @@ class RouterProcess:
             reader.stop()
         if self.busport is not None:
             self.busport.close()
-        if self.receiver is not None:
+        if self.backend is not None:
+            await self.backend.close()
+        elif self.receiver is not None:
             await self.receiver.close()
+        if self.inbox is not None:
+            await self.inbox.close()
         requests = self.http.requests if self.http is not None else 0
         zmq_requests = self.ingress.requests if self.ingress is not None else 0
         log.info("router stopped (%d http requests, %d zmq pushes)", requests, zmq_requests)

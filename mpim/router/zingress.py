@@ -127,11 +127,18 @@ class Ingress:
         log.info("refusing a ZeroMQ push (%d bytes): %s", len(payload), message)
         return {"id": rid, "code": code, "message": message}
 
-    def _settled(self, rid: Any, future: asyncio.Future[None]) -> Any:
-        def outcome(f: asyncio.Future[None]) -> dict[str, Any]:
+    def _settled(self, rid: Any, future: asyncio.Future[Any]) -> Any:
+        def outcome(f: asyncio.Future[Any]) -> dict[str, Any]:
             exc = f.exception()
             if exc is None:
-                return {"id": rid, "code": 0, "message": "", "data": None}
+                result = f.result()
+                data = None
+                if isinstance(result, tuple):  # a push by mid: connections and each user's seq
+                    connections, seqs = result
+                    data = {"connections": connections}
+                    if seqs:  # (string keys, as over HTTP: strict msgpack decoders refuse int keys)
+                        data["seqs"] = {str(mid): seq for mid, seq in seqs.items()}
+                return {"id": rid, "code": 0, "message": "", "data": data}
             if isinstance(exc, Refused):
                 return {"id": rid, "code": exc.code, "message": exc.message}
             return {"id": rid, "code": -500, "message": "internal error"}
@@ -140,7 +147,7 @@ class Ingress:
             return outcome(future)
         answer: asyncio.Future[dict[str, Any]] = future.get_loop().create_future()
 
-        def done(f: asyncio.Future[None]) -> None:
+        def done(f: asyncio.Future[Any]) -> None:
             if not answer.done():
                 answer.set_result(outcome(f))
 
@@ -157,7 +164,7 @@ class Ingress:
         if isinstance(req, KeysRequest):
             return {"connections": router.push_keys(req.op, req.keys, body)}
         if isinstance(req, MidsRequest):
-            return {"connections": router.push_mids(req.op, req.mids, body)}
+            return router.push_mids(req.op, req.mids, body)
         if isinstance(req, RoomRequest):
             try:
                 check_room_id(req.room)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from mpim.worker.room import Room
 
 NEW, REGISTERING, AUTHED, CLOSED = 0, 1, 2, 3
+RELIABLE_OPS = frozenset((18, 20, 22))  # ack, resume, confirm: protocol ops for ack clients only
 MAX_HELD = 64  # frames a client may send while a request of its waits for the router
 
 CHANNEL_SLOTS = (
@@ -52,6 +53,12 @@ CHANNEL_SLOTS = (
     "paused_at",
     "held",
     "pending",
+    "caps",
+    "rel",
+    "useq",
+    "quota",
+    "quota_bytes",
+    "quota_at",
 )
 
 
@@ -82,9 +89,11 @@ class SessionService(Protocol):
     cfg: Config
 
     def authenticate(self, channel: Channel, frame: Frame) -> None: ...
+    def admit(self, channel: Channel, frame: Frame) -> bool: ...
     def heartbeat(self, channel: Channel) -> None: ...
     def change_room(self, channel: Channel, frame: Frame) -> None: ...
     def watch(self, channel: Channel, frame: Frame) -> None: ...
+    def reliable(self, channel: Channel, frame: Frame) -> None: ...
     def upstream(self, channel: Channel, frame: Frame) -> None: ...
 
 
@@ -118,6 +127,12 @@ class Channel:
     paused_at: float
     held: list[Frame] | None
     pending: Any
+    caps: int  # mpim.worker.reliable.CAP_* bits the client asked for
+    rel: Any  # an ack client's Reliable state (mpim.worker.reliable), else None
+    useq: int  # seq cap: the last upstream frame seq; -1 = not checked
+    quota: float  # upstream token buckets (frames, bytes) and when they were last filled
+    quota_bytes: float
+    quota_at: float
 
     # -- implemented by the adapters ---------------------------------------------
     def send_frame(self, frame: bytes) -> None:
@@ -144,6 +159,10 @@ class Channel:
         self.paused_at = 0.0
         self.held = None
         self.pending = None
+        self.caps = 0
+        self.rel = None
+        self.useq = -1
+        self.quota = self.quota_bytes = self.quota_at = 0.0
         self.registry.opened(self)
 
     def write(self, data: bytes) -> None:
@@ -186,6 +205,8 @@ class Channel:
             if self.state == NEW and frame.op == Op.AUTH:
                 self.sessions.authenticate(self, frame)
             return
+        if not self.sessions.admit(self, frame):
+            return
         op = frame.op
         if op == Op.HEARTBEAT:
             self.sessions.heartbeat(self)
@@ -197,6 +218,7 @@ class Channel:
             self.sessions.watch(self, frame)
             reply = Op.SUB_REPLY if op == Op.SUB else Op.UNSUB_REPLY
             self.send_frame(encode(reply, frame.body, frame.ver, frame.seq))
+        elif self.rel is not None and op in RELIABLE_OPS:
+            self.sessions.reliable(self, frame)
         else:
-            self.sessions.upstream(self, frame)
-            self.send_frame(encode(op, b"", frame.ver, frame.seq))
+            self.sessions.upstream(self, frame)  # (it answers: goim's echo, or an ack)

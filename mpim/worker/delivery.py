@@ -12,17 +12,24 @@ if TYPE_CHECKING:
     import asyncio
 
     from mpim.worker.bucket import Buckets
+    from mpim.worker.reliable import ReliableDelivery
     from mpim.worker.room import RoomTable
 
 
 class Delivery:
-    def __init__(self, loop: asyncio.AbstractEventLoop, buckets: Buckets, rooms: RoomTable) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, buckets: Buckets, rooms: RoomTable, reliable: ReliableDelivery
+    ) -> None:
         self.buckets = buckets
         self.rooms = rooms
+        self.reliable = reliable
         self.broadcaster = Broadcaster(loop, buckets)
 
-    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
-        """Send to the connections with these keys that watch ``op``; returns how many."""
+    def push_keys(self, op: int, keys: list[str], body: bytes, seq: int = 0) -> int:
+        """Send to the connections with these keys that watch ``op``; returns how many.
+
+        ``seq`` > 0 (a stored push by mid): ack clients get it in the header, held until
+        they resumed; everyone else gets goim's frame with seq 0."""
         frame = encode(op, body)
         ws_frame = b""
         sent = 0
@@ -31,7 +38,9 @@ class Delivery:
             channel = get(key)
             if channel is None or op not in channel.accepts:
                 continue
-            if channel.is_ws:
+            if seq and channel.rel is not None:
+                self.reliable.push(channel, op, body, seq)
+            elif channel.is_ws:
                 ws_frame = ws_frame or binary_frame(frame)
                 channel.write(ws_frame)
             else:

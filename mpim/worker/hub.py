@@ -25,10 +25,27 @@ from mpim.worker.connections import Connections
 from mpim.worker.deadlines import Deadlines
 from mpim.worker.delivery import Delivery
 from mpim.worker.link import ClusterLink, StandaloneLink
+from mpim.worker.reliable import ReliableDelivery
 from mpim.worker.room import RoomTable
 from mpim.worker.sessions import Sessions
+from mpim.worker.upstream import UpstreamService
 
-STATS = ("auth_ok", "auth_fail", "kicked", "slow_cut", "bad_input", "refused")
+STATS = (
+    "auth_ok",
+    "auth_fail",
+    "kicked",
+    "slow_cut",
+    "bad_input",
+    "refused",
+    "reliable_sent",
+    "resumes",
+    "unrecovered",
+    "ack_cut",
+    "messages",
+    "unconfirmed",
+    "rate_cut",
+    "replay_cut",
+)
 
 
 class Hub:
@@ -44,10 +61,22 @@ class Hub:
         self.rooms = RoomTable(
             loop, cfg.room.batch, cfg.room.batch_delay, self.link.room_opened, self.link.room_closed
         )
+        self.reliable = ReliableDelivery(cfg, loop, self.registry, self.link, stats)
+        self.upstream = UpstreamService(cfg, loop, self.registry, self.link, stats)
         self.sessions = Sessions(
-            cfg, self.registry, self.deadlines, self.buckets, self.rooms, self.link, stats
+            cfg,
+            self.registry,
+            self.deadlines,
+            self.buckets,
+            self.rooms,
+            self.link,
+            stats,
+            self.reliable,
+            self.upstream,
         )
-        self.delivery = Delivery(loop, self.buckets, self.rooms)
+        self.delivery = Delivery(loop, self.buckets, self.rooms, self.reliable)
+        self.deadlines.on_tick(self.reliable.tick)
+        self.deadlines.on_tick(self.upstream.tick)
         self.registry.on_open(self.deadlines.handshake)
         self.registry.on_forget(self.deadlines.forget)
         self.registry.on_forget(self.sessions.forget)
@@ -67,6 +96,8 @@ class Hub:
         self.registry.reconfigure(cfg)
         self.deadlines.reconfigure(cfg)
         self.sessions.reconfigure(cfg)
+        self.reliable.reconfigure(cfg)
+        self.upstream.reconfigure(cfg)
         self.rooms.batch = cfg.room.batch
         self.rooms.batch_delay = cfg.room.batch_delay
 
@@ -116,8 +147,8 @@ class Hub:
         }
 
     # Delivery, for tests and the standalone worker.
-    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
-        return self.delivery.push_keys(op, keys, body)
+    def push_keys(self, op: int, keys: list[str], body: bytes, seq: int = 0) -> int:
+        return self.delivery.push_keys(op, keys, body, seq)
 
     def push_room(self, op: int, room_id: str, body: bytes) -> bool:
         return self.delivery.push_room(op, room_id, body)

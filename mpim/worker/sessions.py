@@ -21,6 +21,7 @@ from mpim.listen import peer_ip
 from mpim.proto import Frame, Op, RemoteProtocolError, encode
 from mpim.records import Entry
 from mpim.worker.channel import AUTHED, CLOSED, REGISTERING, Channel, parse_op_list
+from mpim.worker.reliable import CAP_ACK, OP_ACK, OP_CONFIRM, OP_RESUME, Reliable, caps_bits
 
 if TYPE_CHECKING:
     from mpim.config import Config
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
     from mpim.worker.channel import Registry
     from mpim.worker.deadlines import Deadlines
     from mpim.worker.link import ClusterLink
+    from mpim.worker.reliable import ReliableDelivery
     from mpim.worker.room import Room, RoomTable
+    from mpim.worker.upstream import UpstreamService
 
 log = logging.getLogger("mpim.worker")
 
@@ -36,11 +39,12 @@ log = logging.getLogger("mpim.worker")
 class Pending:
     """A request of one channel that waits for the router: its reply and the room it reserved."""
 
-    __slots__ = ("reply", "room")
+    __slots__ = ("reply", "room", "seq")
 
-    def __init__(self, reply: bytes, room: Room | None) -> None:
+    def __init__(self, reply: bytes, room: Room | None, seq: int = 0) -> None:
         self.reply = reply
         self.room = room
+        self.seq = seq  # the request frame's header seq (where a seq client's numbering starts)
 
 
 class Sessions:
@@ -55,6 +59,8 @@ class Sessions:
         rooms: RoomTable,
         link: ClusterLink,
         stats: dict[str, int],
+        reliable_delivery: ReliableDelivery,
+        upstream_service: UpstreamService,
     ) -> None:
         self.cfg = cfg
         self.registry = registry
@@ -63,6 +69,8 @@ class Sessions:
         self.rooms = rooms
         self.link = link
         self.stats = stats
+        self.delivery = reliable_delivery
+        self.messages = upstream_service
         self.auth = Authenticator(cfg.auth.mode, cfg.auth.secret)
         self._accepts: dict[frozenset[int], frozenset[int]] = {}
         self._key_prefix = secrets.token_hex(6) + "-"
@@ -90,9 +98,12 @@ class Sessions:
         channel.key = ident.key or f"{self._key_prefix}{next(self._key_seq):x}"
         channel.mid = ident.mid
         channel.accepts = self.intern_accepts(ident.accepts)
+        channel.caps = caps_bits(ident.caps)
+        if channel.caps & CAP_ACK:
+            channel.rel = Reliable()
         channel.state = REGISTERING
         room = self.rooms.reserve(ident.room) if ident.room else None
-        channel.pending = Pending(encode(Op.AUTH_REPLY, b"", frame.ver, frame.seq), room)
+        channel.pending = Pending(encode(Op.AUTH_REPLY, b"", frame.ver, frame.seq), room, frame.seq)
         channel.hold()
         self.link.register(channel, ident.room, peer_ip(channel.transport))
 
@@ -106,6 +117,7 @@ class Sessions:
         if channel.state == REGISTERING:
             channel.state = AUTHED
             self.deadlines.beat(channel)
+            self.messages.start(channel, pending.seq)
             older = self.buckets.of(channel.key).put(channel.key, channel)
             if older is not None:
                 self.stats["kicked"] += 1
@@ -157,10 +169,27 @@ class Sessions:
         accepts = channel.accepts | ops if frame.op == Op.SUB else channel.accepts - ops
         channel.accepts = self.intern_accepts(accepts)
 
+    def admit(self, channel: Channel, frame: Frame) -> bool:
+        return self.messages.admit(channel, frame)
+
     def upstream(self, channel: Channel, frame: Frame) -> None:
-        self.link.upstream(channel, frame.op, frame.body)
+        self.messages.message(channel, frame)
+
+    def reliable(self, channel: Channel, frame: Frame) -> None:
+        """Ops 18 (ack), 20 (resume) and 22 (confirm) of an ack client."""
+        if frame.op == OP_ACK:
+            self.delivery.ack(channel, frame.seq)
+        elif frame.op == OP_RESUME:
+            self.delivery.resume(channel, frame)
+        elif frame.op == OP_CONFIRM:
+            self.messages.confirm(channel, frame)
 
     # -- the link's side ----------------------------------------------------------------------
+    def lost(self, channel: Channel, why: str) -> None:
+        """Something this client waited for cannot come: tell it op 6, it reconnects."""
+        log.info("closing %s key=%s: %s", channel.peer(), channel.key, why)
+        self.registry.close(channel, notify=True)
+
     def kick(self, keys: list[str]) -> None:
         for key in keys:
             channel = self.buckets.get(key)
@@ -185,6 +214,9 @@ class Sessions:
 
     def forget(self, channel: Channel) -> None:
         """A closing channel leaves the buckets, its room, and any request it had pending."""
+        if channel.rel is not None:
+            self.delivery.forget(channel)
+        self.messages.forget(channel)
         pending = channel.pending
         if isinstance(pending, Pending):
             channel.pending = None

@@ -11,7 +11,7 @@ from typing import Any
 
 from mpim.client import Client, connect_tcp, connect_ws
 from mpim.proto import Frame
-from tests.support import ServerProcess, http_json, run
+from tests.support import ServerProcess, http_json, run, wait_port
 
 # Fast reports and sweeps so recovery is quick; the functional checks do not depend on them.
 ROUTER = {"report_interval": 0.2, "online_interval": 0.5, "worker_expiry": 3.0, "sweep_interval": 0.2}
@@ -23,6 +23,7 @@ def start_master(tmp: Path, workers: int, **sections: dict[str, Any]) -> ServerP
     srv = ServerProcess(tmp, "master", {"server": server, "router": router, **sections})
     srv.start(wait=False)
     srv.wait_log("bound:", timeout=30)
+    wait_port(srv.http_port, timeout=30, proc=srv.proc)  # the router may come up after the workers
     return srv
 
 

@@ -69,7 +69,7 @@ def test_push_keys_and_mids_reach_exactly_the_right_connections(srv: ServerProce
         assert [f.body for f in await pushes(clients[first], 1)] == [b"by-key"]
         assert [(f.op, f.body) for f in await pushes(e, 1)] == [(1000, b"by-key")]
         data = await c.post("/goim/push/mids?operation=1000&mids=1&mids=2", b"by-mid")
-        assert data == {"connections": 5}  # found in the tables; km-d's watch set filters it out
+        assert data["connections"] == 5  # found in the tables; km-d's watch set filters it out
         for key in [k for _, k, _ in spread] + ["km-b"]:
             assert [f.body for f in await pushes(clients[key], 1)] == [b"by-mid"]
         await c.post("/goim/push/keys?operation=2000&keys=km-d", b"watched")
@@ -84,7 +84,7 @@ def test_a_user_on_three_workers_gets_three_copies(srv: ServerProcess) -> None:
     async def body(c: Cluster) -> None:
         spread = await c.spread("three", 77, "", 3, WORKERS)
         assert len({w for _, _, w in spread}) == 3
-        assert await c.post("/goim/push/mids?operation=1000&mids=77", b"copy") == {"connections": 3}
+        assert (await c.post("/goim/push/mids?operation=1000&mids=77", b"copy"))["connections"] == 3
         for client, _, _ in spread:
             assert [f.body for f in await pushes(client, 1)] == [b"copy"]
             await nothing_more(client)
@@ -217,7 +217,7 @@ def test_zeromq_ingress_helper_cli_and_bad_requests(srv: ServerProcess) -> None:
         client, _ = await c.join("zq-1", 31, "zq://1")
         with Pusher(srv.ingress) as pusher:
             assert await asyncio.to_thread(pusher.keys, 1000, ["zq-1", "nobody"], b"k") == {"connections": 1}
-            assert await asyncio.to_thread(pusher.mids, 1000, [31], "m") == {"connections": 1}
+            assert (await asyncio.to_thread(pusher.mids, 1000, [31], "m"))["connections"] == 1
             assert await asyncio.to_thread(pusher.room, 1000, "zq://1", b"r") is None
             await asyncio.to_thread(pusher.all, 1000, b"a", 0, False)
             with pytest.raises(PushError) as info:

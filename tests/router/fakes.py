@@ -7,6 +7,7 @@ from typing import Any
 
 from mpim import config, records
 from mpim.config import Config
+from mpim.inbox import Inbox, InboxLimits, MemoryInbox
 from mpim.records import Connect, Hello, Sync
 from mpim.router.core import Router
 from mpim.router.tables import SessionTable
@@ -106,7 +107,12 @@ class FakeLink:
 
 class Harness:
     def __init__(
-        self, cfg: Config | None = None, alive: bool = True, expect: int = 0, **sections: Any
+        self,
+        cfg: Config | None = None,
+        alive: bool = True,
+        expect: int = 0,
+        inbox: Inbox | bool | None = True,
+        **sections: Any,
     ) -> None:
         base = {
             "protocol": {"heartbeat": 10, "heartbeat_max": 2},
@@ -130,6 +136,7 @@ class Harness:
             host="h",
             expect=expect,
             is_alive=lambda pid: alive,
+            inbox=MemoryInbox(InboxLimits()) if inbox is True else inbox or None,
         )
 
     def close(self) -> None:
@@ -138,6 +145,15 @@ class Harness:
     def settle(self) -> None:
         """Run the callbacks of futures that were resolved (answers chained on them)."""
         self.loop.run_until_complete(asyncio.sleep(0))
+
+    def wait(self, future: Any) -> Any:
+        """Run the loop until ``future`` (a push by mid: stored, then sent) is done; its result."""
+        return self.loop.run_until_complete(future)
+
+    def mids(self, op: int, mids: list[int], body: bytes) -> int:
+        """A push by mid, waited for; how many connections it was handed to."""
+        connections, _ = self.wait(self.router.push_mids(op, mids, body))
+        return int(connections)
 
     def worker(self, name: str, pid: int = 1, *, bus: bool = True, sync: bool = True) -> FakeLink:
         """A worker that linked, (optionally) synced an empty session list and came up on the bus."""

@@ -49,9 +49,10 @@ def test_connect_is_confirmed_and_pushes_by_key_and_mid_go_to_the_right_links(h:
     assert h.router.push_keys(1000, ["a", "c", "c", "nobody"], b"hi") == 2
     assert w1.take() == [PushKeys(1000, ["a"], b"hi")]
     assert w2.take() == [PushKeys(1000, ["c"], b"hi")]
-    assert h.router.push_mids(1001, [7], b"x") == 2
-    assert w1.take() == [PushKeys(1001, ["a"], b"x")] and w2.take() == [PushKeys(1001, ["b"], b"x")]
-    assert h.router.push_mids(1001, [99], b"x") == 0 and w1.take() == w2.take() == []
+    assert h.mids(1001, [7], b"x") == 2
+    # stored first: both connections of user 7 get its stream seq 1
+    assert w1.take() == [PushKeys(1001, ["a"], b"x", 1)] and w2.take() == [PushKeys(1001, ["b"], b"x", 1)]
+    assert h.mids(1001, [99], b"x") == 0 and w1.take() == w2.take() == []
 
 
 def test_room_and_all_wait_for_the_workers_marks(h: Harness) -> None:
@@ -246,7 +247,7 @@ def test_not_whole_after_a_restart_refuses_pushes_until_the_workers_synced() -> 
         h.router.push_mids(1000, [1], b"x")
     assert info.value.code == -503 and "1 of 2 workers" in info.value.message
     h.worker("w2")
-    assert h.router.push_mids(1000, [1], b"x") == 0
+    assert h.mids(1000, [1], b"x") == 0
     h.close()
 
 
@@ -255,7 +256,7 @@ def test_not_whole_gives_up_waiting_after_worker_expiry() -> None:
     h.worker("w1")
     h.clock = h.cfg.router.worker_expiry + 0.1
     h.router.tick()
-    assert h.router.push_mids(1000, [1], b"x") == 0
+    assert h.mids(1000, [1], b"x") == 0
     h.close()
 
 
@@ -302,7 +303,7 @@ def test_a_draining_worker_gets_no_more_pushes_and_its_answer_carries_the_mark(h
     h.send(w1, Draining(42))
     mark = h.bus.end_turn()
     assert w1.take() == [Drained(42, mark)]
-    assert h.router.push_mids(1000, [1], b"x") == 1  # only w2's connection
+    assert h.mids(1000, [1], b"x") == 1  # only w2's connection
     future = h.router.push_room(5, "live://1", b"r")
     h.send(w2, BusSeen(h.bus.end_turn()))
     assert future.done()  # w1 is not waited for

@@ -30,11 +30,12 @@ def test_the_four_kinds() -> None:
         {"id": 1, "code": 0, "message": "", "data": {"connections": 1}},
         True,
     )
-    assert s.ask({"kind": "mids", "op": 1000, "mids": [5], "body": "text"})[0]["data"] == {"connections": 1}
+    stored, _ = s.ask({"kind": "mids", "op": 1000, "mids": [5], "body": "text"})
+    assert s.h.wait(stored)["data"] == {"connections": 1, "seqs": {"5": 1}}
     assert s.ask({"kind": "room", "op": 1000, "room": "live://1", "body": b"r"})[0]["code"] == 0
     everyone, wants = s.ask({"kind": "all", "op": 1000, "speed": 10, "body": b"z", "reply": False})
     assert not wants
-    assert s.link.take() == [PushKeys(1000, ["k1"], b"a"), PushKeys(1000, ["k1"], b"text")]
+    assert s.link.take() == [PushKeys(1000, ["k1"], b"a"), PushKeys(1000, ["k1"], b"text", 1)]
     assert s.sent == [
         (bus.room_topic("live://1"), PushRoom(1000, b"r")),
         (bus.BROADCAST, PushAll(1000, 10, b"z")),

@@ -47,11 +47,14 @@ class FakeTargets:
     def kick(self, keys: list[str]) -> None:
         self.calls.append(("kick", keys))
 
+    def lost(self, channel: Any, why: str) -> None:
+        self.calls.append(("lost", channel))
+
     def entries(self) -> list[Entry]:
         return list(self.sessions)
 
     # DeliveryTarget
-    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
+    def push_keys(self, op: int, keys: list[str], body: bytes, seq: int = 0) -> int:
         self.calls.append(("keys", op, keys, body))
         return len(keys)
 
