@@ -60,6 +60,11 @@ class Client:
         await self.send_raw(encode(op, body, ver, seq))
         return seq
 
+    @property
+    def pending(self) -> int:
+        """Frames already read and waiting to be taken (no wait for the next one)."""
+        return len(self._frames)
+
     async def recv(self, timeout: float = 5.0) -> Frame:
         """The next frame as sent on the wire (op 9 batches are not split)."""
         while not self._frames:

@@ -23,8 +23,10 @@ from urllib.parse import parse_qs
 from mpim.config import Config, parse_address
 from mpim.limits import INT32, INT64, BadRequest, check_room_id, parse_int
 from mpim.router.core import Refused, Router
+from mpim.router.streams import ChatError
 
 MAX_TOP = 10000
+MAX_PAGE = 1000
 MAX_PARAMS = 10000
 
 
@@ -68,7 +70,11 @@ def settled(future: asyncio.Future[Any], shape: Callable[[Any], Reply] = lambda 
         exc = f.exception()
         if exc is None:
             return shape(f.result())
-        return refused(exc) if isinstance(exc, Refused) else error(-500, "internal error")
+        if isinstance(exc, Refused):
+            return refused(exc)
+        if isinstance(exc, ChatError):
+            return error(exc.code, exc.message)
+        return error(-500, "internal error")
 
     if future.done():
         return outcome(future)
@@ -152,6 +158,8 @@ class PushApi:
             "/goim/nodes/weighted": ("GET", self.nodes_weighted),
             "/mpim/session": ("GET", self.session),
             "/mpim/workers": ("GET", self.workers),
+            "/mpim/inbox": ("GET", self.inbox),
+            "/mpim/cursors": ("GET", self.cursors),
         }
 
     def handle(self, method: str, path: str, query: bytes, body: bytes) -> Answer:
@@ -246,3 +254,16 @@ class PushApi:
 
     def workers(self, params: dict[str, list[str]], body: bytes) -> Answer:
         return ok(self.router.workers())
+
+    def inbox(self, params: dict[str, list[str]], body: bytes) -> Answer:
+        """``?mid=N&after=S&limit=L``: a user's stored stream after seq S (default 0, 100 at most)."""
+        mid = integer(params, "mid", INT64)
+        after = integer(params, "after", (0, INT32[1]), 0)
+        limit = integer(params, "limit", (1, MAX_PAGE), 100)
+        task = asyncio.ensure_future(self.router.streams.page(mid, after, limit))
+        return settled(task, ok)
+
+    def cursors(self, params: dict[str, list[str]], body: bytes) -> Answer:
+        """``?mid=N``: the acked cursor of each of the user's devices (device = connection key)."""
+        task = asyncio.ensure_future(self.router.streams.cursors(integer(params, "mid", INT64)))
+        return settled(task, ok)

@@ -175,11 +175,40 @@ class UserStreams:
         task = asyncio.ensure_future(self.inbox.ack(mid, device, seq))
         task.add_done_callback(_log_failure)
 
+    async def page(self, mid: int, after: int, limit: int) -> dict[str, Any]:
+        """GET /mpim/inbox: a user's stored messages after a seq (bodies as text when they are UTF-8)."""
+        if self.inbox is None:
+            raise ChatError(-501, "the inbox is off ([inbox] enabled = false)")
+        page = await self.inbox.read(mid, after, limit)
+        return {
+            "epoch": page.top.epoch,
+            "top": page.top.seq,
+            "complete": page.complete,
+            "messages": [
+                {"seq": m.seq, "op": m.op, "at": round(m.at, 3), "from": m.sender, **_body(m.body)}
+                for m in page.messages
+            ],
+        }
+
+    async def cursors(self, mid: int) -> dict[str, int]:
+        if self.inbox is None:
+            raise ChatError(-501, "the inbox is off ([inbox] enabled = false)")
+        return await self.inbox.cursors(mid)
+
     async def trim(self) -> None:
         if self.inbox is not None:
             dropped = await self.inbox.trim(time.time())
             if dropped:
                 log.info("inbox: dropped %d messages older than %gs", dropped, self.cfg.inbox.max_age)
+
+
+def _body(raw: bytes) -> dict[str, str]:
+    try:
+        return {"body": raw.decode()}
+    except UnicodeDecodeError:
+        import base64
+
+        return {"body_base64": base64.b64encode(raw).decode()}
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:

@@ -5,7 +5,9 @@ bytes (``[upstream] rate``/``burst``, ``bytes_rate``/``bytes_burst``); a client
 over it is told op 6 and closed with one log line. A client that asked for the
 ``seq`` cap must number its frames: each one's header seq is the previous one's
 plus 1 (starting after its Auth frame's), heartbeats included — a replayed, skipped
-or reordered seq is told op 6 and closed (gonet's anti-replay). goim clients that
+or reordered seq is told op 6 and closed (gonet's anti-replay). Acks (op 18) are
+outside the numbering: their header seq is the stream seq they ack, and they are
+idempotent. goim clients that
 did not ask for ``seq`` are never checked (goim's client.js sends seq 1 always).
 
 Messages (any op that is not part of the protocol):
@@ -35,7 +37,7 @@ from mpim.limits import INT32, INT64, in_range
 from mpim.proto import Op, RemoteProtocolError, encode
 from mpim.records import ChatAck
 from mpim.worker.channel import CLOSED
-from mpim.worker.reliable import CAP_ACK, CAP_SEQ
+from mpim.worker.reliable import CAP_ACK, CAP_SEQ, OP_ACK
 
 if TYPE_CHECKING:
     import asyncio
@@ -134,7 +136,7 @@ class UpstreamService:
                 channel, f"over the upstream rate ({self.rate:g} frames/s, {self.bytes_rate:g} bytes/s)"
             )
             return False
-        if channel.useq >= 0:
+        if channel.useq >= 0 and frame.op != OP_ACK:  # (an ack's header seq is the seq it acks)
             expected = (channel.useq + 1) & 0x7FFFFFFF
             if frame.seq != expected:
                 self.stats["replay_cut"] += 1
