@@ -105,7 +105,8 @@ def cmd_token(args: argparse.Namespace) -> int:
     accepts = tuple(int(op) for op in args.accepts.split(",") if op) if args.accepts else ()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        token = mint(secret, args.mid, args.room, args.key, args.platform, accepts, args.ttl)
+        caps = tuple(c for c in args.caps.split(",") if c)
+        token = mint(secret, args.mid, args.room, args.key, args.platform, accepts, args.ttl, caps)
     for warning in caught:  # one plain line each, not a warning with a site-packages path
         if warning.category.__name__ == "InsecureKeyLengthWarning":
             size = len(secret.encode())
@@ -130,15 +131,22 @@ def cmd_client(args: argparse.Namespace) -> int:
 
     from mpim.client import WatchError, watch
 
-    token = args.token or json.dumps(
-        {
-            "mid": args.mid,
-            "key": args.key,
-            "room_id": args.room,
-            "platform": args.platform,
-            "accepts": [int(op) for op in args.accepts.split(",") if op],
-        }
-    )
+    claims = {
+        "mid": args.mid,
+        "key": args.key,
+        "room_id": args.room,
+        "platform": args.platform,
+        "accepts": [int(op) for op in args.accepts.split(",") if op],
+    }
+    caps = tuple(c for c in args.caps.split(",") if c)
+    if "ack" in caps:
+        from mpim.sdk import follow
+
+        try:
+            return uvloop.run(follow(args.address, args.token or claims, caps, args.heartbeat, args.count))
+        except KeyboardInterrupt:
+            return 0
+    token = args.token or json.dumps({**claims, "caps": list(caps)} if caps else claims)
     try:
         return uvloop.run(
             watch(args.address, token, args.heartbeat, args.count, auth_timeout=args.auth_timeout)
@@ -182,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--heartbeat", type=float, default=30.0, help="seconds between heartbeats")
     client.add_argument("--count", type=int, default=0, help="exit after this many pushes (0 = never)")
     client.add_argument(
+        "--caps",
+        default="",
+        help="ask for mpim's reliable delivery: ack (resume, acks; reconnects by itself) and/or seq",
+    )
+    client.add_argument(
         "--auth-timeout",
         type=float,
         default=5.0,
@@ -194,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--platform", default="", help="platform, e.g. web")
     token.add_argument("--accepts", default="", help="comma-separated ops, e.g. 1000,1001")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until exp")
+    token.add_argument("--caps", default="", help="reliable delivery: ack and/or seq, e.g. ack,seq")
     token.add_argument("--secret", default="", help="secret (default: [auth] secret of --config)")
     push = add("push", cmd_push, "push a message through the router's ZeroMQ ingress")
     push.add_argument("kind", choices=("keys", "mids", "room", "all"), help="who receives it")

@@ -114,6 +114,7 @@ class Session:
         self._closing = False
         self._ids = itertools.count(1)
         self._sending: dict[str, tuple[dict[str, Any], asyncio.Future[Ack]]] = {}
+        self._frames: dict[int, str] = {}  # header seq of a sent message -> its id (mode none's echo)
 
     # -- the connection loop ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -159,7 +160,7 @@ class Session:
         beat = asyncio.get_running_loop().create_task(self._beat(client))
         try:
             for msg_id in list(self._sending):  # retried with the same id: the server de-duplicates
-                await client.send(Op.SEND_MSG, json.dumps(self._sending[msg_id][0]).encode())
+                await self._post(client, msg_id)
             while True:
                 await self._handle(client, await client.recv_push(timeout=3 * self.heartbeat))
                 while client.pending:
@@ -185,6 +186,8 @@ class Session:
             self._resumed(frame)
         elif op == Op.SEND_MSG_REPLY:
             await self._reply(client, frame)
+        elif op == Op.SEND_MSG and not frame.body and frame.seq in self._frames:
+            self._echoed(self._frames.pop(frame.seq))
         elif frame.seq == 0:  # not stored: room, broadcast, by key
             self.received += 1
             await self._call(Message(0, op, frame.body))
@@ -232,11 +235,21 @@ class Session:
         client = self._client
         if client is not None and self.connected.is_set():
             with contextlib.suppress(ConnectionClosedError, OSError):
-                await client.send(Op.SEND_MSG, json.dumps(payload).encode())
+                await self._post(client, msg_id)
         try:
             return await future
         finally:
             self._sending.pop(msg_id, None)
+
+    async def _post(self, client: Client, msg_id: str) -> None:
+        seq = await client.send(Op.SEND_MSG, json.dumps(self._sending[msg_id][0]).encode())
+        self._frames[seq] = msg_id
+
+    def _echoed(self, msg_id: str) -> None:
+        """``[upstream] ack = "none"``: goim's echo (same op and seq, no body) is the only answer."""
+        pending = self._sending.get(msg_id)
+        if pending is not None and not pending[1].done():
+            pending[1].set_result(Ack(msg_id, 0))
 
     async def _reply(self, client: Client, frame: Frame) -> None:
         try:
@@ -253,6 +266,7 @@ class Session:
             return
         if future.done():
             return
+        self._frames = {seq: i for seq, i in self._frames.items() if i != msg_id}
         if answer.get("code", 0):
             future.set_exception(SendError(msg_id, int(answer["code"]), str(answer.get("message", ""))))
         else:
@@ -266,3 +280,37 @@ class Session:
             with contextlib.suppress(Exception):
                 await self._ack(client)
                 await client.close()
+
+
+async def follow(
+    address: str, token: str | dict[str, Any], caps: tuple[str, ...], heartbeat: float, count: int = 0
+) -> int:
+    """`mpim client --caps ack`: print every message with its seq, reconnect and resume until stopped."""
+    import sys
+
+    done = asyncio.Event()
+    seen = 0
+
+    def show(message: Message) -> None:
+        nonlocal seen
+        seen += 1
+        body = message.body.decode("utf-8", "backslashreplace")
+        print(f"push op={message.op} seq={message.seq} body={body}", flush=True)
+        if count and seen >= count:
+            done.set()
+
+    def resumed(epoch: str, seq: int, recovered: bool) -> None:
+        state = "recovered" if recovered else "NOT recovered: resync from your backend"
+        print(f"resumed at epoch {epoch} seq {seq} ({state})", flush=True)
+
+    session = Session(address, token, show, caps=caps, heartbeat=heartbeat, on_resume=resumed)
+    runner = asyncio.get_running_loop().create_task(session.run())
+    try:
+        await done.wait()
+    finally:
+        await session.close()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    print(f"{seen} messages, {session.connections} connections", file=sys.stderr)
+    return 0

@@ -208,3 +208,21 @@ def test_too_many_unacked_pushes_close_the_connection_and_it_resumes(tmp_path: P
         run(main())
     finally:
         server.stop()
+
+
+def test_the_readme_chat_example_runs(srv: ServerProcess) -> None:
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    out = subprocess.run(
+        [sys.executable, "examples/chat.py", f"127.0.0.1:{srv.tcp_port}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "bob got seq" in out and "hi bob" in out and "are you there?" in out
+    assert out.rstrip().endswith("done")
