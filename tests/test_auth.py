@@ -107,3 +107,11 @@ def test_room_id_limits() -> None:
     assert check_room_id("live://1000") == "live://1000"
     with pytest.raises(ValueError):
         check_room_id("x\x00")
+
+
+def test_caps_are_read_and_unknown_ones_ignored() -> None:
+    auth = Authenticator("json")
+    assert auth.verify(b'{"mid": 1}').caps == frozenset()
+    assert auth.verify(b'{"mid": 1, "caps": ["ack", "seq", "teleport", 7]}').caps == frozenset({"ack", "seq"})
+    with pytest.raises(AuthError, match="caps"):
+        auth.verify(b'{"mid": 1, "caps": "ack"}')

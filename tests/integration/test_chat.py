@@ -30,7 +30,7 @@ def masters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str]
             server = start_master(
                 tmp_path_factory.mktemp(f"chat-{mode}"),
                 2,
-                upstream={"ack": mode, "resend": 0.2, "rate": 50.0, "burst": 20},
+                upstream={"ack": mode, "resend": 0.2, "confirm_timeout": 1.0, "rate": 50.0, "burst": 20},
                 delivery={"max_unread": 3},
             )
             started[mode] = server
@@ -227,5 +227,33 @@ def test_an_upstream_flood_is_cut(masters: Any) -> None:
             replies = await client.expect_closed()
         assert len([f for f in replies if f.op == Op.HEARTBEAT_REPLY]) <= 20
         await asyncio.to_thread(srv.wait_log, "over the upstream rate", 5)
+
+    run(main())
+
+
+def test_rigor_resends_the_receipt_until_confirmed_and_expires_it_after(masters: Any) -> None:
+    srv = masters("rigor")
+
+    async def main() -> None:
+        client = await connect_tcp("127.0.0.1", srv.tcp_port)
+        await client.auth({"mid": 260, "key": "rigor-260", "caps": ["ack"]})
+        seq = await client.send(
+            Op.SEND_MSG, json.dumps({"id": "r1", "to": 261, "op": 1000, "body": 1}).encode()
+        )
+        answers = []
+        while True:  # "received", re-sent every 0.2 s, then -408 after confirm_timeout = 1 s
+            frame = await client.recv(timeout=5)
+            assert (frame.op, frame.seq) == (Op.SEND_MSG_REPLY, seq)
+            answers.append(json.loads(frame.body))
+            if answers[-1]["code"]:
+                break
+        assert len(answers) >= 3 and all(
+            a == {"id": "r1", "code": 0, "state": "received"} for a in answers[:-1]
+        )
+        assert answers[-1]["code"] == -408
+        await client.send(22, b'{"id": "r1"}')  # too late: nothing happens
+        page = await Cluster(srv).get("/mpim/inbox?mid=261")
+        assert page["messages"] == []  # never processed
+        await client.close()
 
     run(main())
