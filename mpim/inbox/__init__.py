@@ -49,4 +49,4 @@ def open_inbox(cfg: InboxSection, clock: Callable[[], float] = time.time) -> Inb
     limits = InboxLimits(max_count=cfg.max_count, max_age=cfg.max_age)
     if cfg.path == MEMORY_PATH:
         return MemoryInbox(limits, clock)
-    return SqliteInbox(cfg.path, limits, clock, durability=cfg.durability)
+    return SqliteInbox(cfg.path, limits, clock, durability=cfg.durability, group_window=cfg.group_window)

@@ -159,6 +159,7 @@ class PushApi:
             "/mpim/session": ("GET", self.session),
             "/mpim/workers": ("GET", self.workers),
             "/mpim/inbox": ("GET", self.inbox),
+            "/mpim/stats": ("GET", self.stats),
             "/mpim/cursors": ("GET", self.cursors),
         }
 
@@ -254,6 +255,12 @@ class PushApi:
 
     def workers(self, params: dict[str, list[str]], body: bytes) -> Answer:
         return ok(self.router.workers())
+
+    def stats(self, params: dict[str, list[str]], body: bytes) -> Answer:
+        """The router's own counters: records, resyncs, the user streams and the inbox store."""
+        router = self.router
+        inbox = getattr(router.streams.inbox, "stats", None)
+        return ok({"router": dict(router.stats), "streams": router.streams.stats, "inbox": inbox or {}})
 
     def inbox(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """``?mid=N&after=S&limit=L``: a user's stored stream after seq S (default 0, 100 at most)."""
