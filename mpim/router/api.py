@@ -160,6 +160,7 @@ class PushApi:
             "/mpim/workers": ("GET", self.workers),
             "/mpim/inbox": ("GET", self.inbox),
             "/mpim/stats": ("GET", self.stats),
+            "/mpim/push": ("POST", self.push_batch),
             "/mpim/cursors": ("GET", self.cursors),
         }
 
@@ -256,6 +257,14 @@ class PushApi:
     def workers(self, params: dict[str, list[str]], body: bytes) -> Answer:
         return ok(self.router.workers())
 
+    def push_batch(self, params: dict[str, list[str]], body: bytes) -> Answer:
+        """Many pushes in one request (a JSON array of the ZeroMQ ingress's requests)."""
+        from mpim.router import batch
+
+        items = batch.parse(body)
+        task = self.router.loop.create_task(batch.push_batch(self.router, items, self.cfg.http.max_body))
+        return settled(task, ok)
+
     def stats(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """The router's own counters: records, resyncs, the user streams and the inbox store."""
         router = self.router
@@ -267,10 +276,10 @@ class PushApi:
         mid = integer(params, "mid", INT64)
         after = integer(params, "after", (0, INT32[1]), 0)
         limit = integer(params, "limit", (1, MAX_PAGE), 100)
-        task = asyncio.ensure_future(self.router.streams.page(mid, after, limit))
+        task = self.router.loop.create_task(self.router.streams.page(mid, after, limit))
         return settled(task, ok)
 
     def cursors(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """``?mid=N``: the acked cursor of each of the user's devices (device = connection key)."""
-        task = asyncio.ensure_future(self.router.streams.cursors(integer(params, "mid", INT64)))
+        task = self.router.loop.create_task(self.router.streams.cursors(integer(params, "mid", INT64)))
         return settled(task, ok)

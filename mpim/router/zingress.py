@@ -92,6 +92,39 @@ def _request_id(payload: bytes) -> Any:
     return value.get("id") if isinstance(value, dict) else None
 
 
+def execute(router: Router, req: Request, max_body: int) -> Any:
+    """Carry out one typed push request: its answer's data, or a future of it.
+
+    Raises :class:`BadRequest` (-400 / -413) or :class:`~mpim.router.core.Refused`."""
+    body = req.body.encode() if isinstance(req.body, str) else req.body
+    if not isinstance(body, bytes):
+        raise BadRequest(f"body: expected bytes or a string, got {type(body).__name__}")
+    if len(body) > max_body:
+        raise BadRequest(f"body of {len(body)} bytes is over the {max_body}-byte limit", -413)
+    if isinstance(req, KeysRequest):
+        return {"connections": router.push_keys(req.op, req.keys, body)}
+    if isinstance(req, MidsRequest):
+        return router.push_mids(req.op, req.mids, body)
+    if isinstance(req, RoomRequest):
+        try:
+            check_room_id(req.room)
+        except ValueError as exc:
+            raise BadRequest(f"room: {exc}") from None
+        return router.push_room(req.op, req.room, body)
+    return router.push_all(req.op, req.speed, body)
+
+
+def outcome_data(result: Any) -> Any:
+    """A finished push's answer data: ``None`` for room / all, connections and seqs for mids."""
+    if isinstance(result, tuple):  # a push by mid: connections and each user's seq
+        connections, seqs = result
+        data: dict[str, Any] = {"connections": connections}
+        if seqs:  # (string keys, as over HTTP: strict msgpack decoders refuse int keys)
+            data["seqs"] = {str(mid): seq for mid, seq in seqs.items()}
+        return data
+    return None
+
+
 Send = Callable[[list[bytes]], None]
 
 
@@ -131,14 +164,7 @@ class Ingress:
         def outcome(f: asyncio.Future[Any]) -> dict[str, Any]:
             exc = f.exception()
             if exc is None:
-                result = f.result()
-                data = None
-                if isinstance(result, tuple):  # a push by mid: connections and each user's seq
-                    connections, seqs = result
-                    data = {"connections": connections}
-                    if seqs:  # (string keys, as over HTTP: strict msgpack decoders refuse int keys)
-                        data["seqs"] = {str(mid): seq for mid, seq in seqs.items()}
-                return {"id": rid, "code": 0, "message": "", "data": data}
+                return {"id": rid, "code": 0, "message": "", "data": outcome_data(f.result())}
             if isinstance(exc, Refused):
                 return {"id": rid, "code": exc.code, "message": exc.message}
             return {"id": rid, "code": -500, "message": "internal error"}
@@ -155,23 +181,7 @@ class Ingress:
         return answer
 
     def _push(self, req: Request) -> Any:
-        body = req.body.encode() if isinstance(req.body, str) else req.body
-        if not isinstance(body, bytes):
-            raise BadRequest(f"body: expected bytes or a string, got {type(body).__name__}")
-        if len(body) > self.max_body:
-            raise BadRequest(f"body of {len(body)} bytes is over the {self.max_body}-byte limit", -413)
-        router = self.router
-        if isinstance(req, KeysRequest):
-            return {"connections": router.push_keys(req.op, req.keys, body)}
-        if isinstance(req, MidsRequest):
-            return router.push_mids(req.op, req.mids, body)
-        if isinstance(req, RoomRequest):
-            try:
-                check_room_id(req.room)
-            except ValueError as exc:
-                raise BadRequest(f"room: {exc}") from None
-            return router.push_room(req.op, req.room, body)
-        return router.push_all(req.op, req.speed, body)
+        return execute(self.router, req, self.max_body)
 
     def on_message(self, frames: list[bytes], send: Send) -> None:
         """A ROUTER message: routing frames, then the request; answer on the same route."""

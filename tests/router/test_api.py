@@ -157,3 +157,39 @@ def test_mpim_session_and_workers() -> None:
 def test_parse_query() -> None:
     assert parse_query(b"a=1&b=x+y&b=%2F&&c") == {"a": ["1"], "b": ["x y", "/"], "c": [""]}
     assert parse_query(b"") == {}
+
+
+def test_batch_push_carries_out_every_item_in_order() -> None:
+    a = Api()
+    a.connect("w1", "k1", 5, "live://1")
+    body = json.dumps(
+        [
+            {"kind": "mids", "op": 1000, "mids": [5, 6], "body": "m"},
+            {"kind": "keys", "op": 1000, "keys": ["k1", "zz"], "body": "k"},
+            {"kind": "room", "op": 1000, "room": "bad\x00room", "body": "r"},
+            {"kind": "mids", "op": 1000, "mids": [5], "body": "again"},
+        ]
+    ).encode()
+    status, answer = a.call("POST", "/mpim/push", body)
+    assert status == 200 and answer["code"] == 0
+    first, second, third, fourth = answer["data"]
+    assert first == {"code": 0, "message": "", "data": {"connections": 1, "seqs": {"5": 1, "6": 1}}}
+    assert second["data"] == {"connections": 1}
+    assert third["code"] == -400 and "room" in third["message"]
+    assert fourth["data"]["seqs"] == {"5": 2}
+    records = [r for link in a.links.values() for r in link.take() if isinstance(r, PushKeys)]
+    # (a push by mid is sent once stored, so the push by key went out first)
+    assert [(r.keys, r.body, r.seq) for r in records] == [
+        (["k1"], b"k", 0),
+        (["k1"], b"m", 1),
+        (["k1"], b"again", 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"), [(b"[]", "empty"), (b"{}", "expected `array`"), (b'[{"op": 1}]', "kind")]
+)
+def test_batch_push_refuses_a_malformed_body_whole(body: bytes, message: str) -> None:
+    a = Api()
+    status, answer = a.call("POST", "/mpim/push", body)
+    assert status == 200 and answer["code"] == -400 and message in answer["message"]
