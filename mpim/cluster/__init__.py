@@ -11,7 +11,8 @@ the live hosts) and :class:`~mpim.inbox.redis.RedisInbox` (the per-user streams)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -30,6 +31,17 @@ class ClusterError(Exception):
     """Redis cannot be used now (unreachable, timed out, refused); the message says which and why."""
 
 
+def _pool_options() -> dict[str, Any]:
+    """redis-py 7+ skips its check for a connection the server closed (a Redis restart) while
+    "maintenance notifications" are on, even as "auto" on RESP2; they are a managed-Redis
+    feature mpim does not use, so turn them off where they exist."""
+    try:
+        module = importlib.import_module("redis.maint_notifications")
+    except ImportError:  # redis-py 5 and 6
+        return {}
+    return {"maint_notifications_config": module.MaintNotificationsConfig(enabled=False)}
+
+
 def redis_client(cfg: ClusterSection) -> Redis:
     """The client for ``cfg.redis`` with the timeouts set; connects lazily (no I/O here)."""
     if not cfg.redis:
@@ -41,6 +53,7 @@ def redis_client(cfg: ClusterSection) -> Redis:
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
         client_name="mpim",
+        **_pool_options(),
     )
 
 

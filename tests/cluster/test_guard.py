@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 from redis.asyncio import Redis
 
+from mpim import config
+from mpim.cluster import redis_client
 from mpim.cluster.guard import RedisGuard
 from tests.redis_support import RedisServer
 from tests.support import run
@@ -20,18 +23,19 @@ def test_outage_logged_once_and_recovery_once(
     redis_private: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def check() -> None:
-        client = Redis.from_url(redis_private.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        cfg = config.replace(config.Config(), cluster={"redis": redis_private.url, "timeout": 0.5})
+        client = redis_client(cfg.cluster)
         guard = RedisGuard("store", client, 0.5, StoreError)
         try:
             async with guard.call("ping"):
                 await client.ping()
-            redis_private.kill()
+            await asyncio.to_thread(redis_private.kill)
             for _ in range(3):
                 with pytest.raises(StoreError) as info:
                     async with guard.call("ping"):
                         await client.ping()
                 assert str(info.value).startswith(f"store: ping failed: Redis {guard.where}: ")
-            redis_private.restart(keep_data=False)
+            await asyncio.to_thread(redis_private.restart, keep_data=False)
             for _ in range(2):
                 async with guard.call("ping"):
                     await client.ping()
