@@ -1,0 +1,386 @@
+"""The inbox of several hosts: one Redis stream per user, the seq given out by a Lua script.
+
+How this works. ``append`` and ``ack`` put an op on a list and wait on a future; the
+first op schedules a writer task, so every op issued in that loop turn (by any number of
+tasks) goes to Redis as ONE call of the write script (:data:`~mpim.inbox.redis_lua.WRITE`),
+which, atomically, per user reads the counter, XADDs each message with the explicit ID
+``<seq>-0`` and ``MAXLEN max_count``, moves cursors, and renews the keys' expiry. While a
+batch is in flight the next ops wait for it, so Redis applies batches in call order.
+Reads are one call of the read script (position, oldest stored seq and an XRANGE by seq,
+from one snapshot). :meth:`trim` visits only the users an index says have messages or
+cursors older than ``max_age`` and drops them with ``XTRIM MINID``.
+
+Epochs. The store epoch is a key created at open (``SET NX``) and checked by every script:
+a Redis that lost its data (restart without persistence, FLUSHALL) has lost that key, the
+script writes a new one, and every position handed out before says "not recovered". A
+user's keys expire ``max_age`` after its last append or ack (nothing of it would survive
+trimming anyway); a user created again after that gets a fresh epoch (a bitmap remembers
+who existed), so old positions never alias new seqs. A Redis restored from an older
+snapshot is not detected (its epoch key exists): run Redis with AOF or without
+persistence, never with RDB snapshots alone, and with ``maxmemory-policy noeviction``.
+
+Durability is Redis's: with ``appendfsync always`` an append that returned survives a
+Redis crash. A call that times out may still have been applied (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from redis.asyncio import Redis
+
+from mpim.cluster import redis_client
+from mpim.cluster.guard import RedisGuard
+from mpim.inbox import redis_lua
+from mpim.inbox.base import (
+    SEQ_MAX,
+    InboxError,
+    InboxLimits,
+    Item,
+    Message,
+    Page,
+    Position,
+    check_ack,
+    check_items,
+    check_mid,
+    check_read,
+    new_epoch,
+)
+
+if TYPE_CHECKING:
+    from mpim.config import ClusterSection, InboxSection
+
+log = logging.getLogger(__name__)
+
+USER_BITS = 24  # the "existed before" bitmap: 2**24 bits (2 MiB); a collision only costs a fresh epoch
+CHUNK = 2000  # script arguments per call of the write script; a bigger turn takes several calls
+
+
+class _Append(NamedTuple):
+    items: tuple[Item, ...]
+
+
+class _Ack(NamedTuple):
+    mid: int
+    device: str
+    seq: int
+
+
+_Op = _Append | _Ack
+_Result = list[Position] | int
+
+
+def user_bit(mid: int) -> int:
+    """The user's bit in the "existed before" bitmap (Fibonacci hashing of the int64)."""
+    return ((mid * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> (64 - USER_BITS)
+
+
+def _epochs(count: int) -> list[str]:
+    raw = os.urandom(4 * count).hex()
+    return [raw[8 * i : 8 * i + 8] for i in range(count)]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisInbox:
+    """:class:`~mpim.inbox.base.Inbox` on Redis Streams (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: Redis,
+        limits: InboxLimits,
+        *,
+        prefix: str = "",
+        timeout: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        owns_client: bool = False,
+    ) -> None:
+        """Use :meth:`open`, which also creates (or reads) the store epoch."""
+        self._client = client
+        self._limits = limits
+        self._clock = clock
+        self._owns_client = owns_client
+        self._prefix = f"{prefix}inbox:"
+        self._epoch_key = f"{self._prefix}epoch"
+        self._store_keys = [self._epoch_key, f"{self._prefix}users", f"{self._prefix}oldest"]
+        self._store_keys.append(f"{self._prefix}idle")
+        self._ttl_ms = max(1, round(limits.max_age * 1000))
+        self._guard = RedisGuard("inbox", client, timeout, InboxError)
+        self._write = client.register_script(redis_lua.WRITE)
+        self._read = client.register_script(redis_lua.READ)
+        self._trim = client.register_script(redis_lua.TRIM)
+        self._force = client.register_script(redis_lua.FORCE_SEQ)
+        self.epoch = ""  # the store epoch last seen
+        self._pending: list[tuple[_Op, asyncio.Future[_Result]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        client: Redis,
+        limits: InboxLimits,
+        *,
+        prefix: str = "",
+        timeout: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        owns_client: bool = False,
+    ) -> RedisInbox:
+        """Open the store in `client`'s Redis (InboxError if it cannot be reached)."""
+        self = cls(client, limits, prefix=prefix, timeout=timeout, clock=clock, owns_client=owns_client)
+        async with self._guard.call("open"):
+            candidate = new_epoch()
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.set(self._epoch_key, candidate, nx=True)
+                pipe.get(self._epoch_key)
+                _, epoch = await pipe.execute()
+        self.epoch = _text(epoch)
+        state = "new" if self.epoch == candidate else "existing"
+        log.info("inbox %s: open (%s epoch %s)", self._guard.where, state, self.epoch)
+        await self._check_eviction()
+        return self
+
+    async def _check_eviction(self) -> None:
+        """Warn when Redis may evict keys (a lost user hash would rewind its seqs)."""
+        try:
+            async with asyncio.timeout(self._guard.bound):
+                limit = await self._client.config_get("maxmemory")
+                policy = await self._client.config_get("maxmemory-policy")
+        except Exception:  # CONFIG may be disabled (managed Redis): nothing to check
+            return
+        if (
+            _text(limit.get("maxmemory", "0")) != "0"
+            and _text(policy.get("maxmemory-policy")) != "noeviction"
+        ):
+            log.warning(
+                "inbox %s: maxmemory-policy is %s; set noeviction, an evicted user hash loses its seqs",
+                self._guard.where,
+                _text(policy.get("maxmemory-policy")),
+            )
+
+    def _user_keys(self, mid: int) -> tuple[str, str]:
+        meta = f"{self._prefix}{{{mid}}}"
+        return meta, f"{meta}:s"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InboxError("inbox redis: closed")
+
+    def _seen(self, store: Any) -> None:
+        epoch = _text(store)
+        if epoch != self.epoch:
+            if self.epoch:
+                log.warning(
+                    "inbox %s: the store epoch changed from %s to %s: Redis lost its data (a restart"
+                    " without persistence, FLUSHALL or eviction); earlier positions are not recovered",
+                    self._guard.where,
+                    self.epoch,
+                    epoch,
+                )
+            self.epoch = epoch
+
+    # -- writes: one script call per loop turn ------------------------------------------
+
+    def _submit(self, op: _Op) -> asyncio.Future[_Result]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_Result] = loop.create_future()
+        self._pending.append((op, fut))
+        if self._writer is None:
+            self._writer = loop.create_task(self._drain())
+        return fut
+
+    async def _drain(self) -> None:
+        """Send what is pending, one batch at a time, until nothing is."""
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await self._send([op for op, _ in batch])
+                except BaseException as exc:
+                    error = exc if isinstance(exc, InboxError) else InboxError(f"inbox redis: {exc!r}")
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(error)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for (_, fut), result in zip(batch, results, strict=True):
+                        if not fut.done():
+                            fut.set_result(result)
+        finally:
+            self._writer = None
+
+    async def _send(self, ops: Sequence[_Op]) -> list[_Result]:
+        results: list[_Result] = []
+        chunk: list[_Op] = []
+        size = 0
+        for op in ops:
+            cost = 5 * len(op.items) if isinstance(op, _Append) else 4
+            if chunk and size + cost > CHUNK:
+                results += await self._send_chunk(chunk)
+                chunk, size = [], 0
+            chunk.append(op)
+            size += cost
+        if chunk:
+            results += await self._send_chunk(chunk)
+        return results
+
+    async def _send_chunk(self, ops: Sequence[_Op]) -> list[_Result]:
+        users: dict[int, int] = {}
+        args: list[Any] = []
+        for op in ops:
+            if isinstance(op, _Append):
+                for mid, code, body, sender in op.items:
+                    i = users.setdefault(mid, len(users) + 1)
+                    args += ("a", i, code, body, str(sender))
+            else:
+                i = users.setdefault(op.mid, len(users) + 1)
+                args += ("k", i, op.device, max(0, min(op.seq, SEQ_MAX)))
+        keys = list(self._store_keys)
+        head: list[Any] = [new_epoch(), repr(self._clock()), self._limits.max_count, self._ttl_ms, len(users)]
+        for mid, fresh in zip(users, _epochs(len(users)), strict=True):
+            keys += self._user_keys(mid)
+            head += (user_bit(mid), fresh, mid)
+        async with self._guard.call("write"):
+            reply = await self._write(keys, head + args)
+        self._seen(reply[0])
+        out: list[_Result] = []
+        at = 1
+        for op in ops:
+            if isinstance(op, _Append):
+                positions = []
+                for _ in op.items:
+                    positions.append(Position(_text(reply[at]), reply[at + 1]))
+                    at += 2
+                out.append(positions)
+            else:
+                out.append(reply[at])
+                at += 1
+        return out
+
+    async def append(self, items: Sequence[Item]) -> list[Position]:
+        self._check_open()
+        check_items(items)
+        if not items:
+            return []
+        result = await self._submit(_Append(tuple(items)))
+        assert isinstance(result, list)
+        return result
+
+    async def ack(self, mid: int, device: str, seq: int) -> int:
+        self._check_open()
+        check_ack(mid, device, seq)
+        result = await self._submit(_Ack(mid, device, seq))
+        assert isinstance(result, int)
+        return result
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def _call_read(self, mid: int, what: str, after: int = 0, limit: int = 0) -> list[Any]:
+        args: list[str | int] = [new_epoch(), user_bit(mid), new_epoch(), what, after, limit, self._ttl_ms]
+        async with self._guard.call(what):
+            reply: list[Any] = await self._read(
+                [self._epoch_key, self._store_keys[1], *self._user_keys(mid)], args
+            )
+        self._seen(reply[0])
+        return reply
+
+    async def read(self, mid: int, after: int, limit: int) -> Page:
+        self._check_open()
+        check_read(mid, after, limit)
+        reply = await self._call_read(mid, "read", max(0, min(after, SEQ_MAX)), limit)
+        top = Position(_text(reply[1]), reply[2])
+        rest = reply[4:]
+        messages = [
+            Message(rest[j], int(rest[j + 1]), rest[j + 2], float(rest[j + 3]), int(rest[j + 4]))
+            for j in range(0, len(rest), 5)
+        ]
+        return Page(messages, top, after >= reply[3])
+
+    async def top(self, mid: int) -> Position:
+        self._check_open()
+        check_mid(mid)
+        reply = await self._call_read(mid, "top")
+        return Position(_text(reply[1]), reply[2])
+
+    async def cursors(self, mid: int) -> dict[str, int]:
+        self._check_open()
+        check_mid(mid)
+        reply = await self._call_read(mid, "cursors")
+        fields = reply[3:]
+        return {
+            fields[j][2:].decode(): int(fields[j + 1])
+            for j in range(0, len(fields), 2)
+            if fields[j].startswith(b"c:")
+        }
+
+    # -- maintenance ------------------------------------------------------------------
+
+    async def trim(self, now: float) -> int:
+        """Drop messages and cursors older than max_age, visiting only users the indexes name."""
+        cutoff = now - self._limits.max_age
+        oldest, idle = self._store_keys[2], self._store_keys[3]
+        dropped = 0
+        while True:
+            self._check_open()
+            async with self._guard.call("trim"):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.zrangebyscore(oldest, "-inf", f"({cutoff!r}", start=0, num=CHUNK // 4)
+                    pipe.zrangebyscore(idle, "-inf", f"({cutoff!r}", start=0, num=CHUNK // 4)
+                    old, stale = await pipe.execute()
+                mids = sorted({int(m) for m in old} | {int(m) for m in stale})
+                if not mids:
+                    break
+                keys = [oldest, idle]
+                for mid in mids:
+                    keys += self._user_keys(mid)
+                dropped += await self._trim(keys, [repr(cutoff), *mids])
+        if dropped:
+            log.debug(
+                "inbox %s: trimmed %d messages older than %.0f s",
+                self._guard.where,
+                dropped,
+                self._limits.max_age,
+            )
+        return dropped
+
+    async def close(self) -> None:
+        """Send what is pending, then refuse further calls (and close an owned client)."""
+        if self._closed:
+            return
+        writer = self._writer
+        if writer is not None:
+            await asyncio.shield(writer)
+        self._closed = True
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def force_seq(self, mid: int, seq: int) -> None:
+        """Test only (see :class:`~mpim.inbox.base.InboxTestHooks`): empty stream at `seq`."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+        keys = [self._epoch_key, self._store_keys[1], *self._user_keys(mid)]
+        async with self._guard.call("force_seq"):
+            self._seen(await self._force(keys, [new_epoch(), user_bit(mid), seq]))
+
+
+async def open_redis_inbox(
+    cluster: ClusterSection, inbox: InboxSection, clock: Callable[[], float] = time.time
+) -> RedisInbox:
+    """The store of ``[cluster] redis`` with the ``[inbox]`` limits (its own client, closed with it)."""
+    limits = InboxLimits(max_count=inbox.max_count, max_age=inbox.max_age)
+    return await RedisInbox.open(
+        redis_client(cluster),
+        limits,
+        prefix=cluster.key_prefix,
+        timeout=cluster.timeout,
+        clock=clock,
+        owns_client=True,
+    )
