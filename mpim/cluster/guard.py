@@ -22,6 +22,9 @@ from mpim.config import redact_url
 
 log = logging.getLogger(__name__)
 
+FAILURES = (RedisError, OSError, TimeoutError)
+"""What a Redis call can fail with: redis-py's errors, socket errors, the bound."""
+
 
 def describe(client: Redis) -> str:
     """The client's Redis as ``host:port/db`` or the unix socket path (no password)."""
@@ -42,19 +45,27 @@ class RedisGuard:
         self.error = error
         self.down = False
 
-    @contextlib.asynccontextmanager
-    async def call(self, what: str) -> AsyncIterator[None]:
-        try:
-            async with asyncio.timeout(self.bound):
-                yield
-        except (RedisError, OSError, TimeoutError) as exc:
-            reason = str(exc) or type(exc).__name__
-            if isinstance(exc, TimeoutError) and not str(exc):
-                reason = f"no answer within {self.bound:g} s"
-            if not self.down:
-                self.down = True
-                log.error("%s: Redis %s failed (%s): %s", self.store, self.where, what, reason)
-            raise self.error(f"{self.store}: {what} failed: Redis {self.where}: {reason}") from exc
+    def failed(self, what: str, exc: BaseException) -> Exception:
+        """The store's error for `what` failing with `exc` (the first of an outage is logged)."""
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError) and not str(exc):
+            reason = f"no answer within {self.bound:g} s"
+        if not self.down:
+            self.down = True
+            log.error("%s: Redis %s failed (%s): %s", self.store, self.where, what, reason)
+        return self.error(f"{self.store}: {what} failed: Redis {self.where}: {reason}")
+
+    def answered(self) -> None:
         if self.down:
             self.down = False
             log.info("%s: Redis %s answers again", self.store, self.where)
+
+    @contextlib.asynccontextmanager
+    async def call(self, what: str) -> AsyncIterator[None]:
+        """Run the body within the bound; a Redis failure leaves as the store's error."""
+        try:
+            async with asyncio.timeout(self.bound):
+                yield
+        except FAILURES as exc:
+            raise self.failed(what, exc) from exc
+        self.answered()

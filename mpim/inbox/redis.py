@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from redis.asyncio import Redis
 
 from mpim.cluster import redis_client
+from mpim.cluster.batch import Script, TurnPipeline
 from mpim.cluster.guard import RedisGuard
 from mpim.inbox import redis_lua
 from mpim.inbox.base import (
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 
 USER_BITS = 24  # the "existed before" bitmap: 2**24 bits (2 MiB); a collision only costs a fresh epoch
 CHUNK = 2000  # script arguments per call of the write script; a bigger turn takes several calls
+_BEFORE = ("ZRANGEBYSCORE",)
+_SOME = ("LIMIT", 0, CHUNK // 4)  # users visited per trim step
 
 
 class _Append(NamedTuple):
@@ -113,10 +116,12 @@ class RedisInbox:
         self._store_keys.append(f"{self._prefix}idle")
         self._ttl_ms = max(1, round(limits.max_age * 1000))
         self._guard = RedisGuard("inbox", client, timeout, InboxError)
-        self._write = client.register_script(redis_lua.WRITE)
-        self._read = client.register_script(redis_lua.READ)
-        self._trim = client.register_script(redis_lua.TRIM)
-        self._force = client.register_script(redis_lua.FORCE_SEQ)
+        self._write = Script(redis_lua.WRITE)
+        self._read = Script(redis_lua.READ)
+        self._trim = Script(redis_lua.TRIM)
+        self._force = Script(redis_lua.FORCE_SEQ)
+        scripts = [self._write, self._read, self._trim, self._force]
+        self.pipeline = TurnPipeline(client, self._guard, scripts)
         self.epoch = ""  # the store epoch last seen
         self._pending: list[tuple[_Op, asyncio.Future[_Result]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -248,8 +253,7 @@ class RedisInbox:
         for mid, fresh in zip(users, _epochs(len(users)), strict=True):
             keys += self._user_keys(mid)
             head += (user_bit(mid), fresh, mid)
-        async with self._guard.call("write"):
-            reply = await self._write(keys, head + args)
+        reply = await self.pipeline.script("write", self._write, keys, head + args)
         self._seen(reply[0])
         out: list[_Result] = []
         at = 1
@@ -285,10 +289,8 @@ class RedisInbox:
 
     async def _call_read(self, mid: int, what: str, after: int = 0, limit: int = 0) -> list[Any]:
         args: list[str | int] = [new_epoch(), user_bit(mid), new_epoch(), what, after, limit, self._ttl_ms]
-        async with self._guard.call(what):
-            reply: list[Any] = await self._read(
-                [self._epoch_key, self._store_keys[1], *self._user_keys(mid)], args
-            )
+        keys = [self._epoch_key, self._store_keys[1], *self._user_keys(mid)]
+        reply: list[Any] = await self.pipeline.script(what, self._read, keys, args)
         self._seen(reply[0])
         return reply
 
@@ -330,18 +332,17 @@ class RedisInbox:
         dropped = 0
         while True:
             self._check_open()
-            async with self._guard.call("trim"):
-                async with self._client.pipeline(transaction=False) as pipe:
-                    pipe.zrangebyscore(oldest, "-inf", f"({cutoff!r}", start=0, num=CHUNK // 4)
-                    pipe.zrangebyscore(idle, "-inf", f"({cutoff!r}", start=0, num=CHUNK // 4)
-                    old, stale = await pipe.execute()
-                mids = sorted({int(m) for m in old} | {int(m) for m in stale})
-                if not mids:
-                    break
-                keys = [oldest, idle]
-                for mid in mids:
-                    keys += self._user_keys(mid)
-                dropped += await self._trim(keys, [repr(cutoff), *mids])
+            due = [
+                self.pipeline.call("trim", (*_BEFORE, key, "-inf", f"({cutoff!r}", *_SOME))
+                for key in (oldest, idle)
+            ]
+            mids = sorted({int(mid) for found in await asyncio.gather(*due) for mid in found})
+            if not mids:
+                break
+            keys = [oldest, idle]
+            for mid in mids:
+                keys += self._user_keys(mid)
+            dropped += await self.pipeline.script("trim", self._trim, keys, [repr(cutoff), *mids])
         if dropped:
             log.debug(
                 "inbox %s: trimmed %d messages older than %.0f s",
@@ -367,8 +368,9 @@ class RedisInbox:
         if self._writer is not None:
             await asyncio.shield(self._writer)
         keys = [self._epoch_key, self._store_keys[1], *self._user_keys(mid)]
-        async with self._guard.call("force_seq"):
-            self._seen(await self._force(keys, [new_epoch(), user_bit(mid), seq]))
+        self._seen(
+            await self.pipeline.script("force_seq", self._force, keys, [new_epoch(), user_bit(mid), seq])
+        )
 
 
 async def open_redis_inbox(
