@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -42,6 +42,9 @@ class Script:
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
+Builder = Callable[[], Sequence[Command]]
+
+
 class TurnPipeline:
     """Batches a store's commands per loop turn (see the module docstring)."""
 
@@ -50,12 +53,15 @@ class TurnPipeline:
         self.guard = guard
         self.scripts = list(scripts)
         self.loaded = False
-        self._pending: list[tuple[str, Command, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[str, Command | Builder, asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
         self.batches = 0  # pipelines sent (tests and benchmarks read it)
 
-    def call(self, what: str, command: Command) -> asyncio.Future[Any]:
-        """Queue `command`; the future gets its reply or the guard's error."""
+    def call(self, what: str, command: Command | Builder) -> asyncio.Future[Any]:
+        """Queue `command`; the future gets its reply or the guard's error. A callable is
+        called when the pipeline is sent and returns the commands to send in its place;
+        its future then gets the list of their replies (what lets a store merge the
+        writes of a whole turn into one script call)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append((what, command, fut))
@@ -85,12 +91,22 @@ class TurnPipeline:
         self.loaded = True
         return replies[len(self.scripts) :] if load else replies
 
-    async def _send(self, batch: list[tuple[str, Command, asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[tuple[str, Command | Builder, asyncio.Future[Any]]]) -> None:
+        commands: list[Command] = []
+        spans: list[tuple[int, int]] = []  # per entry: its commands, or -1 for a plain command
         try:
-            replies = await self._execute([command for _, command, _ in batch], not self.loaded)
+            for _, entry, _ in batch:
+                if callable(entry):
+                    built = entry()
+                    spans.append((len(commands), len(built)))
+                    commands += built
+                else:
+                    spans.append((len(commands), -1))
+                    commands.append(entry)
+            replies = await self._execute(commands, not self.loaded)
             again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if again:  # Redis restarted (or SCRIPT FLUSH) since they were loaded: none of those ran
-                retried = await self._execute([batch[i][1] for i in again], True)
+                retried = await self._execute([commands[i] for i in again], True)
                 for i, reply in zip(again, retried, strict=True):
                     replies[i] = reply
         except BaseException as exc:
@@ -103,10 +119,12 @@ class TurnPipeline:
             return
         self.guard.answered()
         self.batches += 1
-        for (what, _, fut), reply in zip(batch, replies, strict=True):
+        for (what, _, fut), (start, count) in zip(batch, spans, strict=True):
+            mine = replies[start : start + max(count, 1)] if count else []
+            failure = next((r for r in mine if isinstance(r, Exception)), None)
             if fut.done():
                 continue
-            if isinstance(reply, Exception):
-                fut.set_exception(self.guard.error(f"{self.guard.store}: {what} failed: {reply}"))
+            if failure is not None:
+                fut.set_exception(self.guard.error(f"{self.guard.store}: {what} failed: {failure}"))
             else:
-                fut.set_result(reply)
+                fut.set_result(mine[0] if count < 0 else mine)

@@ -1,14 +1,16 @@
 """The inbox of several hosts: one Redis stream per user, the seq given out by a Lua script.
 
-How this works. ``append`` and ``ack`` put an op on a list and wait on a future; the
-first op schedules a writer task, so every op issued in that loop turn (by any number of
-tasks) goes to Redis as ONE call of the write script (:data:`~mpim.inbox.redis_lua.WRITE`),
-which, atomically, per user reads the counter, XADDs each message with the explicit ID
-``<seq>-0`` and ``MAXLEN max_count``, moves cursors, and renews the keys' expiry. While a
-batch is in flight the next ops wait for it, so Redis applies batches in call order.
-Reads are one call of the read script (position, oldest stored seq and an XRANGE by seq,
-from one snapshot). :meth:`trim` visits only the users an index says have messages or
-cursors older than ``max_age`` and drops them with ``XTRIM MINID``.
+How this works. Every call goes through the store's
+:class:`~mpim.cluster.batch.TurnPipeline`: what the tasks of one loop turn ask goes to
+Redis as one pipeline, one batch in flight at a time, so Redis applies it in call order.
+``append`` and ``ack`` put an op on a list and wait on a future; the turn's first op
+queues one pipeline entry that, when sent, takes every op pending by then and becomes
+ONE call of the write script (:data:`~mpim.inbox.redis_lua.WRITE`), which, atomically,
+per user reads the counter, XADDs each message with the explicit ID ``<seq>-0`` and
+``MAXLEN max_count``, moves cursors, and renews the keys' expiry. Reads are one call of
+the read script each (position, oldest stored seq and an XRANGE by seq, from one
+snapshot). :meth:`trim` visits only the users an index says have messages or cursors
+older than ``max_age`` and drops them with ``XTRIM MINID``.
 
 Epochs. The store epoch is a key created at open (``SET NX``) and checked by every script:
 a Redis that lost its data (restart without persistence, FLUSHALL) has lost that key, the
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from redis.asyncio import Redis
 
 from mpim.cluster import redis_client
-from mpim.cluster.batch import Script, TurnPipeline
+from mpim.cluster.batch import Command, Script, TurnPipeline
 from mpim.cluster.guard import RedisGuard
 from mpim.inbox import redis_lua
 from mpim.inbox.base import (
@@ -124,7 +126,7 @@ class RedisInbox:
         self.pipeline = TurnPipeline(client, self._guard, scripts)
         self.epoch = ""  # the store epoch last seen
         self._pending: list[tuple[_Op, asyncio.Future[_Result]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Future[Any]] = set()
         self._closed = False
 
     @classmethod
@@ -197,47 +199,61 @@ class RedisInbox:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_Result] = loop.create_future()
         self._pending.append((op, fut))
-        if self._writer is None:
-            self._writer = loop.create_task(self._drain())
+        if len(self._pending) == 1:  # the turn's first write: one entry in the pipeline for all
+            self._start_batch()
         return fut
 
-    async def _drain(self) -> None:
-        """Send what is pending, one batch at a time, until nothing is."""
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    results = await self._send([op for op, _ in batch])
-                except BaseException as exc:
-                    error = exc if isinstance(exc, InboxError) else InboxError(f"inbox redis: {exc!r}")
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(error)
-                    if not isinstance(exc, Exception):
-                        raise
-                else:
-                    for (_, fut), result in zip(batch, results, strict=True):
-                        if not fut.done():
-                            fut.set_result(result)
-        finally:
-            self._writer = None
+    def _start_batch(self) -> None:
+        """Queue one pipeline entry that, when sent, takes every write pending by then."""
+        taken: list[list[tuple[_Op, asyncio.Future[_Result]]]] = []
+        chunks: list[list[_Op]] = []
 
-    async def _send(self, ops: Sequence[_Op]) -> list[_Result]:
-        results: list[_Result] = []
-        chunk: list[_Op] = []
+        def build() -> list[Command]:
+            batch, self._pending = self._pending, []
+            taken.append(batch)
+            chunks.extend(self._chunks([op for op, _ in batch]))
+            return [self._command(chunk) for chunk in chunks]
+
+        def settle(done: asyncio.Future[list[Any]]) -> None:
+            self._inflight.discard(done)
+            if not taken:  # the pipeline failed before taking them
+                taken.append(self._pending)
+                self._pending = []
+            failure = None if done.cancelled() else done.exception()
+            if done.cancelled() or failure is not None:
+                error = (
+                    failure if isinstance(failure, InboxError) else InboxError("inbox redis: write cancelled")
+                )
+                for _, fut in taken[0]:
+                    if not fut.done():
+                        fut.set_exception(error)
+                return
+            results: list[_Result] = []
+            for chunk, reply in zip(chunks, done.result(), strict=True):
+                results += self._decode(chunk, reply)
+            for (_, fut), result in zip(taken[0], results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+        done = self.pipeline.call("write", build)
+        self._inflight.add(done)
+        done.add_done_callback(settle)
+
+    @staticmethod
+    def _chunks(ops: Sequence[_Op]) -> list[list[_Op]]:
+        """The ops in script calls of at most about CHUNK arguments each, in order."""
+        chunks: list[list[_Op]] = [[]]
         size = 0
         for op in ops:
             cost = 5 * len(op.items) if isinstance(op, _Append) else 4
-            if chunk and size + cost > CHUNK:
-                results += await self._send_chunk(chunk)
-                chunk, size = [], 0
-            chunk.append(op)
+            if chunks[-1] and size + cost > CHUNK:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(op)
             size += cost
-        if chunk:
-            results += await self._send_chunk(chunk)
-        return results
+        return chunks
 
-    async def _send_chunk(self, ops: Sequence[_Op]) -> list[_Result]:
+    def _command(self, ops: Sequence[_Op]) -> Command:
         users: dict[int, int] = {}
         args: list[Any] = []
         for op in ops:
@@ -248,12 +264,15 @@ class RedisInbox:
             else:
                 i = users.setdefault(op.mid, len(users) + 1)
                 args += ("k", i, op.device, max(0, min(op.seq, SEQ_MAX)))
+        epochs = _epochs(len(users) + 1)
         keys = list(self._store_keys)
-        head: list[Any] = [new_epoch(), repr(self._clock()), self._limits.max_count, self._ttl_ms, len(users)]
-        for mid, fresh in zip(users, _epochs(len(users)), strict=True):
+        head: list[Any] = [epochs[0], repr(self._clock()), self._limits.max_count, self._ttl_ms, len(users)]
+        for mid, fresh in zip(users, epochs[1:], strict=True):
             keys += self._user_keys(mid)
             head += (user_bit(mid), fresh, mid)
-        reply = await self.pipeline.script("write", self._write, keys, head + args)
+        return self._write.command(keys, head + args)
+
+    def _decode(self, ops: Sequence[_Op], reply: list[Any]) -> list[_Result]:
         self._seen(reply[0])
         out: list[_Result] = []
         at = 1
@@ -352,21 +371,23 @@ class RedisInbox:
             )
         return dropped
 
+    async def _settled(self) -> None:
+        """Wait until every write issued so far has its answer."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
     async def close(self) -> None:
         """Send what is pending, then refuse further calls (and close an owned client)."""
         if self._closed:
             return
-        writer = self._writer
-        if writer is not None:
-            await asyncio.shield(writer)
+        await self._settled()
         self._closed = True
         if self._owns_client:
             await self._client.aclose()
 
     async def force_seq(self, mid: int, seq: int) -> None:
         """Test only (see :class:`~mpim.inbox.base.InboxTestHooks`): empty stream at `seq`."""
-        if self._writer is not None:
-            await asyncio.shield(self._writer)
+        await self._settled()
         keys = [self._epoch_key, self._store_keys[1], *self._user_keys(mid)]
         self._seen(
             await self.pipeline.script("force_seq", self._force, keys, [new_epoch(), user_bit(mid), seq])
