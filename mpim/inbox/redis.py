@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
@@ -54,44 +53,27 @@ from mpim.inbox.base import (
     check_read,
     new_epoch,
 )
+from mpim.inbox.redis_write import (
+    CHUNK,
+    Ack,
+    Append,
+    Layout,
+    Op,
+    Result,
+    WriteEncoder,
+    decode,
+    split,
+    text,
+    user_bit,
+)
 
 if TYPE_CHECKING:
     from mpim.config import ClusterSection, InboxSection
 
 log = logging.getLogger(__name__)
 
-USER_BITS = 24  # the "existed before" bitmap: 2**24 bits (2 MiB); a collision only costs a fresh epoch
-CHUNK = 2000  # script arguments per call of the write script; a bigger turn takes several calls
 _BEFORE = ("ZRANGEBYSCORE",)
 _SOME = ("LIMIT", 0, CHUNK // 4)  # users visited per trim step
-
-
-class _Append(NamedTuple):
-    items: tuple[Item, ...]
-
-
-class _Ack(NamedTuple):
-    mid: int
-    device: str
-    seq: int
-
-
-_Op = _Append | _Ack
-_Result = list[Position] | int
-
-
-def user_bit(mid: int) -> int:
-    """The user's bit in the "existed before" bitmap (Fibonacci hashing of the int64)."""
-    return ((mid * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> (64 - USER_BITS)
-
-
-def _epochs(count: int) -> list[str]:
-    raw = os.urandom(4 * count).hex()
-    return [raw[8 * i : 8 * i + 8] for i in range(count)]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisInbox:
@@ -112,20 +94,20 @@ class RedisInbox:
         self._limits = limits
         self._clock = clock
         self._owns_client = owns_client
-        self._prefix = f"{prefix}inbox:"
-        self._epoch_key = f"{self._prefix}epoch"
-        self._store_keys = [self._epoch_key, f"{self._prefix}users", f"{self._prefix}oldest"]
-        self._store_keys.append(f"{self._prefix}idle")
+        self._keys = keys = Layout(prefix)
+        self._epoch_key = keys.epoch
+        self._store_keys = [keys.epoch, keys.users, keys.oldest, keys.idle]
         self._ttl_ms = max(1, round(limits.max_age * 1000))
         self._guard = RedisGuard("inbox", client, timeout, InboxError)
         self._write = Script(redis_lua.WRITE)
+        self._encoder = WriteEncoder(keys, limits, self._ttl_ms, self._write)
         self._read = Script(redis_lua.READ)
         self._trim = Script(redis_lua.TRIM)
         self._force = Script(redis_lua.FORCE_SEQ)
         scripts = [self._write, self._read, self._trim, self._force]
         self.pipeline = TurnPipeline(client, self._guard, scripts)
         self.epoch = ""  # the store epoch last seen
-        self._pending: list[tuple[_Op, asyncio.Future[_Result]]] = []
+        self._pending: list[tuple[Op, asyncio.Future[Result]]] = []
         self._inflight: set[asyncio.Future[Any]] = set()
         self._closed = False
 
@@ -148,7 +130,7 @@ class RedisInbox:
                 pipe.set(self._epoch_key, candidate, nx=True)
                 pipe.get(self._epoch_key)
                 _, epoch = await pipe.execute()
-        self.epoch = _text(epoch)
+        self.epoch = text(epoch)
         state = "new" if self.epoch == candidate else "existing"
         log.info("inbox %s: open (%s epoch %s)", self._guard.where, state, self.epoch)
         await self._check_eviction()
@@ -162,26 +144,22 @@ class RedisInbox:
                 policy = await self._client.config_get("maxmemory-policy")
         except Exception:  # CONFIG may be disabled (managed Redis): nothing to check
             return
-        if (
-            _text(limit.get("maxmemory", "0")) != "0"
-            and _text(policy.get("maxmemory-policy")) != "noeviction"
-        ):
+        if text(limit.get("maxmemory", "0")) != "0" and text(policy.get("maxmemory-policy")) != "noeviction":
             log.warning(
                 "inbox %s: maxmemory-policy is %s; set noeviction, an evicted user hash loses its seqs",
                 self._guard.where,
-                _text(policy.get("maxmemory-policy")),
+                text(policy.get("maxmemory-policy")),
             )
 
     def _user_keys(self, mid: int) -> tuple[str, str]:
-        meta = f"{self._prefix}{{{mid}}}"
-        return meta, f"{meta}:s"
+        return self._keys.user(mid)
 
     def _check_open(self) -> None:
         if self._closed:
             raise InboxError("inbox redis: closed")
 
     def _seen(self, store: Any) -> None:
-        epoch = _text(store)
+        epoch = text(store)
         if epoch != self.epoch:
             if self.epoch:
                 log.warning(
@@ -195,9 +173,9 @@ class RedisInbox:
 
     # -- writes: one script call per loop turn ------------------------------------------
 
-    def _submit(self, op: _Op) -> asyncio.Future[_Result]:
+    def _submit(self, op: Op) -> asyncio.Future[Result]:
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[_Result] = loop.create_future()
+        fut: asyncio.Future[Result] = loop.create_future()
         self._pending.append((op, fut))
         if len(self._pending) == 1:  # the turn's first write: one entry in the pipeline for all
             self._start_batch()
@@ -205,32 +183,33 @@ class RedisInbox:
 
     def _start_batch(self) -> None:
         """Queue one pipeline entry that, when sent, takes every write pending by then."""
-        taken: list[list[tuple[_Op, asyncio.Future[_Result]]]] = []
-        chunks: list[list[_Op]] = []
+        taken: list[list[tuple[Op, asyncio.Future[Result]]]] = []
+        chunks: list[list[Op]] = []
 
         def build() -> list[Command]:
             batch, self._pending = self._pending, []
             taken.append(batch)
-            chunks.extend(self._chunks([op for op, _ in batch]))
-            return [self._command(chunk) for chunk in chunks]
+            chunks.extend(split([op for op, _ in batch]))
+            now = self._clock()
+            return [self._encoder.command(chunk, now) for chunk in chunks]
 
         def settle(done: asyncio.Future[list[Any]]) -> None:
             self._inflight.discard(done)
             if not taken:  # the pipeline failed before taking them
                 taken.append(self._pending)
                 self._pending = []
-            failure = None if done.cancelled() else done.exception()
-            if done.cancelled() or failure is not None:
-                error = (
-                    failure if isinstance(failure, InboxError) else InboxError("inbox redis: write cancelled")
-                )
+            failure = asyncio.CancelledError() if done.cancelled() else done.exception()
+            if failure is not None:
+                if not isinstance(failure, InboxError):
+                    failure = InboxError(f"inbox: write failed: {failure!r}")
                 for _, fut in taken[0]:
                     if not fut.done():
-                        fut.set_exception(error)
+                        fut.set_exception(failure)
                 return
-            results: list[_Result] = []
+            results: list[Result] = []
             for chunk, reply in zip(chunks, done.result(), strict=True):
-                results += self._decode(chunk, reply)
+                self._seen(reply[0])
+                results += decode(chunk, reply)
             for (_, fut), result in zip(taken[0], results, strict=True):
                 if not fut.done():
                     fut.set_result(result)
@@ -239,68 +218,19 @@ class RedisInbox:
         self._inflight.add(done)
         done.add_done_callback(settle)
 
-    @staticmethod
-    def _chunks(ops: Sequence[_Op]) -> list[list[_Op]]:
-        """The ops in script calls of at most about CHUNK arguments each, in order."""
-        chunks: list[list[_Op]] = [[]]
-        size = 0
-        for op in ops:
-            cost = 5 * len(op.items) if isinstance(op, _Append) else 4
-            if chunks[-1] and size + cost > CHUNK:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(op)
-            size += cost
-        return chunks
-
-    def _command(self, ops: Sequence[_Op]) -> Command:
-        users: dict[int, int] = {}
-        args: list[Any] = []
-        for op in ops:
-            if isinstance(op, _Append):
-                for mid, code, body, sender in op.items:
-                    i = users.setdefault(mid, len(users) + 1)
-                    args += ("a", i, code, body, str(sender))
-            else:
-                i = users.setdefault(op.mid, len(users) + 1)
-                args += ("k", i, op.device, max(0, min(op.seq, SEQ_MAX)))
-        epochs = _epochs(len(users) + 1)
-        keys = list(self._store_keys)
-        head: list[Any] = [epochs[0], repr(self._clock()), self._limits.max_count, self._ttl_ms, len(users)]
-        for mid, fresh in zip(users, epochs[1:], strict=True):
-            keys += self._user_keys(mid)
-            head += (user_bit(mid), fresh, mid)
-        return self._write.command(keys, head + args)
-
-    def _decode(self, ops: Sequence[_Op], reply: list[Any]) -> list[_Result]:
-        self._seen(reply[0])
-        out: list[_Result] = []
-        at = 1
-        for op in ops:
-            if isinstance(op, _Append):
-                positions = []
-                for _ in op.items:
-                    positions.append(Position(_text(reply[at]), reply[at + 1]))
-                    at += 2
-                out.append(positions)
-            else:
-                out.append(reply[at])
-                at += 1
-        return out
-
     async def append(self, items: Sequence[Item]) -> list[Position]:
         self._check_open()
         check_items(items)
         if not items:
             return []
-        result = await self._submit(_Append(tuple(items)))
+        result = await self._submit(Append(tuple(items)))
         assert isinstance(result, list)
         return result
 
     async def ack(self, mid: int, device: str, seq: int) -> int:
         self._check_open()
         check_ack(mid, device, seq)
-        result = await self._submit(_Ack(mid, device, seq))
+        result = await self._submit(Ack(mid, device, seq))
         assert isinstance(result, int)
         return result
 
@@ -317,7 +247,7 @@ class RedisInbox:
         self._check_open()
         check_read(mid, after, limit)
         reply = await self._call_read(mid, "read", max(0, min(after, SEQ_MAX)), limit)
-        top = Position(_text(reply[1]), reply[2])
+        top = Position(text(reply[1]), reply[2])
         rest = reply[4:]
         messages = [
             Message(rest[j], int(rest[j + 1]), rest[j + 2], float(rest[j + 3]), int(rest[j + 4]))
@@ -329,7 +259,7 @@ class RedisInbox:
         self._check_open()
         check_mid(mid)
         reply = await self._call_read(mid, "top")
-        return Position(_text(reply[1]), reply[2])
+        return Position(text(reply[1]), reply[2])
 
     async def cursors(self, mid: int) -> dict[str, int]:
         self._check_open()

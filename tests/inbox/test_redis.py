@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 from mpim import config
 from mpim.cluster import redis_client
 from mpim.inbox import InboxError, InboxLimits, Position
-from mpim.inbox.redis import CHUNK, RedisInbox, open_redis_inbox, user_bit
+from mpim.inbox.redis import RedisInbox, open_redis_inbox
+from mpim.inbox.redis_write import CHUNK, user_bit
 from tests.redis_support import RedisServer
 from tests.support import free_port, run
 
