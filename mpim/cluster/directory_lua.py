@@ -6,8 +6,8 @@ room -> online count; ``P conns_<server>`` hash key -> mid ("" = no user) of the
 connections a server filed (what lets it be rebuilt or dropped exactly); ``P srv_<server>``
 hash of the host's heartbeat (``owner`` token, address, ports, weight, counts, ``updated``
 Redis time); ``P servers`` the set of host names that claimed one; ``P rebuild_<server>``
-the old index while a rebuild runs. Every key but the set has an expiry renewed while its
-owner lives; the set is pruned of names whose ``srv_`` key expired.
+the old index while a rebuild runs. Every key has an expiry renewed while its owner lives
+(the set: by any host's claim); the set is also pruned of names whose ``srv_`` expired.
 
 These scripts read keys they find on the way (``key_<k>`` of a ``mid_`` field, the
 ``srv_``/``ol_`` keys of the registered hosts), which a standalone Redis (or a primary
@@ -148,6 +148,7 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'updated', t[1] .. '.' .. string.f
   unpack(ARGV, 4))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])  -- gone too once no host has claimed for a whole ttl
 return 1
 """
 
