@@ -12,6 +12,7 @@ import importlib.util
 import math
 import os
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -193,6 +194,15 @@ class UpstreamSection:
 
 
 @dataclass(frozen=True)
+class ClusterSection:
+    redis: str = _opt(
+        "", doc="redis://host:port/db, rediss://..., unix:///path.sock; empty = one host, embedded"
+    )
+    timeout: float = _opt(1.0, lo=0.01, hi=60.0, doc="seconds for every Redis call (connect, command)")
+    key_prefix: str = _opt("", doc="prepended to every Redis key (several clusters in one Redis)")
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerSection = field(default_factory=ServerSection)
     tcp: TcpSection = field(default_factory=TcpSection)
@@ -210,6 +220,7 @@ class Config:
     inbox: InboxSection = field(default_factory=InboxSection)
     delivery: DeliverySection = field(default_factory=DeliverySection)
     upstream: UpstreamSection = field(default_factory=UpstreamSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
     source: str = "<defaults>"
 
     @property
@@ -320,6 +331,58 @@ def _check_cluster(source: str, cfg: Config) -> None:
             raise ConfigError(f"{source}: [router] receive_hook: module {module!r} cannot be found")
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ValueError unless `url` is a redis://, rediss:// or unix:// URL redis-py can use."""
+    if any(ch.isspace() for ch in url):
+        raise ValueError("contains white space")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if parts.scheme not in REDIS_SCHEMES or not url.startswith(parts.scheme + "://"):
+        raise ValueError("is not a redis://, rediss:// or unix:// URL")
+    if parts.scheme == "unix":
+        if not parts.path.startswith("/"):
+            raise ValueError("must name an absolute socket path (unix:///path/to/redis.sock)")
+        return
+    db = parts.path.lstrip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        raise ValueError(f"database {db!r} is not a number (redis://host:port/0)")
+    if port == 0:
+        raise ValueError("has port 0")
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by ``***`` (for messages and logs)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is not None:
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
+    if "password=" in parts.query:
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        hidden = [(k, "***" if k == "password" else v) for k, v in pairs]
+        parts = parts._replace(query=urllib.parse.urlencode(hidden, safe="*"))
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}{query}"
+
+
+def _check_redis(source: str, cfg: Config) -> None:
+    url = cfg.cluster.redis
+    if url:
+        try:
+            check_redis_url(url)
+        except ValueError as exc:
+            shown = redact_url(url)[:100]
+            raise ConfigError(f"{source}: [cluster] redis: {shown!r} {exc}") from None
+
+
 def parse_address(addr: str) -> tuple[str, int]:
     """``"host:port"`` (``[v6]:port`` for IPv6) -> (host, port)."""
     host, sep, port_text = addr.rpartition(":")
@@ -345,6 +408,7 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     cfg = Config(**sections, source=source)
     _check_addresses(source, cfg)
     _check_cluster(source, cfg)
+    _check_redis(source, cfg)
     if not cfg.inbox.path.strip():
         raise ConfigError(f'{source}: [inbox] path: must name a file (or ":memory:")')
     return cfg

@@ -1,8 +1,10 @@
 """Per-user inbox store: the seam reliable delivery (acks, offline inbox, resume) writes to.
 
-:class:`Inbox` is the protocol; :class:`MemoryInbox` and :class:`SqliteInbox` implement
-it and pass the same contract suite (``tests/inbox/contract.py``); a Redis Streams store
-will join them. :func:`open_inbox` picks one from the ``[inbox]`` config section.
+:class:`Inbox` is the protocol; :class:`MemoryInbox`, :class:`SqliteInbox` and
+:class:`~mpim.inbox.redis.RedisInbox` (Redis Streams, for several hosts) implement it and
+pass the same contract suite (``tests/inbox/contract.py``). :func:`open_inbox` picks an
+embedded one from the ``[inbox]`` config section; :func:`mpim.inbox.redis.open_redis_inbox`
+opens the Redis one for ``[cluster] redis``.
 """
 
 from __future__ import annotations
