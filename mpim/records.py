@@ -257,6 +257,46 @@ class BusFence(Record, tag=43):
     fence: int
 
 
+# -- host -> host (Redis pub/sub, several hosts) ------------------------------------------------
+class RemoteKeys(Record, tag=60):
+    """Write to these keys' connections on the receiving host."""
+
+    op: int
+    keys: list[str]
+    body: bytes
+
+
+class RemoteMids(Record, tag=61):
+    """A stored push by mid: the receiving host hands it to its connections of these users."""
+
+    op: int
+    mids: list[int]
+    body: bytes
+    seqs: list[int]
+
+
+class RemoteRoom(Record, tag=62):
+    op: int
+    room: str
+    body: bytes
+
+
+class RemoteAll(Record, tag=63):
+    """``speed``: this host's share, connections per second."""
+
+    op: int
+    speed: int
+    body: bytes
+
+
+class RemoteKick(Record, tag=64):
+    """A newer connection took these keys on another host."""
+
+    keys: list[str]
+
+
+RemoteRecord = RemoteKeys | RemoteMids | RemoteRoom | RemoteAll | RemoteKick
+
 WorkerRecord = (
     Hello
     | Connect

@@ -181,7 +181,8 @@ class PushApi:
     # -- push ---------------------------------------------------------------------------------
     def push_keys(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
-        return _found(self.router.push_keys(op, many(params, "keys"), body))
+        found = self.router.push_keys(op, many(params, "keys"), body)
+        return _found(found) if isinstance(found, int) else settled(found, _found)
 
     def push_mids(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
@@ -199,20 +200,53 @@ class PushApi:
         return settled(self.router.push_all(op, speed, body))
 
     # -- online ---------------------------------------------------------------------------------
+    # (with several hosts these read the directory in Redis: the whole cluster's numbers)
     def online_top(self, params: dict[str, list[str]], body: bytes) -> Answer:
         prefix = one(params, "type") + "://"
         limit = integer(params, "limit", (1, MAX_TOP))
-        top = self.router.store.top_rooms(prefix, limit)
-        return ok([{"room_id": rid[len(prefix) :], "count": n} for rid, n in top])
+
+        def shape(top: list[tuple[str, int]]) -> Reply:
+            return ok([{"room_id": rid[len(prefix) :], "count": n} for rid, n in top])
+
+        cluster = self.router.cluster
+        if cluster is not None:
+            return self._cluster(cluster.directory.top_rooms(prefix, limit), shape)
+        return shape(self.router.store.top_rooms(prefix, limit))
 
     def online_room(self, params: dict[str, list[str]], body: bytes) -> Answer:
         typ = one(params, "type")
+        rooms = {room: f"{typ}://{room}" for room in many(params, "rooms")}
+        cluster = self.router.cluster
+        if cluster is not None:
+
+            def shape(counts: dict[str, int]) -> Reply:
+                return ok({room: counts.get(rid, 0) for room, rid in rooms.items()})
+
+            return self._cluster(cluster.directory.online(rooms.values()), shape)
         online = self.router.store.online
-        return ok({room: online(f"{typ}://{room}") for room in many(params, "rooms")})
+        return ok({room: online(rid) for room, rid in rooms.items()})
 
     def online_total(self, params: dict[str, list[str]], body: bytes) -> Answer:
+        cluster = self.router.cluster
+        if cluster is not None:
+            return self._cluster(
+                cluster.directory.totals(), lambda t: ok({"ip_count": t.ip_count, "conn_count": t.conn_count})
+            )
         store = self.router.store
         return ok({"ip_count": store.ip_total, "conn_count": len(store)})
+
+    def _cluster(self, coro: Any, shape: Callable[[Any], Reply]) -> Answer:
+        """A question for the cluster's directory; -503 if Redis cannot answer."""
+
+        async def ask() -> Reply:
+            from mpim.cluster import ClusterError
+
+            try:
+                return shape(await coro)
+            except ClusterError as exc:
+                return error(-503, f"the cluster's numbers are unavailable: {exc}", 503)
+
+        return settled(self.router.loop.create_task(ask()), lambda reply: reply)
 
     def nodes_weighted(self, params: dict[str, list[str]], body: bytes) -> Answer:
         cfg = self.cfg
@@ -220,23 +254,54 @@ class PushApi:
         domain = nc.domain or cfg.server.name or socket.gethostname()
         platform = one(params, "platform", "")
         nodes = [domain] if platform == "web" or not nc.addresses else list(nc.addresses)
-        return ok(
-            {
-                "domain": domain,
-                "tcp_port": parse_address(cfg.tcp.bind[0])[1] if cfg.tcp.bind else 0,
-                "ws_port": parse_address(cfg.websocket.bind[0])[1] if cfg.websocket.bind else 0,
-                "wss_port": nc.wss_port,
-                "heartbeat": int(cfg.protocol.heartbeat),
-                "heartbeat_max": cfg.protocol.heartbeat_max,
-                "nodes": nodes,
-                "backoff": {
-                    "max_delay": nc.backoff_max_delay,
-                    "base_delay": nc.backoff_base_delay,
-                    "factor": nc.backoff_factor,
-                    "jitter": nc.backoff_jitter,
-                },
-            }
-        )
+        answer = self._nodes(domain, nodes)
+        cluster = self.router.cluster
+        if cluster is None:
+            return ok(answer)
+
+        def shape(hosts: list[Any]) -> Reply:
+            """Every live host, the least loaded first (goim's balancer idea), with its weight and count."""
+            ranked = sorted(hosts, key=lambda h: (h.info.conns / max(1, h.info.weight), h.name))
+            listed = []
+            for host in ranked:
+                addresses = list(host.info.addresses) if platform != "web" and host.info.addresses else []
+                listed += addresses or [host.info.domain or host.name]
+            return ok(
+                {
+                    **answer,
+                    "nodes": listed or nodes,
+                    "hosts": [
+                        {
+                            "name": h.name,
+                            "domain": h.info.domain,
+                            "weight": h.info.weight,
+                            "conns": h.info.conns,
+                        }
+                        for h in ranked
+                    ],
+                }
+            )
+
+        return self._cluster(cluster.directory.servers(), shape)
+
+    def _nodes(self, domain: str, nodes: list[str]) -> dict[str, Any]:
+        cfg = self.cfg
+        nc = cfg.nodes
+        return {
+            "domain": domain,
+            "tcp_port": parse_address(cfg.tcp.bind[0])[1] if cfg.tcp.bind else 0,
+            "ws_port": parse_address(cfg.websocket.bind[0])[1] if cfg.websocket.bind else 0,
+            "wss_port": nc.wss_port,
+            "heartbeat": int(cfg.protocol.heartbeat),
+            "heartbeat_max": cfg.protocol.heartbeat_max,
+            "nodes": nodes,
+            "backoff": {
+                "max_delay": nc.backoff_max_delay,
+                "base_delay": nc.backoff_base_delay,
+                "factor": nc.backoff_factor,
+                "jitter": nc.backoff_jitter,
+            },
+        }
 
     # -- mpim's own ---------------------------------------------------------------------------
     def session(self, params: dict[str, list[str]], body: bytes) -> Answer:
@@ -255,7 +320,29 @@ class PushApi:
         )
 
     def workers(self, params: dict[str, list[str]], body: bytes) -> Answer:
-        return ok(self.router.workers())
+        """This host's workers in detail; with several hosts also one row per other live host."""
+        rows = self.router.workers()
+        cluster = self.router.cluster
+        if cluster is None:
+            return ok(rows)
+
+        def shape(hosts: list[Any]) -> Reply:
+            others = [  # another host: one row for all its workers (pid 0), its numbers from Redis
+                {
+                    "id": f"{h.name}/*",
+                    "host": h.name,
+                    "name": "*",
+                    "pid": 0,
+                    "conns": h.info.conns,
+                    "rooms": 0,
+                    "last_seen": 0.0,
+                }
+                for h in hosts
+                if h.name != cluster.name
+            ]
+            return ok(rows + others)
+
+        return self._cluster(cluster.directory.servers(), shape)
 
     def push_batch(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """Many pushes in one request (a JSON array of the ZeroMQ ingress's requests)."""

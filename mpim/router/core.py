@@ -68,6 +68,7 @@ from mpim.router.tables import WorkerInfo
 
 if TYPE_CHECKING:
     from mpim.inbox import Inbox
+    from mpim.router.cluster import HostCluster
 
 log = logging.getLogger("mpim.router")
 
@@ -198,6 +199,7 @@ class Router:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.streams = UserStreams(cfg, inbox, self)
         self.backend = backend
+        self.cluster: HostCluster | None = None  # set when [cluster] redis joins several hosts
         self.stats = collections.Counter(
             dict.fromkeys(("records", "bad_records", "resyncs", "expired", "ghost_workers", "refused"), 0)
         )
@@ -233,6 +235,8 @@ class Router:
             del self.by_id[info.id]
         n = self.store.drop_worker(info)
         log.info("worker %s link closed: dropped its %d sessions", info.id, n)
+        if self.cluster is not None and n:
+            self.cluster.rebuild_soon()
         self._settle()
 
     def on_records(self, link: Link, batch: list[records.WorkerRecord]) -> None:
@@ -263,16 +267,26 @@ class Router:
             info = peer.info = store.worker(info.host, info.name, info.pid)[0]
             if kind is not Sync:
                 self._resync(peer, now, "it was dropped while silent")
+        cluster = self.cluster
         if kind is Connect:
             rec: Any = record
             self._kick(store.put(info, rec.key, rec.mid, rec.room, rec.ip, now))
-            self._confirm(peer, rec.req, rec.fence)
+            if cluster is not None:
+                cluster.connected(rec.key, rec.mid)
+                self._confirm_when(peer, rec.req, rec.fence, cluster.room_opened(rec.room))
+            else:
+                self._confirm(peer, rec.req, rec.fence)
         elif kind is Disconnect:
-            store.remove(info, record.key)  # type: ignore[union-attr]
+            conn = store.conn_of(record.key)  # type: ignore[union-attr]
+            if store.remove(info, record.key) and cluster is not None and conn is not None:  # type: ignore[union-attr]
+                cluster.disconnected(conn.key, conn.mid)
         elif kind is RoomChange:
             rec = record
             store.change_room(info, rec.key, rec.room)
-            self._confirm(peer, rec.req, rec.fence)
+            if cluster is not None:
+                self._confirm_when(peer, rec.req, rec.fence, cluster.room_opened(rec.room))
+            else:
+                self._confirm(peer, rec.req, rec.fence)
         elif kind is Upstream:
             rec = record
             self.receive(rec.mid, rec.key, rec.op, rec.body)
@@ -288,6 +302,8 @@ class Router:
                 self._kick(kick)
             peer.mismatches = 0
             log.info("worker %s synced %d sessions", info.id, len(entries))
+            if cluster is not None:
+                cluster.rebuild_soon()
             if not peer.synced:
                 peer.synced = True
                 self._settle()
@@ -330,6 +346,13 @@ class Router:
         n = self.store.drop_worker(info)
         self.stats["ghost_workers"] += 1
         log.warning("worker %s gone (%s): dropped its %d sessions", info.id, why, n)
+
+    def kick_local(self, key: str) -> None:
+        """Another host took ``key``: the connection holding it here goes (op 6)."""
+        conn = self.store.conn_of(key)
+        peer = self.by_id.get(conn.worker.id) if conn is not None else None
+        if peer is not None:
+            peer.link.send(records.encode(Kick([key])))
 
     def _kick(self, kick: TableKick | None) -> None:
         if kick is None:
@@ -409,6 +432,20 @@ class Router:
             if self.now - peer.fence_asked >= FENCE_RETRY and self.bus.connected:
                 self._ask_fence(peer)
 
+    def _confirm_when(self, peer: Peer, req: int, fence: int, ready: asyncio.Future[Any] | None) -> None:
+        """Confirm once this host listens on the room's cluster channel too (room pushes from
+        any host come that way)."""
+        if ready is None or ready.done():
+            self._confirm(peer, req, fence)
+            return
+
+        def go(_: object) -> None:
+            if peer.info is not None:
+                self._confirm(peer, req, fence)
+                self._flush_confirms()
+
+        ready.add_done_callback(go)
+
     def _flush_confirms(self) -> None:
         due, self._confirm_due = self._confirm_due, []
         for peer in due:
@@ -485,10 +522,30 @@ class Router:
             found += len(keys)
         return found
 
-    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
-        """Hand to the workers holding these keys; returns how many connections."""
-        self._refuse_unless_ready()
+    def send_keys_local(self, op: int, keys: list[str], body: bytes) -> int:
         return self._send_keys(self.store.group_keys(dict.fromkeys(keys)), op, body)
+
+    def push_keys(self, op: int, keys: list[str], body: bytes) -> int | asyncio.Future[int]:
+        """Hand to the workers holding these keys; returns how many connections (with several
+        hosts: a future of it, once the other hosts holding some of the keys were told)."""
+        self._refuse_unless_ready()
+        local = self.send_keys_local(op, keys, body)
+        if self.cluster is None:
+            return local
+        return self.loop.create_task(self._remote(local, self.cluster.push_keys(op, keys, body)))
+
+    async def _remote(self, local: int, remote: Any) -> int:
+        """Add what other hosts took; a Redis failure is a clear error naming what was done here."""
+        from redis.exceptions import RedisError
+
+        from mpim.cluster import ClusterError
+
+        try:
+            return local + int(await remote)
+        except (ClusterError, RedisError, OSError) as exc:
+            assert self.cluster is not None
+            self.cluster._lost(exc)
+            raise Refused(-503, f"delivered on this host only ({local} connections): Redis: {exc}") from None
 
     def push_mids(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[tuple[int, dict[int, int]]]:
         """Append to each user's stream, then hand to every connection of these users.
@@ -496,6 +553,13 @@ class Router:
         Resolves to (connections, {mid: seq}) once the messages are stored and sent."""
         self._refuse_unless_ready()
         return self.loop.create_task(self.streams.push_mids(op, mids, body))
+
+    async def deliver_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
+        """A stored message to every connection of these users, on this host and the others."""
+        local = self.send_mids(op, mids, body, seqs)
+        if self.cluster is None:
+            return local
+        return await self._remote(local, self.cluster.push_mids(op, mids, body, seqs))
 
     def send_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
         """Hand a stored message (its seq per user, 0 = none) to every connection of these users."""
@@ -512,6 +576,8 @@ class Router:
 
     def push_room(self, op: int, room: str, body: bytes) -> asyncio.Future[None]:
         self._refuse_unless_ready()
+        if self.cluster is not None:  # one order for every host: each one (this one too) takes it from Redis
+            return self.loop.create_task(self._both(None, self.cluster.push_room(op, room, body)))
         peers = [
             p
             for p in self.peers.values()
@@ -520,11 +586,21 @@ class Router:
         return self._publish(bus.room_topic(room), records.encode(PushRoom(op, body)), peers)
 
     def push_all(self, op: int, speed: int, body: bytes) -> asyncio.Future[None]:
-        """``speed`` is for the whole host (goim); each worker gets its share."""
+        """``speed`` is for the whole host (goim), or with several hosts for the cluster."""
         self._refuse_unless_ready()
+        if self.cluster is not None:  # every host, this one included, takes its share from Redis
+            return self.loop.create_task(self._both(None, self.cluster.push_all(op, speed, body)))
         peers = [p for p in self.peers.values() if p.info is not None and not p.draining]
         share = -(-speed // max(1, len(peers))) if speed > 0 else 0
         return self._publish(bus.BROADCAST, records.encode(PushAll(op, share, body)), peers)
+
+    async def _both(self, local: asyncio.Future[None] | None, remote: Any) -> None:
+        """This host's delivery (confirmed by its workers) and the other hosts' (published)."""
+        try:
+            await self._remote(0, remote)
+        finally:
+            if local is not None:
+                await local
 
     def _publish(self, topic: bytes, record: bytes, peers: list[Peer]) -> asyncio.Future[None]:
         if not self.bus.connected:
@@ -603,8 +679,15 @@ class Router:
             if info is not None and info.id in self.store.workers and now - peer.last_seen > expiry:
                 self._drop(info, f"silent for {now - peer.last_seen:.1f}s")
 
+    def room_online(self, room: str) -> int:
+        """A room's count: cluster-wide with several hosts (as last read), else this host's."""
+        cluster = self.cluster
+        if cluster is not None and cluster.up and room in cluster.online:
+            return cluster.online[room]
+        return self.store.online(room)
+
     def send_room_counts(self) -> None:
-        online = self.store.online
+        online = self.room_online
         for peer in self.peers.values():
             info = peer.info
             if info is not None and info.room_count:

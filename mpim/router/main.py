@@ -19,19 +19,24 @@ from typing import Any
 
 import uvloop
 import zmq
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from mpim import config as config_mod
 from mpim import log as mlog
 from mpim import signals, stream
 from mpim.bus import SocketReader
+from mpim.cluster import ClusterError, connect_redis
 from mpim.config import Config, ConfigError
 from mpim.inbox import Inbox, InboxError, open_inbox
+from mpim.inbox.redis import open_redis_inbox
 from mpim.listen import BindError, listen_socket
 from mpim.master.reload import pin_bus_keys
 from mpim.master.status import EXIT_BOOT_ERROR
 from mpim.router.api import PushApi
 from mpim.router.backend import Backend
 from mpim.router.busport import BusPort
+from mpim.router.cluster import HostCluster
 from mpim.router.core import Router
 from mpim.router.hook import HookError, Receiver, load_hook
 from mpim.router.http import HttpProtocol, HttpState
@@ -85,6 +90,7 @@ class RouterProcess:
         self._readers: list[SocketReader[Any]] = []
         self.receiver: Receiver | None = None
         self.inbox: Inbox | None = None
+        self.redis: Redis | None = None
         self.backend: Backend | None = None
         self.router: Router | None = None
         self.busport: BusPort | None = None
@@ -96,7 +102,14 @@ class RouterProcess:
         """Bind everything; raises :class:`BindError` / :class:`HookError` with a clear message."""
         cfg, loop = self.cfg, self.loop
         self.receiver = Receiver(load_hook(cfg.router.receive_hook))
-        if cfg.inbox.enabled:
+        if cfg.cluster.redis:
+            try:
+                self.redis = await connect_redis(cfg.cluster)
+                if cfg.inbox.enabled:
+                    self.inbox = await open_redis_inbox(cfg.cluster, cfg.inbox)
+            except (ClusterError, InboxError) as exc:
+                raise BindError(str(exc)) from None
+        elif cfg.inbox.enabled:
             try:
                 self.inbox = open_inbox(cfg.inbox)
             except InboxError as exc:
@@ -128,6 +141,13 @@ class RouterProcess:
             inbox=self.inbox,
             backend=self.backend,
         )
+        if self.redis is not None:
+            router.cluster = HostCluster(cfg, router, self.redis, server_name(cfg))
+            try:
+                await router.cluster.start()
+            except (ClusterError, RedisError, OSError) as exc:
+                http_sock.close()
+                raise BindError(str(exc)) from None
         self.http = HttpState(cfg, PushApi(cfg, router), loop)
         self.ingress = Ingress(router, cfg.http.max_body)
         try:
@@ -148,6 +168,10 @@ class RouterProcess:
             _Every(loop, 1.0, self.http.tick),
             _Every(loop, TRIM_EVERY, lambda: router._spawn(router.streams.trim())),
         ]
+        if router.cluster is not None:
+            cluster = router.cluster
+            self._timers.append(_Every(loop, max(1.0, router.session_ttl / 3), cluster.heartbeat))
+            self._timers.append(_Every(loop, rc.online_interval, cluster.refresh_online))
         signals.install(loop, self._stop.set, self._stop.set, SIGHUP=self.reload, SIGUSR2=router.stop_pushes)
         log.info(
             "router up: http %s, zmq ingress %s, workers link at %s",
@@ -257,12 +281,16 @@ class RouterProcess:
             reader.stop()
         if self.busport is not None:
             self.busport.close()
+        if self.router is not None and self.router.cluster is not None:
+            await self.router.cluster.stop()
         if self.backend is not None:
             await self.backend.close()
         elif self.receiver is not None:
             await self.receiver.close()
         if self.inbox is not None:
             await self.inbox.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         requests = self.http.requests if self.http is not None else 0
         zmq_requests = self.ingress.requests if self.ingress is not None else 0
         log.info("router stopped (%d http requests, %d zmq pushes)", requests, zmq_requests)

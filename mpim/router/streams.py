@@ -80,11 +80,11 @@ class UserStreams:
         """Append for every user, then push live with each one's seq; (connections, {mid: seq})."""
         unique = list(dict.fromkeys(mids))
         if self.inbox is None:
-            return self.router.send_mids(op, unique, body, [0] * len(unique)), {}
+            return await self.router.deliver_mids(op, unique, body, [0] * len(unique)), {}
         positions = await self._append([(mid, op, body, 0) for mid in unique])
         seqs = [p.seq for p in positions]
         self.stats["appends"] += len(unique)
-        return self.router.send_mids(op, unique, body, seqs), dict(zip(unique, seqs, strict=True))
+        return await self.router.deliver_mids(op, unique, body, seqs), dict(zip(unique, seqs, strict=True))
 
     async def _append(self, items: list[tuple[int, int, bytes, int]]) -> list[Any]:
         assert self.inbox is not None
@@ -94,7 +94,9 @@ class UserStreams:
             log.error("inbox append failed: %s", exc)
             from mpim.router.core import Refused
 
-            raise Refused(-500, f"the inbox could not store the message: {exc}") from None
+            raise Refused(
+                -503, f"the inbox could not store the message (nothing was pushed): {exc}"
+            ) from None
 
     # -- private chat ---------------------------------------------------------------------------
     async def chat(self, sender: int, msg_id: str, to: int, op: int, body: Any) -> tuple[int, int]:
@@ -133,11 +135,11 @@ class UserStreams:
         data = envelope(msg_id, sender, to, body)
         if to == sender:
             (own,) = await self._append([(sender, op, data, sender)])
-            self.router.send_mids(op, [sender], data, [own.seq])
+            await self.router.deliver_mids(op, [sender], data, [own.seq])
             self.stats["chats"] += 1
             return own.seq, own.seq
         theirs, own = await self._append([(to, op, data, sender), (sender, op, data, sender)])
-        self.router.send_mids(op, [to, sender], data, [theirs.seq, own.seq])
+        await self.router.deliver_mids(op, [to, sender], data, [theirs.seq, own.seq])
         self.stats["chats"] += 1
         return own.seq, theirs.seq
 

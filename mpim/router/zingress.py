@@ -102,7 +102,8 @@ def execute(router: Router, req: Request, max_body: int) -> Any:
     if len(body) > max_body:
         raise BadRequest(f"body of {len(body)} bytes is over the {max_body}-byte limit", -413)
     if isinstance(req, KeysRequest):
-        return {"connections": router.push_keys(req.op, req.keys, body)}
+        found = router.push_keys(req.op, req.keys, body)
+        return {"connections": found} if isinstance(found, int) else found
     if isinstance(req, MidsRequest):
         return router.push_mids(req.op, req.mids, body)
     if isinstance(req, RoomRequest):
@@ -116,6 +117,8 @@ def execute(router: Router, req: Request, max_body: int) -> Any:
 
 def outcome_data(result: Any) -> Any:
     """A finished push's answer data: ``None`` for room / all, connections and seqs for mids."""
+    if isinstance(result, int):  # keys, across hosts
+        return {"connections": result}
     if isinstance(result, tuple):  # a push by mid: connections and each user's seq
         connections, seqs = result
         data: dict[str, Any] = {"connections": connections}

@@ -56,7 +56,9 @@ class Cluster:
 
     async def workers(self) -> dict[str, int]:
         """Worker id -> pid, as the router knows them."""
-        return {w["id"]: w["pid"] for w in await self.get("/mpim/workers")}
+        return {
+            w["id"]: w["pid"] for w in await self.get("/mpim/workers") if w["pid"]
+        }  # (pid 0: another host)
 
     async def wait_workers(self, n: int) -> dict[str, int]:
         async def enough() -> dict[str, int] | None:
