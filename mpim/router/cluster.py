@@ -289,7 +289,6 @@ class HostCluster:
                 log.warning("ignoring a malformed message from the cluster: %s", exc)
 
     def _deliver(self, record: Any) -> None:
-        log.debug("from the cluster: %r", record)
         router = self.router
         if isinstance(record, RemoteMids):
             router.send_mids(record.op, record.mids, record.body, record.seqs)

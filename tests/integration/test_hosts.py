@@ -221,3 +221,47 @@ async def _post(srv: ServerProcess, target: str, body: bytes) -> tuple[int, Any]
     from tests.support import http_json
 
     return await http_json(srv.http_port, "POST", target, body)
+
+
+def test_the_example_configs_load() -> None:
+    from mpim import config
+    from tests.support import ROOT
+
+    a, b = (config.load(ROOT / "examples" / f"host-{n}.toml") for n in "ab")
+    assert a.cluster.redis == b.cluster.redis and a.server.name != b.server.name
+
+
+def test_a_reliable_client_moving_from_one_host_to_the_other_resumes_with_no_gap(
+    hosts: tuple[ServerProcess, ServerProcess, RedisServer],
+) -> None:
+    a, b, _ = hosts
+
+    async def main() -> None:
+        box: list[Message] = []
+        token = {"mid": 21, "key": "mover", "accepts": [1000]}
+        on_a = Session(f"127.0.0.1:{a.tcp_port}", token, box.append)
+        task = asyncio.get_running_loop().create_task(on_a.run())
+        await asyncio.wait_for(on_a.connected.wait(), 10)
+        cb = Cluster(b)
+        await cb.post("/goim/push/mids?operation=1000&mids=21", b"one")  # through B, to the client on A
+        await until(lambda: _have(box, 1), what="the first message")
+        await on_a.close()
+        task.cancel()
+        for body in (b"two", b"three"):
+            await cb.post("/goim/push/mids?operation=1000&mids=21", body)
+        on_b = Session(f"127.0.0.1:{b.tcp_port}", token, box.append)
+        on_b.epoch, on_b.seq = on_a.epoch, on_a.seq
+        task = asyncio.get_running_loop().create_task(on_b.run())
+        await until(lambda: _have(box, 3), what="the two missed messages on the other host")
+        await Cluster(a).post("/goim/push/mids?operation=1000&mids=21", b"four")
+        await until(lambda: _have(box, 4), what="a live one after the move")
+        assert [m.body for m in box] == [b"one", b"two", b"three", b"four"]
+        assert [m.seq for m in box] == [1, 2, 3, 4]
+        await on_b.close()
+        task.cancel()
+
+    run(main())
+
+
+async def _have(box: list[Message], n: int) -> bool:
+    return len(box) >= n
