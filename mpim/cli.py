@@ -85,10 +85,19 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     import warnings
 
-    from mpim.auth import mint
+    from mpim.auth import AuthKeyError, mint, private_key_algorithm
 
-    secret = args.secret
-    if not secret:
+    secret, algorithm = args.secret, "HS256"
+    if args.private_key:
+        try:
+            with open(args.private_key, encoding="ascii") as f:
+                secret = f.read()
+            algorithm = private_key_algorithm(secret)
+        except (OSError, UnicodeDecodeError, AuthKeyError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else exc
+            print(f"mpim token: --private-key {args.private_key}: {reason}", file=sys.stderr)
+            return EXIT_CONFIG
+    elif not secret:
         cfg = _load(args.config)
         secret = cfg.auth.secret
         if not secret:
@@ -105,7 +114,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     accepts = tuple(int(op) for op in args.accepts.split(",") if op) if args.accepts else ()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        token = mint(secret, args.mid, args.room, args.key, args.platform, accepts, args.ttl)
+        token = mint(secret, args.mid, args.room, args.key, args.platform, accepts, args.ttl, algorithm)
     for warning in caught:  # one plain line each, not a warning with a site-packages path
         if warning.category.__name__ == "InsecureKeyLengthWarning":
             size = len(secret.encode())
@@ -195,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--accepts", default="", help="comma-separated ops, e.g. 1000,1001")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until exp")
     token.add_argument("--secret", default="", help="secret (default: [auth] secret of --config)")
+    token.add_argument(
+        "--private-key", default="", help="sign RS256/ES256 with this PEM private key instead of a secret"
+    )
     push = add("push", cmd_push, "push a message through the router's ZeroMQ ingress")
     push.add_argument("kind", choices=("keys", "mids", "room", "all"), help="who receives it")
     push.add_argument("--body", default="", help="message body; '-' reads stdin")

@@ -63,14 +63,14 @@ class Sessions:
         self.rooms = rooms
         self.link = link
         self.stats = stats
-        self.auth = Authenticator(cfg.auth.mode, cfg.auth.secret)
+        self.auth = Authenticator.from_config(cfg.auth)
         self._accepts: dict[frozenset[int], frozenset[int]] = {}
         self._key_prefix = secrets.token_hex(6) + "-"
         self._key_seq = count(1)
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.auth = Authenticator(cfg.auth.mode, cfg.auth.secret)
+        self.auth = Authenticator.from_config(cfg.auth)
 
     @property
     def online(self) -> int:
