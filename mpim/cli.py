@@ -150,7 +150,14 @@ def cmd_client(args: argparse.Namespace) -> int:
     )
     try:
         return uvloop.run(
-            watch(args.address, token, args.heartbeat, args.count, auth_timeout=args.auth_timeout)
+            watch(
+                args.address,
+                token,
+                args.heartbeat,
+                args.count,
+                auth_timeout=args.auth_timeout,
+                cafile=args.cafile,
+            )
         )
     except WatchError as exc:
         print(f"mpim client: {exc}", file=sys.stderr)
@@ -180,8 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         control.add_argument("--pid", type=int, default=0, help="signal this master instead of looking it up")
     client = add("client", cmd_client, "connect as a goim client and print what is pushed")
     client.add_argument(
-        "address", nargs="?", default="127.0.0.1:3101", help="host:port (TCP) or ws://host:port/sub"
+        "address",
+        nargs="?",
+        default="127.0.0.1:3101",
+        help="host:port (TCP), tls://host:port (TCP over TLS), ws://host:port/sub or wss://host:port/sub",
     )
+    client.add_argument("--cafile", default="", help="trust this CA (PEM) for tls:// and wss://")
     client.add_argument("--mid", type=int, default=1, help="user id for a json token")
     client.add_argument("--room", default="", help="room to join, e.g. live://1000")
     client.add_argument("--key", default="", help="connection key (empty = server generates one)")
@@ -196,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds to wait for the connection and the Auth reply",
     )
-    token = add("token", cmd_token, "mint an HS256 client token for jwt auth mode")
+    token = add("token", cmd_token, "mint a client token for jwt auth mode (HS256, or RS256/ES256)")
     token.add_argument("--mid", type=int, required=True, help="user id")
     token.add_argument("--room", default="", help="room id, e.g. live://1000")
     token.add_argument("--key", default="", help="connection key (empty = server generates one)")

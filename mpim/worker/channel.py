@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from mpim.config import Config
 from mpim.limits import INT32, in_range
-from mpim.listen import peer_name
+from mpim.listen import Origin, peer_ip, peer_name
 from mpim.proto import Frame, Op, RemoteProtocolError, encode, encode_heartbeat_reply
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ CHANNEL_SLOTS = (
     "paused_at",
     "held",
     "pending",
+    "origin",
 )
 
 
@@ -118,6 +119,10 @@ class Channel:
     paused_at: float
     held: list[Frame] | None
     pending: Any
+    origin: Origin | None  # the client's address when the transport's peer is not it (PROXY), or None
+
+    def __init__(self, origin: Origin | None = None) -> None:
+        self.origin = origin
 
     # -- implemented by the adapters ---------------------------------------------
     def send_frame(self, frame: bytes) -> None:
@@ -129,7 +134,13 @@ class Channel:
         raise NotImplementedError
 
     def peer(self) -> str:
-        return peer_name(self.transport)
+        origin = self.origin
+        return str(origin) if origin is not None else peer_name(self.transport)
+
+    def peer_ip(self) -> str:
+        """The client's IP (from the PROXY header on a PROXY listener), for limits and the router."""
+        origin = self.origin
+        return origin.ip if origin is not None else peer_ip(self.transport)
 
     # -- shared ----------------------------------------------------------------------
     def init_channel(self, transport: Any) -> None:

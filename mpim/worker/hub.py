@@ -24,11 +24,16 @@ from mpim.worker.channel import Channel
 from mpim.worker.connections import Connections
 from mpim.worker.deadlines import Deadlines
 from mpim.worker.delivery import Delivery
+from mpim.worker.limits import STATS as LIMIT_STATS
 from mpim.worker.link import ClusterLink, StandaloneLink
 from mpim.worker.room import RoomTable
 from mpim.worker.sessions import Sessions
 
-STATS = ("auth_ok", "auth_fail", "kicked", "slow_cut", "bad_input", "refused")
+STATS = (
+    *("auth_ok", "auth_fail", "kicked", "slow_cut", "bad_input", "refused"),
+    *LIMIT_STATS,
+    *("auth_denied", "proxy_refused", "tls_failed"),
+)
 
 
 class Hub:
@@ -51,14 +56,17 @@ class Hub:
         self.registry.on_open(self.deadlines.handshake)
         self.registry.on_forget(self.deadlines.forget)
         self.registry.on_forget(self.sessions.forget)
+        self.sessions.on_auth_failed = lambda channel: self.registry.limits.auth_failed(channel.peer_ip())
         self.link.attach(self.sessions, self.delivery, self)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         self.deadlines.start()
+        self.registry.start()
 
     def stop(self) -> None:
         self.deadlines.stop()
+        self.registry.stop()
         self.delivery.stop()
 
     def reconfigure(self, cfg: Config) -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from itertools import count
 from typing import TYPE_CHECKING
 
 from mpim.auth import Authenticator, AuthError
 from mpim.limits import check_room_id
-from mpim.listen import peer_ip
 from mpim.proto import Frame, Op, RemoteProtocolError, encode
 from mpim.records import Entry
 from mpim.worker.channel import AUTHED, CLOSED, REGISTERING, Channel, parse_op_list
@@ -67,6 +67,7 @@ class Sessions:
         self._accepts: dict[frozenset[int], frozenset[int]] = {}
         self._key_prefix = secrets.token_hex(6) + "-"
         self._key_seq = count(1)
+        self.on_auth_failed: Callable[[Channel], None] = lambda channel: None  # per-IP failure count
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -84,6 +85,7 @@ class Sessions:
         except AuthError as exc:
             self.stats["auth_fail"] += 1
             log.warning("auth refused from %s: %s", channel.peer(), exc)
+            self.on_auth_failed(channel)
             self.registry.close(channel)
             return
         self.stats["auth_ok"] += 1
@@ -94,7 +96,7 @@ class Sessions:
         room = self.rooms.reserve(ident.room) if ident.room else None
         channel.pending = Pending(encode(Op.AUTH_REPLY, b"", frame.ver, frame.seq), room)
         channel.hold()
-        self.link.register(channel, ident.room, peer_ip(channel.transport))
+        self.link.register(channel, ident.room, channel.peer_ip())
 
     def confirmed(self, channel: Channel) -> None:
         """The router filed this channel's request (auth or room change): apply it and answer."""
@@ -180,7 +182,7 @@ class Sessions:
                 room = pending.room.id if isinstance(pending, Pending) and pending.room is not None else ""
             else:
                 continue
-            entries.append(Entry(ch.key, ch.mid, room, peer_ip(ch.transport)))
+            entries.append(Entry(ch.key, ch.mid, room, ch.peer_ip()))
         return entries
 
     def forget(self, channel: Channel) -> None:
