@@ -130,8 +130,8 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from mpim import push
 
-    endpoint = args.endpoint or _load(args.config).ingress.zmq_bind
-    return push.run(args, endpoint)
+    cfg = _load(args.config)
+    return push.run(args, args.endpoint or cfg.ingress.zmq_bind, cfg.ingress.api_key)
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--speed", type=int, default=0, help="push all: connections/s, 0 = unpaced")
     push.add_argument("--endpoint", default="", help="ingress endpoint (default: [ingress] zmq_bind)")
     push.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    push.add_argument(
+        "--api-key", default="", help="the ingress key (default: [ingress] api_key of --config)"
+    )
     push.add_argument("--no-wait", action="store_true", help="fire and forget: ask for no answer")
     return parser
 
