@@ -158,6 +158,16 @@ class Drained(Record, tag=26):
     mark: int
 
 
+class Denied(Record, tag=27):
+    """These :class:`Connect` requests are refused (``reason`` for the log): close those clients.
+
+    A connection key names one user's connection: a key held by another ``mid`` is not taken over.
+    """
+
+    reqs: list[int]
+    reason: str
+
+
 # -- the bus ------------------------------------------------------------------------------
 class PushRoom(Record, tag=40):
     """Room push; the room id is the bus topic."""
@@ -188,7 +198,7 @@ class BusFence(Record, tag=43):
 
 
 WorkerRecord = Hello | Connect | RoomChange | Disconnect | Upstream | Alive | Sync | Bye | Draining | BusSeen
-RouterRecord = PushKeys | Kick | Resync | RoomCounts | Confirmed | FenceRequest | Drained
+RouterRecord = PushKeys | Kick | Resync | RoomCounts | Confirmed | FenceRequest | Drained | Denied
 BusRecord = PushRoom | PushAll | Mark
 
 _encoder = msgspec.msgpack.Encoder()

@@ -39,6 +39,7 @@ from mpim.records import (
     Bye,
     Confirmed,
     Connect,
+    Denied,
     Disconnect,
     Drained,
     Draining,
@@ -183,7 +184,9 @@ class Router:
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._confirm_due: list[Peer] = []
         self.stats = collections.Counter(
-            dict.fromkeys(("records", "bad_records", "resyncs", "expired", "ghost_workers", "refused"), 0)
+            dict.fromkeys(
+                ("records", "bad_records", "resyncs", "expired", "ghost_workers", "refused", "denied"), 0
+            )
         )
 
     @staticmethod
@@ -246,6 +249,10 @@ class Router:
                 self._resync(peer, now, "it was dropped while silent")
         if kind is Connect:
             rec: Any = record
+            held = store.conn_of(rec.key)
+            if held is not None and held.mid != rec.mid:
+                self._deny(peer, rec.req, f"key {rec.key!r} is held by another user (mid {held.mid})")
+                return
             self._kick(store.put(info, rec.key, rec.mid, rec.room, rec.ip, now))
             self._confirm(peer, rec.req, rec.fence)
         elif kind is Disconnect:
@@ -341,6 +348,12 @@ class Router:
             peer.waiting.append((fence, req))
             if self.now - peer.fence_asked >= FENCE_RETRY and self.bus.connected:
                 self._ask_fence(peer)
+
+    def _deny(self, peer: Peer, req: int, reason: str) -> None:
+        """A key claimed by another mid: the old connection stays, the new one is closed."""
+        self.stats["denied"] += 1
+        log.info("denied a connect on worker %s: %s", peer.id, reason)
+        peer.link.send(records.encode(Denied([req], reason)))
 
     def _flush_confirms(self) -> None:
         due, self._confirm_due = self._confirm_due, []

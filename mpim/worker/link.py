@@ -26,6 +26,7 @@ class SessionTarget(Protocol):
     @property
     def online(self) -> int: ...
     def confirmed(self, channel: Channel) -> None: ...
+    def denied(self, channel: Channel, reason: str) -> None: ...
     def kick(self, keys: list[str]) -> None: ...
     def entries(self) -> list[Entry]: ...
 
@@ -61,7 +62,7 @@ class RoomCounter(Protocol):
 
 
 class StandaloneLink:
-    """No router: requests are confirmed at once, upstream messages are logged."""
+    """No router: requests are confirmed at once (never denied), upstream messages are logged."""
 
     def __init__(self) -> None:
         self.sessions: SessionTarget | None = None

@@ -121,6 +121,15 @@ class Sessions:
         channel.send_frame(pending.reply)
         channel.release()
 
+    def denied(self, channel: Channel, reason: str) -> None:
+        """The router refused the registration (a key held by another user): close, like a bad token."""
+        if channel.state == CLOSED:
+            return
+        self.stats["auth_denied"] += 1
+        log.warning("auth denied for %s key=%s mid=%d: %s", channel.peer(), channel.key, channel.mid, reason)
+        self.on_auth_failed(channel)
+        self.registry.close(channel)
+
     def heartbeat(self, channel: Channel) -> None:
         self.deadlines.beat(channel)
         self.link.heartbeat(channel)
