@@ -25,6 +25,7 @@ the TLS handshake fails).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -99,6 +100,8 @@ class _HeaderRead:
 
     def fail(self, why: str, quiet: bool = False) -> None:
         self.done()
+        with contextlib.suppress(OSError):  # take what was sent, so the close is a FIN, not a reset
+            self.sock.recv(_PEEK)
         self.sock.close()
         self.acceptor.refused_proxy(self.peer, why, quiet)
 
