@@ -3,7 +3,8 @@
 Driven by the flood scenario (``python -m bench flood``). From a single source
 address it keeps up to ``--conns`` connections open at once, reopening each as
 soon as the server closes it, at up to ``--rate`` attempts per second (0 = as
-fast as it can). No connection ever authenticates; they take turns at:
+fast as it can). No connection ever authenticates; they take turns at
+(``--mix``, all three by default):
 
 - **hold**: connect and send nothing (costs the server a socket until its
   handshake timeout);
@@ -35,6 +36,7 @@ import uvloop
 
 HOST = "127.0.0.1"
 HOLD_MAX = 30.0  # a held connection is dropped and reopened after this long
+BEHAVIOURS = ("hold", "garbage", "trickle")
 
 
 class Stats:
@@ -49,7 +51,7 @@ class Stats:
 
 
 class Abuser(asyncio.Protocol):
-    def __init__(self, stats: Stats, behaviour: int, rng: random.Random) -> None:
+    def __init__(self, stats: Stats, behaviour: str, rng: random.Random) -> None:
         self.stats = stats
         self.behaviour = behaviour
         self.rng = rng
@@ -63,9 +65,9 @@ class Abuser(asyncio.Protocol):
         self.stats.connected += 1
         self.stats.open += 1
         self.stats.max_open = max(self.stats.max_open, self.stats.open)
-        if self.behaviour == 1:
+        if self.behaviour == "garbage":
             transport.write(self.rng.randbytes(self.rng.randrange(1, 64)))
-        elif self.behaviour == 2:
+        elif self.behaviour == "trickle":
             transport.write(struct.pack(">ihhii", 16 + 4000, 16, 1, 7, 1) + b"{")  # Auth, body never ends
 
     def data_received(self, data: bytes) -> None:
@@ -84,6 +86,7 @@ def _same(protocol: Abuser) -> Abuser:
 async def flood(args: argparse.Namespace, stats: Stats, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     ports = [int(p) for p in args.ports.split(",")]
+    mix = [b for b in args.mix.split(",") if b]
     gap = 1.0 / args.rate if args.rate > 0 else 0.0
     next_at = time.monotonic()
     lock = asyncio.Lock()  # paces attempts over all the slots
@@ -101,7 +104,7 @@ async def flood(args: argparse.Namespace, stats: Stats, stop: asyncio.Event) -> 
                 if wait > 0:
                     await asyncio.sleep(wait)
             turn += 1
-            abuser = Abuser(stats, turn % 3, rng)
+            abuser = Abuser(stats, mix[turn % len(mix)], rng)
             stats.attempts += 1
             try:
                 port = ports[turn % len(ports)]
@@ -166,7 +169,12 @@ def main() -> None:
     p.add_argument("--conns", type=int, default=3000, help="connections kept open (or trying) at once")
     p.add_argument("--rate", type=float, default=0.0, help="attempts per second at most; 0 = unpaced")
     p.add_argument("--seconds", type=float, default=60.0, help="stop after this long (or at stdin EOF)")
+    p.add_argument(
+        "--mix", default=",".join(BEHAVIOURS), help="behaviours taking turns: hold,garbage,trickle"
+    )
     args = p.parse_args()
+    if not args.mix or any(b not in BEHAVIOURS for b in args.mix.split(",")):
+        p.error(f"--mix: a comma-separated list of {', '.join(BEHAVIOURS)}")
     os.environ.setdefault("PYTHONHASHSEED", "0")
     result = uvloop.run(main_async(args))
     print(json.dumps(result), flush=True)

@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transport", choices=["tcp", "ws"], default="tcp", help="of the good clients")
     p.add_argument("--flood-conns", type=int, default=3000, help="connections the flooder keeps at once")
     p.add_argument("--flood-rate", type=float, default=0.0, help="flood attempts/s at most (0 = unpaced)")
+    p.add_argument(
+        "--flood-mix", default="hold,garbage,trickle", help="what flood connections do, taking turns"
+    )
     p.add_argument("--limits", choices=["on", "off", "both"], default="both", help="per-IP limits")
     p.add_argument("--newcomers", type=int, default=200, help="good clients connecting during the flood")
     p.add_argument(
@@ -85,7 +88,7 @@ async def start_flooder(args: Any, server: MpimServer, seconds: float) -> asynci
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.flooder", "--source", FLOOD_SOURCE,
         "--ports", f"{server.tcp_port},{server.ws_port}", "--conns", str(args.flood_conns),
-        "--rate", str(args.flood_rate), "--seconds", str(seconds),
+        "--rate", str(args.flood_rate), "--seconds", str(seconds), "--mix", args.flood_mix,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
 
@@ -195,7 +198,7 @@ async def run(args: Any) -> str:
         f"\n\nGood clients: {args.conns:,} {args.transport} in one room from {GOOD_NETWORK} (exempt), "
         f"{args.rate:g} room pushes/s of {args.size} bytes, {args.duration:g} s measured per phase. "
         f"Flood: one address ({FLOOD_SOURCE}) keeping up to {args.flood_conns:,} unauthenticated "
-        f"connections at once on the TCP and WebSocket ports (silent, garbage, never-ending frames), "
+        f"connections at once on the TCP and WebSocket ports ({args.flood_mix}), "
         f"{'unpaced' if not args.flood_rate else f'at most {args.flood_rate:g} attempts/s'}. "
         f"{args.newcomers} good newcomers connect near the end of the flood"
         + (f"; `[server] max_connections = {args.max_connections}`" if args.max_connections else "")
