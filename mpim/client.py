@@ -207,6 +207,8 @@ async def _open(address: str, timeout: float, cafile: str = "") -> tuple[Client,
             return await connect_ws(address, open_timeout=timeout, ssl=tls), where
         except TimeoutError:  # before OSError, its base class
             raise WatchError(f"no WebSocket upgrade from {where} within {timeout:g}s") from None
+        except ssl.SSLError as exc:  # an OSError too
+            raise WatchError(f"TLS with {where} failed: {exc.reason or exc}") from None
         except OSError as exc:
             raise WatchError(f"cannot connect to {where}: {_os_reason(exc)}") from None
         except InvalidStatus as exc:
@@ -216,8 +218,6 @@ async def _open(address: str, timeout: float, cafile: str = "") -> tuple[Client,
             raise WatchError(
                 f"no WebSocket upgrade from {where} ({exc}) — is that the TCP port? use {where} without ws://"
             ) from None
-        except ssl.SSLError as exc:
-            raise WatchError(f"TLS with {where} failed: {exc.reason or exc}") from None
     host, _, port = address.removeprefix("tls://").rpartition(":")
     if not port.isdigit():
         raise WatchError(f"bad address {address!r}: expected host:port or ws://host:port/sub")

@@ -383,3 +383,36 @@ def test_a_closed_connection_gives_its_place_back(tmp_path: Path) -> None:
             await third.auth({"mid": 3})
 
     run(scenario)
+
+
+def test_mpim_client_over_tls_and_wss(tmp_path: Path) -> None:
+    """`mpim client tls://...` / `wss://...` with --cafile; a CA it does not trust is one clear line."""
+    import io
+
+    from mpim.client import WatchError, watch
+
+    certs = issue(tmp_path)
+    ca = tmp_path / "ca.pem"
+    certs.ca.cert_pem.write_to_path(str(ca))
+    stranger = issue(tmp_path / "other")
+    other_ca = tmp_path / "other-ca.pem"
+    stranger.ca.cert_pem.write_to_path(str(other_ca))
+
+    async def scenario() -> None:
+        async with serving(local_config(**tls_sections(certs))) as srv:
+            tls_port, wss_port = ports(srv)
+            for address in (f"tls://localhost:{tls_port}", f"wss://localhost:{wss_port}/sub"):
+                out = io.StringIO()
+                token = '{"mid":1,"key":"cli","accepts":[1000]}'
+                task = asyncio.create_task(watch(address, token, count=1, out=out, cafile=str(ca)))
+                await srv.settle(lambda: srv.hub.online == 1)
+                srv.hub.push_keys(1000, ["cli"], b"over tls")
+                assert await task == 0
+                assert "push op=1000 body=over tls" in out.getvalue()
+                await srv.settle(lambda: srv.hub.online == 0)
+                with pytest.raises(
+                    WatchError, match=r"TLS with localhost:\d+ failed: CERTIFICATE_VERIFY_FAILED"
+                ):
+                    await watch(address, token, count=1, out=io.StringIO(), cafile=str(other_ca))
+
+    run(scenario)
