@@ -68,7 +68,7 @@ def test_push_api_off_loopback_refuses_without_the_key_and_accepts_with_it(tmp_p
 
     try:
         run(main())
-        assert "INSECURE: the ZeroMQ ingress on tcp://0.0.0.0:" in srv.log()
+        srv.wait_log("INSECURE: the ZeroMQ ingress on tcp://0.0.0.0:")
         assert "INSECURE: the push API" not in srv.log()
     finally:
         srv.stop()
@@ -182,7 +182,7 @@ def test_the_router_files_the_client_ip_from_the_proxy_header(tmp_path: Path) ->
 
     try:
         run(main())
-        assert "refusing 127.0.0.1: on a PROXY listener: no PROXY header" in srv.log()
+        srv.wait_log("refusing 127.0.0.1: on a PROXY listener: no PROXY header")
     finally:
         srv.stop()
 
@@ -210,7 +210,7 @@ def test_a_key_held_by_another_user_is_denied_across_workers(tmp_path: Path) -> 
 
     try:
         run(main())
-        assert "key 'shared' is held by another user (mid 1)" in srv.log()
+        srv.wait_log("key 'shared' is held by another user (mid 1)")
     finally:
         srv.stop()
 
