@@ -201,6 +201,16 @@ class Drained(Record, tag=26):
     mark: int
 
 
+class Denied(Record, tag=27):
+    """These :class:`Connect` requests are refused (``reason`` for the log): close those clients.
+
+    A connection key names one user's connection: a key held by another ``mid`` is not taken over.
+    """
+
+    reqs: list[int]
+    reason: str
+
+
 class InboxEntry(msgspec.Struct, array_like=True):
     seq: int
     op: int
@@ -312,7 +322,9 @@ WorkerRecord = (
     | Acked
     | Chat
 )
-RouterRecord = PushKeys | Kick | Resync | RoomCounts | Confirmed | FenceRequest | Drained | Replayed | ChatAck
+RouterRecord = (
+    PushKeys | Kick | Resync | RoomCounts | Confirmed | FenceRequest | Drained | Replayed | ChatAck | Denied
+)
 BusRecord = PushRoom | PushAll | Mark
 
 _encoder = msgspec.msgpack.Encoder()

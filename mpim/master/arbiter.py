@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mpim.config import Config, ConfigError
+from mpim.listen import client_listeners
 from mpim.master import reload, status
 from mpim.master.children import (
     BOOTING,
@@ -62,7 +63,7 @@ class PendingReload:
 
 
 def addresses(cfg: Config) -> str:
-    return ", ".join([f"tcp {a}" for a in cfg.tcp.bind] + [f"ws {a}" for a in cfg.websocket.bind])
+    return ", ".join(lis.describe() for lis in client_listeners(cfg))
 
 
 class Arbiter:

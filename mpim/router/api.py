@@ -143,6 +143,13 @@ def room_id(typ: str, room: str) -> str:
 Handler = Callable[[dict[str, list[str]], bytes], Answer]
 
 
+def wss_listening(cfg: Config) -> int:
+    """The port of the first WSS listener, or 0 when none listens (no certificate, no tls_bind)."""
+    if cfg.tls.cert_file and cfg.websocket.tls_bind:
+        return parse_address(cfg.websocket.tls_bind[0])[1]
+    return 0
+
+
 class PushApi:
     def __init__(self, cfg: Config, router: Router) -> None:
         self.cfg = cfg
@@ -291,7 +298,7 @@ class PushApi:
             "domain": domain,
             "tcp_port": parse_address(cfg.tcp.bind[0])[1] if cfg.tcp.bind else 0,
             "ws_port": parse_address(cfg.websocket.bind[0])[1] if cfg.websocket.bind else 0,
-            "wss_port": nc.wss_port,
+            "wss_port": nc.wss_port or wss_listening(cfg),
             "heartbeat": int(cfg.protocol.heartbeat),
             "heartbeat_max": cfg.protocol.heartbeat_max,
             "nodes": nodes,

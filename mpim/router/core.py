@@ -42,6 +42,7 @@ from mpim.records import (
     ChatAck,
     Confirmed,
     Connect,
+    Denied,
     Disconnect,
     Drained,
     Draining,
@@ -201,7 +202,9 @@ class Router:
         self.backend = backend
         self.cluster: HostCluster | None = None  # set when [cluster] redis joins several hosts
         self.stats = collections.Counter(
-            dict.fromkeys(("records", "bad_records", "resyncs", "expired", "ghost_workers", "refused"), 0)
+            dict.fromkeys(
+                ("records", "bad_records", "resyncs", "expired", "ghost_workers", "refused", "denied"), 0
+            )
         )
 
     @staticmethod
@@ -270,6 +273,10 @@ class Router:
         cluster = self.cluster
         if kind is Connect:
             rec: Any = record
+            held = store.conn_of(rec.key)
+            if held is not None and held.mid != rec.mid:
+                self._deny(peer, rec.req, f"key {rec.key!r} is held by another user (mid {held.mid})")
+                return
             self._kick(store.put(info, rec.key, rec.mid, rec.room, rec.ip, now))
             if cluster is not None:
                 cluster.connected(rec.key, rec.mid)
@@ -445,6 +452,12 @@ class Router:
                 self._flush_confirms()
 
         ready.add_done_callback(go)
+
+    def _deny(self, peer: Peer, req: int, reason: str) -> None:
+        """A key claimed by another mid: the old connection stays, the new one is closed."""
+        self.stats["denied"] += 1
+        log.info("denied a connect on worker %s: %s", peer.id, reason)
+        peer.link.send(records.encode(Denied([req], reason)))
 
     def _flush_confirms(self) -> None:
         due, self._confirm_due = self._confirm_due, []

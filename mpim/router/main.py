@@ -27,10 +27,10 @@ from mpim import log as mlog
 from mpim import signals, stream
 from mpim.bus import SocketReader
 from mpim.cluster import ClusterError, connect_redis
-from mpim.config import Config, ConfigError
+from mpim.config import Config, ConfigError, is_loopback, parse_address
 from mpim.inbox import Inbox, InboxError, open_inbox
 from mpim.inbox.redis import open_redis_inbox
-from mpim.listen import BindError, listen_socket
+from mpim.listen import BindError, listen_socket, zmq_tcp_address
 from mpim.master.reload import pin_bus_keys
 from mpim.master.status import EXIT_BOOT_ERROR
 from mpim.router.api import PushApi
@@ -69,6 +69,29 @@ class _Every:
 
     def cancel(self) -> None:
         self._handle.cancel()
+
+
+def warn_if_open(cfg: Config) -> None:
+    """``insecure_open``: one loud line per start (and reload) while anyone may push."""
+    host = parse_address(cfg.http.bind)[0]
+    if cfg.http.insecure_open and not cfg.http.api_key and not is_loopback(host):
+        log.warning(
+            "INSECURE: the push API on %s has no api_key ([http] insecure_open = true): "
+            "anyone who can reach it can push to every client",
+            cfg.http.bind,
+        )
+    zmq = zmq_tcp_address(cfg.ingress.zmq_bind)
+    if (
+        cfg.ingress.insecure_open
+        and not cfg.ingress.api_key
+        and zmq
+        and not is_loopback(parse_address(zmq)[0])
+    ):
+        log.warning(
+            "INSECURE: the ZeroMQ ingress on %s has no api_key ([ingress] insecure_open = true): "
+            "anyone who can reach it can push to every client",
+            cfg.ingress.zmq_bind,
+        )
 
 
 class RouterProcess:
@@ -149,7 +172,7 @@ class RouterProcess:
                 http_sock.close()
                 raise BindError(str(exc)) from None
         self.http = HttpState(cfg, PushApi(cfg, router), loop)
-        self.ingress = Ingress(router, cfg.http.max_body)
+        self.ingress = Ingress(router, cfg.http.max_body, cfg.ingress.api_key)
         try:
             self._servers.append(await stream.serve(loop, self.endpoints.router, lambda: WorkerConn(router)))
         except OSError as exc:
@@ -179,6 +202,7 @@ class RouterProcess:
             cfg.ingress.zmq_bind or "off",
             self.endpoints.router,
         )
+        warn_if_open(cfg)
 
     def _http_protocol(self) -> HttpProtocol:
         assert self.http is not None
@@ -230,6 +254,8 @@ class RouterProcess:
         self.http.reconfigure(new)
         self.http.api.cfg = new
         self.ingress.max_body = new.http.max_body
+        self.ingress.api_key = new.ingress.api_key
+        warn_if_open(new)
         rc = new.router
         for timer, interval in zip(self._timers, (rc.sweep_interval, rc.online_interval), strict=False):
             timer.interval = interval

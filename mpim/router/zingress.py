@@ -9,7 +9,9 @@ holding a msgpack map::
     {"kind": "all",  "op": 1000, "speed": 0, "body": b"..."}
 
 plus optional ``"id"`` (any value, echoed in the reply) and ``"reply": false``
-(fire and forget: no answer is sent). ``body`` may be bytes or a UTF-8 string;
+(fire and forget: no answer is sent). With ``[ingress] api_key`` set, every
+request must carry it as ``"api_key"`` (compared in constant time), or it is
+refused with -401. ``body`` may be bytes or a UTF-8 string;
 ``room`` is a full room id (``type://id``). The reply is one msgpack map
 ``{"id": ..., "code": 0, "message": "", "data": ...}`` with the HTTP API's codes:
 -400 for a malformed request, -413 for a body over ``[http] max_body``, -503 /
@@ -22,6 +24,7 @@ reply arrives in time.)
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 from collections.abc import Callable
@@ -43,6 +46,7 @@ class _Request(msgspec.Struct, tag_field="kind", kw_only=True):
     body: Any = b""  # bytes or str (msgspec cannot decode that union itself)
     id: Any = None
     reply: bool = True
+    api_key: str = ""
 
 
 class KeysRequest(_Request, tag="keys"):
@@ -132,9 +136,10 @@ Send = Callable[[list[bytes]], None]
 
 
 class Ingress:
-    def __init__(self, router: Router, max_body: int) -> None:
+    def __init__(self, router: Router, max_body: int, api_key: str = "") -> None:
         self.router = router
         self.max_body = max_body
+        self.api_key = api_key
         self.requests = 0
         self.refused = 0
 
@@ -148,6 +153,9 @@ class Ingress:
             if message.startswith("request: expected `object`"):
                 message = "request must be a msgpack map; " + message
             return self._refuse(payload, -400, message, _request_id(payload)), True
+        if self.api_key and not hmac.compare_digest(req.api_key.encode(), self.api_key.encode()):
+            why = "api_key: missing" if not req.api_key else "api_key: wrong key"
+            return self._refuse(payload, -401, why, req.id), req.reply
         try:
             data = self._push(req)
         except BadRequest as exc:

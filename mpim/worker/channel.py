@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from mpim.config import Config
 from mpim.limits import INT32, in_range
-from mpim.listen import peer_name
+from mpim.listen import Origin, peer_ip, peer_name
 from mpim.proto import Frame, Op, RemoteProtocolError, encode, encode_heartbeat_reply
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ CHANNEL_SLOTS = (
     "quota",
     "quota_bytes",
     "quota_at",
+    "origin",
 )
 
 
@@ -133,6 +134,10 @@ class Channel:
     quota: float  # upstream token buckets (frames, bytes) and when they were last filled
     quota_bytes: float
     quota_at: float
+    origin: Origin | None  # the client's address when the transport's peer is not it (PROXY), or None
+
+    def __init__(self, origin: Origin | None = None) -> None:
+        self.origin = origin
 
     # -- implemented by the adapters ---------------------------------------------
     def send_frame(self, frame: bytes) -> None:
@@ -144,7 +149,13 @@ class Channel:
         raise NotImplementedError
 
     def peer(self) -> str:
-        return peer_name(self.transport)
+        origin = self.origin
+        return str(origin) if origin is not None else peer_name(self.transport)
+
+    def peer_ip(self) -> str:
+        """The client's IP (from the PROXY header on a PROXY listener), for limits and the router."""
+        origin = self.origin
+        return origin.ip if origin is not None else peer_ip(self.transport)
 
     # -- shared ----------------------------------------------------------------------
     def init_channel(self, transport: Any) -> None:

@@ -24,6 +24,7 @@ from mpim.worker.channel import Channel
 from mpim.worker.connections import Connections
 from mpim.worker.deadlines import Deadlines
 from mpim.worker.delivery import Delivery
+from mpim.worker.limits import STATS as LIMIT_STATS
 from mpim.worker.link import ClusterLink, StandaloneLink
 from mpim.worker.reliable import ReliableDelivery
 from mpim.worker.room import RoomTable
@@ -31,20 +32,19 @@ from mpim.worker.sessions import Sessions
 from mpim.worker.upstream import UpstreamService
 
 STATS = (
-    "auth_ok",
-    "auth_fail",
-    "kicked",
-    "slow_cut",
-    "bad_input",
-    "refused",
-    "reliable_sent",
-    "resumes",
-    "unrecovered",
-    "ack_cut",
-    "messages",
-    "unconfirmed",
-    "rate_cut",
-    "replay_cut",
+    *("auth_ok", "auth_fail", "kicked", "slow_cut", "bad_input", "refused"),
+    *LIMIT_STATS,
+    *("auth_denied", "proxy_refused", "tls_failed"),
+    *(
+        "reliable_sent",
+        "resumes",
+        "unrecovered",
+        "ack_cut",
+        "messages",
+        "unconfirmed",
+        "rate_cut",
+        "replay_cut",
+    ),
 )
 
 
@@ -80,14 +80,17 @@ class Hub:
         self.registry.on_open(self.deadlines.handshake)
         self.registry.on_forget(self.deadlines.forget)
         self.registry.on_forget(self.sessions.forget)
+        self.sessions.on_auth_failed = lambda channel: self.registry.limits.auth_failed(channel.peer_ip())
         self.link.attach(self.sessions, self.delivery, self)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         self.deadlines.start()
+        self.registry.start()
 
     def stop(self) -> None:
         self.deadlines.stop()
+        self.registry.stop()
         self.delivery.stop()
 
     def reconfigure(self, cfg: Config) -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from itertools import count
 from typing import TYPE_CHECKING
 
 from mpim.auth import Authenticator, AuthError
 from mpim.limits import check_room_id
-from mpim.listen import peer_ip
 from mpim.proto import Frame, Op, RemoteProtocolError, encode
 from mpim.records import Entry
 from mpim.worker.channel import AUTHED, CLOSED, REGISTERING, Channel, parse_op_list
@@ -71,14 +71,15 @@ class Sessions:
         self.stats = stats
         self.delivery = reliable_delivery
         self.messages = upstream_service
-        self.auth = Authenticator(cfg.auth.mode, cfg.auth.secret)
+        self.auth = Authenticator.from_config(cfg.auth)
         self._accepts: dict[frozenset[int], frozenset[int]] = {}
         self._key_prefix = secrets.token_hex(6) + "-"
         self._key_seq = count(1)
+        self.on_auth_failed: Callable[[Channel], None] = lambda channel: None  # per-IP failure count
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.auth = Authenticator(cfg.auth.mode, cfg.auth.secret)
+        self.auth = Authenticator.from_config(cfg.auth)
 
     @property
     def online(self) -> int:
@@ -92,6 +93,7 @@ class Sessions:
         except AuthError as exc:
             self.stats["auth_fail"] += 1
             log.warning("auth refused from %s: %s", channel.peer(), exc)
+            self.on_auth_failed(channel)
             self.registry.close(channel)
             return
         self.stats["auth_ok"] += 1
@@ -105,7 +107,7 @@ class Sessions:
         room = self.rooms.reserve(ident.room) if ident.room else None
         channel.pending = Pending(encode(Op.AUTH_REPLY, b"", frame.ver, frame.seq), room, frame.seq)
         channel.hold()
-        self.link.register(channel, ident.room, peer_ip(channel.transport))
+        self.link.register(channel, ident.room, channel.peer_ip())
 
     def confirmed(self, channel: Channel) -> None:
         """The router filed this channel's request (auth or room change): apply it and answer."""
@@ -130,6 +132,15 @@ class Sessions:
             self.rooms.unreserve(room)
         channel.send_frame(pending.reply)
         channel.release()
+
+    def denied(self, channel: Channel, reason: str) -> None:
+        """The router refused the registration (a key held by another user): close, like a bad token."""
+        if channel.state == CLOSED:
+            return
+        self.stats["auth_denied"] += 1
+        log.warning("auth denied for %s key=%s mid=%d: %s", channel.peer(), channel.key, channel.mid, reason)
+        self.on_auth_failed(channel)
+        self.registry.close(channel)
 
     def heartbeat(self, channel: Channel) -> None:
         self.deadlines.beat(channel)
@@ -209,7 +220,7 @@ class Sessions:
                 room = pending.room.id if isinstance(pending, Pending) and pending.room is not None else ""
             else:
                 continue
-            entries.append(Entry(ch.key, ch.mid, room, peer_ip(ch.transport)))
+            entries.append(Entry(ch.key, ch.mid, room, ch.peer_ip()))
         return entries
 
     def forget(self, channel: Channel) -> None:

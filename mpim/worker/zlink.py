@@ -43,6 +43,7 @@ from mpim.records import (
     ChatAck,
     Confirmed,
     Connect,
+    Denied,
     Disconnect,
     Drained,
     Draining,
@@ -326,6 +327,16 @@ class HostLink:
         if call is not None and call[0].state != CLOSED:
             call[1](record)
 
+    def _denied(self, reqs: list[int], reason: str) -> None:
+        assert self.sessions is not None
+        for req in reqs:
+            channel = self._reqs.pop(req, None)
+            self._req_records.pop(req, None)
+            self._req_fence.pop(req, None)
+            if channel is not None:
+                self._req_of.pop(channel, None)
+                self.sessions.denied(channel, reason)
+
     # -- session events -------------------------------------------------------------------------
     def disconnected(self, channel: Channel) -> None:
         self._beats.discard(channel.key)
@@ -413,6 +424,8 @@ class HostLink:
             self.delivery.push_keys(record.op, record.keys, record.body, record.seq)  # type: ignore[union-attr]
         elif kind is Confirmed:
             self._confirmed(record.reqs)  # type: ignore[union-attr]
+        elif kind is Denied:
+            self._denied(record.reqs, record.reason)  # type: ignore[union-attr]
         elif kind is Kick:
             self.sessions.kick(record.keys)  # type: ignore[union-attr]
         elif kind is RoomCounts:

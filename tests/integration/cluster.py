@@ -21,6 +21,9 @@ def start_master(tmp: Path, workers: int, **sections: dict[str, Any]) -> ServerP
     server: dict[str, Any] = {"workers": workers, "graceful_timeout": 5.0, "worker_timeout": 10.0}
     router = {**ROUTER, **sections.pop("router", {})}
     srv = ServerProcess(tmp, "master", {"server": server, "router": router, **sections})
+    bind = sections.get("http", {}).get("bind")
+    if bind:  # the test chose the push API's address itself
+        srv.http_port = int(str(bind).rpartition(":")[2])
     srv.start(wait=False)
     srv.wait_log("bound:", timeout=30)
     wait_port(srv.http_port, timeout=30, proc=srv.proc)  # the router may come up after the workers

@@ -157,6 +157,11 @@ def test_a_master_restart_loses_nothing_the_inbox_accepted(tmp_path: Path) -> No
         await session.close()
         await asyncio.wait_for(task, 10)
         position.append((session.epoch, session.seq))
+
+        async def gone() -> bool:
+            return bool((await c.get("/goim/online/total"))["conn_count"] == 0)
+
+        await until(gone, what="the router to see the client go")
         for i in range(20):  # the client is away: stored only
             answer = await c.post(f"/goim/push/mids?operation=1000&mids={MID}", b"away-%d" % i)
             assert answer["connections"] == 0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -129,7 +130,7 @@ def test_nodes_weighted_shape() -> None:
         "domain": "conn.example",
         "tcp_port": 4101,
         "ws_port": 4102,
-        "wss_port": 3103,
+        "wss_port": 0,  # no certificate: WSS does not listen
         "heartbeat": 240,
         "heartbeat_max": 2,
         "nodes": ["conn.example"],
@@ -137,6 +138,18 @@ def test_nodes_weighted_shape() -> None:
     }
     _, android = a.call("GET", "/goim/nodes/weighted?platform=android")
     assert android["data"]["nodes"] == ["10.0.0.1:4101", "10.0.0.2:4101"]
+
+
+def test_wss_port_is_advertised_only_when_wss_listens(tmp_path: Path) -> None:
+    from tests.certs import issue
+
+    certs = issue(tmp_path)
+    wss = Api(tls=certs.tls(), websocket={"tls_bind": ["0.0.0.0:4103"]})
+    assert wss.call("GET", "/goim/nodes/weighted")[1]["data"]["wss_port"] == 4103
+    balancer = Api(nodes={"wss_port": 443})  # TLS ends at a load balancer: its port, as configured
+    assert balancer.call("GET", "/goim/nodes/weighted")[1]["data"]["wss_port"] == 443
+    no_listener = Api(tls=certs.tls(), websocket={"tls_bind": []})
+    assert no_listener.call("GET", "/goim/nodes/weighted")[1]["data"]["wss_port"] == 0
 
 
 def test_mpim_session_and_workers() -> None:

@@ -13,6 +13,7 @@ from mpim.records import (
     BusSeen,
     Bye,
     Confirmed,
+    Denied,
     Disconnect,
     Drained,
     Draining,
@@ -132,6 +133,36 @@ def test_same_key_on_another_worker_kicks_the_old_one(h: Harness) -> None:
     h.send(w1, Disconnect("k"))  # the kicked connection's goodbye changes nothing
     conn = h.table.conn_of("k")
     assert conn is not None and conn.worker.name == "w2"
+
+
+def test_a_key_held_by_another_mid_is_denied_and_the_holder_keeps_it(h: Harness) -> None:
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    h.connect(w1, "k", 7, "live://1")
+    w1.take()
+    req = h.connect(w2, "k", 8, "live://2")  # another user claims the key (on another worker)
+    [denied] = w2.take()
+    assert denied == Denied([req], "key 'k' is held by another user (mid 7)")
+    assert w1.take() == []  # no kick: the holder stays
+    conn = h.table.conn_of("k")
+    assert conn is not None and (conn.mid, conn.worker.name, conn.room) == (7, "w1", "live://1")
+    assert h.router.push_keys(1000, ["k"], b"x") == 1 and w1.take() == [PushKeys(1000, ["k"], b"x")]
+    assert h.mids(1000, [8], b"x") == 0
+    same = h.connect(w1, "k", 8)  # on the holder's own worker too
+    assert w1.take() == [Denied([same], "key 'k' is held by another user (mid 7)")]
+    assert h.router.stats["denied"] == 2
+
+
+def test_a_released_key_can_be_taken_by_another_mid(h: Harness) -> None:
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    h.connect(w1, "k", 0)  # mid 0 (anonymous) holds a key like anyone
+    w1.take()
+    h.connect(w2, "k", 5)
+    assert [type(r) for r in w2.take()] == [Denied]
+    h.send(w1, Disconnect("k"))
+    req = h.connect(w2, "k", 5)
+    assert w2.take() == [Confirmed([req])]
+    conn = h.table.conn_of("k")
+    assert conn is not None and conn.mid == 5
 
 
 def test_room_counts_go_to_the_workers_with_members(h: Harness) -> None:
