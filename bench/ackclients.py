@@ -97,7 +97,7 @@ class AckTally(Tally):
 
     __slots__ = (
         "ack_hist", "acks", "chat_acked", "chat_refused", "chat_sent", "first_refusal", "own_hist",
-        "own_recv", "peer_seen", "resumes", "seq_dups", "seq_gaps",
+        "own_recv", "pair_checked", "peer_seen", "resumes", "seq_dups", "seq_gaps",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -111,6 +111,7 @@ class AckTally(Tally):
         self.chat_refused = 0
         self.first_refusal = ""
         self.own_recv = 0  # the sender's own copies (also in recv)
+        self.pair_checked = 0  # recipient copies that followed an earlier message of their pair
         self.ack_hist: dict[int, int] = {}
         self.own_hist: dict[int, int] = {}
         self.peer_seen: set[tuple[int, int, int]] = set()  # (recipient, sender, n) of this phase
@@ -120,7 +121,7 @@ class AckTally(Tally):
         out.update(
             acks=self.acks, resumes=self.resumes, seq_gaps=self.seq_gaps, seq_dups=self.seq_dups,
             chat_sent=self.chat_sent, chat_acked=self.chat_acked, chat_refused=self.chat_refused,
-            own_recv=self.own_recv, first_refusal=self.first_refusal,
+            own_recv=self.own_recv, pair_checked=self.pair_checked, first_refusal=self.first_refusal,
         )  # fmt: skip
         return out
 
@@ -235,6 +236,8 @@ class Reliable:
             return
         seen.add(key)
         last = self.peer_last.get(sender, -1)
+        if last >= 0:
+            tally.pair_checked += 1
         if n > last:
             self.peer_last[sender] = n
         else:

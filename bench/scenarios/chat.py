@@ -80,6 +80,7 @@ class ChatResult:
     first_refusal: str
     received: int  # both copies
     own: int  # the senders' own copies
+    pair_checked: int  # recipient copies that followed an earlier message of their pair
     expected: int
     lost: int
     dup: int
@@ -136,6 +137,7 @@ def summarize(
         first_refusal=next((str(r["first_refusal"]) for r in reports if r.get("first_refusal")), ""),
         received=received,
         own=merge_counts(reports, "own_recv"),
+        pair_checked=merge_counts(reports, "pair_checked"),
         expected=expected,
         lost=max(0, expected - distinct),
         dup=dup,
@@ -269,6 +271,7 @@ async def case(args: Any, workers: int) -> list[ChatResult]:
 async def run(args: Any) -> str:
     rows: list[tuple[Any, ...]] = []
     splits: list[str] = []
+    checks: list[str] = []
     profiles: list[tuple[str, str]] = []
     transport = "tcp+ws" if args.transport == "mixed" else args.transport
     rates = rates_of(args)
@@ -282,12 +285,18 @@ async def run(args: Any) -> str:
             rows.append(row(workers, transport, args.conns, result))
             label = f"{workers}w" + (f" {rate:g}/s" if len(rates) > 1 else "")
             splits.append(f"{label}: {cpu_split(result.usage)}")
+            checks.append(f"{label} {result.pair_checked:,} of {result.received - result.own:,}")
             if result.profile:
                 profiles.append((label, result.profile))
     text = table(HEADER, rows)
     text += "\n\nServer CPU seconds per process during the measured phase:\n\n"
     text += "\n".join(f"- {s}" for s in splits)
     text += "".join(f"\n\n{label}: {profile}" for label, profile in profiles)
+    text += (
+        "\n\nRecipient copies that followed an earlier message of the same sender -> recipient pair "
+        f"(where the pair order was checked): {'; '.join(checks)}. Every sender's own copies are checked "
+        "against its sending order."
+    )
     return text + (
         f'\n\n`[upstream] ack = "{args.upstream_ack}"`; each user writes to '
         + (f"{args.contacts} fixed contacts" if args.contacts > 0 else "anyone")

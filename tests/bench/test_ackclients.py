@@ -150,7 +150,7 @@ def test_chat_copies_acks_and_order() -> None:
         assert "-429" in t.first_refusal and sum(t.ack_hist.values()) == 2
         # from user 7: n 0, 2, then 1 late (reorder), then 2 again under a new seq (dup); one for user 8
         me.data_received(copy(2, 7, 0) + copy(3, 7, 2) + copy(4, 7, 1) + copy(5, 7, 2) + copy(6, 8, 0))
-        assert (t.recv, t.reorder, t.dup, t.misdelivered) == (6, 1, 1, 0)
+        assert (t.recv, t.reorder, t.dup, t.misdelivered, t.pair_checked) == (6, 1, 1, 0, 2)
         me.data_received(copy(7, 8, 1, to=5))  # neither from nor to me
         assert t.misdelivered == 1
         assert sink.frames()[-1] == (OP_ACK, 7, b"")
