@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench import schedwait
 from bench.ackclients import merge_named_hist
 from bench.fleet import Fleet
 from bench.report import append, progress, table
@@ -49,7 +50,7 @@ HEADER = (
     "workers", "transport", "users", "messages/s", "deliveries/s", "server CPU %",
     "deliveries / server CPU-s", "router µs / message", "p50 ms", "p99 ms", "max ms", "own copy p99 ms",
     "ack p50 ms", "ack p99 ms", "ack max ms", "lost", "dup", "reorder", "seq gaps", "refused",
-    "generators CPU %",
+    "generators CPU %", "server run-queue wait %",
 )  # fmt: skip
 
 
@@ -98,6 +99,7 @@ class ChatResult:
     usage: Usage
     profile: str = ""
     reports: list[dict[str, Any]] = field(default_factory=list)
+    run_queue: float = float("nan")  # seconds the server processes waited for a CPU
 
     @property
     def per_second(self) -> float:
@@ -172,7 +174,7 @@ def row(workers: int, transport: str, users: int, r: ChatResult) -> tuple[Any, .
         workers, transport, users, r.rate, r.per_second, 100 * r.usage.cpu / r.seconds, r.per_cpu,
         quotient(1e6 * r.usage.cpu_of("router"), r.sent), ms * r.p50, ms * r.p99, ms * r.max,
         ms * r.own_p99, ms * r.ack_p50, ms * r.ack_p99, ms * r.ack_max, r.lost, r.dup, r.reorder,
-        r.seq_gaps, r.refused, 100 * r.usage.client_cpu / r.seconds,
+        r.seq_gaps, r.refused, 100 * r.usage.client_cpu / r.seconds, 100 * r.run_queue / r.seconds,
     )  # fmt: skip
 
 
@@ -248,6 +250,7 @@ async def case(args: Any, workers: int) -> list[ChatResult]:
                 await settle(fleet)
             await fleet.all({"cmd": "reset"})
             meter.start()
+            queued = schedwait.sample(meter.group.names)
             ticker = asyncio.create_task(report_progress(fleet, meter, args.duration))
             spy = asyncio.create_task(profiled(meter, spied, args.duration, args.native)) if spied else None
             try:
@@ -257,9 +260,11 @@ async def case(args: Any, workers: int) -> list[ChatResult]:
             finally:
                 ticker.cancel()
             usage = meter.stop()
+            run_queue = schedwait.waited(queued, schedwait.sample(meter.group.names))
             profile_text = await spy if spy is not None else ""
             reports = await fleet.all({"cmd": "finish"})
             result = summarize(reports, sent, seconds, usage, profile_text)
+            result.run_queue = run_queue
             if result.refused:
                 progress(f"  warning: {result.refused} messages refused, first: {result.first_refusal}")
             if result.closed:
@@ -304,7 +309,10 @@ async def run(args: Any) -> str:
         "connections. Deliveries count both copies of a message (the recipient's and the sender's own); "
         "p50/p99/max: send -> the recipient's receive; own copy: send -> the sender's receive; ack: send "
         "-> op 5 (or the echo). Lost: copies of accepted messages that never came; reorder: per sender -> "
-        "recipient pair and of the sender's own copies; seq gaps: stream seqs skipped in the users' headers."
+        "recipient pair and of the sender's own copies; seq gaps: stream seqs skipped in the users' headers. "
+        "Server run-queue wait: the time the server processes were runnable but waited for a CPU "
+        "(`/proc/<pid>/schedstat`), in % of the measured time summed over the processes: on this shared "
+        "VM, latency is the scheduler's when it is high."
     )
 
 

@@ -283,3 +283,13 @@ def test_cli_of_the_new_scenarios() -> None:
     assert (a.conns, a.transport, a.contacts, a.upstream_ack) == (2000, "mixed", 4, "only")
     with pytest.raises(SystemExit):
         parser().parse_args(["chat", "--upstream-ack", "rigor"])
+
+
+def test_run_queue_wait_is_read_per_process() -> None:
+    import os
+
+    from bench import schedwait
+
+    mine = schedwait.sample([os.getpid(), 0])  # (pid 0 has no /proc entry: skipped)
+    assert list(mine) == [os.getpid()] and mine[os.getpid()] >= 0
+    assert schedwait.waited({1: 0.5, 2: 1.0}, {1: 0.75, 3: 9.0}) == 0.25
