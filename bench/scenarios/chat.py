@@ -211,12 +211,12 @@ async def settle(fleet: Fleet, timeout: float = 15.0, still: float = 1.5) -> dic
 
 async def case(args: Any, workers: int) -> list[ChatResult]:
     """Start mpim, connect the users, run every rate; a result per rate."""
-    sections = mpim_overrides(args)
-    sections["upstream"] = {"ack": args.upstream_ack}
-    server = make_mpim(args, workers, sections)
     conns = args.conns
     if conns < 2:
         raise ValueError("chat needs at least 2 users")
+    sections = mpim_overrides(args)
+    sections["upstream"] = {"ack": args.upstream_ack}
+    server = make_mpim(args, workers, sections)
     check_capacity(server, conns)
     if args.transport == "mixed":
         kinds = [("tcp", conns // 2), ("ws", conns - conns // 2)]
