@@ -16,7 +16,7 @@ from typing import Any
 
 import uvloop
 
-from bench.scenarios import broadcast, capacity, fanout, flood, idle, ingress, unicast
+from bench.scenarios import broadcast, capacity, chat, fanout, flood, idle, ingress, reliable, unicast
 from bench.servers import Missing
 
 SCENARIOS: dict[str, ModuleType] = {
@@ -27,6 +27,8 @@ SCENARIOS: dict[str, ModuleType] = {
     "ingress": ingress,
     "idle": idle,
     "flood": flood,
+    "reliable": reliable,
+    "chat": chat,
 }
 
 
