@@ -103,6 +103,16 @@ def parse_query(raw: bytes) -> dict[str, list[str]]:
     """``a=1&b=x&b=y`` -> ``{"a": ["1"], "b": ["x", "y"]}``; ``BadRequest`` if not UTF-8."""
     if not raw:
         return {}
+    if b"%" not in raw and b"+" not in raw and raw.isascii():  # nothing to unquote: split it here
+        parts = raw.decode().split("&")
+        if len(parts) > MAX_PARAMS:
+            raise BadRequest("query string: Max number of fields exceeded")
+        params: dict[str, list[str]] = {}
+        for part in parts:
+            if part:
+                name, _, value = part.partition("=")
+                params.setdefault(name, []).append(value)
+        return params
     try:
         return parse_qs(raw.decode(), keep_blank_values=True, errors="strict", max_num_fields=MAX_PARAMS)
     except UnicodeDecodeError:

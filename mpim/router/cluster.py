@@ -15,7 +15,8 @@ How this works:
   those connections in the directory and publishes to each once; a room push is
   published on the room's channel (only hosts with members listen); a broadcast on the
   broadcast channel (each host paces its share of ``speed``). The ZeroMQ bus stays
-  inside each host. One publisher per room per host keeps a room's publish order.
+  inside each host. Every publish goes out on one connection, in call order, so a
+  room's pushes (and a user's) keep their order on every host.
 - **Counts.** Room counts sent to the workers (heartbeat replies) and the online API
   are cluster-wide, read from the directory every ``online_interval``.
 - **Redis lost.** Local pushes keep working; the cross-host part of a push fails
@@ -231,8 +232,13 @@ class HostCluster:
 
     # -- pushes to the other hosts ------------------------------------------------------------------
     async def _publish(self, channel: str, record: Any) -> int:
+        """PUBLISH through the directory's turn pipeline: one connection, so Redis gets this
+        host's publishes in call order (a room's pushes stay in order on every host) and a
+        backlog of pushes never takes one pooled connection each."""
         self.stats["published"] += 1
-        receivers: int = await self.client.publish(channel, records.encode(record))
+        receivers: int = await self.directory.pipeline.call(
+            "publish", ("PUBLISH", channel, records.encode(record))
+        )
         return receivers
 
     async def push_keys(self, op: int, keys: list[str], body: bytes) -> int:

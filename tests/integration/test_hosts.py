@@ -9,6 +9,7 @@ messages wait in their inbox; Redis killed and restarted mid-stream.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -231,6 +232,35 @@ async def _post(srv: ServerProcess, target: str, body: bytes) -> tuple[int, Any]
     from tests.support import http_json
 
     return await http_json(srv.http_port, "POST", target, body)
+
+
+def test_a_burst_of_pushes_reaches_the_other_host_whole_and_in_order(
+    hosts: tuple[ServerProcess, ServerProcess, RedisServer],
+) -> None:
+    """Hundreds of cross-host publishes at once: none refused, every host sees them in order."""
+    a, b, _ = hosts
+    burst = 400
+
+    async def main() -> None:
+        members = []
+        for srv, mid in ((a, 31), (b, 32)):
+            client = await connect_tcp("127.0.0.1", srv.tcp_port)
+            await client.auth(
+                {"mid": mid, "key": f"burst-{mid}", "room_id": "live://burst", "accepts": [1000]}
+            )
+            members.append(client)
+        rooms = [{"kind": "room", "op": 1000, "room": "live://burst", "body": f"r{i}"} for i in range(burst)]
+        users = [{"kind": "mids", "op": 1000, "mids": [32], "body": f"m{i}"} for i in range(burst)]
+        for items, prefix, receivers in ((rooms, "r", members), (users, "m", members[1:])):
+            status, answer = await _post(a, "/mpim/push", json.dumps(items).encode())
+            assert status == 200 and [item["code"] for item in answer["data"]] == [0] * burst, answer
+            for client in receivers:
+                got = [(await _next_push(client)).body for _ in range(burst)]
+                assert got == [f"{prefix}{i}".encode() for i in range(burst)]
+        for client in members:
+            await client.close()
+
+    run(main())
 
 
 def test_the_example_configs_load() -> None:

@@ -3,8 +3,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mpim import bus, config
 from mpim.records import PushAll, PushKeys, PushRoom
@@ -170,6 +173,12 @@ def test_mpim_session_and_workers() -> None:
 def test_parse_query() -> None:
     assert parse_query(b"a=1&b=x+y&b=%2F&&c") == {"a": ["1"], "b": ["x y", "/"], "c": [""]}
     assert parse_query(b"") == {}
+
+
+@given(st.lists(st.sampled_from(["a", "b", "=", "&", "1", "é", "%2F", "+", ";", "x=", "&&"]), max_size=12))
+def test_parse_query_agrees_with_parse_qs(pieces: list[str]) -> None:
+    raw = "".join(pieces)
+    assert parse_query(raw.encode()) == parse_qs(raw, keep_blank_values=True)
 
 
 def test_batch_push_carries_out_every_item_in_order() -> None:
