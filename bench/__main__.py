@@ -16,7 +16,7 @@ from typing import Any
 
 import uvloop
 
-from bench.scenarios import broadcast, capacity, fanout, idle, ingress, unicast
+from bench.scenarios import broadcast, capacity, fanout, hosts, idle, ingress, unicast
 from bench.servers import Missing
 
 SCENARIOS: dict[str, ModuleType] = {
@@ -26,6 +26,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "broadcast": broadcast,
     "ingress": ingress,
     "idle": idle,
+    "hosts": hosts,
 }
 
 

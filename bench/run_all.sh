@@ -25,3 +25,4 @@ run broadcast --workers 1,2 --conns 15000
 run ingress --rates 100,1000,4000
 run idle --workers 1,2 --conns 10000 --seconds 20
 run idle --workers 2 --conns 10000 --seconds 20 --transport ws
+run hosts --conns 4000 --rates 300,1000 --room-conns 10000 --rooms 10 --room-rates 20,76
