@@ -16,7 +16,7 @@ from typing import Any
 
 import uvloop
 
-from bench.scenarios import broadcast, capacity, chat, fanout, flood, idle, ingress, reliable, unicast
+from bench.scenarios import broadcast, capacity, chat, fanout, flood, hosts, idle, ingress, reliable, unicast
 from bench.servers import Missing
 
 SCENARIOS: dict[str, ModuleType] = {
@@ -29,6 +29,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "flood": flood,
     "reliable": reliable,
     "chat": chat,
+    "hosts": hosts,
 }
 
 
