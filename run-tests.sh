@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # Set up a virtualenv with mpim and its test tools, then run the whole suite:
 # ruff (format + lint), mypy --strict, and pytest (unit, integration, Autobahn, the
-# console in headless Chromium, which is installed with apt-get when missing).
-# Works on a fresh machine with Python 3.11+, pip and venv. Extra pytest
+# console in headless Chromium). Works on a fresh machine with Python 3.11+, pip and
+# venv; the Redis tests start their own redis-server and the console test drives
+# Debian's chromium, both installed here (Debian packages) when missing. Extra pytest
 # arguments are passed through, e.g. ./run-tests.sh -k master -x
 set -euo pipefail
 cd "$(dirname "$0")"
+
+if ! command -v redis-server >/dev/null; then
+    echo "== installing redis-server (Debian package) for the Redis tests"
+    (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
+fi
+if ! command -v chromium >/dev/null; then
+    echo "== installing chromium (Debian package) for the console's browser test"
+    (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+fi
 
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
@@ -13,11 +23,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
-# The console's browser test drives Debian's headless Chromium over the DevTools protocol.
-if ! command -v chromium >/dev/null 2>&1; then
-    echo "== installing chromium (the console's browser test)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
-fi
 
 echo "== ruff"
 .venv/bin/ruff format --check mpim tests bench

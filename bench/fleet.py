@@ -27,6 +27,11 @@ class Generator:
         self.source = source_address()
 
     async def call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """One command and its reply. Shielded: a caller cancelled while it waits (a progress
+        ticker) must not leave its reply in the pipe for the next command to read."""
+        return await asyncio.shield(self._call(msg))
+
+    async def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         async with self.lock:
             self.proc.stdin.write(json.dumps(msg).encode() + b"\n")

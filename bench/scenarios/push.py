@@ -147,6 +147,7 @@ class PushResult:
     max: float
     usage: Usage
     profile: str = ""
+    reports: list[dict[str, Any]] = field(default_factory=list)  # the generators' own, for extra counters
 
     @property
     def per_second(self) -> float:
@@ -214,6 +215,7 @@ async def measure(
         max=hist_max(hist),
         usage=usage,
         profile=profile_text,
+        reports=reports,
     )
 
 

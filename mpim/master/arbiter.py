@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mpim.config import Config, ConfigError
+from mpim.listen import client_listeners
 from mpim.master import reload, status
 from mpim.master.children import (
     BOOTING,
@@ -64,7 +65,7 @@ class PendingReload:
 
 
 def addresses(cfg: Config) -> str:
-    return ", ".join([f"tcp {a}" for a in cfg.tcp.bind] + [f"ws {a}" for a in cfg.websocket.bind])
+    return ", ".join(lis.describe() for lis in client_listeners(cfg))
 
 
 class Arbiter:
@@ -83,10 +84,15 @@ class Arbiter:
         self._generations = 1
         self._respawn_at: dict[tuple[str, int], float] = {}
         self._stop_code = 0
+        self._helpers_exited: set[str] = set()  # helper kinds that have exited once (restarts)
         # reload_done / _abandoned / _refused, restart_<kind>, hung_killed (metrics, via the status file)
         self.counts: collections.Counter[str] = collections.Counter()
 
     # -- queries ---------------------------------------------------------------------
+    def _first(self, kind: str) -> bool:
+        """The first incarnation of the router or the bus (a boot error there is fatal)."""
+        return kind != WORKER and kind not in self._helpers_exited
+
     def live(self, kind: str, generation: int | None = None) -> list[Child]:
         return [
             c
@@ -167,11 +173,14 @@ class Arbiter:
         elif self.pending is not None and spec.generation == self.pending.generation:
             boot = "; a boot error, see its log above" if code == EXIT_BOOT_ERROR else ""
             self._abandon(f"{child.name} of the new generation {how} before it was ready{boot}")
-        elif code == EXIT_BOOT_ERROR and self.phase == BOOT:
+        elif code == EXIT_BOOT_ERROR and (self.phase == BOOT or self._first(spec.kind)):
+            # (the router's own boot can fail after the workers are up: a hook, Redis unreachable)
             log.error("%s failed to boot (%s); see its error above. Stopping.", child.name, how)
             self._stop_everyone(EXIT_BOOT_ERROR)
         else:
             self._schedule_restart(child, how)
+        if not child.is_worker:
+            self._helpers_exited.add(spec.kind)
         self._advance_stop()
 
     def tick(self) -> None:

@@ -15,7 +15,7 @@ from setproctitle import setproctitle
 
 from mpim import log as mlog
 from mpim.config import Config
-from mpim.listen import BindError, probe, zmq_tcp_address
+from mpim.listen import BindError, client_listeners, probe, zmq_tcp_address
 from mpim.master.arbiter import Arbiter
 from mpim.master.host import ForkHost
 from mpim.master.status import EXIT_BOOT_ERROR
@@ -71,7 +71,7 @@ def run(cfg: Config, path: str | None) -> int:
     try:
         zmq_binds = (cfg.ingress.zmq_bind, cfg.router.endpoint, cfg.bus.in_endpoint, cfg.bus.out_endpoint)
         tcp_zmq = [a for a in map(zmq_tcp_address, zmq_binds) if a]
-        probe([*cfg.tcp.bind, *cfg.websocket.bind, cfg.http.bind, *tcp_zmq])
+        probe([*(lis.addr for lis in client_listeners(cfg)), cfg.http.bind, *tcp_zmq])
     except BindError as exc:
         log.error("cannot start: %s", exc)
         if cfg.log.file:

@@ -25,6 +25,7 @@ WORKER_COUNTERS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
         [
             ("client_closed", "client"),
             ("auth_fail", "auth_failed"),
+            ("auth_denied", "auth_denied"),
             ("handshake_timeout", "handshake_timeout"),
             ("register_timeout", "register_timeout"),
             ("heartbeat_timeout", "heartbeat_timeout"),
@@ -32,10 +33,51 @@ WORKER_COUNTERS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
             ("kicked", "kicked"),
             ("drained", "drained"),
             ("rejected", "protocol_error"),
-            ("refused", "limit"),
+            ("limit_closed", "limit"),
+            ("ip_closed", "ip_limit"),
+            ("ack_cut", "ack_timeout"),
+            ("rate_cut", "upstream_rate"),
+            ("replay_cut", "upstream_seq"),
         ],
     ),
-    ("mpim_auth", "Auth frames, by result", "result", [("auth_ok", "ok"), ("auth_fail", "failed")]),
+    (
+        "mpim_auth",
+        "Auth frames, by result (denied: the router refused the key)",
+        "result",
+        [("auth_ok", "ok"), ("auth_fail", "failed"), ("auth_denied", "denied")],
+    ),
+    (
+        "mpim_connections_refused",
+        "Connections refused over [server] max_connections (on every listener, before or after TLS)",
+        "",
+        [("refused", "")],
+    ),
+    (
+        "mpim_ip_limit",
+        "Connections refused by the per-IP limits, by limit",
+        "limit",
+        [("limit_conns", "connections"), ("limit_rate", "rate"), ("limit_banned", "banned")],
+    ),
+    ("mpim_ip_bans", "Client IPs banned after repeated auth failures", "", [("bans", "")]),
+    (
+        "mpim_handshake_failures",
+        "TLS handshakes that failed, PROXY protocol headers refused",
+        "kind",
+        [("tls_failed", "tls"), ("proxy_refused", "proxy")],
+    ),
+    (
+        "mpim_reliable_pushes",
+        "Pushes written to ack clients with their stream seq",
+        "",
+        [("reliable_sent", "")],
+    ),
+    ("mpim_worker_resumes", "Resumes (op 20) the workers answered", "", [("resumes", "")]),
+    (
+        "mpim_upstream_frames",
+        "Client messages handled by the workers' upstream service; unconfirmed: rigor acks that expired",
+        "result",
+        [("messages", "handled"), ("unconfirmed", "unconfirmed")],
+    ),
     (
         "mpim_bad_input",
         "Bad client input (protocol errors, malformed Sub/Unsub lists)",
@@ -100,11 +142,19 @@ WORKER_GAUGES: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     ("mpim_worker_rooms", "Rooms with members on the worker", "", [("rooms", "")]),
 ]
 
-# Numbers that later features report here; registered now so dashboards and alerts can use them.
-FUTURE_COUNTERS = [
-    ("mpim_inbox_appends", "Messages appended to user inboxes (reliable delivery will count them)"),
-    ("mpim_acks", "Client acks received (reliable delivery will count them)"),
-    ("mpim_replays", "Frames replayed on resume (reliable delivery will count them)"),
-    ("mpim_resumes_unrecovered", "Resumes that could not recover every message (reliable delivery)"),
-    ("mpim_redis_errors", "Redis command failures (the multi-host store will count them)"),
+# The router's reliable-delivery numbers (UserStreams.stats): (metric, help, stat key)
+STREAM_COUNTERS = [
+    ("mpim_inbox_appends", "Messages appended to user inboxes", "appends"),
+    ("mpim_acks", "Client acks the router applied to device cursors", "acks"),
+    ("mpim_replays", "Messages replayed on resume", "replays"),
+    ("mpim_resumes_unrecovered", "Resumes that could not recover every message", "unrecovered"),
+    ("mpim_chats", "Private chat messages stored", "chats"),
+    ("mpim_chat_duplicates", "Private chat messages recognized as retries (not delivered twice)", "dups"),
+]
+# The router's multi-host numbers (HostCluster.stats, all 0 on one host): (metric, help, stat key)
+CLUSTER_COUNTERS = [
+    ("mpim_redis_errors", "Redis failures seen by the router (the host then serves alone)", "errors"),
+    ("mpim_cluster_published", "Pushes published to other hosts over Redis", "published"),
+    ("mpim_cluster_received", "Pushes received from other hosts over Redis", "received"),
+    ("mpim_cluster_rebuilds", "Directory rebuilds after Redis came back", "rebuilds"),
 ]

@@ -47,7 +47,16 @@ WORKER_WARNINGS = (
     ("rejected", "warning", "{n} connection(s) closed for bad input"),
     ("register_timeout", "warning", "{n} client(s) not confirmed by the router in time"),
     ("link_dropped_reports", "warning", "{n} session report(s) lost while the router link was down"),
+    ("limit_conns", "warning", "{n} connection(s) refused by the per-IP connection limit"),
+    ("limit_rate", "warning", "{n} connection(s) refused by the per-IP rate limit"),
+    ("bans", "warning", "{n} client IP(s) banned after repeated auth failures"),
+    ("ack_cut", "warning", "{n} ack client(s) cut: no ack in time"),
+    ("rate_cut", "warning", "{n} client(s) cut over the upstream rate"),
+    ("replay_cut", "warning", "{n} client(s) cut for a replayed or skipped frame seq"),
+    ("auth_denied", "warning", "{n} auth(s) denied by the router (the key belongs to another user)"),
     ("auth_fail", "info", "{n} auth failure(s)"),
+    ("tls_failed", "info", "{n} TLS handshake(s) failed"),
+    ("proxy_refused", "info", "{n} PROXY protocol header(s) refused"),
     ("kicked", "info", "{n} connection(s) kicked by a newer one with the same key"),
 )
 ROUTER_WARNINGS = (
@@ -93,6 +102,7 @@ class Console:
         self._master_seen: dict[str, int] | None = None
         self._peer_ids: set[str] = set()
         self._bus_up: bool | None = None
+        self._redis_errors = 0
         self._reports: dict[Any, tuple[dict[str, int], float]] = {}  # peer -> (stats, deliveries/s)
         self._cpu: dict[int, tuple[float, float]] = {}  # pid -> (cpu seconds, when)
         self._cpu_now: dict[int, float] = {}  # pid -> % of one core over the last tick
@@ -189,6 +199,13 @@ class Console:
             if n > 0:
                 self._event(level, text.format(n=n))
         self._router_seen = dict(stats)
+        cluster = getattr(self.router, "cluster", None)
+        errors = cluster.stats.get("errors", 0) if cluster is not None else 0
+        if errors > self._redis_errors:
+            self._event(
+                "warning", f"Redis failed {errors - self._redis_errors} time(s): this host serves alone"
+            )
+        self._redis_errors = errors
         ids = {peer.id for _, peer in self.totals.live()}
         if self._peer_ids or ids:
             for wid in sorted(ids - self._peer_ids):

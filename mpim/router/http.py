@@ -13,10 +13,17 @@ that trickles bytes cannot hold a connection forever. Both are checked by
 :meth:`HttpState.tick`, once a second, with no per-request timer. When the client
 stops reading, we stop reading too.
 
+With ``[http] api_key`` set, every request (every path) must carry the key in
+``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, compared in constant
+time; without it the answer is 401 (goim's JSON shape, code -401) as soon as the
+headers are complete, before any body is read, and the connection is closed.
+
 A route may answer with an :class:`~mpim.router.sse.EventStream` (the console's
 live feed): the connection then carries that stream until the client leaves,
 and anything more the client sends is ignored. Every answer is counted by route
-and status for the metrics (:attr:`HttpState.counts`).
+and status for the metrics (:attr:`HttpState.counts`). The console's page
+(``GET /console``: static HTML and script, no data) is served without the key, so a
+browser can open it; the page asks for the key and sends it on everything it fetches.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import email.utils
+import hmac
 import logging
 import math
 from typing import Any
@@ -39,7 +47,8 @@ from mpim.router.sse import EventStream
 
 log = logging.getLogger("mpim.http")
 
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
+_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found"}
+_REASONS[405] = b"Method Not Allowed"
 _REASONS.update({408: b"Request Timeout", 413: b"Content Too Large", 431: b"Request Header Fields Too Large"})
 _REASONS.update({503: b"Service Unavailable", 504: b"Gateway Timeout"})
 _MAX_WAITING = 256  # answers a pipelining client may have outstanding before we stop reading
@@ -64,7 +73,17 @@ def _head(reply: Reply, date: bytes) -> bytes:
         )
     if reply.allow:
         head += b"Allow: " + reply.allow.encode() + b"\r\n"
+    if reply.status == 401:
+        head += b'WWW-Authenticate: Bearer realm="mpim"\r\n'
     return head
+
+
+UNAUTHORIZED = error(
+    -401, "missing or wrong API key: send Authorization: Bearer <key> or X-API-Key: <key>", 401
+)
+# Served without the key: the console's page is static (HTML and script, no data) and asks for the
+# key, which it then sends on everything it fetches (its event stream, the pushes it makes).
+PUBLIC = frozenset({b"/console"})
 
 
 class _Refused(Exception):
@@ -94,6 +113,7 @@ class HttpState:
         self.max_header = cfg.http.max_header
         self.idle_timeout = cfg.http.idle_timeout
         self.request_timeout = cfg.http.request_timeout
+        self.api_key = cfg.http.api_key.encode()
 
     def tick(self) -> None:
         """Refresh the Date header; close idle connections and requests that are too slow
@@ -123,6 +143,7 @@ class HttpState:
 class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "accept",
+        "authorized",
         "body",
         "body_len",
         "closing",
@@ -152,6 +173,7 @@ class HttpProtocol(asyncio.Protocol):
         self.in_headers = False
         self.closing = False
         self.expect = False
+        self.authorized = False
         self.last_active = state.now
         self.waiting: collections.deque[tuple[Answer, bool, bool, bool]] = collections.deque()
         self.request_started = math.inf  # state.now at the first byte of an incomplete request
@@ -209,6 +231,7 @@ class HttpProtocol(asyncio.Protocol):
         self.header_bytes = 0
         self.pending = 0
         self.in_headers = True
+        self.authorized = not self.state.api_key
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -228,13 +251,27 @@ class HttpProtocol(asyncio.Protocol):
             self.expect = True  # curl sends this for bodies over 1 KiB and waits for the go-ahead
         elif len(name) == 6 and name.lower() == b"accept":
             self.accept = value  # (decoded only by the route that wants it: /metrics)
+        elif not self.authorized and len(name) in (9, 13):
+            self._check_key(name.lower(), value)
+
+    def _check_key(self, name: bytes, value: bytes) -> None:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            value = value[7:]
+        elif name != b"x-api-key":
+            return
+        self.authorized = hmac.compare_digest(value.strip(), self.state.api_key)
 
     def on_headers_complete(self) -> None:
         self.in_headers = False
+        if not self.authorized and not self._public():
+            raise _Refused(UNAUTHORIZED)
         if self.parser.should_upgrade():
             raise _Refused(error(-400, "protocol upgrade is not supported", 400))
         if self.expect:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _public(self) -> bool:
+        return self.url.partition(b"?")[0] in PUBLIC and self.parser.get_method() == b"GET"
 
     def on_body(self, body: bytes) -> None:
         self.body_len += len(body)

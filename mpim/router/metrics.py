@@ -25,7 +25,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from mpim import __version__
 from mpim.metrics import hist, procfs
-from mpim.metrics.names import FUTURE_COUNTERS, WORKER_COUNTERS, WORKER_GAUGES
+from mpim.metrics.names import CLUSTER_COUNTERS, STREAM_COUNTERS, WORKER_COUNTERS, WORKER_GAUGES
 from mpim.router.api import Reply
 from mpim.router.totals import WorkerTotals
 
@@ -75,8 +75,13 @@ class Collector:
         yield from self._router()
         yield from self._http()
         yield from self._master()
-        for name, doc in FUTURE_COUNTERS:
-            yield _one("counter", name, doc, 0)
+        router = src.router
+        streams = getattr(getattr(router, "streams", None), "stats", {})
+        for name, doc, key in STREAM_COUNTERS:
+            yield _one("counter", name, doc, streams.get(key, 0))
+        cluster = getattr(getattr(router, "cluster", None), "stats", {})
+        for name, doc, key in CLUSTER_COUNTERS:
+            yield _one("counter", name, doc, cluster.get(key, 0))
         info = GaugeMetricFamily("mpim_build_info", "mpim version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mpim.worker.channel import AUTHED, CLOSED, NEW, REGISTERING
@@ -44,6 +45,11 @@ class Deadlines:
         self.paused: set[Channel] = set()
         self._t0 = loop.time()
         self._handle: asyncio.TimerHandle | None = None
+        self._on_tick: list[Callable[[], None]] = []
+
+    def on_tick(self, hook: Callable[[], None]) -> None:
+        """``hook()`` runs on every tick (other per-connection timeouts: acks, confirmations)."""
+        self._on_tick.append(hook)
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -101,6 +107,8 @@ class Deadlines:
             limit = self.loop.time() - slow
             for channel in [c for c in self.paused if c.paused_at < limit]:
                 self.cut_slow(channel, f"paused over {slow:g}s")
+        for hook in self._on_tick:
+            hook()
         self._handle = self.loop.call_later(self.wheel.tick, self._tick)
 
     # -- Flow ---------------------------------------------------------------------------

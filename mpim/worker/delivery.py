@@ -13,21 +13,28 @@ if TYPE_CHECKING:
     import asyncio
 
     from mpim.worker.bucket import Buckets
+    from mpim.worker.reliable import ReliableDelivery
     from mpim.worker.room import RoomTable
 
 
 class Delivery:
-    """``at`` arguments: when the router accepted the push (``time.monotonic()``, 0 = unknown),
-    for the push -> write latency metric (:mod:`mpim.worker.meter`)."""
+    """``at`` arguments: when the router handed out the push (``time.monotonic()``, 0 = not
+    measured), for the push -> write latency metric (:mod:`mpim.worker.meter`)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, buckets: Buckets, rooms: RoomTable) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, buckets: Buckets, rooms: RoomTable, reliable: ReliableDelivery
+    ) -> None:
         self.buckets = buckets
         self.rooms = rooms
+        self.reliable = reliable
         self.meter = rooms.meter
         self.broadcaster = Broadcaster(loop, buckets, self.meter)
 
-    def push_keys(self, op: int, keys: list[str], body: bytes, at: float = 0.0) -> int:
-        """Send to the connections with these keys that watch ``op``; returns how many."""
+    def push_keys(self, op: int, keys: list[str], body: bytes, seq: int = 0, at: float = 0.0) -> int:
+        """Send to the connections with these keys that watch ``op``; returns how many.
+
+        ``seq`` > 0 (a stored push by mid): ack clients get it in the header, held until
+        they resumed; everyone else gets goim's frame with seq 0."""
         frame = encode(op, body)
         ws_frame = b""
         sent = ws_sent = 0
@@ -36,7 +43,9 @@ class Delivery:
             channel = get(key)
             if channel is None or op not in channel.accepts:
                 continue
-            if channel.is_ws:
+            if seq and channel.rel is not None:
+                self.reliable.push(channel, op, body, seq)
+            elif channel.is_ws:
                 ws_frame = ws_frame or binary_frame(frame)
                 channel.write(ws_frame)
                 ws_sent += 1

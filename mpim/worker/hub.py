@@ -25,21 +25,32 @@ from mpim.worker.channel import CLOSED, Channel
 from mpim.worker.connections import Connections
 from mpim.worker.deadlines import Deadlines
 from mpim.worker.delivery import Delivery
+from mpim.worker.limits import STATS as LIMIT_STATS
 from mpim.worker.link import ClusterLink, StandaloneLink
 from mpim.worker.meter import Meter
+from mpim.worker.reliable import ReliableDelivery
 from mpim.worker.room import RoomTable
 from mpim.worker.sessions import Sessions
+from mpim.worker.upstream import UpstreamService
 
 STATS = (
     *("auth_ok", "auth_fail", "kicked", "slow_cut", "bad_input", "refused"),
-    # connections accepted / lost per transport, and why the server closed one (the metrics)
-    *("opened_tcp", "opened_ws", "closed_tcp", "closed_ws", "rejected", "drained", "slow_cut_bytes"),
-    *("handshake_timeout", "register_timeout", "heartbeat_timeout"),
-)
-# Every close the server makes is counted under one of these; the rest were the clients'.
-SERVER_CLOSES = (
-    *("auth_fail", "handshake_timeout", "register_timeout", "heartbeat_timeout", "slow_cut"),
-    *("kicked", "drained", "rejected", "refused"),
+    *LIMIT_STATS,
+    *("auth_denied", "proxy_refused", "tls_failed"),
+    *(
+        "reliable_sent",
+        "resumes",
+        "unrecovered",
+        "ack_cut",
+        "messages",
+        "unconfirmed",
+        "rate_cut",
+        "replay_cut",
+    ),
+    # connections accepted / lost per transport, and why each one closed (the metrics)
+    *("opened_tcp", "opened_ws", "closed_tcp", "closed_ws", "client_closed", "rejected", "drained"),
+    *("handshake_timeout", "register_timeout", "heartbeat_timeout", "limit_closed", "ip_closed"),
+    "slow_cut_bytes",
 )
 
 
@@ -54,7 +65,6 @@ class Hub:
         self.deadlines = Deadlines(cfg, loop, self.registry, stats)
         self.buckets = Buckets(cfg.room.buckets)
         self.meter = Meter()
-        self._client_closed = 0
         self.rooms = RoomTable(
             loop,
             cfg.room.batch,
@@ -63,21 +73,36 @@ class Hub:
             self.link.room_closed,
             meter=self.meter,
         )
+        self.reliable = ReliableDelivery(cfg, loop, self.registry, self.link, stats)
+        self.upstream = UpstreamService(cfg, loop, self.registry, self.link, stats)
         self.sessions = Sessions(
-            cfg, self.registry, self.deadlines, self.buckets, self.rooms, self.link, stats
+            cfg,
+            self.registry,
+            self.deadlines,
+            self.buckets,
+            self.rooms,
+            self.link,
+            stats,
+            self.reliable,
+            self.upstream,
         )
-        self.delivery = Delivery(loop, self.buckets, self.rooms)
+        self.delivery = Delivery(loop, self.buckets, self.rooms, self.reliable)
+        self.deadlines.on_tick(self.reliable.tick)
+        self.deadlines.on_tick(self.upstream.tick)
         self.registry.on_open(self.deadlines.handshake)
         self.registry.on_forget(self.deadlines.forget)
         self.registry.on_forget(self.sessions.forget)
+        self.sessions.on_auth_failed = lambda channel: self.registry.limits.auth_failed(channel.peer_ip())
         self.link.attach(self.sessions, self.delivery, self)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         self.deadlines.start()
+        self.registry.start()
 
     def stop(self) -> None:
         self.deadlines.stop()
+        self.registry.stop()
         self.delivery.stop()
 
     def reconfigure(self, cfg: Config) -> None:
@@ -86,6 +111,8 @@ class Hub:
         self.registry.reconfigure(cfg)
         self.deadlines.reconfigure(cfg)
         self.sessions.reconfigure(cfg)
+        self.reliable.reconfigure(cfg)
+        self.upstream.reconfigure(cfg)
         self.rooms.batch = cfg.room.batch
         self.rooms.batch_delay = cfg.room.batch_delay
 
@@ -130,13 +157,9 @@ class Hub:
     def counters(self) -> dict[str, int]:
         """Monotonic counters and a few gauges (connections, online, rooms, conns_*), for reports."""
         stats = self.stats
-        closed = stats["closed_tcp"] + stats["closed_ws"]
-        # closes are counted when the socket is gone, reasons when the server decides: never go back
-        self._client_closed = max(self._client_closed, closed - sum(stats[k] for k in SERVER_CLOSES))
         return {
             **stats,
             **self.meter.counters(),
-            "client_closed": self._client_closed,
             "bytes_in": self.registry.bytes_in,
             "connections": len(self.registry),
             "conns_tcp": stats["opened_tcp"] - stats["closed_tcp"],
@@ -147,8 +170,8 @@ class Hub:
         }
 
     # Delivery, for tests and the standalone worker.
-    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
-        return self.delivery.push_keys(op, keys, body)
+    def push_keys(self, op: int, keys: list[str], body: bytes, seq: int = 0) -> int:
+        return self.delivery.push_keys(op, keys, body, seq)
 
     def push_room(self, op: int, room_id: str, body: bytes) -> bool:
         return self.delivery.push_room(op, room_id, body)

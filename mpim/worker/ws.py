@@ -110,7 +110,7 @@ class WsChannel(Channel, asyncio.Protocol):
                     continue
                 elif event.opcode is Opcode.CLOSE:
                     if self._mode == _GOIM:
-                        self.registry.close(self)
+                        self.registry.peer_closed(self)
                 elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
                     self._data_frame(event)
                 if self.state == CLOSED and self._mode != _ECHO:

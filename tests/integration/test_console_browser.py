@@ -102,3 +102,45 @@ def test_the_console_shows_the_host_live_and_pushes(tmp_path: Path) -> None:
         run(main(), timeout=120)
     finally:
         srv.stop()
+
+
+def test_with_an_api_key_the_page_asks_for_it(tmp_path: Path) -> None:
+    key = "console-test-key-" + "k" * 20
+    srv = start_master(tmp_path, 1, http={"api_key": key})
+
+    async def main() -> None:
+        browser = await launch()
+        client = await connect_tcp("127.0.0.1", srv.tcp_port)
+        try:
+            await client.auth({"mid": 77, "key": "keyed", "room_id": "live://5", "accepts": [1000]})
+            page = await browser.new_page(f"http://127.0.0.1:{srv.http_port}/console")  # opens: no data
+            await page.wait_for(f"{text('status')} === 'API key needed'", what="the stream refused")
+            assert await page.evaluate("!document.getElementById('keybox').hidden")
+
+            async def enter(value: str) -> None:
+                await page.evaluate(
+                    f"document.getElementById('key-input').value = {json.dumps(value)};"
+                    " document.getElementById('keybox').requestSubmit()"
+                )
+
+            await enter("wrong")
+            await page.wait_for(
+                f"{text('status')} === 'API key needed' && !document.getElementById('keybox').hidden",
+                what="a wrong key refused again",
+            )
+            await enter(key)
+            await page.wait_for(f"{text('status')} === 'live'", what="the stream with the key")
+            await page.wait_for(f"{text('total')} === '1'", what="the one connection")
+            answer = await push_from_page(page, "room", "live://5", "keyed push")
+            assert answer.startswith("HTTP 200")
+            frame = await client.recv_push()
+            assert frame.body == b"keyed push"
+            assert key not in str(await page.evaluate("location.href"))
+        finally:
+            await client.close()
+            await browser.close()
+
+    try:
+        run(main(), timeout=120)
+    finally:
+        srv.stop()

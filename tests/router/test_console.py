@@ -38,8 +38,8 @@ class Transport(MockTransport):
 class Rig:
     """A router with the push API, the metrics and the console installed as in the router process."""
 
-    def __init__(self, master: str | None = None) -> None:
-        cfg = config.replace(config.Config(), http={"idle_timeout": 1.0})
+    def __init__(self, master: str | None = None, **http: Any) -> None:
+        cfg = config.replace(config.Config(), http={"idle_timeout": 1.0, **http})
         self.h = Harness(cfg)
         self.api = PushApi(cfg, self.h.router)
         self.state = HttpState(cfg, self.api, self.h.loop)
@@ -289,3 +289,35 @@ def test_wrong_method_is_405_and_the_connection_stays(rig: Rig, path: bytes) -> 
     head, _, body = bytes(transport.data).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 405") and b"Allow: GET" in head and json.loads(body)["code"] == -405
     assert not transport.closed and proto.stream is None and rig.console.streams == set()
+
+
+KEY = "k" * 32
+
+
+@pytest.mark.parametrize(
+    ("request_line", "headers", "status"),
+    [
+        (b"GET /console", b"", 200),  # the page: static, no data
+        (b"GET /console?tab=1", b"", 200),
+        (b"HEAD /console", b"", 401),
+        (b"POST /console", b"Content-Length: 0\r\n", 401),
+        (b"GET /console/events", b"", 401),
+        (b"GET /console/snapshot", b"", 401),
+        (b"GET /metrics", b"", 401),
+        (b"GET /console/", b"", 401),
+        (b"GET /consolex", b"", 401),
+        (b"GET /metrics", b"X-API-Key: wrong\r\n", 401),
+        (b"GET /metrics", b"Authorization: Bearer " + KEY.encode() + b"\r\n", 200),
+        (b"GET /console/snapshot", b"X-API-Key: " + KEY.encode() + b"\r\n", 200),
+        (b"GET /console/events", b"X-API-Key: " + KEY.encode() + b"\r\n", 200),
+    ],
+)
+def test_with_an_api_key_only_the_page_is_open(request_line: bytes, headers: bytes, status: int) -> None:
+    r = Rig(api_key=KEY)
+    try:
+        _, transport = r.open(request_line + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        assert bytes(transport.data).startswith(b"HTTP/1.1 %d" % status)
+        if status == 401:
+            assert transport.closed and r.console.streams == set()
+    finally:
+        r.close()

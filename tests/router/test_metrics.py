@@ -140,7 +140,7 @@ def test_router_counts_pushes_by_kind_and_stamps_them(rig: Harness) -> None:
     before = time.monotonic()
     for _ in range(17):
         rig.router.push_keys(1000, ["k", "nobody"], b"y")
-    assert rig.router.push_mids(1000, [7], b"x") == 1
+    assert rig.loop.run_until_complete(rig.router.push_mids(1000, [7], b"x"))[0] == 1
     rig.router.push_room(1000, "live://1", b"z")
     rig.router.push_all(1000, 0, b"w")
     after = time.monotonic()
@@ -153,7 +153,7 @@ def test_router_counts_pushes_by_kind_and_stamps_them(rig: Harness) -> None:
     ]
     keys = [records.Decoder(records.RouterRecord)(r).at for r in sent]
     stamped = [i for i, at in enumerate(keys) if at]
-    assert stamped == [0, 8, 16, 17]  # one push by key in eight (and the first push by mid)
+    assert stamped == [0, 8, 16]  # one push by key or mid in eight: the 1st, 9th and 17th (of 18)
     assert all(before <= keys[i] <= after for i in stamped)
     bus = [records.Decoder(records.BusRecord)(r).at for r in published]
     assert len(bus) == 2 and all(before <= at <= after for at in bus)  # every room / broadcast push
@@ -198,10 +198,20 @@ def test_a_broken_master_status_file_shows_the_router_alone(rig: Harness, tmp_pa
         assert value(text, "mpim_process_cpu_seconds_total", role="router", slot="", generation="") >= 0
 
 
-def test_later_features_are_registered_at_zero(rig: Harness) -> None:
+def test_reliable_delivery_and_several_hosts_numbers(rig: Harness) -> None:
+    stats = rig.router.streams.stats
+    stats.update(appends=5, acks=4, replays=3, unrecovered=2, chats=1)
     text = render(rig)
-    for name in ("inbox_appends", "acks", "replays", "resumes_unrecovered", "redis_errors"):
-        assert value(text, f"mpim_{name}_total") == 0
+    for name, n in (
+        ("inbox_appends", 5),
+        ("acks", 4),
+        ("replays", 3),
+        ("resumes_unrecovered", 2),
+        ("chats", 1),
+    ):
+        assert value(text, f"mpim_{name}_total") == n
+    for name in ("redis_errors", "cluster_published", "cluster_received", "cluster_rebuilds"):
+        assert value(text, f"mpim_{name}_total") == 0  # one host: no Redis
 
 
 @pytest.mark.parametrize(

@@ -6,14 +6,7 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const KEY = "mpim-api-key";
-  const query = new URLSearchParams(location.search);
-  let apiKey = query.get("api_key") || sessionStorage.getItem(KEY) || "";
-  if (query.has("api_key")) {
-    sessionStorage.setItem(KEY, apiKey);
-    query.delete("api_key");
-    const rest = query.toString();
-    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : ""));
-  }
+  let apiKey = sessionStorage.getItem(KEY) || ""; // asked for when the server says 401
   const headers = () => (apiKey ? { "X-API-Key": apiKey } : {});
   const number = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
   const chart = new MpimChart($("chart"), [
