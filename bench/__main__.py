@@ -17,6 +17,7 @@ from typing import Any
 import uvloop
 
 from bench.scenarios import broadcast, capacity, chat, fanout, flood, hosts, idle, ingress, reliable, unicast
+from bench.scenarios.common import setting
 from bench.servers import Missing
 
 SCENARIOS: dict[str, ModuleType] = {
@@ -59,6 +60,14 @@ def parser() -> argparse.ArgumentParser:
             "--server-root",
             default="",
             help="run the mpim package of another checkout (A/B of a server change)",
+        )
+        p.add_argument(
+            "--set",
+            type=setting,
+            action="append",
+            default=[],
+            metavar="SECTION.KEY=VALUE",
+            help="an mpim config value for this run (TOML syntax; repeatable), e.g. inbox.group_window=0.002",
         )
         p.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
         module.add_arguments(p)

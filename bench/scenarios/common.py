@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
+import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,18 +38,52 @@ async def fleet_for(connections: int, deadline: float, minimum: int = 1) -> Asyn
         await fleet.stop()
 
 
+Setting = tuple[str, str, Any]  # (section, key, value) of one ``--set``
+
+
+def setting(text: str) -> Setting:
+    """``--set section.key=value``, the value in TOML syntax: ``0.002``, ``true``, ``"text"``, ``[1, 2]``."""
+    name, eq, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not eq or not dot or not section or not key or "." in key:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected section.key=value, e.g. inbox.group_window=0.002"
+        )
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: the value is not TOML (strings need quotes: {section}.{key}="text")'
+        ) from None
+    return section, key, value
+
+
+def with_settings(args: Any, overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``overrides`` with every ``--set`` of the command line applied on top (later ones win)."""
+    merged = {name: dict(table) for name, table in overrides.items()}
+    for section, key, value in getattr(args, "set", None) or ():
+        merged.setdefault(section, {})[key] = value
+    return merged
+
+
 def mpim_overrides(args: Any) -> dict[str, dict[str, Any]]:
-    """Config overrides shared by the scenarios (long heartbeat: connections idle through a run)."""
-    return {
-        "protocol": {"heartbeat": 600.0, "handshake_timeout": 60.0},
-        "room": {"batch": args.batch, "batch_delay": args.batch_delay},
-    }
+    """Config overrides shared by the scenarios (long heartbeat: connections idle through a run),
+    then the command line's ``--set section.key=value``."""
+    return with_settings(
+        args,
+        {
+            "protocol": {"heartbeat": 600.0, "handshake_timeout": 60.0},
+            "room": {"batch": args.batch, "batch_delay": args.batch_delay},
+        },
+    )
 
 
 def make_mpim(args: Any, workers: int, overrides: dict[str, dict[str, Any]] | None = None) -> MpimServer:
-    """mpim with ``workers`` workers: the scenarios' overrides, or ``overrides`` ({} = mpim's defaults)."""
+    """mpim with ``workers`` workers: the scenarios' overrides, or ``overrides`` ({} = mpim's defaults);
+    ``--set`` applies on top of either."""
     root = Path(args.server_root).resolve() if args.server_root else ROOT
-    return MpimServer(workers, mpim_overrides(args) if overrides is None else overrides, root)
+    sections = mpim_overrides(args) if overrides is None else with_settings(args, overrides)
+    return MpimServer(workers, sections, root)
 
 
 def rates_list(text: str) -> list[float]:

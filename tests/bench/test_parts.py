@@ -18,7 +18,7 @@ from bench.clients import TcpClient
 from bench.loadgen import Generator
 from bench.pusher import post
 from bench.report import table
-from bench.scenarios.common import Usage, check_capacity, rates_list
+from bench.scenarios.common import Usage, check_capacity, make_mpim, mpim_overrides, rates_list, setting
 from bench.scenarios.idle import idle_row, percent
 from bench.scenarios.push import (
     MidPlan,
@@ -217,6 +217,26 @@ def test_rates_option() -> None:
     assert parser().parse_args(["ingress"]).rates == []
     with pytest.raises(SystemExit):
         parser().parse_args(["unicast", "--rates", "0"])
+
+
+def test_set_option_overrides_the_config() -> None:
+    assert setting("inbox.group_window=0.002") == ("inbox", "group_window", 0.002)
+    assert setting(' log.level = "info" ') == ("log", "level", "info")
+    assert setting("tcp.bind=[]") == ("tcp", "bind", [])
+    for bad in ("inbox.group_window", "group_window=1", "inbox.=1", "a.b.c=1", "log.level=info"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            setting(bad)
+    argv = ["unicast", "--set", "inbox.group_window=0.002", "--set", "room.batch=5", "--set", "x.y=true"]
+    args = parser().parse_args([*argv, "--set", "inbox.group_window=0"])
+    sections = mpim_overrides(args)
+    assert sections["inbox"] == {"group_window": 0} and sections["room"]["batch"] == 5
+    assert sections["x"] == {"y": True} and sections["protocol"]["heartbeat"] == 600.0
+    defaults = make_mpim(args, 1, overrides={})  # mpim's defaults (the idle scenario) take --set too
+    shutil.rmtree(defaults.tmp)
+    assert defaults.sections["room"] == {"batch": 5} and defaults.sections["inbox"]["group_window"] == 0
+    assert parser().parse_args(["idle"]).set == []
+    with pytest.raises(SystemExit):
+        parser().parse_args(["unicast", "--set", "nonsense"])
 
 
 def result(received: int, cpu: float, p99: float) -> PushResult:
