@@ -45,6 +45,8 @@ class FrameProtocol(asyncio.Protocol):
         self._scheduled = False
         self._max_buffer = max_buffer
         self.closed = False
+        self.frames_out = 0  # frames (writes) sent, and the records in them: batching, in numbers
+        self.records_out = 0
 
     # -- sending -----------------------------------------------------------------------------
     def send(self, record: bytes) -> None:
@@ -64,6 +66,8 @@ class FrameProtocol(asyncio.Protocol):
             return
         payload = array(out)
         transport.write(len(payload).to_bytes(_LEN, "big") + payload)
+        self.frames_out += 1
+        self.records_out += len(out)
         if transport.get_write_buffer_size() > self._max_buffer:
             log.error("link peer is not reading (%d bytes queued); closing the link", self._max_buffer)
             self.abort()

@@ -32,6 +32,7 @@ from bench.scenarios.common import (
     check_capacity,
     connect,
     fleet_for,
+    http_get_json,
     make_mpim,
     rates_list,
     report_progress,
@@ -148,6 +149,7 @@ class PushResult:
     usage: Usage
     profile: str = ""
     reports: list[dict[str, Any]] = field(default_factory=list)  # the generators' own, for extra counters
+    batching: str = ""  # mpim: inbox writes per commit, link records per frame over the phase
 
     @property
     def per_second(self) -> float:
@@ -156,6 +158,31 @@ class PushResult:
     @property
     def per_cpu(self) -> float:
         return self.received / self.usage.cpu if self.usage.cpu else float("nan")
+
+
+async def router_counters(port: int) -> dict[str, int]:
+    """The router's inbox commits/writes and link frames/records (GET /mpim/stats); {} if unknown."""
+    try:
+        data = await http_get_json(port, "/mpim/stats")
+    except (OSError, ValueError, KeyError, TypeError, TimeoutError):
+        return {}
+    counters = {f"inbox_{k}": int(v) for k, v in data.get("inbox", {}).items() if k in ("commits", "writes")}
+    counters.update({f"link_{k}": int(v) for k, v in data.get("links", {}).items()})
+    return counters
+
+
+def batching_text(before: dict[str, int], after: dict[str, int]) -> str:
+    """E.g. "inbox 2.9 writes per commit, link 1.4 records per frame" over a phase (what is known)."""
+    parts = []
+    for name, num, den, unit in (
+        ("inbox", "inbox_writes", "inbox_commits", "writes per commit"),
+        ("link", "link_records", "link_frames", "records per frame"),
+    ):
+        if num in after and den in after and num in before and den in before:
+            n, d = after[num] - before[num], after[den] - before[den]
+            if d > 0:
+                parts.append(f"{name} {n / d:.2f} {unit} ({d:,} {den.split('_')[1]})")
+    return ", ".join(parts)
 
 
 async def measure(
@@ -168,28 +195,34 @@ async def measure(
     warmup: float = 1.0,
     profile: str = "",
     native: bool = False,
+    counted: bool = False,
+    tick: float = 0.002,
 ) -> PushResult:
+    """``counted``: the server is mpim, whose router's batching counters are read around the phase;
+    ``tick``: the publisher's pacing step (requests due within one tick leave together)."""
     pusher = Pusher(port, check_code=plan.check_code)
     await pusher.open()
     try:
         if warmup > 0:
-            await pusher.run_paced(plan.request, rate, warmup)
+            await pusher.run_paced(plan.request, rate, warmup, tick)
             await pusher.drain()
             await wait_quiet(fleet, plan.expected())
         await fleet.all({"cmd": "reset"})
         before = plan.expected()
         sent_before, failed_before = pusher.sent, pusher.failed
+        counters = await router_counters(port) if counted else {}
         meter.start()
         ticker = asyncio.create_task(report_progress(fleet, meter, duration))
         spy = asyncio.create_task(profiled(meter, profile, duration, native)) if profile else None
         try:
-            achieved = await pusher.run_paced(plan.request, rate, duration)
+            achieved = await pusher.run_paced(plan.request, rate, duration, tick)
             seconds = meter.now()[0]
             await pusher.drain()
             await wait_quiet(fleet, plan.expected() - before)
         finally:
             ticker.cancel()
         usage = meter.stop()
+        batching = batching_text(counters, await router_counters(port)) if counted else ""
         profile_text = await spy if spy is not None else ""
         reports: list[dict[str, Any]] = await fleet.all(
             {"cmd": "finish", "sent": {str(k): v for k, v in plan.sent.items()}}
@@ -216,6 +249,7 @@ async def measure(
         usage=usage,
         profile=profile_text,
         reports=reports,
+        batching=batching,
     )
 
 
@@ -264,7 +298,7 @@ def cpu_split(r: PushResult) -> str:
         for name, cpu, system, _ in r.usage.rows
         if cpu > 0.005
     ]
-    return ", ".join(parts)
+    return ", ".join(parts) + (f"; {r.batching}" if r.batching else "")
 
 
 def results_text(rows: list[tuple[object, ...]], splits: list[str], profiles: list[tuple[str, str]]) -> str:
@@ -290,6 +324,13 @@ def add_push_arguments(
     )
     p.add_argument("--duration", type=float, default=20, help="seconds of publishing measured (each rate)")
     p.add_argument("--transport", choices=["tcp", "ws", "both"], default="tcp")
+    p.add_argument(
+        "--tick",
+        type=float,
+        default=0.002,
+        help="the publisher's pacing step, seconds: the requests due in one step leave together "
+        "(smaller = smoother arrivals; the event loop's timers have 1 ms resolution)",
+    )
     p.add_argument(
         "--peer",
         choices=["none", "nchan"],
@@ -342,8 +383,9 @@ async def push_case(
             if len(rates) > 1:
                 progress(f"  {rate:g}/s")
             result = await measure(
-                fleet, meter, http, plan, rate, args.duration, args.warm_seconds, spied, args.native
-            )
+                fleet, meter, http, plan, rate, args.duration, args.warm_seconds, spied, args.native,
+                counted=isinstance(server, MpimServer), tick=getattr(args, "tick", 0.002),
+            )  # fmt: skip
             if result.failed_pushes:
                 progress(f"  warning: {result.failed_pushes} pushes failed, first: {result.first_error}")
             if result.closed:

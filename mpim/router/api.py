@@ -382,10 +382,22 @@ class PushApi:
         return settled(task, ok)
 
     def stats(self, params: dict[str, list[str]], body: bytes) -> Answer:
-        """The router's own counters: records, resyncs, the user streams and the inbox store."""
+        """The router's own counters: records, resyncs, the user streams, the inbox store and the
+        links to the workers (frames written and the records in them, over the links now open)."""
         router = self.router
         inbox = getattr(router.streams.inbox, "stats", None)
-        return ok({"router": dict(router.stats), "streams": router.streams.stats, "inbox": inbox or {}})
+        links = {
+            "frames": sum(getattr(link, "frames_out", 0) for link in router.peers),
+            "records": sum(getattr(link, "records_out", 0) for link in router.peers),
+        }
+        return ok(
+            {
+                "router": dict(router.stats),
+                "streams": router.streams.stats,
+                "inbox": inbox or {},
+                "links": links,
+            }
+        )
 
     def inbox(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """``?mid=N&after=S&limit=L``: a user's stored stream after seq S (default 0, 100 at most)."""
