@@ -1,9 +1,14 @@
-"""The embedded durable inbox: one SQLite file in WAL mode, written once per loop turn.
+"""The embedded durable inbox: one SQLite file in WAL mode, written once per loop turn
+(or, while busy, once per group window).
 
 How this works. ``append`` and ``ack`` put an op on a list and wait on a future; the
 first op of a loop turn schedules a flush with ``loop.call_soon``, so every op issued in
-that turn (by any number of tasks) lands in ONE transaction (:func:`write_batch`). Only
-after ``COMMIT`` do the futures resolve: an append that returned is in the file. The
+that turn (by any number of tasks) lands in ONE transaction (:func:`write_batch`). Group
+commit: when the last commit was less than ``group_window`` ago (busy), the flush waits
+for the window's end instead, so the ops of several turns share the transaction (and the
+router's live pushes that follow it share one link write per worker); after a quiet
+spell a write still commits in its own turn. Only after ``COMMIT`` do the futures
+resolve: an append that returned is in the file. The
 SQL runs on the loop thread: a writer thread cost more CPU per append than it saved
 (bench/inbox_write.py, bench/RESULTS.md "Inbox write cost"). Reads are indexed queries
 of the committed state.

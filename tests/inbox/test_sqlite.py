@@ -69,10 +69,11 @@ def test_a_new_file_has_new_epochs(tmp_path: Path) -> None:
     assert run(lambda: epoch(tmp_path / "a.sqlite3")) != first
 
 
-def test_kill_9_loses_no_append_that_returned(tmp_path: Path) -> None:
+@pytest.mark.parametrize("group_window", [0.0, 0.002], ids=["per-turn", "group-window"])
+def test_kill_9_loses_no_append_that_returned(tmp_path: Path, group_window: float) -> None:
     path = tmp_path / "inbox.sqlite3"
     child = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("kill_writer.py")), str(path)],
+        [sys.executable, str(Path(__file__).with_name("kill_writer.py")), str(path), str(group_window)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -152,6 +153,25 @@ def test_calls_in_one_loop_turn_share_one_transaction(tmp_path: Path) -> None:
         assert statements.count("COMMIT") == 1
         await store.append([(1, 1000, b"x", 0)])
         assert statements.count("COMMIT") == 2
+        await store.close()
+
+    run(body)
+
+
+def test_busy_writes_wait_for_the_window_and_share_one_commit(tmp_path: Path) -> None:
+    store = SqliteInbox(tmp_path / "inbox.sqlite3", LIMITS, group_window=0.5)
+
+    async def body() -> None:
+        await store.append([(1, 1000, b"quiet", 0)])  # nothing committed lately: at once
+        assert store.stats == {"commits": 1, "writes": 1}
+        calls = []
+        for n in range(6):  # one per loop turn, all within the window after that commit
+            calls.append(asyncio.ensure_future(store.append([(1 + n % 2, 1000, b"m%d" % n, 0)])))
+            await asyncio.sleep(0)
+        assert not any(call.done() for call in calls) and store.stats["commits"] == 1
+        positions = [(await call)[0].seq for call in calls]
+        assert positions == [2, 1, 3, 2, 4, 3]  # each user's seqs in call order
+        assert store.stats == {"commits": 2, "writes": 7}
         await store.close()
 
     run(body)

@@ -1,0 +1,143 @@
+"""Group commit on the router: pushes by mid in a busy window share one inbox commit and one link
+frame per worker; a push after a quiet spell commits in its own loop turn. The loop's clock is the
+harness's fake one, so no test here depends on how fast the machine is."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mpim import records
+from mpim.inbox import InboxLimits, SqliteInbox
+from mpim.records import Hello, PushKeys, Sync
+from mpim.router.api import PushApi
+from mpim.stream import FrameProtocol
+from tests.router.fakes import Harness, MockTransport
+
+WINDOW = 0.002
+_decode = records.Decoder(list[records.RouterRecord])
+
+
+class Transport(MockTransport):
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class FramedLink(FrameProtocol):
+    """A worker's link with the real per-turn framing; keeps each frame (a write) decoded."""
+
+    def __init__(self, h: Harness, name: str) -> None:
+        super().__init__(h.loop)
+        self.id = f"h/{name}/1"
+        self.transport_ = Transport()
+        self._req = 0
+        self.connection_made(self.transport_)
+        h.router.attach(self)
+        h.router.on_records(self, [Hello("h", name, 1), Sync([])])
+        h.router.on_bus_fence(self.id, 0)
+        h.settle()
+        self.take()
+
+    def req(self) -> int:
+        self._req += 1
+        return self._req
+
+    def take(self) -> list[list[Any]]:
+        """The frames written since the last take, each a list of records."""
+        data, frames = bytes(self.transport_.data), []
+        self.transport_.data.clear()
+        while data:
+            size = int.from_bytes(data[:4], "big")
+            frames.append([_unstamp(r) for r in _decode(data[4 : 4 + size])])
+            data = data[4 + size :]
+        return frames
+
+
+def _unstamp(record: Any) -> Any:
+    return (
+        PushKeys(record.op, record.keys, record.body, record.seq) if isinstance(record, PushKeys) else record
+    )
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    inbox = SqliteInbox(tmp_path / "inbox.sqlite3", InboxLimits(), group_window=WINDOW)
+    harness = Harness(inbox=inbox)
+    harness.clock = 100.0
+    yield harness
+    harness.loop.run_until_complete(inbox.close())
+    harness.close()
+
+
+def commits(h: Harness) -> int:
+    inbox = h.router.streams.inbox
+    assert isinstance(inbox, SqliteInbox)
+    return inbox.stats["commits"]
+
+
+def test_a_push_after_a_quiet_spell_commits_in_its_own_loop_turn(h: Harness) -> None:
+    w1 = FramedLink(h, "w1")
+    h.connect(w1, "a", 7)  # type: ignore[arg-type]
+    h.settle()
+    w1.take()
+    push = h.router.push_mids(1000, [7], b"x")
+    for _ in range(5):  # a few loop turns and no timer: the clock does not move
+        h.settle()
+    assert push.done() and push.result() == (1, {7: 1}) and commits(h) == 1
+    assert w1.take() == [[PushKeys(1000, ["a"], b"x", 1)]]
+
+
+def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Harness) -> None:
+    w1, w2 = FramedLink(h, "w1"), FramedLink(h, "w2")
+    for link, key, mid in ((w1, "a", 1), (w1, "b", 2), (w2, "c", 3)):
+        h.connect(link, key, mid)  # type: ignore[arg-type]
+    h.settle()
+    w1.take(), w2.take()
+    first = h.router.push_mids(1000, [1], b"first")  # quiet: commits at once
+    h.settle()
+    h.settle()
+    assert first.done() and commits(h) == 1
+    w1.take()
+    # a burst, one push per loop turn, within the window after that commit: all wait for its end
+    burst = []
+    for n, mid in enumerate([1, 3, 2, 1, 3, 1]):
+        burst.append(h.router.push_mids(1000, [mid], b"m%d" % n))
+        h.settle()
+    assert not any(p.done() for p in burst) and commits(h) == 1
+    assert w1.take() == w2.take() == []
+    h.clock += WINDOW
+    answers = [h.wait(p) for p in burst]
+    h.settle()
+    assert commits(h) == 2
+    assert [seqs for _, seqs in answers] == [{1: 2}, {3: 1}, {2: 1}, {1: 3}, {3: 2}, {1: 4}]
+    # one frame per worker, each user's pushes in seq order
+    assert w1.take() == [
+        [
+            PushKeys(1000, ["a"], b"m0", 2),
+            PushKeys(1000, ["b"], b"m2", 1),
+            PushKeys(1000, ["a"], b"m3", 3),
+            PushKeys(1000, ["a"], b"m5", 4),
+        ]
+    ]
+    assert w2.take() == [[PushKeys(1000, ["c"], b"m1", 1), PushKeys(1000, ["c"], b"m4", 2)]]
+
+
+def test_stats_count_commits_and_link_frames(h: Harness) -> None:
+    w1 = FramedLink(h, "w1")
+    for key, mid in (("a", 1), ("b", 2)):
+        h.connect(w1, key, mid)  # type: ignore[arg-type]
+    h.settle()
+    w1.take()
+    api = PushApi(h.cfg, h.router)
+    before = json.loads(api.handle("GET", "/mpim/stats", b"", b"").body)["data"]  # type: ignore[union-attr]
+    h.wait(h.router.push_mids(1000, [1, 2], b"x"))
+    h.settle()
+    after = json.loads(api.handle("GET", "/mpim/stats", b"", b"").body)["data"]  # type: ignore[union-attr]
+    assert after["inbox"]["commits"] - before["inbox"]["commits"] == 1
+    assert after["inbox"]["writes"] - before["inbox"]["writes"] == 1  # one append of two messages
+    assert after["links"]["frames"] - before["links"]["frames"] == 1
+    assert after["links"]["records"] - before["links"]["records"] == 2
