@@ -329,26 +329,37 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _answered(self, _: object) -> None:
+        """Write every answer that is ready, in request order: those of one loop turn in one write."""
         waiting = self.waiting
+        ready: list[bytes] = []
         while waiting:
             answer, keep, http10, head_only = waiting[0]
             if isinstance(answer, EventStream):
                 waiting.popleft()
                 if not self.closing:
+                    self._send(ready)
                     self._start_stream(answer)
                 return
             if not isinstance(answer, Reply):
                 if not answer.done():
+                    self._send(ready)
                     return
                 answer = answer.result()
             waiting.popleft()
             if self.closing:
                 continue
-            self._write(answer, keep, http10, head_only)
+            ready.append(self._encode(answer, keep, http10, head_only))
             if not keep:
+                self._send(ready)
                 self.close()
+        self._send(ready)
         if not self.closing and self.transport is not None:
             self.transport.resume_reading()
+
+    def _send(self, ready: list[bytes]) -> None:
+        if ready and not self.closing:
+            self.transport.write(ready[0] if len(ready) == 1 else b"".join(ready))
+        ready.clear()
 
     # -- event streams (console) -----------------------------------------------------------------
     def _start_stream(self, stream: EventStream) -> None:
@@ -386,16 +397,19 @@ class HttpProtocol(asyncio.Protocol):
         return error(-413, f"body of {size} bytes is over the {limit}-byte limit", 413)
 
     def _write(self, reply: Reply, keep: bool, http10: bool = False, head_only: bool = False) -> None:
-        """``head_only``: the answer to HEAD has the headers of the body but not the body."""
+        self.transport.write(self._encode(reply, keep, http10, head_only))
+
+    def _encode(self, reply: Reply, keep: bool, http10: bool = False, head_only: bool = False) -> bytes:
+        """The answer's bytes; ``head_only``: the answer to HEAD has the headers of the body but not
+        the body."""
         if reply is OK_NULL and keep and not http10 and not head_only:
-            self.transport.write(self.state.ok_null)
-            return
+            return self.state.ok_null
         head = _head(reply, self.state.date)
         if not keep:
             head += b"Connection: close\r\n"
         elif http10:
             head += b"Connection: keep-alive\r\n"
-        self.transport.write(head + b"\r\n" + (b"" if head_only else reply.body))
+        return head + b"\r\n" + (b"" if head_only else reply.body)
 
     def _refuse(self, reply: Reply) -> None:
         """Answer a request we will not serve, then close the connection."""

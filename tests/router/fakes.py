@@ -47,8 +47,10 @@ class MockTransport:
         self.late_writes: list[bytes] = []
         self.closed = False
         self.reading = True
+        self.writes = 0  # write calls (a system call each on a real socket)
 
     def write(self, data: bytes) -> None:
+        self.writes += 1
         if self.closed:
             assert not self.strict, "write after close"
             self.late_writes.append(data)

@@ -315,6 +315,19 @@ def test_a_room_push_waiting_for_the_workers_keeps_later_answers_in_order(
     assert (s1, a1["code"], s2, a2["data"]["conn_count"]) == (200, 0, 200, 1)
 
 
+def test_answers_ready_in_one_loop_turn_leave_in_one_write(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    link = c.harness.worker("w1")
+    c.harness.connect(link, "k", 5)
+    push = b"POST /goim/push/mids?operation=1000&mids=5 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"
+    c.feed(push * 3)  # pipelined: stored in one batch, answered in the same turn
+    for _ in range(6):
+        c.harness.settle()
+    answers = c.responses()
+    assert [a["data"]["seqs"] for _, _, a in answers] == [{"5": 1}, {"5": 2}, {"5": 3}]
+    assert c.transport.writes == 1
+
+
 def test_refused_pushes_carry_http_503(loop: asyncio.AbstractEventLoop) -> None:
     c = Conn(loop)
     c.harness.router.stop_pushes()
