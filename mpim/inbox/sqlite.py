@@ -215,13 +215,18 @@ class SqliteInbox:
                 fut.set_exception(InboxError(f"inbox {self.path}: write failed: {exc}"))
 
     async def append(self, items: Sequence[Item]) -> list[Position]:
+        return await self.append_soon(items)
+
+    def append_soon(self, items: Sequence[Item]) -> asyncio.Future[list[Position]]:
+        """:meth:`append` as a future, without a coroutine (the router's push path); bad items
+        and a closed store raise here, at once."""
         self._check_open()
         check_items(items)
         if not items:
-            return []
-        result = await self._submit(AppendOp(tuple(items)))  # a copy: the caller may reuse its list
-        assert isinstance(result, list)
-        return result
+            fut: asyncio.Future[list[Position]] = asyncio.get_running_loop().create_future()
+            fut.set_result([])
+            return fut
+        return self._submit(AppendOp(tuple(items)))  # type: ignore[return-value]  # (an append: positions)
 
     async def ack(self, mid: int, device: str, seq: int) -> int:
         self._check_open()

@@ -585,6 +585,8 @@ class Router:
         Resolves to (connections, {mid: seq}) once the messages are stored and sent."""
         self._refuse_unless_ready()
         self.pushes["mids"] += 1
+        if self.cluster is None:
+            return self.streams.push_mids_here(op, mids, body)
         return self.loop.create_task(self.streams.push_mids(op, mids, body))
 
     async def deliver_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:

@@ -4,7 +4,9 @@ harness's fake one, so no test here depends on how fast the machine is."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,10 @@ from typing import Any
 import pytest
 
 from mpim import records
-from mpim.inbox import InboxLimits, SqliteInbox
+from mpim.inbox import InboxLimits, SqliteInbox, sqlite
 from mpim.records import Hello, PushKeys, Sync
 from mpim.router.api import PushApi
+from mpim.router.core import Refused
 from mpim.stream import FrameProtocol
 from tests.router.fakes import Harness, MockTransport
 
@@ -79,15 +82,26 @@ def commits(h: Harness) -> int:
     return inbox.stats["commits"]
 
 
+def inside(h: Harness, coro: Any) -> Any:
+    """Run ``coro`` on the harness's loop: pushes made from a running loop, as the HTTP server does."""
+    return h.loop.run_until_complete(coro)
+
+
 def test_a_push_after_a_quiet_spell_commits_in_its_own_loop_turn(h: Harness) -> None:
     w1 = FramedLink(h, "w1")
     h.connect(w1, "a", 7)  # type: ignore[arg-type]
     h.settle()
     w1.take()
-    push = h.router.push_mids(1000, [7], b"x")
-    for _ in range(5):  # a few loop turns and no timer: the clock does not move
-        h.settle()
-    assert push.done() and push.result() == (1, {7: 1}) and commits(h) == 1
+
+    async def go() -> Any:
+        push = h.router.push_mids(1000, [7], b"x")
+        for _ in range(3):  # a few loop turns and no timer: the clock does not move
+            await asyncio.sleep(0)
+        assert push.done() and commits(h) == 1
+        return push.result()
+
+    assert inside(h, go()) == (1, {7: 1})
+    h.settle()
     assert w1.take() == [[PushKeys(1000, ["a"], b"x", 1)]]
 
 
@@ -97,21 +111,25 @@ def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Ha
         h.connect(link, key, mid)  # type: ignore[arg-type]
     h.settle()
     w1.take(), w2.take()
-    first = h.router.push_mids(1000, [1], b"first")  # quiet: commits at once
-    h.settle()
-    h.settle()
-    assert first.done() and commits(h) == 1
-    w1.take()
-    # a burst, one push per loop turn, within the window after that commit: all wait for its end
-    burst = []
-    for n, mid in enumerate([1, 3, 2, 1, 3, 1]):
-        burst.append(h.router.push_mids(1000, [mid], b"m%d" % n))
-        h.settle()
-    assert not any(p.done() for p in burst) and commits(h) == 1
-    assert w1.take() == w2.take() == []
-    h.clock += WINDOW
-    answers = [h.wait(p) for p in burst]
-    h.settle()
+
+    async def go() -> list[Any]:
+        await h.router.push_mids(1000, [1], b"first")  # quiet: commits at once
+        assert commits(h) == 1
+        await asyncio.sleep(0)  # (its link frame)
+        w1.take()
+        # a burst, one push per loop turn, within the window after that commit: all wait for its end
+        burst = []
+        for n, mid in enumerate([1, 3, 2, 1, 3, 1]):
+            burst.append(h.router.push_mids(1000, [mid], b"m%d" % n))
+            await asyncio.sleep(0)
+        assert not any(p.done() for p in burst) and commits(h) == 1
+        assert w1.take() == w2.take() == []
+        h.clock += WINDOW
+        answers = await asyncio.gather(*burst)
+        await asyncio.sleep(0)
+        return answers
+
+    answers = inside(h, go())
     assert commits(h) == 2
     assert [seqs for _, seqs in answers] == [{1: 2}, {3: 1}, {2: 1}, {1: 3}, {3: 2}, {1: 4}]
     # one frame per worker, each user's pushes in seq order
@@ -124,6 +142,34 @@ def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Ha
         ]
     ]
     assert w2.take() == [[PushKeys(1000, ["c"], b"m1", 1), PushKeys(1000, ["c"], b"m4", 2)]]
+
+
+def test_a_push_the_inbox_cannot_store_is_refused_and_not_sent(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w1 = FramedLink(h, "w1")
+    h.connect(w1, "a", 7)  # type: ignore[arg-type]
+    h.settle()
+    w1.take()
+
+    def broken(*args: object) -> object:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(sqlite, "write_batch", broken)
+
+    async def go() -> None:
+        with pytest.raises(Refused) as failed:
+            await h.router.push_mids(1000, [7], b"x")
+        assert failed.value.code == -503 and "disk I/O error" in failed.value.message
+        inbox = h.router.streams.inbox
+        assert inbox is not None
+        await inbox.close()
+        with pytest.raises(Refused, match="closed"):  # refused at once, before any loop turn
+            h.router.push_mids(1000, [7], b"y").result()
+
+    inside(h, go())
+    h.settle()
+    assert w1.take() == []
 
 
 def test_stats_count_commits_and_link_frames(h: Harness) -> None:
