@@ -51,7 +51,7 @@ from mpim.inbox.base import (
     check_read,
     new_epoch,
 )
-from mpim.inbox.sqlwrite import AckOp, AppendOp, Op, Result, write_batch
+from mpim.inbox.sqlwrite import AckOp, AppendOp, Op, Result, UserCache, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,7 @@ class SqliteInbox:
         self._closed = False
         self.group_window = group_window
         self._last_flush = -1e9
+        self._users = UserCache()  # the committed users rows: no read per append
         self.stats = {"commits": 0, "writes": 0}
         log.info("inbox %s: open (durability %s, epoch %s)", self.path, durability, self._epoch)
 
@@ -196,7 +197,7 @@ class SqliteInbox:
         self.stats["writes"] += len(pending)
         try:
             results = write_batch(
-                self._conn, [op for op, _ in pending], self._limits, self._epoch, self._clock()
+                self._conn, [op for op, _ in pending], self._limits, self._epoch, self._clock(), self._users
             )
         except Exception as exc:  # whatever it is, every caller of the batch hears of it
             self._fail(pending, exc)
@@ -300,6 +301,7 @@ class SqliteInbox:
             conn.executemany(
                 "UPDATE users SET trimmed = MAX(trimmed, ?) WHERE mid = ?", [(seq, mid) for mid, seq in marks]
             )
+            self._users.drop(mid for mid, _ in marks)  # (before COMMIT: read again either way)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -319,6 +321,7 @@ class SqliteInbox:
     async def force_seq(self, mid: int, seq: int) -> None:
         """Test only (see :class:`~mpim.inbox.base.InboxTestHooks`): empty stream at `seq`."""
         self._flush()
+        self._users.drop([mid])
         epoch, _, _ = self._user(mid)
         self._conn.execute("BEGIN IMMEDIATE")
         self._conn.execute("DELETE FROM messages WHERE mid = ?", (mid,))

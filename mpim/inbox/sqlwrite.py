@@ -6,13 +6,18 @@ cursors with one ``executemany`` per statement inside one ``BEGIN IMMEDIATE`` ..
 ``COMMIT``. It raises ``sqlite3.Error`` after a rollback, so either the whole batch is
 in the file or none of it is. It takes a connection and no event loop, so it can run
 on the loop thread or on a writer thread.
+
+The single writer may keep a :class:`UserCache`: each user's committed (epoch, seq,
+trimmed), so a batch reads a user's row only on a miss. It changes only after
+``COMMIT`` (a rolled-back batch leaves it as it was); whoever else changes the users
+table (trimming, a test hook) drops the users it touched from it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from mpim.inbox.base import SEQ_MAX, InboxLimits, Item, Position, clamp_ack, new_epoch
@@ -30,6 +35,30 @@ class AckOp(NamedTuple):
 
 Op = AppendOp | AckOp
 Result = list[Position] | int
+UserRow = tuple[str, int, int]  # a user's committed (epoch, last seq, trimmed watermark)
+
+
+class UserCache:
+    """The committed users rows of the writer's recent users, at most ``size`` of them (the
+    oldest entries go first); a miss costs one indexed read."""
+
+    __slots__ = ("rows", "size")
+
+    def __init__(self, size: int = 65536) -> None:
+        self.rows: dict[int, UserRow] = {}
+        self.size = size
+
+    def committed(self, users: dict[int, _User]) -> None:
+        rows = self.rows
+        for mid, user in users.items():
+            rows[mid] = (user.epoch, user.seq, user.trimmed)
+        while len(rows) > self.size:
+            del rows[next(iter(rows))]
+
+    def drop(self, mids: Iterable[int]) -> None:
+        for mid in mids:
+            self.rows.pop(mid, None)
+
 
 _INSERT_MESSAGE = "INSERT INTO messages (mid, seq, op, body, at, sender) VALUES (?, ?, ?, ?, ?, ?)"
 _TRIM_COUNT = "DELETE FROM messages WHERE mid = ? AND seq <= ?"
@@ -54,8 +83,16 @@ class _User:
 
 
 class _Batch:
-    def __init__(self, conn: sqlite3.Connection, limits: InboxLimits, store_epoch: str, now: float) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        limits: InboxLimits,
+        store_epoch: str,
+        now: float,
+        known: dict[int, UserRow],
+    ) -> None:
         self.conn = conn
+        self.known = known
         self.max_count = limits.max_count
         self.store_epoch = store_epoch
         self.now = now
@@ -67,7 +104,11 @@ class _Batch:
     def user(self, mid: int) -> _User:
         user = self.users.get(mid)
         if user is None:
-            row = self.conn.execute("SELECT epoch, seq, trimmed FROM users WHERE mid = ?", (mid,)).fetchone()
+            row = self.known.get(mid)
+            if row is None:
+                row = self.conn.execute(
+                    "SELECT epoch, seq, trimmed FROM users WHERE mid = ?", (mid,)
+                ).fetchone()
             user = self.users[mid] = _User(*row) if row else _User(self.store_epoch, 0, 0)
         return user
 
@@ -141,12 +182,17 @@ class _Batch:
 
 
 def write_batch(
-    conn: sqlite3.Connection, ops: Sequence[Op], limits: InboxLimits, store_epoch: str, now: float
+    conn: sqlite3.Connection,
+    ops: Sequence[Op],
+    limits: InboxLimits,
+    store_epoch: str,
+    now: float,
+    cache: UserCache | None = None,
 ) -> list[Result]:
     """Apply `ops` in one transaction; each op's result (positions or the cursor) in order."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        batch = _Batch(conn, limits, store_epoch, now)
+        batch = _Batch(conn, limits, store_epoch, now, cache.rows if cache is not None else {})
         results: list[Result] = [
             batch.append(op.items) if isinstance(op, AppendOp) else batch.ack(op.mid, op.device, op.seq)
             for op in ops
@@ -158,4 +204,6 @@ def write_batch(
             with contextlib.suppress(sqlite3.Error):  # the first error is the one to report
                 conn.execute("ROLLBACK")
         raise
+    if cache is not None:
+        cache.committed(batch.users)
     return results

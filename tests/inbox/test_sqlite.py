@@ -15,7 +15,7 @@ from typing import TypeVar
 import pytest
 import uvloop
 
-from mpim.inbox import InboxError, InboxLimits, Position, SqliteInbox, sqlite
+from mpim.inbox import InboxError, InboxLimits, Position, SqliteInbox, sqlite, sqlwrite
 from mpim.inbox.sqlwrite import write_batch
 from tests.inbox.conftest import FakeClock
 
@@ -229,6 +229,57 @@ def test_trim_works_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         page = await store.read(1, 0, 100)
         assert [m.seq for m in page.messages] == [11] and not page.complete
         assert (await store.read(5, 0, 10)).top.seq == 10
+        await store.close()
+
+    run(body)
+
+
+USER_READ = "SELECT epoch, seq, trimmed FROM users WHERE mid"
+
+
+def test_known_users_are_not_read_again_and_trimming_updates_them(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = SqliteInbox(tmp_path / "inbox.sqlite3", InboxLimits(max_count=1000, max_age=10.0), clock)
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+
+    async def body() -> None:
+        await store.append([(1, 1000, b"a", 0), (2, 1000, b"b", 0)])
+        assert sum(USER_READ in s for s in statements) == 2  # first sight: read once each
+        statements.clear()
+        await store.append([(1, 1000, b"c", 0)])
+        await store.append([(2, 1000, b"d", 0)])
+        assert not any(USER_READ in s for s in statements)
+        clock.now += 11
+        assert await store.trim(clock.now) == 4  # every message, both users: their watermark moved
+        assert [p.seq for p in await store.append([(1, 1000, b"e", 0)])] == [3]
+        assert any(USER_READ in s for s in statements)  # (read again after the trim)
+        page = await store.read(1, 0, 10)
+        assert [m.body for m in page.messages] == [b"e"] and not page.complete  # seqs 1-2 stay gone
+        await store.force_seq(2, 40)
+        assert [p.seq for p in await store.append([(2, 1000, b"f", 0)])] == [41]
+        await store.close()
+
+    run(body)
+
+
+def test_a_rolled_back_batch_leaves_the_known_users_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteInbox(tmp_path / "inbox.sqlite3", LIMITS)
+    real = sqlwrite._Batch.write
+
+    def failing(batch: sqlwrite._Batch) -> None:
+        raise sqlite3.OperationalError("disk full")
+
+    async def body() -> None:
+        await store.append([(1, 1000, b"a", 0)])
+        monkeypatch.setattr(sqlwrite._Batch, "write", failing)  # seqs assigned, then the write fails
+        with pytest.raises(InboxError, match="disk full"):
+            await store.append([(1, 1000, b"lost", 0), (2, 1000, b"lost", 0)])
+        monkeypatch.setattr(sqlwrite._Batch, "write", real)
+        assert [p.seq for p in await store.append([(1, 1000, b"b", 0), (2, 1000, b"c", 0)])] == [2, 1]
+        assert [m.body for m in (await store.read(1, 0, 10)).messages] == [b"a", b"b"]
         await store.close()
 
     run(body)
