@@ -597,16 +597,28 @@ class Router:
         return await self._remote(local, self.cluster.push_mids(op, mids, body, seqs))
 
     def send_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
-        """Hand a stored message (its seq per user, 0 = none) to every connection of these users."""
+        """Hand a stored message (its seq per user, 0 = none) to every connection of these users:
+        one record per user and worker (a user with one connection, the common case, is looked up
+        without grouping)."""
         found = 0
-        group = self.store.group_mids
+        conns_of = self.store.conns_of
+        by_id = self.by_id
+        encode = records.encode
         at = self._stamp()
         for mid, seq in zip(mids, seqs, strict=True):
-            for info, keys in group((mid,)).items():
-                peer = self.by_id.get(info.id)
+            conns = conns_of(mid)
+            if len(conns) == 1:
+                conn = conns[0]
+                peer = by_id.get(conn.worker.id)
+                if peer is not None and not peer.draining:
+                    peer.link.send(encode(PushKeys(op, [conn.key], body, seq, at)))
+                    found += 1
+                continue
+            for info, keys in self.store.group_mids((mid,)).items() if conns else ():
+                peer = by_id.get(info.id)
                 if peer is None or peer.draining:
                     continue
-                peer.link.send(records.encode(PushKeys(op, keys, body, seq, at)))
+                peer.link.send(encode(PushKeys(op, keys, body, seq, at)))
                 found += len(keys)
         return found
 
