@@ -1,8 +1,9 @@
 """Per-user streams on the router: pushes by mid and private chat through the inbox, resume, acks.
 
 Every push by mid and every private message is appended to the recipient's inbox
-first (one transaction per loop turn, :mod:`mpim.inbox`); only when the append is
-durable is it pushed live, carrying its stream seq, and answered. So a seq a client
+first (one transaction per loop turn, or per group window under load,
+:mod:`mpim.inbox`); only when the append is durable is it pushed live, carrying its
+stream seq, and answered. So a seq a client
 saw is always in the store, and a client that was offline (or lost its connection
 mid-stream) finds every accepted message there when it resumes.
 
