@@ -41,9 +41,7 @@ class Hub:
         self.registry = Connections(cfg, loop, stats)
         self.deadlines = Deadlines(cfg, loop, self.registry, stats)
         self.buckets = Buckets(cfg.room.buckets)
-        self.rooms = RoomTable(
-            loop, cfg.room.batch, cfg.room.batch_delay, self.link.room_opened, self.link.room_closed
-        )
+        self.rooms = RoomTable(loop, cfg.room, self.link.room_opened, self.link.room_closed)
         self.sessions = Sessions(
             cfg, self.registry, self.deadlines, self.buckets, self.rooms, self.link, stats
         )
@@ -67,8 +65,7 @@ class Hub:
         self.registry.reconfigure(cfg)
         self.deadlines.reconfigure(cfg)
         self.sessions.reconfigure(cfg)
-        self.rooms.batch = cfg.room.batch
-        self.rooms.batch_delay = cfg.room.batch_delay
+        self.rooms.reconfigure(cfg.room)
 
     def channel_class(self, base: type[Any]) -> type[Any]:
         """A subclass of an adapter bound to this worker's services (as class attributes)."""
@@ -105,7 +102,7 @@ class Hub:
         return self.sessions.online
 
     def local_counts(self) -> dict[str, int]:
-        return {room.id: len(room.members) for room in self.rooms}
+        return {room.id: len(room) for room in self.rooms}
 
     def counters(self) -> dict[str, int]:
         return {
@@ -113,6 +110,7 @@ class Hub:
             "connections": len(self.registry),
             "online": self.online,
             "rooms": len(self.rooms),
+            **self.rooms.counters(),
         }
 
     # Delivery, for tests and the standalone worker.

@@ -1,11 +1,26 @@
 """Rooms and the room batcher.
 
-A room is a set of member channels (O(1) join and leave, exact local count).
-Pushed room frames wait in the room's ``pending`` list and are flushed as one
-write per member when ``batch`` frames are waiting or ``batch_delay`` has passed,
-whichever comes first. A flush encodes once: the concatenated frames for TCP
-members and one op-9 WebSocket message for WebSocket members, the same bytes
-for every member (goim's op Raw).
+A room is the set of its member channels (O(1) join and leave, exact local
+count), kept as two dicts, TCP and WebSocket members, each mapping a channel to
+its bound ``write``: a flush is one call per member and no lookups.
+
+Pushed room frames wait in the room's ``pending`` list until the room is
+flushed: one write per member of the concatenated frames (TCP) or of one op-9
+WebSocket message built once (goim's op Raw), the same bytes for every member,
+at once when ``batch`` frames wait. Otherwise when is the mode:
+
+- ``fixed`` (goim's job): ``batch_delay`` after the first pending frame.
+- ``adaptive`` (the default): a frame for a room that was not flushed within the
+  current *window* goes out at the end of this loop turn (``call_soon``, before
+  any timer), so a quiet room gets every message at once and a burst that
+  arrives in one bus read is one write. A room flushed less than a window ago
+  waits until the window since its last flush has passed: at most one write per
+  member per window. The window (:mod:`mpim.worker.window`) is ``batch_delay``
+  while the worker keeps up and widens up to ``max_delay`` while writing room
+  flushes keeps its loop busy, so an overloaded worker writes more messages per
+  write instead of queueing them, and a message waits at most ``max_delay``
+  plus the time the loop takes to get to it. Order is kept: frames leave a room
+  in the order they arrived.
 """
 
 from __future__ import annotations
@@ -15,29 +30,44 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from mpim.proto import Op, encode_header
+from mpim.worker.window import Window
 from mpim.worker.wsframe import binary_frame
 
 if TYPE_CHECKING:
+    from mpim.config import RoomSection
     from mpim.worker.channel import Channel
 
 RoomHook = Callable[[str], None]
+Write = Callable[[bytes], object]
+
+FIXED, ADAPTIVE = "fixed", "adaptive"
 
 
 class Room:
-    __slots__ = ("cluster_online", "flush_handle", "id", "members", "pending", "reserved")
+    __slots__ = ("cluster_online", "flush_handle", "id", "last_flush", "pending", "reserved", "tcp", "ws")
 
     def __init__(self, room_id: str) -> None:
         self.id = room_id
-        self.members: set[Channel] = set()
+        self.tcp: dict[Channel, Write] = {}  # member -> its bound Channel.write
+        self.ws: dict[Channel, Write] = {}
         self.pending: list[bytes] = []
         self.flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self.last_flush = float("-inf")
         self.cluster_online = -1
         self.reserved = 0  # clients about to join (waiting for the router)
+
+    def __len__(self) -> int:
+        return len(self.tcp) + len(self.ws)
+
+    @property
+    def members(self) -> set[Channel]:
+        """A copy of the member set."""
+        return {*self.tcp, *self.ws}
 
     @property
     def online(self) -> int:
         """Cluster-wide count when the router told us one, else the local count."""
-        return self.cluster_online if self.cluster_online >= 0 else len(self.members)
+        return self.cluster_online if self.cluster_online >= 0 else len(self)
 
 
 def ws_batch(inner: bytes) -> bytes:
@@ -51,17 +81,25 @@ class RoomTable:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        batch: int,
-        batch_delay: float,
+        cfg: RoomSection,
         on_open: RoomHook | None = None,
         on_close: RoomHook | None = None,
     ) -> None:
         self._loop = loop
-        self.batch = batch
-        self.batch_delay = batch_delay
         self._rooms: dict[str, Room] = {}
         self._on_open = on_open
         self._on_close = on_close
+        self.flushes = 0  # counters: flushes, frames flushed, member writes
+        self.frames = 0
+        self.writes = 0
+        self.window = Window(cfg.batch_delay, cfg.max_delay, loop.time())
+        self.reconfigure(cfg)
+
+    def reconfigure(self, cfg: RoomSection) -> None:
+        self.batch = cfg.batch
+        self.batch_delay = cfg.batch_delay
+        self.adaptive = cfg.mode == ADAPTIVE
+        self.window.retune(cfg.batch_delay, cfg.max_delay)
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -72,6 +110,17 @@ class RoomTable:
     def get(self, room_id: str) -> Room | None:
         return self._rooms.get(room_id)
 
+    def counters(self) -> dict[str, int]:
+        """Batcher counters for the worker's stats (the window in microseconds, the last period's busy %)."""
+        return {
+            "room_flushes": self.flushes,
+            "room_frames": self.frames,
+            "room_writes": self.writes,
+            "room_window_us": round((self.window.value if self.adaptive else self.batch_delay) * 1e6),
+            "room_busy_pct": round(self.window.load * 100),
+        }
+
+    # -- membership ---------------------------------------------------------------------------
     def _open(self, room_id: str) -> Room:
         room = self._rooms.get(room_id)
         if room is None:
@@ -82,7 +131,7 @@ class RoomTable:
 
     def join(self, room_id: str, channel: Channel) -> Room:
         room = self._open(room_id)
-        room.members.add(channel)
+        (room.ws if channel.is_ws else room.tcp)[channel] = channel.write
         return room
 
     def reserve(self, room_id: str) -> Room:
@@ -96,11 +145,11 @@ class RoomTable:
         self._maybe_discard(room)
 
     def leave(self, room: Room, channel: Channel) -> None:
-        room.members.discard(channel)
+        (room.ws if channel.is_ws else room.tcp).pop(channel, None)
         self._maybe_discard(room)
 
     def _maybe_discard(self, room: Room) -> None:
-        if not room.members and room.reserved <= 0 and self._rooms.get(room.id) is room:
+        if not (room.tcp or room.ws) and room.reserved <= 0 and self._rooms.get(room.id) is room:
             self._discard(room)
 
     def _discard(self, room: Room) -> None:
@@ -112,22 +161,33 @@ class RoomTable:
         if self._on_close is not None:
             self._on_close(room.id)
 
+    # -- batching -------------------------------------------------------------------------------
     def push(self, room_id: str, frame: bytes) -> bool:
         """Queue an encoded frame for a room; False if no local member is in it."""
         room = self._rooms.get(room_id)
         if room is None:
             return False
-        room.pending.append(frame)
-        if len(room.pending) >= self.batch:
+        pending = room.pending
+        pending.append(frame)
+        if len(pending) >= self.batch:
             self.flush(room)
         elif room.flush_handle is None:
-            if self.batch_delay > 0:
-                room.flush_handle = self._loop.call_later(self.batch_delay, self.flush, room)
+            loop = self._loop
+            if self.adaptive:
+                now = loop.time()
+                due = room.last_flush + self.window.value
+                if due <= now:  # quiet room: this loop turn
+                    room.flush_handle = loop.call_soon(self.flush, room)
+                else:  # flushed less than a window ago: wait for the rest of it
+                    room.flush_handle = loop.call_at(due, self.flush, room)
+            elif self.batch_delay > 0:
+                room.flush_handle = loop.call_later(self.batch_delay, self.flush, room)
             else:
-                room.flush_handle = self._loop.call_soon(self.flush, room)
+                room.flush_handle = loop.call_soon(self.flush, room)
         return True
 
     def flush(self, room: Room) -> None:
+        """Write what the room has pending, now."""
         if room.flush_handle is not None:
             room.flush_handle.cancel()
             room.flush_handle = None
@@ -135,15 +195,29 @@ class RoomTable:
         if not frames:
             return
         room.pending = []
+        self.flushes += 1
+        self.frames += len(frames)
+        self.writes += len(room.tcp) + len(room.ws)
         inner = frames[0] if len(frames) == 1 else b"".join(frames)
-        ws_bytes = b""  # built at the first WebSocket member, then shared
-        members = tuple(room.members)
-        for channel in members:
-            if channel.is_ws:
-                ws_bytes = ws_bytes or ws_batch(inner)
-                channel.write(ws_bytes)
-            else:
-                channel.write(inner)
+        if self.adaptive:
+            started = room.last_flush = self._loop.time()
+            self._write(room, inner)
+            self.window.flushed(started, self._loop.time())
+        else:
+            self._write(room, inner)
+
+    def _write(self, room: Room, inner: bytes) -> None:
+        """One write per member: the frames as they are (TCP), one op-9 message (WebSocket).
+
+        The loops run over copies: a write may cut a slow consumer, which leaves the room.
+        """
+        if room.tcp:
+            for write in tuple(room.tcp.values()):
+                write(inner)
+        if room.ws:
+            message = ws_batch(inner)
+            for write in tuple(room.ws.values()):
+                write(message)
 
     def flush_all(self) -> None:
         for room in tuple(self._rooms.values()):
