@@ -141,7 +141,9 @@ class RoomSection:
     mode: str = _opt(
         "adaptive", choices=("adaptive", "fixed"), doc="adaptive: at once when quiet, wider under load"
     )
-    batch: int = _opt(20, lo=1, hi=100000, doc="flush a room at once when this many messages wait")
+    batch: int = _opt(
+        20, lo=1, hi=100000, doc="flush a room at once when this many messages wait (not in a wide window)"
+    )
     batch_delay: float = _opt(
         0.01, lo=0.0, hi=10.0, doc="fixed: window after the first message; adaptive: shortest window"
     )

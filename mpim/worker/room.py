@@ -7,7 +7,8 @@ its bound ``write``: a flush is one call per member and no lookups.
 Pushed room frames wait in the room's ``pending`` list until the room is
 flushed: one write per member of the concatenated frames (TCP) or of one op-9
 WebSocket message built once (goim's op Raw), the same bytes for every member,
-at once when ``batch`` frames wait. Otherwise when is the mode:
+at once when ``batch`` frames wait (unless an adaptive window is widened, see
+below). Otherwise when is the mode:
 
 - ``fixed`` (goim's job): ``batch_delay`` after the first pending frame.
 - ``adaptive`` (the default): a frame for a room that was not flushed within the
@@ -18,7 +19,8 @@ at once when ``batch`` frames wait. Otherwise when is the mode:
   member per window. The window (:mod:`mpim.worker.window`) is ``batch_delay``
   while the worker keeps up and widens up to ``max_delay`` while writing room
   flushes keeps its loop busy, so an overloaded worker writes more messages per
-  write instead of queueing them, and a message waits at most ``max_delay``
+  write instead of queueing them (``batch`` does not cut a widened window short:
+  a hot room would otherwise undo it), and a message waits at most ``max_delay``
   plus the time the loop takes to get to it. Order is kept: frames leave a room
   in the order they arrived.
 """
@@ -169,8 +171,8 @@ class RoomTable:
             return False
         pending = room.pending
         pending.append(frame)
-        if len(pending) >= self.batch:
-            self.flush(room)
+        if len(pending) >= self.batch and (not self.adaptive or self.window.value <= self.window.floor):
+            self.flush(room)  # (a loaded adaptive worker keeps collecting until the window ends)
         elif room.flush_handle is None:
             loop = self._loop
             if self.adaptive:

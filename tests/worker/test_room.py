@@ -266,6 +266,16 @@ def test_window_stops_at_max_delay() -> None:
     assert max(widths) == widths[-1] == 0.08
 
 
+def test_batch_count_does_not_cut_a_widened_window_short() -> None:
+    loop = FakeLoop()
+    rooms = table(loop, batch=5, batch_delay=0.005, max_delay=0.2)
+    (channel, *_) = members(rooms, tcp=10, ws=0, loop=loop, cost=0.002)  # a flush takes 20 ms
+    drive(rooms, loop, 0.002, 2000)  # 500 messages/s into one room
+    sizes = [len(decode(data)[0]) for data in channel.writes]
+    assert channel.frames() == [b"%d" % i for i in range(2000)]
+    assert max(sizes) > 5 and len(sizes) < 2000 / 5  # more than batch per write once the window widened
+
+
 def test_overload_batches_more_and_holds_no_message_longer_than_the_window() -> None:
     """A message every millisecond, each flush 20 ms: every message, in order, few writes, bounded wait."""
     loop = FakeLoop()
