@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,6 +83,9 @@ def push_curve(path: Path, series: Sequence[Series], rates: Sequence[float], tit
     top.set_ylabel("p99 publish -> receive, ms (log)")
     top.grid(True, which="both", alpha=0.3)
     top.legend(fontsize=8)
+    loads = [r.load for s in series for run in s.runs for r in run if math.isfinite(r.load)]
+    if loads:
+        title += f"\n1-minute load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs"
     top.set_title(title, fontsize=10)
     bottom.set_ylabel("deliveries per server CPU-s (thousands)")
     bottom.set_xlabel("offered room pushes/s")
