@@ -1,7 +1,8 @@
 """One load generator process: ``python -m bench.loadgen --deadline SECONDS``.
 
 The runner drives it with one JSON object per line on stdin and reads one JSON
-reply per command on stdout:
+reply per command on stdout; a command's ``"id"`` comes back in its reply, so
+the runner can skip the reply of a call it gave up on:
 
 - ``{"cmd": "connect", "kind": "tcp"|"ws"|"nchan", "port": P, "path": "/sub",
   "first": G, "count": N, "rooms": R, "mode": "room"|"mid", "inflight": K}``
@@ -155,11 +156,12 @@ async def serve(deadline: float) -> None:
             line = await asyncio.wait_for(reader.readline(), max(0.0, deadline - time.monotonic()))
             if not line:
                 break
+            msg = json.loads(line)
             try:
-                reply = await gen.handle(json.loads(line))
+                reply = await gen.handle(msg)
             except Exception as exc:  # report to the runner, keep serving
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
-            out.write(json.dumps(reply) + "\n")
+            out.write(json.dumps({**reply, "id": msg.get("id")}) + "\n")  # the runner matches the id
             out.flush()
     except TimeoutError:
         print("loadgen: deadline reached, exiting", file=sys.stderr)
