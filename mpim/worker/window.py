@@ -2,9 +2,11 @@
 
 Sans-I/O: the batcher reports each flush (when it started and ended, in loop
 time) and reads :attr:`Window.value`, the shortest spacing it keeps between two
-flushes of one room. Every :data:`PERIOD` of loop time the window looks at the
+flushes of one room. Every :data:`PERIOD` of loop time the window takes the
 share of that time the loop spent writing room flushes (wall time, so a worker
-starved of CPU by other processes counts as busy too):
+starved of CPU by other processes counts as busy too) into a smoothed *load*
+(half the last period, half what came before: one busy period is noise, two in
+a row are not), then:
 
 - above :data:`HIGH` the worker is close to falling behind (one more message
   would queue): the window doubles, up to ``ceiling`` (``[room] max_delay``), so
@@ -20,8 +22,9 @@ between two messages of a room, so a proportional step would stop short.
 from __future__ import annotations
 
 PERIOD = 0.1  # seconds of loop time between two decisions
-HIGH = 0.7  # share of the period spent writing above which the window widens
-LOW = 0.35  # ...and below which it narrows
+SMOOTHING = 0.5  # weight of the last period in the smoothed load
+HIGH = 0.8  # smoothed share of the time spent writing above which the window widens
+LOW = 0.4  # ...and below which it narrows
 FIRST_STEP = 0.005  # the first widening from a zero floor, seconds
 
 
@@ -34,7 +37,7 @@ class Window:
         self.value = floor
         self.busy = 0.0  # seconds spent in flushes since ``since``
         self.since = now
-        self.load = 0.0  # the share of the last period spent in flushes
+        self.load = 0.0  # the smoothed share of the time spent in flushes
 
     def retune(self, floor: float, ceiling: float) -> None:
         self.floor = floor
@@ -48,7 +51,8 @@ class Window:
         periods = int(elapsed / PERIOD + 1e-9)  # (no float drift below a whole period)
         if periods < 1:
             return
-        load = self.load = min(1.0, self.busy / elapsed)
+        weight = 1.0 - (1.0 - SMOOTHING) ** min(periods, 64)  # several idle periods weigh as several
+        load = self.load = self.load + weight * (min(1.0, self.busy / elapsed) - self.load)
         self.busy = 0.0
         self.since = now
         if load > HIGH:
