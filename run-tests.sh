@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # Set up a virtualenv with mpim and its test tools, then run the whole suite:
-# ruff (format + lint), mypy --strict, and pytest (unit, integration, Autobahn).
-# Works on a fresh machine with Python 3.11+, pip and venv. Extra pytest
+# ruff (format + lint), mypy --strict, and pytest (unit, integration, Autobahn, the
+# console in headless Chromium). Works on a fresh machine with Python 3.11+, pip and
+# venv; the Redis tests start their own redis-server and the console test drives
+# Debian's chromium, both installed here (Debian packages) when missing. Extra pytest
 # arguments are passed through, e.g. ./run-tests.sh -k master -x
 set -euo pipefail
 cd "$(dirname "$0")"
+
+if ! command -v redis-server >/dev/null; then
+    echo "== installing redis-server (Debian package) for the Redis tests"
+    (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
+fi
+if ! command -v chromium >/dev/null; then
+    echo "== installing chromium (Debian package) for the console's browser test"
+    (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+fi
 
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then

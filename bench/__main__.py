@@ -16,7 +16,7 @@ from typing import Any
 
 import uvloop
 
-from bench.scenarios import broadcast, capacity, fanout, idle, ingress, unicast
+from bench.scenarios import broadcast, capacity, chat, fanout, flood, hosts, idle, ingress, reliable, unicast
 from bench.servers import Missing
 
 SCENARIOS: dict[str, ModuleType] = {
@@ -26,6 +26,10 @@ SCENARIOS: dict[str, ModuleType] = {
     "broadcast": broadcast,
     "ingress": ingress,
     "idle": idle,
+    "flood": flood,
+    "reliable": reliable,
+    "chat": chat,
+    "hosts": hosts,
 }
 
 

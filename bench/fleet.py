@@ -25,29 +25,21 @@ class Generator:
         self.proc = proc
         self.lock = asyncio.Lock()
         self.source = source_address()
-        self.calls = 0
 
     async def call(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Send one command and return its reply.
+        """One command and its reply. Shielded: a caller cancelled while it waits (a progress
+        ticker) must not leave its reply in the pipe for the next command to read."""
+        return await asyncio.shield(self._call(msg))
 
-        Each command carries a number that the generator echoes: a call cancelled
-        while it waited (the progress ticker, stopped at the end of a phase)
-        leaves its reply in the pipe, and the next call skips it instead of
-        taking it for its own.
-        """
+    async def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.calls += 1
-        number = self.calls
         async with self.lock:
-            self.proc.stdin.write(json.dumps({**msg, "id": number}).encode() + b"\n")
+            self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
             await self.proc.stdin.drain()
-            while True:
-                line = await self.proc.stdout.readline()
-                if not line:
-                    raise GeneratorError(f"load generator {self.proc.pid} exited ({msg['cmd']})")
-                reply: dict[str, Any] = json.loads(line)
-                if reply.pop("id", None) == number:
-                    break
+            line = await self.proc.stdout.readline()
+        if not line:
+            raise GeneratorError(f"load generator {self.proc.pid} exited ({msg['cmd']})")
+        reply: dict[str, Any] = json.loads(line)
         if "error" in reply:
             raise GeneratorError(f"load generator {self.proc.pid}: {reply['error']}")
         return reply

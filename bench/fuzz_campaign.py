@@ -29,7 +29,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.reporting import with_reporter
 
-from tests.fuzz import test_auth_fuzz, test_config_fuzz, test_http_fuzz, test_proto_fuzz, test_worker_fuzz
+from tests.fuzz import (
+    test_auth_fuzz,
+    test_config_fuzz,
+    test_http_fuzz,
+    test_proto_fuzz,
+    test_proxyproto_fuzz,
+    test_worker_fuzz,
+)
 from tests.fuzz.worker_rig import WorkerRig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +59,7 @@ class Target:
 
 def targets() -> list[Target]:
     out = []
-    for module in (test_proto_fuzz, test_auth_fuzz, test_config_fuzz, test_http_fuzz):
+    for module in (test_proto_fuzz, test_proxyproto_fuzz, test_auth_fuzz, test_config_fuzz, test_http_fuzz):
         out += [Target(name, strategy, check, False) for name, strategy, check in module.TARGETS]
     out += [Target(name, strategy, check, True) for name, strategy, check in test_worker_fuzz.TARGETS]
     return out

@@ -1,8 +1,7 @@
 """One load generator process: ``python -m bench.loadgen --deadline SECONDS``.
 
 The runner drives it with one JSON object per line on stdin and reads one JSON
-reply per command on stdout; a command's ``"id"`` comes back in its reply, so
-the runner can skip the reply of a call it gave up on:
+reply per command on stdout:
 
 - ``{"cmd": "connect", "kind": "tcp"|"ws"|"nchan", "port": P, "path": "/sub",
   "first": G, "count": N, "rooms": R, "mode": "room"|"mid", "inflight": K}``
@@ -11,6 +10,13 @@ the runner can skip the reply of a call it gave up on:
   ``"group": K`` users per push) and waits until each is authenticated (Nchan:
   upgraded; a Nchan subscriber's channel is its stream, ``{path}/<stream>``);
   replies ``{"ok", "failed", "seconds"}``.
+  With ``"ack": true`` (tcp, ws) they are ack clients (:mod:`bench.ackclients`:
+  caps ack, resume, acks), ready once resumed; ``"chat": true`` makes them
+  private-chat clients too.
+- ``{"cmd": "chat", "rate": R, "duration": S, "users": U, "contacts": K, "seed": N}``
+  starts sending R private messages/s for S s from this process's chat clients
+  to random users 1..U (or K contacts each) and replies at once;
+  ``{"cmd": "chat_wait"}`` waits for the end -> ``{"sent", "skipped", "seconds"}``.
 - ``{"cmd": "heartbeat", "interval": S}``: every connection sends a heartbeat
   each S seconds, spread over the interval.
 - ``{"cmd": "stats"}`` -> counters; ``{"cmd": "reset"}`` zeroes them;
@@ -36,8 +42,8 @@ from typing import Any
 
 import uvloop
 
+from bench.ackclients import AckClient, AckTally, ack_client, chat_loop
 from bench.clients import Client, NchanClient, TcpClient, WsClient
-from bench.tally import Tally
 from bench.wire import HEARTBEAT, room_name
 
 HOST = "127.0.0.1"
@@ -47,8 +53,10 @@ MAX_SOCKETS = 18_000
 class Generator:
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.tally = Tally()
+        self.tally = AckTally()  # a Tally with the ack clients' counters too
         self.clients: list[Client] = []
+        self.chatters: list[AckClient] = []
+        self._chat: asyncio.Task[dict[str, Any]] | None = None
         self._beat: asyncio.Task[None] | None = None
         self.lost_reported = 0  # lost messages already reported by an earlier finish
 
@@ -58,6 +66,7 @@ class Generator:
         source = str(spec.get("source", HOST))
         by_mid = spec.get("mode", "room") == "mid"
         group = int(spec.get("group", 1))
+        ack, chat = bool(spec.get("ack")), bool(spec.get("chat"))
         if len(self.clients) + count > MAX_SOCKETS:
             raise ValueError(f"{len(self.clients) + count} sockets would pass {MAX_SOCKETS} per process")
         sem = asyncio.Semaphore(int(spec.get("inflight", 256)))
@@ -72,7 +81,10 @@ class Generator:
             room = room_name(room_index) if rooms else ""
             ready: asyncio.Future[None] = loop.create_future()
             client: Client
-            if kind == "tcp":
+            if ack:
+                url = f"ws://{HOST}:{port}{path}"
+                client = ack_client(kind, self.tally, stream, room, ready, mid, url, chat)
+            elif kind == "tcp":
                 client = TcpClient(self.tally, stream, room, ready, mid)
             elif kind == "ws":
                 client = WsClient(self.tally, stream, room, ready, mid, f"ws://{HOST}:{port}{path}")
@@ -89,6 +101,8 @@ class Generator:
                         client.transport.abort()
                     return
             self.clients.append(client)
+            if chat and isinstance(client, AckClient):
+                self.chatters.append(client)
 
         started = time.monotonic()
         await asyncio.gather(*(one(i) for i in range(first, first + count)))
@@ -135,6 +149,20 @@ class Generator:
             return {}
         if cmd == "bcast":
             return {"bcast": {str(seq): entry for seq, entry in self.tally.bcast.items()}}
+        if cmd == "chat":
+            if self._chat is not None and not self._chat.done():
+                raise ValueError("a chat phase is already running")
+            self._chat = self.loop.create_task(
+                chat_loop(
+                    self.chatters, float(msg["rate"]), float(msg["duration"]), int(msg["users"]),
+                    int(msg.get("contacts", 0)), int(msg.get("seed", 1)),
+                )
+            )  # fmt: skip
+            return {}
+        if cmd == "chat_wait":
+            if self._chat is None:
+                return {"sent": 0, "skipped": 0, "seconds": 0.0}
+            return await self._chat
         if cmd == "finish":
             return self.finish(msg.get("sent", {}))
         raise ValueError(f"unknown command {cmd!r}")
@@ -156,12 +184,11 @@ async def serve(deadline: float) -> None:
             line = await asyncio.wait_for(reader.readline(), max(0.0, deadline - time.monotonic()))
             if not line:
                 break
-            msg = json.loads(line)
             try:
-                reply = await gen.handle(msg)
+                reply = await gen.handle(json.loads(line))
             except Exception as exc:  # report to the runner, keep serving
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
-            out.write(json.dumps({**reply, "id": msg.get("id")}) + "\n")  # the runner matches the id
+            out.write(json.dumps(reply) + "\n")
             out.flush()
     except TimeoutError:
         print("loadgen: deadline reached, exiting", file=sys.stderr)

@@ -25,3 +25,6 @@ run broadcast --workers 1,2 --conns 15000
 run ingress --rates 100,1000,4000
 run idle --workers 1,2 --conns 10000 --seconds 20
 run idle --workers 2 --conns 10000 --seconds 20 --transport ws
+run reliable --workers 2 --conns 4000 --rates 100,1000,3000 --duration 10
+run chat --workers 1,2 --conns 2000 --rates 200,1000 --duration 10
+run hosts --conns 4000 --rates 300,1000 --room-conns 10000 --rooms 10 --room-rates 20,76

@@ -120,6 +120,8 @@ class MpimServer(Server):
             "ingress": {"zmq_bind": ""},
             "log": {"level": "warning", "file": str(self.log_path)},
         }
+        if (root / "mpim" / "inbox").is_dir():  # (older checkouts have no inbox section)
+            sections["inbox"] = {"path": str(self.tmp / "inbox.sqlite3")}
         for name, table in (overrides or {}).items():
             sections.setdefault(name, {}).update(table)
         self.sections = sections

@@ -1,8 +1,11 @@
 """Client authentication: the token carried by the Auth frame.
 
 ``json`` mode accepts goim's plain JSON token and trusts the client; ``jwt`` mode
-verifies an HS256 token signed with ``[auth] secret`` carrying the same claims
-plus ``exp``.
+verifies a token carrying the same claims plus ``exp``: HS256 signed with
+``[auth] secret``, or RS256 / ES256 checked against ``[auth] public_key`` (the
+business backend alone holds the private key). The algorithm a token names must
+be one the configured keys allow, so a public key is never taken for an HMAC
+secret. ``exp`` and ``nbf`` are checked with ``[auth] leeway`` seconds of skew.
 """
 
 from __future__ import annotations
@@ -11,17 +14,24 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from mpim.limits import INT32, INT64, MAX_KEY, check_room_id, in_range
 
+if TYPE_CHECKING:
+    from mpim.config import AuthSection
+
 _TOO_DEEP = "token is not valid JSON: nested too deeply"
+_MIN_RSA_BITS = 2048
 
 
 class AuthError(Exception):
     """The token is refused; the message says why (for the log, not the client)."""
+
+
+CAPS = ("ack", "seq")  # what a client may opt in to (see the README's "Reliable delivery")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +41,16 @@ class Identity:
     room: str
     platform: str
     accepts: frozenset[int]
+    caps: frozenset[str] = frozenset()
+
+
+def parse_caps(values: Any) -> frozenset[str]:
+    """The ``caps`` claim: a list of strings; unknown ones are ignored (goim's parser ignores the field)."""
+    if values is None:
+        return frozenset()
+    if not isinstance(values, list):
+        raise AuthError("caps must be a list of strings")
+    return frozenset(v for v in values if isinstance(v, str) and v in CAPS)
 
 
 def parse_ops(values: Any) -> frozenset[int]:
@@ -75,19 +95,71 @@ def identity_from_claims(claims: Any) -> Identity:
         room=sys.intern(room),
         platform=sys.intern(fields["platform"][:32]),
         accepts=accepts,
+        caps=parse_caps(claims.get("caps")),
     )
+
+
+class AuthKeyError(Exception):
+    """``[auth] public_key`` cannot be used; the message says why."""
+
+
+def load_public_key(path: str) -> tuple[Any, str]:
+    """A PEM public key (or certificate) file -> (key, ``"RS256"`` or ``"ES256"``)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    try:
+        with open(path, "rb") as f:
+            pem = f.read()
+    except OSError as exc:
+        raise AuthKeyError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in pem:
+            key: Any = x509.load_pem_x509_certificate(pem).public_key()
+        else:
+            key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        hint = " (that is a private key: give the public half)" if b"PRIVATE KEY" in pem else ""
+        raise AuthKeyError(f"{path} holds no PEM public key or certificate{hint}") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < _MIN_RSA_BITS:
+            raise AuthKeyError(f"{path}: an RSA key of {key.key_size} bits is too small (2048 or more)")
+        return key, "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key, "ES256"
+    raise AuthKeyError(f"{path}: not an RSA (RS256) or P-256 (ES256) public key")
 
 
 class Authenticator:
     """Turns an Auth body into an :class:`Identity` or raises :class:`AuthError`."""
 
-    def __init__(self, mode: str, secret: str = "") -> None:
+    def __init__(
+        self,
+        mode: str,
+        secret: str = "",
+        public_key: Any = None,
+        public_alg: str = "",
+        leeway: float = 30.0,
+    ) -> None:
         if mode not in ("jwt", "json"):
             raise ValueError(f"unknown auth mode {mode!r}")
-        if mode == "jwt" and not secret:
-            raise ValueError("jwt mode needs a secret")
+        if mode == "jwt" and not secret and public_key is None:
+            raise ValueError("jwt mode needs a secret or a public key")
         self.mode = mode
         self._secret = secret
+        self._keys: dict[str, Any] = {}
+        if secret:
+            self._keys["HS256"] = secret
+        if public_key is not None:
+            self._keys[public_alg] = public_key
+        self.leeway = leeway
+
+    @classmethod
+    def from_config(cls, section: AuthSection) -> Authenticator:
+        """``[auth]`` (reads ``public_key``: raises :class:`AuthKeyError` if it went bad since the check)."""
+        key, alg = load_public_key(section.public_key) if section.public_key else (None, "")
+        return cls(section.mode, section.secret, key, alg, section.leeway)
 
     def verify(self, token: bytes) -> Identity:
         if self.mode == "json":
@@ -99,10 +171,15 @@ class Authenticator:
                 raise AuthError(_TOO_DEEP) from None
             return identity_from_claims(claims)
         try:
+            alg = jwt.get_unverified_header(token).get("alg")
+            if not isinstance(alg, str) or alg not in self._keys:
+                allowed = ", ".join(self._keys)
+                raise AuthError(f"jwt rejected: algorithm {str(alg)[:16]!r} is not accepted here ({allowed})")
             claims = jwt.decode(
                 token,
-                self._secret,
-                algorithms=["HS256"],
+                self._keys[alg],
+                algorithms=[alg],
+                leeway=self.leeway,
                 options={"require": ["exp"]},
             )
         except jwt.PyJWTError as exc:
@@ -110,6 +187,22 @@ class Authenticator:
         except RecursionError:
             raise AuthError(_TOO_DEEP) from None
         return identity_from_claims(claims)
+
+
+def private_key_algorithm(pem: str) -> str:
+    """``"RS256"`` or ``"ES256"`` for a PEM private key; :class:`AuthKeyError` otherwise."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise AuthKeyError(f"not an unencrypted PEM private key: {exc}") from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    raise AuthKeyError("not an RSA or P-256 private key")
 
 
 def mint(
@@ -120,9 +213,12 @@ def mint(
     platform: str = "",
     accepts: tuple[int, ...] = (),
     ttl: float = 3600.0,
+    caps: tuple[str, ...] = (),
+    algorithm: str = "HS256",
 ) -> str:
-    """Sign an HS256 token for a client (tests, demos, `mpim token`)."""
-    claims = {
+    """Sign a token for a client (tests, demos, `mpim token`): HS256 with a secret, or
+    ``algorithm`` RS256 / ES256 with ``secret`` holding a PEM private key."""
+    claims: dict[str, Any] = {
         "mid": mid,
         "key": key,
         "room_id": room,
@@ -130,4 +226,6 @@ def mint(
         "accepts": list(accepts),
         "exp": int(time.time() + ttl),
     }
-    return jwt.encode(claims, secret, algorithm="HS256")
+    if caps:
+        claims["caps"] = list(caps)
+    return jwt.encode(claims, secret, algorithm=algorithm)

@@ -94,6 +94,7 @@ class SocketReader(Generic[T]):
         self._handle = handle
         self._batch = batch
         self._scheduled = False
+        self._stopped = False
         self._fd = int(sock.getsockopt(zmq.FD))
 
     def start(self) -> None:
@@ -101,15 +102,19 @@ class SocketReader(Generic[T]):
         self.poke()
 
     def stop(self) -> None:
+        """Stop reading (before the socket is closed: a drain already scheduled does nothing)."""
+        self._stopped = True
         self._loop.remove_reader(self._fd)
 
     def poke(self) -> None:
-        if not self._scheduled:
+        if not self._scheduled and not self._stopped:
             self._scheduled = True
             self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
         self._scheduled = False
+        if self._stopped:
+            return
         recv = self._recv
         for _ in range(self._batch):
             try:

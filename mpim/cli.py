@@ -85,10 +85,19 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     import warnings
 
-    from mpim.auth import mint
+    from mpim.auth import AuthKeyError, mint, private_key_algorithm
 
-    secret = args.secret
-    if not secret:
+    secret, algorithm = args.secret, "HS256"
+    if args.private_key:
+        try:
+            with open(args.private_key, encoding="ascii") as f:
+                secret = f.read()
+            algorithm = private_key_algorithm(secret)
+        except (OSError, UnicodeDecodeError, AuthKeyError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else exc
+            print(f"mpim token: --private-key {args.private_key}: {reason}", file=sys.stderr)
+            return EXIT_CONFIG
+    elif not secret:
         cfg = _load(args.config)
         secret = cfg.auth.secret
         if not secret:
@@ -105,7 +114,8 @@ def cmd_token(args: argparse.Namespace) -> int:
     accepts = tuple(int(op) for op in args.accepts.split(",") if op) if args.accepts else ()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        token = mint(secret, args.mid, args.room, args.key, args.platform, accepts, args.ttl)
+        caps = tuple(c for c in args.caps.split(",") if c)
+        token = mint(secret, args.mid, args.room, args.key, args.platform, accepts, args.ttl, caps, algorithm)
     for warning in caught:  # one plain line each, not a warning with a site-packages path
         if warning.category.__name__ == "InsecureKeyLengthWarning":
             size = len(secret.encode())
@@ -121,8 +131,8 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from mpim import push
 
-    endpoint = args.endpoint or _load(args.config).ingress.zmq_bind
-    return push.run(args, endpoint)
+    cfg = _load(args.config)
+    return push.run(args, args.endpoint or cfg.ingress.zmq_bind, cfg.ingress.api_key)
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -130,18 +140,32 @@ def cmd_client(args: argparse.Namespace) -> int:
 
     from mpim.client import WatchError, watch
 
-    token = args.token or json.dumps(
-        {
-            "mid": args.mid,
-            "key": args.key,
-            "room_id": args.room,
-            "platform": args.platform,
-            "accepts": [int(op) for op in args.accepts.split(",") if op],
-        }
-    )
+    claims = {
+        "mid": args.mid,
+        "key": args.key,
+        "room_id": args.room,
+        "platform": args.platform,
+        "accepts": [int(op) for op in args.accepts.split(",") if op],
+    }
+    caps = tuple(c for c in args.caps.split(",") if c)
+    if "ack" in caps:
+        from mpim.sdk import follow
+
+        try:
+            return uvloop.run(follow(args.address, args.token or claims, caps, args.heartbeat, args.count))
+        except KeyboardInterrupt:
+            return 0
+    token = args.token or json.dumps({**claims, "caps": list(caps)} if caps else claims)
     try:
         return uvloop.run(
-            watch(args.address, token, args.heartbeat, args.count, auth_timeout=args.auth_timeout)
+            watch(
+                args.address,
+                token,
+                args.heartbeat,
+                args.count,
+                auth_timeout=args.auth_timeout,
+                cafile=args.cafile,
+            )
         )
     except WatchError as exc:
         print(f"mpim client: {exc}", file=sys.stderr)
@@ -171,8 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
         control.add_argument("--pid", type=int, default=0, help="signal this master instead of looking it up")
     client = add("client", cmd_client, "connect as a goim client and print what is pushed")
     client.add_argument(
-        "address", nargs="?", default="127.0.0.1:3101", help="host:port (TCP) or ws://host:port/sub"
+        "address",
+        nargs="?",
+        default="127.0.0.1:3101",
+        help="host:port (TCP), tls://host:port (TCP over TLS), ws://host:port/sub or wss://host:port/sub",
     )
+    client.add_argument("--cafile", default="", help="trust this CA (PEM) for tls:// and wss://")
     client.add_argument("--mid", type=int, default=1, help="user id for a json token")
     client.add_argument("--room", default="", help="room to join, e.g. live://1000")
     client.add_argument("--key", default="", help="connection key (empty = server generates one)")
@@ -182,19 +210,28 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--heartbeat", type=float, default=30.0, help="seconds between heartbeats")
     client.add_argument("--count", type=int, default=0, help="exit after this many pushes (0 = never)")
     client.add_argument(
+        "--caps",
+        default="",
+        help="ask for mpim's reliable delivery: ack (resume, acks; reconnects by itself) and/or seq",
+    )
+    client.add_argument(
         "--auth-timeout",
         type=float,
         default=5.0,
         help="seconds to wait for the connection and the Auth reply",
     )
-    token = add("token", cmd_token, "mint an HS256 client token for jwt auth mode")
+    token = add("token", cmd_token, "mint a client token for jwt auth mode (HS256, or RS256/ES256)")
     token.add_argument("--mid", type=int, required=True, help="user id")
     token.add_argument("--room", default="", help="room id, e.g. live://1000")
     token.add_argument("--key", default="", help="connection key (empty = server generates one)")
     token.add_argument("--platform", default="", help="platform, e.g. web")
     token.add_argument("--accepts", default="", help="comma-separated ops, e.g. 1000,1001")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until exp")
+    token.add_argument("--caps", default="", help="reliable delivery: ack and/or seq, e.g. ack,seq")
     token.add_argument("--secret", default="", help="secret (default: [auth] secret of --config)")
+    token.add_argument(
+        "--private-key", default="", help="sign RS256/ES256 with this PEM private key instead of a secret"
+    )
     push = add("push", cmd_push, "push a message through the router's ZeroMQ ingress")
     push.add_argument("kind", choices=("keys", "mids", "room", "all"), help="who receives it")
     push.add_argument("--body", default="", help="message body; '-' reads stdin")
@@ -206,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--speed", type=int, default=0, help="push all: connections/s, 0 = unpaced")
     push.add_argument("--endpoint", default="", help="ingress endpoint (default: [ingress] zmq_bind)")
     push.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    push.add_argument(
+        "--api-key", default="", help="the ingress key (default: [ingress] api_key of --config)"
+    )
     push.add_argument("--no-wait", action="store_true", help="fire and forget: ask for no answer")
     return parser
 

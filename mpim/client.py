@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,6 +60,11 @@ class Client:
             seq = self._seq
         await self.send_raw(encode(op, body, ver, seq))
         return seq
+
+    @property
+    def pending(self) -> int:
+        """Frames already read and waiting to be taken (no wait for the next one)."""
+        return len(self._frames)
 
     async def recv(self, timeout: float = 5.0) -> Frame:
         """The next frame as sent on the wire (op 9 batches are not split)."""
@@ -169,14 +175,22 @@ class WsClient(Client):
         await self.conn.close()
 
 
-async def connect_tcp(host: str, port: int) -> TcpClient:
-    reader, writer = await asyncio.open_connection(host, port)
+async def connect_tcp(host: str, port: int, ssl: ssl.SSLContext | None = None) -> TcpClient:
+    """goim over TCP; with ``ssl``, over TLS (the server name checked is ``host``)."""
+    reader, writer = await asyncio.open_connection(host, port, ssl=ssl)
     return TcpClient(reader, writer)
 
 
-async def connect_ws(url: str, open_timeout: float = 10.0) -> WsClient:
-    conn = await ws_connect(url, max_size=None, compression=None, open_timeout=open_timeout)
+async def connect_ws(url: str, open_timeout: float = 10.0, ssl: ssl.SSLContext | None = None) -> WsClient:
+    """goim over WebSocket: ``ws://host:port/sub``, or ``wss://`` (with ``ssl``, or the system's CAs)."""
+    kw: dict[str, Any] = {"ssl": ssl} if ssl is not None and url.startswith("wss://") else {}
+    conn = await ws_connect(url, max_size=None, compression=None, open_timeout=open_timeout, **kw)
     return WsClient(conn)
+
+
+def tls_context(cafile: str = "") -> ssl.SSLContext:
+    """A client context trusting ``cafile`` (PEM), or the system's CAs."""
+    return ssl.create_default_context(cafile=cafile or None)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -188,14 +202,18 @@ def _os_reason(exc: OSError) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _open(address: str, timeout: float) -> tuple[Client, str]:
-    """Connect to ``host:port`` (TCP) or a ``ws://`` URL; returns the client and ``host:port``."""
+async def _open(address: str, timeout: float, cafile: str = "") -> tuple[Client, str]:
+    """Connect to ``host:port`` (TCP), ``tls://host:port`` (TCP over TLS) or a ``ws://`` /
+    ``wss://`` URL; returns the client and ``host:port``."""
+    tls = tls_context(cafile) if address.startswith(("wss://", "tls://")) else None
     if address.startswith(("ws://", "wss://")):
         where = urlsplit(address).netloc
         try:
-            return await connect_ws(address, open_timeout=timeout), where
+            return await connect_ws(address, open_timeout=timeout, ssl=tls), where
         except TimeoutError:  # before OSError, its base class
             raise WatchError(f"no WebSocket upgrade from {where} within {timeout:g}s") from None
+        except ssl.SSLError as exc:  # an OSError too
+            raise WatchError(f"TLS with {where} failed: {exc.reason or exc}") from None
         except OSError as exc:
             raise WatchError(f"cannot connect to {where}: {_os_reason(exc)}") from None
         except InvalidStatus as exc:
@@ -205,12 +223,14 @@ async def _open(address: str, timeout: float) -> tuple[Client, str]:
             raise WatchError(
                 f"no WebSocket upgrade from {where} ({exc}) — is that the TCP port? use {where} without ws://"
             ) from None
-    host, _, port = address.rpartition(":")
+    host, _, port = address.removeprefix("tls://").rpartition(":")
     if not port.isdigit():
         raise WatchError(f"bad address {address!r}: expected host:port or ws://host:port/sub")
     where = f"{host or '127.0.0.1'}:{port}"
     try:
-        return await asyncio.wait_for(connect_tcp(host or "127.0.0.1", int(port)), timeout), where
+        return await asyncio.wait_for(connect_tcp(host or "127.0.0.1", int(port), tls), timeout), where
+    except ssl.SSLError as exc:  # before OSError, its base class
+        raise WatchError(f"TLS with {where} failed: {exc.reason or exc}") from None
     except TimeoutError:
         raise WatchError(f"cannot connect to {where}: no answer within {timeout:g}s") from None
     except OSError as exc:
@@ -240,13 +260,14 @@ async def watch(
     count: int = 0,
     out: Any = None,
     auth_timeout: float = 5.0,
+    cafile: str = "",
 ) -> int:
     """`mpim client`: authenticate, print every push, heartbeat; stop after ``count`` pushes.
 
     Raises :class:`WatchError` when the connection or the Auth fails.
     """
     out = out or sys.stdout
-    client, where = await _open(address, auth_timeout)
+    client, where = await _open(address, auth_timeout, cafile)
     try:
         await _authenticate(client, where, token, auth_timeout)
     except WatchError:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import ipaddress
 import math
 import os
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -54,6 +56,9 @@ class ServerSection:
 @dataclass(frozen=True)
 class TcpSection:
     bind: list[str] = _opt(["0.0.0.0:3101"], doc="host:port list")
+    tls_bind: list[str] = _opt([], doc="TLS listeners (used when [tls] cert_file is set)")
+    proxy_protocol: bool = _opt(False, doc="a PROXY v1/v2 header opens every connection on bind")
+    tls_proxy_protocol: bool = _opt(False, doc="the same on tls_bind (the header comes before TLS)")
     backlog: int = _opt(4096, lo=1, hi=65535)
     sndbuf: int = _opt(0, lo=0, hi=1 << 26, doc="SO_SNDBUF bytes; 0 = kernel default")
     rcvbuf: int = _opt(0, lo=0, hi=1 << 26, doc="SO_RCVBUF bytes; 0 = kernel default")
@@ -62,6 +67,9 @@ class TcpSection:
 @dataclass(frozen=True)
 class WebSocketSection:
     bind: list[str] = _opt(["0.0.0.0:3102"], doc="host:port list")
+    tls_bind: list[str] = _opt(["0.0.0.0:3103"], doc="WSS listeners (used when [tls] cert_file is set)")
+    proxy_protocol: bool = _opt(False, doc="a PROXY v1/v2 header opens every connection on bind")
+    tls_proxy_protocol: bool = _opt(False, doc="the same on tls_bind (the header comes before TLS)")
     path: str = _opt("/sub")
     echo_path: str = _opt("", doc="echo endpoint for Autobahn checks; empty = off")
     backlog: int = _opt(4096, lo=1, hi=65535)
@@ -70,7 +78,9 @@ class WebSocketSection:
 
 @dataclass(frozen=True)
 class HttpSection:
-    bind: str = _opt("0.0.0.0:3111")
+    bind: str = _opt("127.0.0.1:3111", doc="push API; off loopback it needs api_key (or insecure_open)")
+    api_key: str = _opt("", doc="required in Authorization: Bearer or X-API-Key; empty = none")
+    insecure_open: bool = _opt(False, doc="allow a non-loopback bind without api_key (logged loudly)")
     max_body: int = _opt(1 << 20, lo=0, hi=1 << 28, doc="largest push body, bytes")
     max_header: int = _opt(8192, lo=256, hi=1 << 20, doc="largest request line + headers, bytes")
     idle_timeout: float = _opt(60.0, lo=0.1, hi=86400.0, doc="close idle keep-alive connections")
@@ -102,13 +112,15 @@ class RouterSection:
 @dataclass(frozen=True)
 class IngressSection:
     zmq_bind: str = _opt("tcp://127.0.0.1:3112", doc="ZeroMQ ROUTER push ingress; empty = off")
+    api_key: str = _opt("", doc='required as "api_key" in every request; empty = none')
+    insecure_open: bool = _opt(False, doc="allow a non-loopback tcp:// bind without api_key")
 
 
 @dataclass(frozen=True)
 class NodesSection:
     domain: str = _opt("", doc="goim nodes/weighted domain; empty = server name")
     addresses: list[str] = _opt([], doc="nodes for non-web platforms; empty = [domain]")
-    wss_port: int = _opt(3103, lo=0, hi=65535)
+    wss_port: int = _opt(0, lo=0, hi=65535, doc="0 = the WSS listener's port, or 0 when none listens")
     backoff_max_delay: int = _opt(300, lo=0, hi=86400)
     backoff_base_delay: int = _opt(3, lo=0, hi=86400)
     backoff_factor: float = _opt(1.8, lo=1.0, hi=100.0)
@@ -119,6 +131,35 @@ class NodesSection:
 class AuthSection:
     mode: str = _opt("json", choices=("jwt", "json"))
     secret: str = _opt("", doc="HS256 secret for jwt mode")
+    public_key: str = _opt("", doc="PEM file: RSA (RS256) or P-256 (ES256) public key for jwt mode")
+    leeway: float = _opt(30.0, lo=0.0, hi=600.0, doc="seconds of clock skew allowed on exp and nbf")
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    cert_file: str = _opt("", doc="PEM certificate chain (leaf first); empty = no TLS listeners")
+    key_file: str = _opt("", doc="PEM private key, unencrypted; empty = in cert_file")
+    min_version: str = _opt("1.2", choices=("1.2", "1.3"), doc="oldest TLS version accepted")
+    handshake_timeout: float = _opt(5.0, lo=0.1, hi=300.0, doc="TLS handshake deadline, seconds")
+
+
+@dataclass(frozen=True)
+class ProxySection:
+    trusted: list[str] = _opt([], doc="networks allowed to send a PROXY header; empty = any")
+    timeout: float = _opt(5.0, lo=0.1, hi=300.0, doc="the PROXY header must arrive this soon")
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    conns_per_ip: int = _opt(1000, lo=0, hi=10_000_000, doc="open connections per client IP per worker")
+    rate_per_ip: float = _opt(50.0, lo=0.0, hi=1e6, doc="new connections per second per IP; 0 = off")
+    burst_per_ip: int = _opt(200, lo=1, hi=10_000_000, doc="new connections at once per IP")
+    auth_failures: int = _opt(10, lo=0, hi=1_000_000, doc="failed Auths per IP in auth_window; 0 = off")
+    auth_window: float = _opt(60.0, lo=0.1, hi=86400.0, doc="seconds over which failures count")
+    ban_time: float = _opt(60.0, lo=0.1, hi=86400.0, doc="an IP over auth_failures is refused this long")
+    exempt: list[str] = _opt(["127.0.0.0/8", "::1/128"], doc="networks no per-IP limit applies to")
+    ipv6_prefix: int = _opt(64, lo=32, hi=128, doc="IPv6 clients are limited per /prefix network")
+    log_interval: float = _opt(10.0, lo=0.1, hi=86400.0, doc="one log line per IP at most this often")
 
 
 @dataclass(frozen=True)
@@ -159,6 +200,7 @@ class LogSection:
 
 @dataclass(frozen=True)
 class InboxSection:
+    enabled: bool = _opt(True, doc="store every push by mid and private message (reliable delivery)")
     path: str = _opt(
         "mpim-inbox.sqlite3", doc='SQLite file, relative to the working directory; ":memory:" = not durable'
     )
@@ -167,6 +209,45 @@ class InboxSection:
     durability: str = _opt(
         "process", choices=("process", "power"), doc="survive kill -9 (process) or power loss (fsync)"
     )
+    group_window: float = _opt(
+        0.0, lo=0.0, hi=1.0, doc="busy: let writes share a commit for up to this long (0 = per loop turn)"
+    )
+
+
+@dataclass(frozen=True)
+class DeliverySection:
+    max_unacked: int = _opt(
+        512, lo=1, hi=1_000_000, doc="reliable pushes a client may leave unacked before it is closed"
+    )
+    ack_timeout: float = _opt(30.0, lo=0.1, hi=86400.0, doc="oldest unacked push older than this: close")
+    replay_max: int = _opt(
+        1000, lo=1, hi=1_000_000, doc="a resume missing more than this is not recovered (resync)"
+    )
+    max_unread: int = _opt(1000, lo=1, hi=1_000_000, doc="private chat refused once this many are unread")
+
+
+@dataclass(frozen=True)
+class UpstreamSection:
+    ack: str = _opt("none", choices=("none", "only", "rigor"), doc="how client messages are acknowledged")
+    url: str = _opt("", doc="POST client messages to this backend URL; empty = the receive hook")
+    timeout: float = _opt(5.0, lo=0.1, hi=300.0, doc="backend answer deadline, seconds")
+    concurrency: int = _opt(64, lo=1, hi=10000, doc="backend requests in flight at most")
+    resend: float = _opt(3.0, lo=0.05, hi=3600.0, doc="rigor: re-send an unconfirmed ack this often")
+    confirm_timeout: float = _opt(30.0, lo=0.1, hi=86400.0, doc="rigor: unconfirmed message expires")
+    dedup_window: float = _opt(300.0, lo=0.0, hi=86400.0, doc="a retried message id is not delivered twice")
+    rate: float = _opt(100.0, lo=0.1, hi=1e6, doc="upstream frames per second per connection")
+    burst: int = _opt(200, lo=1, hi=1_000_000, doc="upstream frames allowed in a burst")
+    bytes_rate: float = _opt(262144.0, lo=16.0, hi=1e9, doc="upstream bytes per second per connection")
+    bytes_burst: int = _opt(524288, lo=16, hi=1 << 30, doc="upstream bytes allowed in a burst")
+
+
+@dataclass(frozen=True)
+class ClusterSection:
+    redis: str = _opt(
+        "", doc="redis://host:port/db, rediss://..., unix:///path.sock; empty = one host, embedded"
+    )
+    timeout: float = _opt(1.0, lo=0.01, hi=60.0, doc="seconds for every Redis call (connect, command)")
+    key_prefix: str = _opt("", doc="prepended to every Redis key (several clusters in one Redis)")
 
 
 @dataclass(frozen=True)
@@ -176,6 +257,9 @@ class Config:
     websocket: WebSocketSection = field(default_factory=WebSocketSection)
     http: HttpSection = field(default_factory=HttpSection)
     auth: AuthSection = field(default_factory=AuthSection)
+    tls: TlsSection = field(default_factory=TlsSection)
+    proxy: ProxySection = field(default_factory=ProxySection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
     protocol: ProtocolSection = field(default_factory=ProtocolSection)
     channel: ChannelSection = field(default_factory=ChannelSection)
     room: RoomSection = field(default_factory=RoomSection)
@@ -185,6 +269,9 @@ class Config:
     ingress: IngressSection = field(default_factory=IngressSection)
     nodes: NodesSection = field(default_factory=NodesSection)
     inbox: InboxSection = field(default_factory=InboxSection)
+    delivery: DeliverySection = field(default_factory=DeliverySection)
+    upstream: UpstreamSection = field(default_factory=UpstreamSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
     source: str = "<defaults>"
 
     @property
@@ -245,20 +332,25 @@ _WILDCARD = {"0.0.0.0", "::", ""}
 
 
 def _check_addresses(source: str, cfg: Config) -> None:
-    pairs = [("tcp", a) for a in cfg.tcp.bind] + [("websocket", a) for a in cfg.websocket.bind]
-    pairs.append(("http", cfg.http.bind))
+    pairs = [("tcp", "bind", a) for a in cfg.tcp.bind] + [
+        ("websocket", "bind", a) for a in cfg.websocket.bind
+    ]
+    if cfg.tls.cert_file:
+        pairs += [("tcp", "tls_bind", a) for a in cfg.tcp.tls_bind]
+        pairs += [("websocket", "tls_bind", a) for a in cfg.websocket.tls_bind]
+    pairs.append(("http", "bind", cfg.http.bind))
     owners: dict[int, list[tuple[str, str]]] = {}
-    for section, addr in pairs:
+    for section, key, addr in pairs:
         try:
             host, port = parse_address(addr)
         except ValueError as exc:
-            raise ConfigError(f"{source}: [{section}] bind: {exc}") from None
+            raise ConfigError(f"{source}: [{section}] {key}: {exc}") from None
         for other_host, other in owners.get(port, []) if port else []:
             if host == other_host or _WILDCARD & {host, other_host}:
-                raise ConfigError(f"{source}: [{section}] bind: {addr} is already used by [{other}] bind")
-        owners.setdefault(port, []).append((host, section))
-    if cfg.auth.mode == "jwt" and not cfg.auth.secret:
-        raise ConfigError(f'{source}: [auth] secret: required when mode = "jwt"')
+                raise ConfigError(f"{source}: [{section}] {key}: {addr} is already used by {other}")
+        owners.setdefault(port, []).append((host, f"[{section}] {key}"))
+    if cfg.auth.mode == "jwt" and not cfg.auth.secret and not cfg.auth.public_key:
+        raise ConfigError(f'{source}: [auth] secret: required when mode = "jwt" (or set [auth] public_key)')
     for key in ("path", "echo_path"):
         path = getattr(cfg.websocket, key)
         if path and not path.startswith("/"):
@@ -295,6 +387,128 @@ def _check_cluster(source: str, cfg: Config) -> None:
             raise ConfigError(f"{source}: [router] receive_hook: module {module!r} cannot be found")
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ValueError unless `url` is a redis://, rediss:// or unix:// URL redis-py can use."""
+    if any(ch.isspace() for ch in url):
+        raise ValueError("contains white space")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if parts.scheme not in REDIS_SCHEMES or not url.startswith(parts.scheme + "://"):
+        raise ValueError("is not a redis://, rediss:// or unix:// URL")
+    if parts.scheme == "unix":
+        if not parts.path.startswith("/"):
+            raise ValueError("must name an absolute socket path (unix:///path/to/redis.sock)")
+        return
+    db = parts.path.lstrip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        raise ValueError(f"database {db!r} is not a number (redis://host:port/0)")
+    if port == 0:
+        raise ValueError("has port 0")
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by ``***`` (for messages and logs)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is not None:
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
+    if "password=" in parts.query:
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        hidden = [(k, "***" if k == "password" else v) for k, v in pairs]
+        parts = parts._replace(query=urllib.parse.urlencode(hidden, safe="*"))
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}{query}"
+
+
+def _check_redis(source: str, cfg: Config) -> None:
+    url = cfg.cluster.redis
+    if url:
+        try:
+            check_redis_url(url)
+        except ValueError as exc:
+            shown = redact_url(url)[:100]
+            raise ConfigError(f"{source}: [cluster] redis: {shown!r} {exc}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """``127.0.0.1``, ``::1``, ``localhost``: only this machine can connect."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_MIN_API_KEY = 16
+
+
+def _check_open(source: str, section: str, where: str, host: str, key: str, insecure: bool) -> None:
+    """A push ingress reachable from other machines needs a key, or an explicit opt-out."""
+    if key and len(key) < _MIN_API_KEY:
+        raise ConfigError(
+            f"{source}: [{section}] api_key: {len(key)} characters is too short to guess-proof; "
+            f"use {_MIN_API_KEY} or more (e.g. `openssl rand -hex 32`)"
+        )
+    if key or insecure or is_loopback(host):
+        return
+    raise ConfigError(
+        f"{source}: [{section}] {where}: reachable from other machines without a key: "
+        f"set [{section}] api_key (e.g. `openssl rand -hex 32`), bind to 127.0.0.1, "
+        f"or set [{section}] insecure_open = true to let anyone who reaches it push"
+    )
+
+
+def _networks(source: str, where: str, values: list[str]) -> None:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{source}: {where}: {value!r} is not an IP network (e.g. 10.0.0.0/8)"
+            ) from None
+
+
+def _check_security(source: str, cfg: Config) -> None:
+    """Push API keys, TLS files, JWT keys and network lists (files are read: a bad one refuses a reload)."""
+    _check_open(
+        source, "http", "bind", parse_address(cfg.http.bind)[0], cfg.http.api_key, cfg.http.insecure_open
+    )
+    zmq_bind = cfg.ingress.zmq_bind
+    if zmq_bind.startswith("tcp://"):
+        host = zmq_bind[len("tcp://") :].rpartition(":")[0].strip("[]")
+        _check_open(source, "ingress", "zmq_bind", host, cfg.ingress.api_key, cfg.ingress.insecure_open)
+    else:
+        _check_open(source, "ingress", "zmq_bind", "localhost", cfg.ingress.api_key, False)
+    _networks(source, "[limits] exempt", cfg.limits.exempt)
+    _networks(source, "[proxy] trusted", cfg.proxy.trusted)
+    if cfg.tls.key_file and not cfg.tls.cert_file:
+        raise ConfigError(f"{source}: [tls] key_file: set without [tls] cert_file")
+    if cfg.tls.cert_file:
+        from mpim.tls import TlsError, server_context
+
+        try:
+            server_context(cfg.tls)
+        except TlsError as exc:
+            raise ConfigError(f"{source}: [tls] cert_file: {exc}") from None
+    if cfg.auth.public_key:
+        from mpim.auth import AuthKeyError, load_public_key
+
+        try:
+            load_public_key(cfg.auth.public_key)
+        except AuthKeyError as exc:
+            raise ConfigError(f"{source}: [auth] public_key: {exc}") from None
+
+
 def parse_address(addr: str) -> tuple[str, int]:
     """``"host:port"`` (``[v6]:port`` for IPv6) -> (host, port)."""
     host, sep, port_text = addr.rpartition(":")
@@ -320,6 +534,8 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     cfg = Config(**sections, source=source)
     _check_addresses(source, cfg)
     _check_cluster(source, cfg)
+    _check_redis(source, cfg)
+    _check_security(source, cfg)
     if not cfg.inbox.path.strip():
         raise ConfigError(f'{source}: [inbox] path: must name a file (or ":memory:")')
     return cfg

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any
+from typing import Any, NamedTuple
 
-from mpim.config import parse_address
+from mpim.config import Config, parse_address
 
 
 class BindError(Exception):
@@ -63,6 +63,46 @@ def zmq_tcp_address(endpoint: str) -> str | None:
     if not sep or not port.isdigit():
         return None
     return f"{'0.0.0.0' if host in ('*', '') else host}:{port}"
+
+
+class Listener(NamedTuple):
+    """One client listener: ``kind`` "tcp" or "websocket", TLS, PROXY header first."""
+
+    kind: str
+    addr: str
+    tls: bool
+    proxy: bool
+
+    def describe(self) -> str:
+        name = {"tcp": "tls" if self.tls else "tcp", "websocket": "wss" if self.tls else "ws"}[self.kind]
+        return f"{name}{'+proxy' if self.proxy else ''} {self.addr}"
+
+
+def client_listeners(cfg: Config) -> list[Listener]:
+    """Every client listener a worker binds (TLS ones only when ``[tls] cert_file`` is set)."""
+    out = [Listener("tcp", a, False, cfg.tcp.proxy_protocol) for a in cfg.tcp.bind]
+    out += [Listener("websocket", a, False, cfg.websocket.proxy_protocol) for a in cfg.websocket.bind]
+    if cfg.tls.cert_file:
+        out += [Listener("tcp", a, True, cfg.tcp.tls_proxy_protocol) for a in cfg.tcp.tls_bind]
+        out += [
+            Listener("websocket", a, True, cfg.websocket.tls_proxy_protocol) for a in cfg.websocket.tls_bind
+        ]
+    return out
+
+
+class Origin:
+    """Where a connection comes from when the transport's peer does not say it (a PROXY header), or
+    when it was admitted by the per-IP limits before its transport existed (TLS listeners)."""
+
+    __slots__ = ("admitted", "ip", "port")
+
+    def __init__(self, ip: str, port: int, admitted: bool = False) -> None:
+        self.ip = ip
+        self.port = port
+        self.admitted = admitted
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}"
 
 
 def peer_name(transport: Any) -> str:

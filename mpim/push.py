@@ -11,7 +11,8 @@ Each call sends one msgpack request (the format is in :mod:`mpim.router.zingress
 on a DEALER socket. With ``wait=True`` (the default) it returns the reply's
 ``data`` or raises :class:`PushError` with the ingress's code and message;
 :class:`PushTimeout` if no answer comes within ``timeout`` seconds. With
-``wait=False`` the request asks for no reply.
+``wait=False`` the request asks for no reply. ``api_key`` (``[ingress] api_key``
+of the server) goes into every request.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ class PushTimeout(PushError):
 
 
 class Pusher:
-    def __init__(self, endpoint: str, timeout: float = 5.0) -> None:
+    def __init__(self, endpoint: str, timeout: float = 5.0, api_key: str = "") -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.api_key = api_key
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.connect(endpoint)
@@ -66,6 +68,8 @@ class Pusher:
         """Send one request map; returns the reply's ``data`` (``None`` without ``wait``)."""
         rid = next(self._ids)
         req = {**req, "id": rid}
+        if self.api_key:
+            req["api_key"] = self.api_key
         if not wait:
             req["reply"] = False
         self._sock.send(msgpack.packb(req, use_bin_type=True))
@@ -99,7 +103,7 @@ class Pusher:
         return self.request({"kind": "all", "op": op, "speed": speed, "body": body}, wait)
 
 
-def run(args: argparse.Namespace, default_endpoint: str) -> int:
+def run(args: argparse.Namespace, default_endpoint: str, default_key: str = "") -> int:
     """``mpim push``: print the answer as JSON; exit 0 when the push was accepted."""
     endpoint = args.endpoint or default_endpoint
     if not endpoint:
@@ -118,7 +122,7 @@ def run(args: argparse.Namespace, default_endpoint: str) -> int:
         return 2
     body: bytes = sys.stdin.buffer.read() if args.body == "-" else args.body.encode()
     wait = not args.no_wait
-    with Pusher(endpoint, args.timeout) as pusher:
+    with Pusher(endpoint, args.timeout, args.api_key or default_key) as pusher:
         try:
             if args.kind == "keys":
                 data = pusher.keys(args.op, args.key, body, wait)

@@ -116,13 +116,61 @@ class BusSeen(Record, tag=10):
     mark: int
 
 
+class Resume(Record, tag=11):
+    """A reliable client's op 20: replay its stream after (``epoch``, ``seq``), or after its
+    device cursor when ``cursor`` is true (no position given)."""
+
+    req: int
+    key: str
+    mid: int
+    epoch: str
+    seq: int
+    cursor: bool
+
+
+class AckEntry(msgspec.Struct, array_like=True):
+    mid: int
+    key: str
+    seq: int
+
+
+class Acked(Record, tag=12):
+    """Cumulative acks (op 18) of this loop turn: the device (key) processed up to ``seq``."""
+
+    acks: list[AckEntry]
+
+
+class Chat(Record, tag=13):
+    """A client message for the router: private chat when ``to`` > 0, else for the backend.
+
+    ``reply``: the worker waits for a :class:`ChatAck` (acked modes, or a backend URL)."""
+
+    req: int
+    key: str
+    mid: int
+    op: int
+    body: bytes
+    id: str = ""
+    to: int = 0
+    reply: bool = False
+
+
 # -- router -> worker (the link) -------------------------------------------------------------
 class PushKeys(Record, tag=20):
-    """Write one frame to the connections with these keys (those watching ``op``)."""
+    """Write one frame to the connections with these keys (those watching ``op``).
+
+    ``seq`` > 0: the recipient's stream seq (a push by mid); clients that asked for
+    ``ack`` get it in the frame header, others get goim's 0.
+
+    ``at`` (on every push record): when the router accepted the push, ``time.monotonic()``
+    (one clock for every process of a host), for the push -> write latency metric; 0 = not
+    measured (the router stamps every room and broadcast push, one push by key or mid in eight)."""
 
     op: int
     keys: list[str]
     body: bytes
+    seq: int = 0
+    at: float = 0.0
 
 
 class Kick(Record, tag=21):
@@ -158,12 +206,50 @@ class Drained(Record, tag=26):
     mark: int
 
 
+class Denied(Record, tag=27):
+    """These :class:`Connect` requests are refused (``reason`` for the log): close those clients.
+
+    A connection key names one user's connection: a key held by another ``mid`` is not taken over.
+    """
+
+    reqs: list[int]
+    reason: str
+
+
+class InboxEntry(msgspec.Struct, array_like=True):
+    seq: int
+    op: int
+    body: bytes
+
+
+class Replayed(Record, tag=28):
+    """Answer to :class:`Resume`: the missing messages in order, then the stream's position."""
+
+    req: int
+    messages: list[InboxEntry]
+    epoch: str
+    top: int
+    recovered: bool
+
+
+class ChatAck(Record, tag=29):
+    """Answer to a :class:`Chat` with ``reply``: code 0 and the stream seq it got (or the
+    backend's answer body), or an error code and message."""
+
+    req: int
+    code: int
+    message: str = ""
+    seq: int = 0
+    body: bytes = b""
+
+
 # -- the bus ------------------------------------------------------------------------------
 class PushRoom(Record, tag=40):
     """Room push; the room id is the bus topic."""
 
     op: int
     body: bytes
+    at: float = 0.0
 
 
 class PushAll(Record, tag=41):
@@ -172,6 +258,7 @@ class PushAll(Record, tag=41):
     op: int
     speed: int
     body: bytes
+    at: float = 0.0
 
 
 class Mark(Record, tag=42):
@@ -187,8 +274,64 @@ class BusFence(Record, tag=43):
     fence: int
 
 
-WorkerRecord = Hello | Connect | RoomChange | Disconnect | Upstream | Alive | Sync | Bye | Draining | BusSeen
-RouterRecord = PushKeys | Kick | Resync | RoomCounts | Confirmed | FenceRequest | Drained
+# -- host -> host (Redis pub/sub, several hosts) ------------------------------------------------
+class RemoteKeys(Record, tag=60):
+    """Write to these keys' connections on the receiving host."""
+
+    op: int
+    keys: list[str]
+    body: bytes
+
+
+class RemoteMids(Record, tag=61):
+    """A stored push by mid: the receiving host hands it to its connections of these users."""
+
+    op: int
+    mids: list[int]
+    body: bytes
+    seqs: list[int]
+
+
+class RemoteRoom(Record, tag=62):
+    op: int
+    room: str
+    body: bytes
+
+
+class RemoteAll(Record, tag=63):
+    """``speed``: this host's share, connections per second."""
+
+    op: int
+    speed: int
+    body: bytes
+
+
+class RemoteKick(Record, tag=64):
+    """A newer connection took these keys on another host."""
+
+    keys: list[str]
+
+
+RemoteRecord = RemoteKeys | RemoteMids | RemoteRoom | RemoteAll | RemoteKick
+
+WorkerRecord = (
+    Hello
+    | Connect
+    | RoomChange
+    | Disconnect
+    | Upstream
+    | Alive
+    | Sync
+    | Bye
+    | Draining
+    | BusSeen
+    | Resume
+    | Acked
+    | Chat
+)
+RouterRecord = (
+    PushKeys | Kick | Resync | RoomCounts | Confirmed | FenceRequest | Drained | Replayed | ChatAck | Denied
+)
 BusRecord = PushRoom | PushAll | Mark
 
 _encoder = msgspec.msgpack.Encoder()

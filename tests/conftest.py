@@ -14,3 +14,15 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
     yield loop
     loop.close()
+
+
+# Real redis-server processes for the Redis inbox and the cluster directory (tests/redis_support.py).
+from tests.redis_support import (  # noqa: E402
+    redis_persistent,
+    redis_private,
+    redis_server,
+    redis_unix,
+    redis_url,
+)
+
+__all__ = ["loop", "redis_persistent", "redis_private", "redis_server", "redis_unix", "redis_url"]

@@ -83,6 +83,7 @@ class ServerProcess:
             "http": {"bind": f"127.0.0.1:{self.http_port}"},
             "ingress": {"zmq_bind": self.ingress},
             "log": {"level": "debug"},
+            "inbox": {"path": str(tmp / f"{command}-inbox.sqlite3")},
         }
         for name, table in sections.items():
             base.setdefault(name, {}).update(table)

@@ -2,11 +2,20 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 
-from mpim.auth import Authenticator, AuthError, mint
+from mpim.auth import (
+    Authenticator,
+    AuthError,
+    AuthKeyError,
+    load_public_key,
+    mint,
+    private_key_algorithm,
+)
 from mpim.limits import check_room_id
 
 SECRET = "test-secret-" + "x" * 56
@@ -63,7 +72,7 @@ def test_jwt_round_trip() -> None:
     ("token", "reason"),
     [
         (mint("another-secret-of-at-least-32-bytes!", 1), "Signature verification failed"),
-        (mint(SECRET, 1, ttl=-10), "expired"),
+        (mint(SECRET, 1, ttl=-120), "expired"),  # past the 30 s leeway
         (jwt.encode({"mid": 1}, SECRET, algorithm="HS256"), 'missing the "exp"'),
         (jwt.encode({"mid": 1, "exp": time.time() + 60}, SECRET, algorithm="HS384"), "alg"),
         ("a.b.c", "jwt rejected"),
@@ -107,3 +116,118 @@ def test_room_id_limits() -> None:
     assert check_room_id("live://1000") == "live://1000"
     with pytest.raises(ValueError):
         check_room_id("x\x00")
+
+
+def test_caps_are_read_and_unknown_ones_ignored() -> None:
+    auth = Authenticator("json")
+    assert auth.verify(b'{"mid": 1}').caps == frozenset()
+    assert auth.verify(b'{"mid": 1, "caps": ["ack", "seq", "teleport", 7]}').caps == frozenset({"ack", "seq"})
+    with pytest.raises(AuthError, match="caps"):
+        auth.verify(b'{"mid": 1, "caps": "ack"}')
+
+
+# -- public keys (RS256 / ES256), leeway, algorithm confusion ------------------------------------
+
+
+def _keypair(kind: str, tmp_path: Any) -> tuple[str, str]:
+    """(private PEM text, path of the public PEM file)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key: Any = (
+        rsa.generate_private_key(65537, 2048) if kind == "rsa" else ec.generate_private_key(ec.SECP256R1())
+    )
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    path = tmp_path / f"{kind}.pub.pem"
+    path.write_bytes(public)
+    return private, str(path)
+
+
+@pytest.mark.parametrize(("kind", "alg"), [("rsa", "RS256"), ("ec", "ES256")])
+def test_public_key_tokens_are_verified_and_others_refused(kind: str, alg: str, tmp_path: Any) -> None:
+    private, public_path = _keypair(kind, tmp_path)
+    assert private_key_algorithm(private) == alg
+    key, found = load_public_key(public_path)
+    assert found == alg
+    auth = Authenticator("jwt", public_key=key, public_alg=alg)
+    token = mint(private, 9, room="live://1", key="k9", algorithm=alg)
+    assert auth.verify(token.encode()).mid == 9
+    (tmp_path / "other").mkdir()
+    other, _ = _keypair(kind, tmp_path / "other")
+    with pytest.raises(AuthError, match="Signature verification failed"):
+        auth.verify(mint(other, 9, algorithm=alg).encode())
+    with pytest.raises(AuthError, match=r"algorithm 'HS256' is not accepted here \(" + alg):
+        auth.verify(mint(SECRET, 9).encode())  # no secret configured: HS256 is not taken at all
+
+
+def test_a_public_key_is_never_used_as_an_hmac_secret(tmp_path: Any) -> None:
+    """The classic confusion: an HS256 token 'signed' with the public key's PEM text."""
+    import hashlib
+    import hmac as hmac_mod
+
+    _, public_path = _keypair("rsa", tmp_path)
+    key, alg = load_public_key(public_path)
+    pem = Path(public_path).read_bytes()
+    header = jwt.utils.base64url_encode(b'{"alg":"HS256","typ":"JWT"}')
+    body = jwt.utils.base64url_encode(json.dumps({"mid": 1, "exp": time.time() + 60}).encode())
+    sig = jwt.utils.base64url_encode(hmac_mod.new(pem, header + b"." + body, hashlib.sha256).digest())
+    with pytest.raises(AuthError, match="'HS256' is not accepted"):
+        Authenticator("jwt", public_key=key, public_alg=alg).verify(header + b"." + body + b"." + sig)
+
+
+def test_both_a_secret_and_a_public_key_are_accepted_each_for_its_algorithm(tmp_path: Any) -> None:
+    private, public_path = _keypair("ec", tmp_path)
+    key, alg = load_public_key(public_path)
+    auth = Authenticator("jwt", SECRET, key, alg)
+    assert auth.verify(mint(SECRET, 1).encode()).mid == 1
+    assert auth.verify(mint(private, 2, algorithm="ES256").encode()).mid == 2
+    with pytest.raises(AuthError, match="'none' is not accepted"):
+        auth.verify(jwt.encode({"mid": 3, "exp": time.time() + 60}, None, algorithm="none").encode())
+
+
+def test_exp_and_nbf_allow_the_leeway_and_no_more() -> None:
+    now = time.time()
+    late = jwt.encode({"mid": 1, "exp": now - 100}, SECRET, algorithm="HS256").encode()
+    early = jwt.encode({"mid": 1, "exp": now + 3600, "nbf": now + 100}, SECRET, algorithm="HS256").encode()
+    assert Authenticator("jwt", SECRET, leeway=300).verify(late).mid == 1
+    assert Authenticator("jwt", SECRET, leeway=300).verify(early).mid == 1
+    with pytest.raises(AuthError, match="expired"):
+        Authenticator("jwt", SECRET, leeway=30).verify(late)
+    with pytest.raises(AuthError, match="not yet valid"):
+        Authenticator("jwt", SECRET, leeway=30).verify(early)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "cannot read"),
+        (b"not a key", "holds no PEM public key"),
+        (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "give the public half"),
+    ],
+)
+def test_unusable_public_key_files_are_refused(content: bytes | None, reason: str, tmp_path: Any) -> None:
+    path = tmp_path / "key.pem"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(AuthKeyError, match=reason):
+        load_public_key(str(path))
+
+
+def test_small_rsa_and_other_curves_are_refused(tmp_path: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    for name, key, reason in [
+        ("small", rsa.generate_private_key(65537, 1024), "1024 bits is too small"),
+        ("p384", ec.generate_private_key(ec.SECP384R1()), "not an RSA .RS256. or P-256"),
+    ]:
+        path = tmp_path / f"{name}.pem"
+        path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, spki))
+        with pytest.raises(AuthKeyError, match=reason):
+            load_public_key(str(path))

@@ -47,3 +47,36 @@ def test_token_from_a_json_mode_config_with_a_secret_warns(tmp_path: Path) -> No
         f'mpim token: warning: {path} has [auth] mode = "json": '
         'its workers will refuse this token until you set mode = "jwt"\n'
     )
+
+
+def test_token_signed_with_a_private_key_verifies_against_its_public_key(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from mpim.auth import load_public_key
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = tmp_path / "k.pem", tmp_path / "k.pub.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    done = mpim("token", "--private-key", str(private), "--mid", "77")
+    assert done.returncode == 0 and done.stderr == ""
+    pub, alg = load_public_key(str(public))
+    assert Authenticator("jwt", public_key=pub, public_alg=alg).verify(done.stdout.strip().encode()).mid == 77
+
+
+def test_token_with_an_unusable_private_key_says_so(tmp_path: Path) -> None:
+    done = mpim("token", "--private-key", str(tmp_path / "none.pem"), "--mid", "1")
+    assert done.returncode == 2 and done.stderr.startswith("mpim token: --private-key ")
+    assert "No such file or directory" in done.stderr
+    (tmp_path / "bad.pem").write_text("not a key\n")
+    done = mpim("token", "--private-key", str(tmp_path / "bad.pem"), "--mid", "1")
+    assert done.returncode == 2 and "not an unencrypted PEM private key" in done.stderr

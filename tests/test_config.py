@@ -12,7 +12,7 @@ def test_defaults_match_goim() -> None:
     cfg = config.Config()
     assert cfg.tcp.bind == ["0.0.0.0:3101"]
     assert cfg.websocket.bind == ["0.0.0.0:3102"]
-    assert cfg.http.bind == "0.0.0.0:3111"
+    assert cfg.http.bind == "127.0.0.1:3111"  # goim binds every address; mpim's push API stays local
     assert cfg.protocol.handshake_timeout == 8
     assert cfg.protocol.heartbeat == 240 and cfg.protocol.heartbeat_max == 2
     assert cfg.protocol.max_body == 4096
@@ -107,3 +107,77 @@ def test_to_toml_round_trips_through_the_loader(tmp_path: Path) -> None:
     assert cfg.auth.secret == sections["auth"]["secret"]
     assert (cfg.server.workers, cfg.server.graceful_timeout) == (3, 2.5)
     assert cfg.websocket.echo_path == "/echo"
+
+
+# -- safe defaults: who may push, and the network lists ------------------------------------------
+
+KEY = "k" * 32
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"http": {"bind": "0.0.0.0:3111"}}, r"\[http\] bind: reachable from other machines without a key"),
+        ({"http": {"bind": "10.1.2.3:3111"}}, r"set \[http\] api_key"),
+        ({"http": {"bind": ":3111"}}, r"\[http\] bind: reachable"),
+        (
+            {"http": {"bind": "0.0.0.0:3111", "api_key": "short"}},
+            r"\[http\] api_key: 5 characters is too short",
+        ),
+        ({"ingress": {"zmq_bind": "tcp://*:3112"}}, r"\[ingress\] zmq_bind: reachable from other machines"),
+        ({"ingress": {"zmq_bind": "tcp://eth0:3112"}}, r"\[ingress\] zmq_bind: reachable"),
+        ({"ingress": {"api_key": "x"}}, r"\[ingress\] api_key: 1 characters is too short"),
+        ({"limits": {"exempt": ["10.0.0.0/33"]}}, r"\[limits\] exempt: '10.0.0.0/33' is not an IP network"),
+        ({"proxy": {"trusted": ["lb.example"]}}, r"\[proxy\] trusted: 'lb.example' is not an IP network"),
+        (
+            {"auth": {"mode": "jwt"}},
+            r"\[auth\] secret: required when mode = \"jwt\" \(or set \[auth\] public_key\)",
+        ),
+        ({"auth": {"public_key": "/nonexistent/key.pem"}}, r"\[auth\] public_key: cannot read"),
+    ],
+)
+def test_unsafe_or_bad_security_settings_are_refused(
+    sections: dict[str, dict[str, object]], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.replace(config.Config(), **sections)
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"http": {"bind": "127.0.0.1:3111"}},
+        {"http": {"bind": "[::1]:3111"}},
+        {"http": {"bind": "localhost:3111"}},
+        {"http": {"bind": "0.0.0.0:3111", "api_key": KEY}},
+        {"http": {"bind": "0.0.0.0:3111", "insecure_open": True}},
+        {"ingress": {"zmq_bind": "tcp://0.0.0.0:3112", "api_key": KEY}},
+        {"ingress": {"zmq_bind": "tcp://*:3112", "insecure_open": True}},
+        {"ingress": {"zmq_bind": "ipc:///tmp/mpim-push"}},
+        {"ingress": {"zmq_bind": ""}},
+        {"limits": {"exempt": ["10.0.0.0/8", "2001:db8::/32", "192.0.2.1"]}},
+    ],
+)
+def test_safe_settings_load(sections: dict[str, dict[str, object]]) -> None:
+    config.replace(config.Config(), **sections)
+
+
+def test_a_config_file_with_an_open_push_api_names_the_fix(tmp_path: Path) -> None:
+    path = write(tmp_path, '[http]\nbind = "0.0.0.0:3111"\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: [http] bind:")
+    assert "api_key" in text and "127.0.0.1" in text and "insecure_open = true" in text
+
+
+def test_wss_listens_only_with_a_certificate(tmp_path: Path) -> None:
+    """The default [websocket] tls_bind (goim's 3103) counts for port clashes only when TLS is on."""
+    config.replace(config.Config(), http={"bind": "127.0.0.1:3103"})  # no cert: 3103 is free
+    from tests.certs import issue
+
+    certs = issue(tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"\[http\] bind: 127.0.0.1:3103 is already used by \[websocket\] tls_bind"
+    ):
+        config.replace(config.Config(), tls=certs.tls(), http={"bind": "127.0.0.1:3103"})

@@ -151,6 +151,7 @@ class PushResult:
     per_write: float = float("nan")  # mpim: room frames per flush (the workers' counters)
     window_ms: float = float("nan")  # mpim: the widest adaptive window a worker reported last
     busy: float = float("nan")  # mpim: the highest share of time a worker spent writing rooms, last reported
+    reports: list[dict[str, Any]] = field(default_factory=list)  # the generators' own, for extra counters
 
     @property
     def per_second(self) -> float:
@@ -230,6 +231,7 @@ async def measure(
         ),
         window_ms=after_stats.get("room_window_us", float("nan")) / 1000,
         busy=after_stats.get("room_busy_pct", float("nan")),
+        reports=reports,
     )
 
 
@@ -246,7 +248,7 @@ async def batcher_stats(http_port: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for worker in workers:
         stats = worker.get("stats") or {}
-        for key in ("room_frames", "room_flushes", "room_writes"):
+        for key in ("room_frames", "room_flushes", "room_deliveries"):
             out[key] = out.get(key, 0) + stats.get(key, 0)
         for key in ("room_window_us", "room_busy_pct"):
             if key in stats:

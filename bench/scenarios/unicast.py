@@ -1,7 +1,7 @@
 """Scenario 3, unicast: pushes by mid to random users at a rate (one connection per mid).
 
 Each push is ``POST /goim/push/mids?operation=1000&mids=<mid>`` to one random
-user: unbatched, one frame per delivery, through router, bus and worker.
+user: unbatched, one frame per delivery, through the router and the worker's link.
 Prints the same figures as the fan-out. With ``--peer nchan`` the same users
 subscribe over WebSocket to nginx + Nchan, one channel each, and each request
 POSTs to that user's channel at the same rate; the mpim/Nchan ratios are

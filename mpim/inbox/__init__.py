@@ -1,8 +1,10 @@
 """Per-user inbox store: the seam reliable delivery (acks, offline inbox, resume) writes to.
 
-:class:`Inbox` is the protocol; :class:`MemoryInbox` and :class:`SqliteInbox` implement
-it and pass the same contract suite (``tests/inbox/contract.py``); a Redis Streams store
-will join them. :func:`open_inbox` picks one from the ``[inbox]`` config section.
+:class:`Inbox` is the protocol; :class:`MemoryInbox`, :class:`SqliteInbox` and
+:class:`~mpim.inbox.redis.RedisInbox` (Redis Streams, for several hosts) implement it and
+pass the same contract suite (``tests/inbox/contract.py``). :func:`open_inbox` picks an
+embedded one from the ``[inbox]`` config section; :func:`mpim.inbox.redis.open_redis_inbox`
+opens the Redis one for ``[cluster] redis``.
 """
 
 from __future__ import annotations
@@ -49,4 +51,4 @@ def open_inbox(cfg: InboxSection, clock: Callable[[], float] = time.time) -> Inb
     limits = InboxLimits(max_count=cfg.max_count, max_age=cfg.max_age)
     if cfg.path == MEMORY_PATH:
         return MemoryInbox(limits, clock)
-    return SqliteInbox(cfg.path, limits, clock, durability=cfg.durability)
+    return SqliteInbox(cfg.path, limits, clock, durability=cfg.durability, group_window=cfg.group_window)

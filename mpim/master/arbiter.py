@@ -7,14 +7,17 @@ ticks). That keeps every decision testable without forking.
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from mpim.config import Config, ConfigError
+from mpim.listen import client_listeners
 from mpim.master import reload, status
 from mpim.master.children import (
     BOOTING,
@@ -62,7 +65,7 @@ class PendingReload:
 
 
 def addresses(cfg: Config) -> str:
-    return ", ".join([f"tcp {a}" for a in cfg.tcp.bind] + [f"ws {a}" for a in cfg.websocket.bind])
+    return ", ".join(lis.describe() for lis in client_listeners(cfg))
 
 
 class Arbiter:
@@ -81,8 +84,15 @@ class Arbiter:
         self._generations = 1
         self._respawn_at: dict[tuple[str, int], float] = {}
         self._stop_code = 0
+        self._helpers_exited: set[str] = set()  # helper kinds that have exited once (restarts)
+        # reload_done / _abandoned / _refused, restart_<kind>, hung_killed (metrics, via the status file)
+        self.counts: collections.Counter[str] = collections.Counter()
 
     # -- queries ---------------------------------------------------------------------
+    def _first(self, kind: str) -> bool:
+        """The first incarnation of the router or the bus (a boot error there is fatal)."""
+        return kind != WORKER and kind not in self._helpers_exited
+
     def live(self, kind: str, generation: int | None = None) -> list[Child]:
         return [
             c
@@ -103,6 +113,24 @@ class Arbiter:
             if child.is_worker:
                 times.append(child.last_beat + child.spec.cfg.server.worker_timeout)
         return min(times, default=None)
+
+    def status(self) -> dict[str, Any]:
+        """The master's view for the router (:mod:`mpim.master.statusfile`)."""
+        return {
+            "pid": os.getpid(),
+            "generation": self.generation,
+            "counts": dict(self.counts),
+            "children": [
+                {
+                    "pid": c.pid,
+                    "kind": c.spec.kind,
+                    "slot": c.spec.slot,
+                    "generation": c.spec.generation,
+                    "state": c.state,
+                }
+                for c in sorted(self.children.values(), key=lambda c: c.pid)
+            ],
+        }
 
     # -- events ----------------------------------------------------------------------
     def start(self) -> None:
@@ -145,11 +173,14 @@ class Arbiter:
         elif self.pending is not None and spec.generation == self.pending.generation:
             boot = "; a boot error, see its log above" if code == EXIT_BOOT_ERROR else ""
             self._abandon(f"{child.name} of the new generation {how} before it was ready{boot}")
-        elif code == EXIT_BOOT_ERROR and self.phase == BOOT:
+        elif code == EXIT_BOOT_ERROR and (self.phase == BOOT or self._first(spec.kind)):
+            # (the router's own boot can fail after the workers are up: a hook, Redis unreachable)
             log.error("%s failed to boot (%s); see its error above. Stopping.", child.name, how)
             self._stop_everyone(EXIT_BOOT_ERROR)
         else:
             self._schedule_restart(child, how)
+        if not child.is_worker:
+            self._helpers_exited.add(spec.kind)
         self._advance_stop()
 
     def tick(self) -> None:
@@ -164,6 +195,7 @@ class Arbiter:
                 log.warning(
                     "%s is hung: no heartbeat for %.1fs; killing it", child.name, now - child.last_beat
                 )
+                self.counts["hung_killed"] += 1
                 child.last_beat = now
                 self.host.kill(child.pid, signal.SIGKILL)
         for key, when in list(self._respawn_at.items()):
@@ -228,6 +260,7 @@ class Arbiter:
             new = self.host.load_config()
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
+            self.counts["reload_refused"] += 1
             return
         if self.pending is not None:
             log.warning("reload: generation %d is still booting; replacing it", self.pending.generation)
@@ -250,6 +283,7 @@ class Arbiter:
         self.cfg, self.generation = self.pending.cfg, self.pending.generation
         self.workers_wanted = self.cfg.worker_count()
         self.pending = None
+        self.counts["reload_done"] += 1
         self.host.configure_logging(self.cfg)
         for key in [k for k in self._respawn_at if k[0] == WORKER]:
             del self._respawn_at[key]
@@ -275,6 +309,7 @@ class Arbiter:
 
     def _abandon(self, reason: str) -> None:
         log.error("reload abandoned: %s; generation %d keeps serving", reason, self.generation)
+        self.counts["reload_abandoned"] += 1
         self._drop_pending()
 
     def _drop_pending(self) -> None:
@@ -394,6 +429,7 @@ class Arbiter:
             log.info("%s %s", child.name, how)
             return
         key = (spec.kind, spec.slot)
+        self.counts[f"restart_{spec.kind}"] += 1
         delay = self.backoff.delay(key, self.clock() - child.started)
         self._respawn_at[key] = self.clock() + delay
         log.warning("%s %s; restarting %s", child.name, how, f"in {delay:g}s" if delay else "now")

@@ -17,9 +17,9 @@ from mpim.config import Config
 
 # Sections the router process reads; a change is applied in place. Names that are not
 # sections (yet) compare equal, so new router settings only need adding here.
-# The router also reads the client ports and heartbeat settings (nodes/weighted,
-# session expiry) and the server name.
-ROUTER_SECTIONS = ("http", "router", "ingress", "nodes", "bus", "tcp", "websocket", "protocol", "log")
+# The router also reads the client ports, whether WSS listens and the heartbeat
+# settings (nodes/weighted, session expiry) and the server name.
+ROUTER_SECTIONS = ("http", "router", "ingress", "nodes", "bus", "tcp", "websocket", "protocol", "log", "tls")
 # (section, key) pairs that locate the bus and the router's report socket: pinned
 # to their running values (retiring workers keep using them).
 BUS_KEYS = (

@@ -15,10 +15,11 @@ from setproctitle import setproctitle
 
 from mpim import log as mlog
 from mpim.config import Config
-from mpim.listen import BindError, probe, zmq_tcp_address
+from mpim.listen import BindError, client_listeners, probe, zmq_tcp_address
 from mpim.master.arbiter import Arbiter
 from mpim.master.host import ForkHost
 from mpim.master.status import EXIT_BOOT_ERROR
+from mpim.master.statusfile import StatusFile, path_in
 from mpim.runtime import Endpoints
 
 log = logging.getLogger("mpim.master")
@@ -47,8 +48,10 @@ def _preload() -> None:
     import mpim.worker.main  # noqa: F401
 
 
-def _loop(arbiter: Arbiter, host: ForkHost) -> int:
+def _loop(arbiter: Arbiter, host: ForkHost, status: StatusFile | None = None) -> int:
     while arbiter.exit_code is None:
+        if status is not None:
+            status.update(arbiter.status())  # for the router's metrics; written only when it changed
         deadline = arbiter.next_deadline()
         timeout = MAX_SLEEP if deadline is None else min(MAX_SLEEP, max(0.0, deadline - arbiter.clock()))
         signals, lines = host.wait(timeout)
@@ -68,7 +71,7 @@ def run(cfg: Config, path: str | None) -> int:
     try:
         zmq_binds = (cfg.ingress.zmq_bind, cfg.router.endpoint, cfg.bus.in_endpoint, cfg.bus.out_endpoint)
         tcp_zmq = [a for a in map(zmq_tcp_address, zmq_binds) if a]
-        probe([*cfg.tcp.bind, *cfg.websocket.bind, cfg.http.bind, *tcp_zmq])
+        probe([*(lis.addr for lis in client_listeners(cfg)), cfg.http.bind, *tcp_zmq])
     except BindError as exc:
         log.error("cannot start: %s", exc)
         if cfg.log.file:
@@ -88,7 +91,7 @@ def run(cfg: Config, path: str | None) -> int:
         )
         try:
             arbiter.start()
-            return _loop(arbiter, host)
+            return _loop(arbiter, host, StatusFile(path_in(run_dir)))
         except BaseException:
             log.exception("master failed; killing every child")
             for pid in arbiter.children:

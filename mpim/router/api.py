@@ -23,15 +23,22 @@ from urllib.parse import parse_qs
 from mpim.config import Config, parse_address
 from mpim.limits import INT32, INT64, BadRequest, check_room_id, parse_int
 from mpim.router.core import Refused, Router
+from mpim.router.sse import EventStream
+from mpim.router.streams import ChatError
 
 MAX_TOP = 10000
+MAX_PAGE = 1000
 MAX_PARAMS = 10000
+
+
+JSON = "application/json"
 
 
 class Reply(NamedTuple):
     status: int
     body: bytes
     allow: str = ""
+    content_type: str = JSON
 
 
 def _json(value: Any) -> bytes:
@@ -51,7 +58,8 @@ def refused(exc: Refused) -> Reply:
 
 
 OK_NULL = ok()
-Answer = Reply | asyncio.Future[Reply]
+# A reply now, one later (a push waiting for the workers), or a stream of events (the console).
+Answer = Reply | asyncio.Future[Reply] | EventStream
 
 
 def _found(connections: int) -> Reply:
@@ -59,31 +67,58 @@ def _found(connections: int) -> Reply:
     return Reply(200, b'{"code":0,"message":"","data":{"connections":%d}}' % connections)
 
 
-def settled(future: asyncio.Future[None]) -> Answer:
-    """A confirmed push as an answer: at once if already known, else a future answer."""
+def settled(future: asyncio.Future[Any], shape: Callable[[Any], Reply] = lambda _: OK_NULL) -> Answer:
+    """A push that completes later as an answer: at once if already known, else a future answer.
+
+    ``shape`` makes the ok answer from the future's result."""
+
+    def outcome(f: asyncio.Future[Any]) -> Reply:
+        exc = f.exception()
+        if exc is None:
+            return shape(f.result())
+        if isinstance(exc, Refused):
+            return refused(exc)
+        if isinstance(exc, ChatError):
+            return error(exc.code, exc.message)
+        return error(-500, "internal error")
+
     if future.done():
-        return _outcome(future)
+        return outcome(future)
     answer: asyncio.Future[Reply] = future.get_loop().create_future()
 
-    def done(f: asyncio.Future[None]) -> None:
+    def done(f: asyncio.Future[Any]) -> None:
         if not answer.done():
-            answer.set_result(_outcome(f))
+            answer.set_result(outcome(f))
 
     future.add_done_callback(done)
     return answer
 
 
-def _outcome(future: asyncio.Future[None]) -> Reply:
-    exc = future.exception()
-    if exc is None:
-        return OK_NULL
-    return refused(exc) if isinstance(exc, Refused) else error(-500, "internal error")
+def _stored(result: tuple[int, dict[int, int]]) -> Reply:
+    """goim's ``{"connections": n}`` and, beside it, each user's stream seq: ``"seqs": {"<mid>": seq}``."""
+    connections, seqs = result
+    if not seqs:
+        return _found(connections)
+    listed = ",".join(f'"{mid}":{seq}' for mid, seq in seqs.items())
+    return Reply(
+        200, b'{"code":0,"message":"","data":{"connections":%d,"seqs":{%s}}}' % (connections, listed.encode())
+    )
 
 
 def parse_query(raw: bytes) -> dict[str, list[str]]:
     """``a=1&b=x&b=y`` -> ``{"a": ["1"], "b": ["x", "y"]}``; ``BadRequest`` if not UTF-8."""
     if not raw:
         return {}
+    if b"%" not in raw and b"+" not in raw and raw.isascii():  # nothing to unquote: split it here
+        parts = raw.decode().split("&")
+        if len(parts) > MAX_PARAMS:
+            raise BadRequest("query string: Max number of fields exceeded")
+        params: dict[str, list[str]] = {}
+        for part in parts:
+            if part:
+                name, _, value = part.partition("=")
+                params.setdefault(name, []).append(value)
+        return params
     try:
         return parse_qs(raw.decode(), keep_blank_values=True, errors="strict", max_num_fields=MAX_PARAMS)
     except UnicodeDecodeError:
@@ -124,6 +159,13 @@ def room_id(typ: str, room: str) -> str:
 Handler = Callable[[dict[str, list[str]], bytes], Answer]
 
 
+def wss_listening(cfg: Config) -> int:
+    """The port of the first WSS listener, or 0 when none listens (no certificate, no tls_bind)."""
+    if cfg.tls.cert_file and cfg.websocket.tls_bind:
+        return parse_address(cfg.websocket.tls_bind[0])[1]
+    return 0
+
+
 class PushApi:
     def __init__(self, cfg: Config, router: Router) -> None:
         self.cfg = cfg
@@ -139,9 +181,19 @@ class PushApi:
             "/goim/nodes/weighted": ("GET", self.nodes_weighted),
             "/mpim/session": ("GET", self.session),
             "/mpim/workers": ("GET", self.workers),
+            "/mpim/inbox": ("GET", self.inbox),
+            "/mpim/stats": ("GET", self.stats),
+            "/mpim/push": ("POST", self.push_batch),
+            "/mpim/cursors": ("GET", self.cursors),
         }
+        self.accept = b""  # the Accept header of the request being handled (the /metrics format)
 
-    def handle(self, method: str, path: str, query: bytes, body: bytes) -> Answer:
+    def add_routes(self, routes: dict[str, tuple[str, Handler]]) -> None:
+        """More paths (metrics, console), served and protected like the push API's own."""
+        self.routes.update(routes)
+
+    def handle(self, method: str, path: str, query: bytes, body: bytes, accept: bytes = b"") -> Answer:
+        self.accept = accept
         route = self.routes.get(path)
         if route is None:
             return error(-404, f"no such path: {path[:200]}", 404)
@@ -158,12 +210,13 @@ class PushApi:
     # -- push ---------------------------------------------------------------------------------
     def push_keys(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
-        return _found(self.router.push_keys(op, many(params, "keys"), body))
+        found = self.router.push_keys(op, many(params, "keys"), body)
+        return _found(found) if isinstance(found, int) else settled(found, _found)
 
     def push_mids(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
         mids = [parse_int("mids", text, INT64) for text in many(params, "mids")]
-        return _found(self.router.push_mids(op, mids, body))
+        return settled(self.router.push_mids(op, mids, body), _stored)
 
     def push_room(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
@@ -176,20 +229,53 @@ class PushApi:
         return settled(self.router.push_all(op, speed, body))
 
     # -- online ---------------------------------------------------------------------------------
+    # (with several hosts these read the directory in Redis: the whole cluster's numbers)
     def online_top(self, params: dict[str, list[str]], body: bytes) -> Answer:
         prefix = one(params, "type") + "://"
         limit = integer(params, "limit", (1, MAX_TOP))
-        top = self.router.store.top_rooms(prefix, limit)
-        return ok([{"room_id": rid[len(prefix) :], "count": n} for rid, n in top])
+
+        def shape(top: list[tuple[str, int]]) -> Reply:
+            return ok([{"room_id": rid[len(prefix) :], "count": n} for rid, n in top])
+
+        cluster = self.router.cluster
+        if cluster is not None:
+            return self._cluster(cluster.directory.top_rooms(prefix, limit), shape)
+        return shape(self.router.store.top_rooms(prefix, limit))
 
     def online_room(self, params: dict[str, list[str]], body: bytes) -> Answer:
         typ = one(params, "type")
+        rooms = {room: f"{typ}://{room}" for room in many(params, "rooms")}
+        cluster = self.router.cluster
+        if cluster is not None:
+
+            def shape(counts: dict[str, int]) -> Reply:
+                return ok({room: counts.get(rid, 0) for room, rid in rooms.items()})
+
+            return self._cluster(cluster.directory.online(rooms.values()), shape)
         online = self.router.store.online
-        return ok({room: online(f"{typ}://{room}") for room in many(params, "rooms")})
+        return ok({room: online(rid) for room, rid in rooms.items()})
 
     def online_total(self, params: dict[str, list[str]], body: bytes) -> Answer:
+        cluster = self.router.cluster
+        if cluster is not None:
+            return self._cluster(
+                cluster.directory.totals(), lambda t: ok({"ip_count": t.ip_count, "conn_count": t.conn_count})
+            )
         store = self.router.store
         return ok({"ip_count": store.ip_total, "conn_count": len(store)})
+
+    def _cluster(self, coro: Any, shape: Callable[[Any], Reply]) -> Answer:
+        """A question for the cluster's directory; -503 if Redis cannot answer."""
+
+        async def ask() -> Reply:
+            from mpim.cluster import ClusterError
+
+            try:
+                return shape(await coro)
+            except ClusterError as exc:
+                return error(-503, f"the cluster's numbers are unavailable: {exc}", 503)
+
+        return settled(self.router.loop.create_task(ask()), lambda reply: reply)
 
     def nodes_weighted(self, params: dict[str, list[str]], body: bytes) -> Answer:
         cfg = self.cfg
@@ -197,23 +283,54 @@ class PushApi:
         domain = nc.domain or cfg.server.name or socket.gethostname()
         platform = one(params, "platform", "")
         nodes = [domain] if platform == "web" or not nc.addresses else list(nc.addresses)
-        return ok(
-            {
-                "domain": domain,
-                "tcp_port": parse_address(cfg.tcp.bind[0])[1] if cfg.tcp.bind else 0,
-                "ws_port": parse_address(cfg.websocket.bind[0])[1] if cfg.websocket.bind else 0,
-                "wss_port": nc.wss_port,
-                "heartbeat": int(cfg.protocol.heartbeat),
-                "heartbeat_max": cfg.protocol.heartbeat_max,
-                "nodes": nodes,
-                "backoff": {
-                    "max_delay": nc.backoff_max_delay,
-                    "base_delay": nc.backoff_base_delay,
-                    "factor": nc.backoff_factor,
-                    "jitter": nc.backoff_jitter,
-                },
-            }
-        )
+        answer = self._nodes(domain, nodes)
+        cluster = self.router.cluster
+        if cluster is None:
+            return ok(answer)
+
+        def shape(hosts: list[Any]) -> Reply:
+            """Every live host, the least loaded first (goim's balancer idea), with its weight and count."""
+            ranked = sorted(hosts, key=lambda h: (h.info.conns / max(1, h.info.weight), h.name))
+            listed = []
+            for host in ranked:
+                addresses = list(host.info.addresses) if platform != "web" and host.info.addresses else []
+                listed += addresses or [host.info.domain or host.name]
+            return ok(
+                {
+                    **answer,
+                    "nodes": listed or nodes,
+                    "hosts": [
+                        {
+                            "name": h.name,
+                            "domain": h.info.domain,
+                            "weight": h.info.weight,
+                            "conns": h.info.conns,
+                        }
+                        for h in ranked
+                    ],
+                }
+            )
+
+        return self._cluster(cluster.directory.servers(), shape)
+
+    def _nodes(self, domain: str, nodes: list[str]) -> dict[str, Any]:
+        cfg = self.cfg
+        nc = cfg.nodes
+        return {
+            "domain": domain,
+            "tcp_port": parse_address(cfg.tcp.bind[0])[1] if cfg.tcp.bind else 0,
+            "ws_port": parse_address(cfg.websocket.bind[0])[1] if cfg.websocket.bind else 0,
+            "wss_port": nc.wss_port or wss_listening(cfg),
+            "heartbeat": int(cfg.protocol.heartbeat),
+            "heartbeat_max": cfg.protocol.heartbeat_max,
+            "nodes": nodes,
+            "backoff": {
+                "max_delay": nc.backoff_max_delay,
+                "base_delay": nc.backoff_base_delay,
+                "factor": nc.backoff_factor,
+                "jitter": nc.backoff_jitter,
+            },
+        }
 
     # -- mpim's own ---------------------------------------------------------------------------
     def session(self, params: dict[str, list[str]], body: bytes) -> Answer:
@@ -232,4 +349,53 @@ class PushApi:
         )
 
     def workers(self, params: dict[str, list[str]], body: bytes) -> Answer:
-        return ok(self.router.workers())
+        """This host's workers in detail; with several hosts also one row per other live host."""
+        rows = self.router.workers()
+        cluster = self.router.cluster
+        if cluster is None:
+            return ok(rows)
+
+        def shape(hosts: list[Any]) -> Reply:
+            others = [  # another host: one row for all its workers (pid 0), its numbers from Redis
+                {
+                    "id": f"{h.name}/*",
+                    "host": h.name,
+                    "name": "*",
+                    "pid": 0,
+                    "conns": h.info.conns,
+                    "rooms": 0,
+                    "last_seen": 0.0,
+                }
+                for h in hosts
+                if h.name != cluster.name
+            ]
+            return ok(rows + others)
+
+        return self._cluster(cluster.directory.servers(), shape)
+
+    def push_batch(self, params: dict[str, list[str]], body: bytes) -> Answer:
+        """Many pushes in one request (a JSON array of the ZeroMQ ingress's requests)."""
+        from mpim.router import batch
+
+        items = batch.parse(body)
+        task = self.router.loop.create_task(batch.push_batch(self.router, items, self.cfg.http.max_body))
+        return settled(task, ok)
+
+    def stats(self, params: dict[str, list[str]], body: bytes) -> Answer:
+        """The router's own counters: records, resyncs, the user streams and the inbox store."""
+        router = self.router
+        inbox = getattr(router.streams.inbox, "stats", None)
+        return ok({"router": dict(router.stats), "streams": router.streams.stats, "inbox": inbox or {}})
+
+    def inbox(self, params: dict[str, list[str]], body: bytes) -> Answer:
+        """``?mid=N&after=S&limit=L``: a user's stored stream after seq S (default 0, 100 at most)."""
+        mid = integer(params, "mid", INT64)
+        after = integer(params, "after", (0, INT32[1]), 0)
+        limit = integer(params, "limit", (1, MAX_PAGE), 100)
+        task = self.router.loop.create_task(self.router.streams.page(mid, after, limit))
+        return settled(task, ok)
+
+    def cursors(self, params: dict[str, list[str]], body: bytes) -> Answer:
+        """``?mid=N``: the acked cursor of each of the user's devices (device = connection key)."""
+        task = self.router.loop.create_task(self.router.streams.cursors(integer(params, "mid", INT64)))
+        return settled(task, ok)

@@ -28,39 +28,54 @@ import asyncio
 import collections
 import logging
 import os
+import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mpim import bus, records
 from mpim.config import Config
 from mpim.records import (
+    Acked,
     Alive,
     BusSeen,
     Bye,
+    Chat,
+    ChatAck,
     Confirmed,
     Connect,
+    Denied,
     Disconnect,
     Drained,
     Draining,
     FenceRequest,
     Hello,
+    InboxEntry,
     Kick,
     PushAll,
     PushKeys,
     PushRoom,
+    Replayed,
+    Resume,
     Resync,
     RoomChange,
     RoomCounts,
     Sync,
     Upstream,
 )
+from mpim.router.backend import Backend, BackendError
 from mpim.router.store import SessionStore
+from mpim.router.streams import ChatError, UserStreams
 from mpim.router.tables import Kick as TableKick
 from mpim.router.tables import WorkerInfo
+
+if TYPE_CHECKING:
+    from mpim.inbox import Inbox
+    from mpim.router.cluster import HostCluster
 
 log = logging.getLogger("mpim.router")
 
 FENCE_RETRY = 0.1  # ask a worker for a bus fence again after this long
+STAMP_KEYS = 7  # pushes by key / mid: the 1st, 9th, 17th ... carry the time they were handed out
 
 
 def pid_alive(pid: int) -> bool:
@@ -165,6 +180,8 @@ class Router:
         host: str = "",
         expect: int = 0,
         is_alive: Callable[[int], bool] = pid_alive,
+        inbox: Inbox | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -182,9 +199,18 @@ class Router:
         self._whole = expect <= 0
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._confirm_due: list[Peer] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.streams = UserStreams(cfg, inbox, self)
+        self.backend = backend
+        self.cluster: HostCluster | None = None  # set when [cluster] redis joins several hosts
         self.stats = collections.Counter(
-            dict.fromkeys(("records", "bad_records", "resyncs", "expired", "ghost_workers", "refused"), 0)
+            dict.fromkeys(
+                ("records", "bad_records", "resyncs", "expired", "ghost_workers", "refused", "denied"), 0
+            )
         )
+        # pushes accepted, by kind (a plain dict: a Counter's += costs four times as much)
+        self.pushes = dict.fromkeys(("keys", "mids", "room", "all"), 0)
+        self._handed = 0  # pushes by key / mid handed to workers (one in eight is stamped)
 
     @staticmethod
     def ttl(cfg: Config) -> float:
@@ -193,12 +219,20 @@ class Router:
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.streams.cfg = cfg
+        if self.backend is not None:
+            self.backend.reconfigure(cfg)
         self.session_ttl = self.ttl(cfg)
         self.store.ttl = self.session_ttl
 
     @property
     def now(self) -> float:
         return self.loop.time()
+
+    @property
+    def waiting_pushes(self) -> int:
+        """Room and broadcast pushes waiting for the workers' marks (a metric)."""
+        return len(self._waiting)
 
     # -- links -------------------------------------------------------------------------------
     def attach(self, link: Link) -> None:
@@ -214,6 +248,8 @@ class Router:
             del self.by_id[info.id]
         n = self.store.drop_worker(info)
         log.info("worker %s link closed: dropped its %d sessions", info.id, n)
+        if self.cluster is not None and n:
+            self.cluster.rebuild_soon()
         self._settle()
 
     def on_records(self, link: Link, batch: list[records.WorkerRecord]) -> None:
@@ -244,16 +280,30 @@ class Router:
             info = peer.info = store.worker(info.host, info.name, info.pid)[0]
             if kind is not Sync:
                 self._resync(peer, now, "it was dropped while silent")
+        cluster = self.cluster
         if kind is Connect:
             rec: Any = record
+            held = store.conn_of(rec.key)
+            if held is not None and held.mid != rec.mid:
+                self._deny(peer, rec.req, f"key {rec.key!r} is held by another user (mid {held.mid})")
+                return
             self._kick(store.put(info, rec.key, rec.mid, rec.room, rec.ip, now))
-            self._confirm(peer, rec.req, rec.fence)
+            if cluster is not None:
+                cluster.connected(rec.key, rec.mid)
+                self._confirm_when(peer, rec.req, rec.fence, cluster.room_opened(rec.room))
+            else:
+                self._confirm(peer, rec.req, rec.fence)
         elif kind is Disconnect:
-            store.remove(info, record.key)  # type: ignore[union-attr]
+            conn = store.conn_of(record.key)  # type: ignore[union-attr]
+            if store.remove(info, record.key) and cluster is not None and conn is not None:  # type: ignore[union-attr]
+                cluster.disconnected(conn.key, conn.mid)
         elif kind is RoomChange:
             rec = record
             store.change_room(info, rec.key, rec.room)
-            self._confirm(peer, rec.req, rec.fence)
+            if cluster is not None:
+                self._confirm_when(peer, rec.req, rec.fence, cluster.room_opened(rec.room))
+            else:
+                self._confirm(peer, rec.req, rec.fence)
         elif kind is Upstream:
             rec = record
             self.receive(rec.mid, rec.key, rec.op, rec.body)
@@ -269,9 +319,18 @@ class Router:
                 self._kick(kick)
             peer.mismatches = 0
             log.info("worker %s synced %d sessions", info.id, len(entries))
+            if cluster is not None:
+                cluster.rebuild_soon()
             if not peer.synced:
                 peer.synced = True
                 self._settle()
+        elif kind is Acked:
+            for entry in record.acks:  # type: ignore[union-attr]
+                self.streams.ack(entry.mid, entry.key, entry.seq)
+        elif kind is Resume:
+            self._spawn(self._resume(peer, record))  # type: ignore[arg-type]
+        elif kind is Chat:
+            self._spawn(self._chat(peer, record))  # type: ignore[arg-type]
         elif kind is BusSeen:
             peer.mark_seen = max(peer.mark_seen, record.mark)  # type: ignore[union-attr]
             self._answer_waiting()
@@ -305,6 +364,13 @@ class Router:
         self.stats["ghost_workers"] += 1
         log.warning("worker %s gone (%s): dropped its %d sessions", info.id, why, n)
 
+    def kick_local(self, key: str) -> None:
+        """Another host took ``key``: the connection holding it here goes (op 6)."""
+        conn = self.store.conn_of(key)
+        peer = self.by_id.get(conn.worker.id) if conn is not None else None
+        if peer is not None:
+            peer.link.send(records.encode(Kick([key])))
+
     def _kick(self, kick: TableKick | None) -> None:
         if kick is None:
             return
@@ -331,6 +397,47 @@ class Router:
         log.info("asking worker %s to report its sessions again: %s", peer.id, why)
         peer.link.send(records.encode(Resync()))
 
+    # -- reliable delivery and client messages ------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("router task failed", exc_info=task.exception())
+
+    async def _resume(self, peer: Peer, rec: Resume) -> None:
+        try:
+            got = await self.streams.resume(rec.mid, rec.key, rec.epoch, rec.seq, rec.cursor)
+        except Exception as exc:  # the store failed: the client cannot be told it recovered
+            log.error("resume for mid=%d failed: %s", rec.mid, exc)
+            got = None
+        if got is None:
+            peer.link.send(records.encode(Replayed(rec.req, [], "", 0, False)))
+            return
+        entries = [InboxEntry(seq, op, body) for seq, op, body in got.messages]
+        peer.link.send(records.encode(Replayed(rec.req, entries, got.epoch, got.top, got.recovered)))
+
+    async def _chat(self, peer: Peer, rec: Chat) -> None:
+        ack: ChatAck
+        try:
+            if rec.to:
+                body: Any = _json_body(rec.body)
+                own, _ = await self.streams.chat(rec.mid, rec.id, rec.to, rec.op, body)
+                ack = ChatAck(rec.req, 0, "", own)
+            elif self.backend is not None:
+                answer = await self.backend.deliver(rec.mid, rec.key, rec.op, rec.body)
+                ack = ChatAck(rec.req, 0, "", 0, answer)
+            else:
+                self.receive(rec.mid, rec.key, rec.op, rec.body)
+                ack = ChatAck(rec.req, 0)
+        except (ChatError, BackendError, Refused) as exc:
+            ack = ChatAck(rec.req, exc.code, exc.message)
+        if rec.reply:
+            peer.link.send(records.encode(ack))
+
     # -- registration: confirm once the worker's bus fence came through --------------------------
     def _confirm(self, peer: Peer, req: int, fence: int) -> None:
         if fence <= peer.fence_seen:
@@ -341,6 +448,26 @@ class Router:
             peer.waiting.append((fence, req))
             if self.now - peer.fence_asked >= FENCE_RETRY and self.bus.connected:
                 self._ask_fence(peer)
+
+    def _confirm_when(self, peer: Peer, req: int, fence: int, ready: asyncio.Future[Any] | None) -> None:
+        """Confirm once this host listens on the room's cluster channel too (room pushes from
+        any host come that way)."""
+        if ready is None or ready.done():
+            self._confirm(peer, req, fence)
+            return
+
+        def go(_: object) -> None:
+            if peer.info is not None:
+                self._confirm(peer, req, fence)
+                self._flush_confirms()
+
+        ready.add_done_callback(go)
+
+    def _deny(self, peer: Peer, req: int, reason: str) -> None:
+        """A key claimed by another mid: the old connection stays, the new one is closed."""
+        self.stats["denied"] += 1
+        log.info("denied a connect on worker %s: %s", peer.id, reason)
+        peer.link.send(records.encode(Denied([req], reason)))
 
     def _flush_confirms(self) -> None:
         due, self._confirm_due = self._confirm_due, []
@@ -401,54 +528,125 @@ class Router:
     # -- pushes ----------------------------------------------------------------------------------
     def _refuse_unless_ready(self) -> None:
         if self.stopping:
+            self.stats["refused"] += 1
             raise Refused(-503, "the server is stopping; push refused")
         if not self._whole:
+            self.stats["refused"] += 1
             synced = sum(1 for p in self.peers.values() if p.synced)
             raise Refused(
                 -503, f"the router is rebuilding its tables ({synced} of {self.expect} workers reported)"
             )
 
+    def _stamp(self) -> float:
+        """When a push by key or mid is handed out: one in eight carries it (the latency metric)."""
+        self._handed = n = self._handed + 1
+        return time.monotonic() if n & STAMP_KEYS == 1 else 0.0
+
     def _send_keys(self, groups: dict[WorkerInfo, list[str]], op: int, body: bytes) -> int:
         found = 0
+        at = self._stamp()
         for info, keys in groups.items():
             peer = self.by_id.get(info.id)
             if peer is None or peer.draining:
                 continue
-            peer.link.send(records.encode(PushKeys(op, keys, body)))
+            peer.link.send(records.encode(PushKeys(op, keys, body, at=at)))
             found += len(keys)
         return found
 
-    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
-        """Hand to the workers holding these keys; returns how many connections."""
-        self._refuse_unless_ready()
+    def send_keys_local(self, op: int, keys: list[str], body: bytes) -> int:
         return self._send_keys(self.store.group_keys(dict.fromkeys(keys)), op, body)
 
-    def push_mids(self, op: int, mids: list[int], body: bytes) -> int:
-        """Hand to every connection of these users; returns how many connections."""
+    def push_keys(self, op: int, keys: list[str], body: bytes) -> int | asyncio.Future[int]:
+        """Hand to the workers holding these keys; returns how many connections (with several
+        hosts: a future of it, once the other hosts holding some of the keys were told)."""
         self._refuse_unless_ready()
-        return self._send_keys(self.store.group_mids(mids), op, body)
+        self.pushes["keys"] += 1
+        local = self.send_keys_local(op, keys, body)
+        if self.cluster is None:
+            return local
+        return self.loop.create_task(self._remote(local, self.cluster.push_keys(op, keys, body)))
+
+    async def _remote(self, local: int, remote: Any) -> int:
+        """Add what other hosts took; a Redis failure is a clear error naming what was done here."""
+        from redis.exceptions import RedisError
+
+        from mpim.cluster import ClusterError
+
+        try:
+            return local + int(await remote)
+        except (ClusterError, RedisError, OSError) as exc:
+            assert self.cluster is not None
+            self.cluster._lost(exc)
+            raise Refused(-503, f"delivered on this host only ({local} connections): Redis: {exc}") from None
+
+    def push_mids(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[tuple[int, dict[int, int]]]:
+        """Append to each user's stream, then hand to every connection of these users.
+
+        Resolves to (connections, {mid: seq}) once the messages are stored and sent."""
+        self._refuse_unless_ready()
+        self.pushes["mids"] += 1
+        return self.loop.create_task(self.streams.push_mids(op, mids, body))
+
+    async def deliver_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
+        """A stored message to every connection of these users, on this host and the others."""
+        local = self.send_mids(op, mids, body, seqs)
+        if self.cluster is None:
+            return local
+        return await self._remote(local, self.cluster.push_mids(op, mids, body, seqs))
+
+    def send_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
+        """Hand a stored message (its seq per user, 0 = none) to every connection of these users."""
+        found = 0
+        group = self.store.group_mids
+        at = self._stamp()
+        for mid, seq in zip(mids, seqs, strict=True):
+            for info, keys in group((mid,)).items():
+                peer = self.by_id.get(info.id)
+                if peer is None or peer.draining:
+                    continue
+                peer.link.send(records.encode(PushKeys(op, keys, body, seq, at)))
+                found += len(keys)
+        return found
 
     def push_room(self, op: int, room: str, body: bytes) -> asyncio.Future[None]:
         self._refuse_unless_ready()
+        self.pushes["room"] += 1
+        if self.cluster is not None:  # one order for every host: each one (this one too) takes it from Redis
+            return self.loop.create_task(self._both(None, self.cluster.push_room(op, room, body)))
         peers = [
             p
             for p in self.peers.values()
             if p.info is not None and not p.draining and room in p.info.room_count
         ]
-        return self._publish(bus.room_topic(room), records.encode(PushRoom(op, body)), peers)
+        record = records.encode(PushRoom(op, body, time.monotonic()))
+        return self._publish(bus.room_topic(room), record, peers)
 
     def push_all(self, op: int, speed: int, body: bytes) -> asyncio.Future[None]:
-        """``speed`` is for the whole host (goim); each worker gets its share."""
+        """``speed`` is for the whole host (goim), or with several hosts for the cluster."""
         self._refuse_unless_ready()
+        self.pushes["all"] += 1
+        if self.cluster is not None:  # every host, this one included, takes its share from Redis
+            return self.loop.create_task(self._both(None, self.cluster.push_all(op, speed, body)))
         peers = [p for p in self.peers.values() if p.info is not None and not p.draining]
         share = -(-speed // max(1, len(peers))) if speed > 0 else 0
-        return self._publish(bus.BROADCAST, records.encode(PushAll(op, share, body)), peers)
+        record = records.encode(PushAll(op, share, body, time.monotonic()))
+        return self._publish(bus.BROADCAST, record, peers)
+
+    async def _both(self, local: asyncio.Future[None] | None, remote: Any) -> None:
+        """This host's delivery (confirmed by its workers) and the other hosts' (published)."""
+        try:
+            await self._remote(0, remote)
+        finally:
+            if local is not None:
+                await local
 
     def _publish(self, topic: bytes, record: bytes, peers: list[Peer]) -> asyncio.Future[None]:
         if not self.bus.connected:
+            self.stats["refused"] += 1
             raise Refused(-503, "the bus is down; push refused")
         late = [p.id for p in peers if not p.bus_ready]
         if late:
+            self.stats["refused"] += 1
             raise Refused(-503, f"worker {late[0]} is not on the bus yet; push refused")
         self.bus.publish(topic, record)
         future: asyncio.Future[None] = self.loop.create_future()
@@ -498,6 +696,7 @@ class Router:
             waiting = self._waiting.popleft()
             late = [p.id for p in waiting.peers if p.mark_seen < waiting.mark and p.info is not None]
             if not waiting.future.done():
+                self.stats["push_timeouts"] += 1
                 waiting.future.set_exception(
                     Refused(
                         -504, f"not confirmed by worker {', '.join(late)} in time; it may have been delivered"
@@ -521,8 +720,15 @@ class Router:
             if info is not None and info.id in self.store.workers and now - peer.last_seen > expiry:
                 self._drop(info, f"silent for {now - peer.last_seen:.1f}s")
 
+    def room_online(self, room: str) -> int:
+        """A room's count: cluster-wide with several hosts (as last read), else this host's."""
+        cluster = self.cluster
+        if cluster is not None and cluster.up and room in cluster.online:
+            return cluster.online[room]
+        return self.store.online(room)
+
     def send_room_counts(self) -> None:
-        online = self.store.online
+        online = self.room_online
         for peer in self.peers.values():
             info = peer.info
             if info is not None and info.room_count:
@@ -551,3 +757,13 @@ class Router:
                 }
             )
         return rows
+
+
+def _json_body(raw: bytes) -> Any:
+    """A private message's body as the client sent it (JSON, checked by its worker)."""
+    import json
+
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise ChatError(-400, "body is not JSON") from None

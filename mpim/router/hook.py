@@ -50,8 +50,10 @@ class Receiver:
         self._hook = hook
         self._tasks: set[asyncio.Task[Any]] = set()
         self.failed = 0
+        self.calls = 0
 
     def __call__(self, mid: int, key: str, op: int, body: bytes) -> None:
+        self.calls += 1
         try:
             result = self._hook(mid, key, op, body)
         except Exception:

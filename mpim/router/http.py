@@ -12,6 +12,18 @@ connection that stays open. Idle keep-alive connections close after
 that trickles bytes cannot hold a connection forever. Both are checked by
 :meth:`HttpState.tick`, once a second, with no per-request timer. When the client
 stops reading, we stop reading too.
+
+With ``[http] api_key`` set, every request (every path) must carry the key in
+``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, compared in constant
+time; without it the answer is 401 (goim's JSON shape, code -401) as soon as the
+headers are complete, before any body is read, and the connection is closed.
+
+A route may answer with an :class:`~mpim.router.sse.EventStream` (the console's
+live feed): the connection then carries that stream until the client leaves,
+and anything more the client sends is ignored. Every answer is counted by route
+and status for the metrics (:attr:`HttpState.counts`). The console's page
+(``GET /console``: static HTML and script, no data) is served without the key, so a
+browser can open it; the page asks for the key and sends it on everything it fetches.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import email.utils
+import hmac
 import logging
 import math
 from typing import Any
@@ -28,11 +41,14 @@ import httptools
 
 from mpim.config import Config
 from mpim.listen import peer_name
-from mpim.router.api import OK_NULL, Answer, PushApi, Reply, error
+from mpim.router import sse
+from mpim.router.api import JSON, OK_NULL, Answer, PushApi, Reply, error
+from mpim.router.sse import EventStream
 
 log = logging.getLogger("mpim.http")
 
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
+_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found"}
+_REASONS[405] = b"Method Not Allowed"
 _REASONS.update({408: b"Request Timeout", 413: b"Content Too Large", 431: b"Request Header Fields Too Large"})
 _REASONS.update({503: b"Service Unavailable", 504: b"Gateway Timeout"})
 _MAX_WAITING = 256  # answers a pipelining client may have outstanding before we stop reading
@@ -40,15 +56,34 @@ _READ_SLACK = 65536  # a read may carry the end of earlier pipelined requests
 
 
 def _head(reply: Reply, date: bytes) -> bytes:
-    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\n" % (
-        reply.status,
-        _REASONS.get(reply.status, b"Error"),
-        len(reply.body),
-        date,
-    )
+    if reply.content_type is JSON:  # the push API's answers (the hot path): no encoding
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\n" % (
+            reply.status,
+            _REASONS.get(reply.status, b"Error"),
+            len(reply.body),
+            date,
+        )
+    else:
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\n" % (
+            reply.status,
+            _REASONS.get(reply.status, b"Error"),
+            reply.content_type.encode(),
+            len(reply.body),
+            date,
+        )
     if reply.allow:
         head += b"Allow: " + reply.allow.encode() + b"\r\n"
+    if reply.status == 401:
+        head += b'WWW-Authenticate: Bearer realm="mpim"\r\n'
     return head
+
+
+UNAUTHORIZED = error(
+    -401, "missing or wrong API key: send Authorization: Bearer <key> or X-API-Key: <key>", 401
+)
+# Served without the key: the console's page is static (HTML and script, no data) and asks for the
+# key, which it then sends on everything it fetches (its event stream, the pushes it makes).
+PUBLIC = frozenset({b"/console"})
 
 
 class _Refused(Exception):
@@ -70,6 +105,7 @@ class HttpState:
         self.ok_null = b""  # the whole keep-alive answer to a room / all push, rebuilt each tick
         self.requests = 0
         self.refused = 0
+        self.counts: dict[str, dict[int, int]] = {}  # route -> status -> answers, for the metrics
         self.tick()
 
     def reconfigure(self, cfg: Config) -> None:
@@ -77,6 +113,7 @@ class HttpState:
         self.max_header = cfg.http.max_header
         self.idle_timeout = cfg.http.idle_timeout
         self.request_timeout = cfg.http.request_timeout
+        self.api_key = cfg.http.api_key.encode()
 
     def tick(self) -> None:
         """Refresh the Date header; close idle connections and requests that are too slow
@@ -85,7 +122,8 @@ class HttpState:
         self.date = email.utils.formatdate(usegmt=True).encode()
         self.ok_null = _head(OK_NULL, self.date) + b"\r\n" + OK_NULL.body
         idle, late = now - self.idle_timeout, now - self.request_timeout
-        for conn in [c for c in self.connections if c.last_active < idle or c.request_started < late]:
+        slow = [c for c in self.connections if c.last_active < idle or c.request_started < late]
+        for conn in [c for c in slow if c.stream is None]:  # an event stream is never idle
             if conn.request_started < math.inf:
                 conn.time_out(now - conn.request_started)
             else:
@@ -95,9 +133,17 @@ class HttpState:
         for conn in list(self.connections):
             conn.close()
 
+    def count(self, path: str, status: int) -> None:
+        """One answer: by route (``other`` for unknown paths, ``-`` before the path was read)."""
+        route = path if path in self.api.routes or path == "-" else "other"
+        by_status = self.counts.setdefault(route, {})
+        by_status[status] = by_status.get(status, 0) + 1
+
 
 class HttpProtocol(asyncio.Protocol):
     __slots__ = (
+        "accept",
+        "authorized",
         "body",
         "body_len",
         "closing",
@@ -109,6 +155,7 @@ class HttpProtocol(asyncio.Protocol):
         "pending",
         "request_started",
         "state",
+        "stream",
         "transport",
         "url",
         "waiting",
@@ -126,9 +173,12 @@ class HttpProtocol(asyncio.Protocol):
         self.in_headers = False
         self.closing = False
         self.expect = False
+        self.authorized = False
         self.last_active = state.now
         self.waiting: collections.deque[tuple[Answer, bool, bool, bool]] = collections.deque()
         self.request_started = math.inf  # state.now at the first byte of an incomplete request
+        self.accept = b""
+        self.stream: EventStream | None = None  # once set, this connection only carries the stream
 
     # -- asyncio ------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -138,6 +188,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
         self.closing = True
+        self._end_stream()
 
     def pause_writing(self) -> None:
         self.transport.pause_reading()
@@ -147,7 +198,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.stream is not None:
             return
         self.last_active = self.state.now
         try:
@@ -174,11 +225,13 @@ class HttpProtocol(asyncio.Protocol):
         self.request_started = self.state.now
         self.url = b""
         self.expect = False
+        self.accept = b""
         self.body = []
         self.body_len = 0
         self.header_bytes = 0
         self.pending = 0
         self.in_headers = True
+        self.authorized = not self.state.api_key
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -196,13 +249,29 @@ class HttpProtocol(asyncio.Protocol):
                 raise _Refused(self._too_large_body(size))
         elif len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self.expect = True  # curl sends this for bodies over 1 KiB and waits for the go-ahead
+        elif len(name) == 6 and name.lower() == b"accept":
+            self.accept = value  # (decoded only by the route that wants it: /metrics)
+        elif not self.authorized and len(name) in (9, 13):
+            self._check_key(name.lower(), value)
+
+    def _check_key(self, name: bytes, value: bytes) -> None:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            value = value[7:]
+        elif name != b"x-api-key":
+            return
+        self.authorized = hmac.compare_digest(value.strip(), self.state.api_key)
 
     def on_headers_complete(self) -> None:
         self.in_headers = False
+        if not self.authorized and not self._public():
+            raise _Refused(UNAUTHORIZED)
         if self.parser.should_upgrade():
             raise _Refused(error(-400, "protocol upgrade is not supported", 400))
         if self.expect:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _public(self) -> bool:
+        return self.url.partition(b"?")[0] in PUBLIC and self.parser.get_method() == b"GET"
 
     def on_body(self, body: bytes) -> None:
         self.body_len += len(body)
@@ -212,7 +281,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.request_started = math.inf
-        if self.closing:
+        if self.closing or self.stream is not None:  # (requests behind a stream request are ignored)
             return
         state = self.state
         state.requests += 1
@@ -230,18 +299,31 @@ class HttpProtocol(asyncio.Protocol):
             path = unquote(path)
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         method = self.parser.get_method().decode("latin-1")
-        answer = state.api.handle(method, path, query, body)
+        answer = state.api.handle(method, path, query, body, self.accept)
         keep = self.parser.should_keep_alive()
         http10 = self.parser.get_http_version() == "1.0" if keep else False
         head_only = method == "HEAD"
-        if isinstance(answer, Reply) and not self.waiting:
-            self._write(answer, keep, http10, head_only)
-            if not keep:
-                self.close()
-            return
+        if isinstance(answer, Reply):
+            try:  # the common case, cheaply (nested plain dicts: no tuple to hash, no Counter)
+                state.counts[path][answer.status] += 1
+            except KeyError:
+                state.count(path, answer.status)
+            if not self.waiting:
+                self._write(answer, keep, http10, head_only)
+                if not keep:
+                    self.close()
+                return
+        elif isinstance(answer, EventStream):
+            state.count(path, 200)
+            self.stream = answer  # from now on nothing more is read from this client
+            if not self.waiting:
+                self._start_stream(answer)
+                return
+        else:
+            answer.add_done_callback(lambda f: self._counted(path, f))
         # An answer that waits for the workers: later answers queue behind it, in request order.
         self.waiting.append((answer, keep, http10, head_only))
-        if not isinstance(answer, Reply):
+        if not isinstance(answer, (Reply, EventStream)):
             answer.add_done_callback(self._answered)
         if len(self.waiting) >= _MAX_WAITING and self.transport is not None:
             self.transport.pause_reading()
@@ -250,6 +332,11 @@ class HttpProtocol(asyncio.Protocol):
         waiting = self.waiting
         while waiting:
             answer, keep, http10, head_only = waiting[0]
+            if isinstance(answer, EventStream):
+                waiting.popleft()
+                if not self.closing:
+                    self._start_stream(answer)
+                return
             if not isinstance(answer, Reply):
                 if not answer.done():
                     return
@@ -262,6 +349,32 @@ class HttpProtocol(asyncio.Protocol):
                 self.close()
         if not self.closing and self.transport is not None:
             self.transport.resume_reading()
+
+    # -- event streams (console) -----------------------------------------------------------------
+    def _start_stream(self, stream: EventStream) -> None:
+        self.transport.write(sse.HEAD + b"Date: " + self.state.date + b"\r\n\r\n")
+        stream.attach(self)
+
+    def write_stream(self, data: bytes) -> None:
+        """:class:`~mpim.router.sse.Sink`: one event; a client that stops reading is let go."""
+        transport = self.transport
+        if self.closing or transport is None:
+            return
+        self.last_active = self.state.now
+        transport.write(data)
+        if transport.get_write_buffer_size() > sse.MAX_BUFFER:
+            log.info("closing an event stream to %s: the client is not reading", peer_name(transport))
+            self.close()
+
+    def _end_stream(self) -> None:
+        stream = self.stream
+        if stream is not None:
+            self.stream = None
+            stream.detached()
+
+    def _counted(self, path: str, future: asyncio.Future[Reply]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.state.count(path, future.result().status)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _too_large_headers(self) -> Reply:
@@ -289,6 +402,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.closing:
             return
         self.state.refused += 1
+        self.state.count("-", reply.status)
         log.info("refusing an HTTP request from %s: %d", peer_name(self.transport), reply.status)
         self._write(reply, keep=False)
         self.close()
@@ -298,6 +412,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.closing:
             return
         self.state.refused += 1
+        self.state.count("-", 408)
         limit = self.state.request_timeout
         log.info(
             "closing %s: HTTP request not complete after %.0fs (limit %gs)",
@@ -314,3 +429,4 @@ class HttpProtocol(asyncio.Protocol):
             self.state.connections.discard(self)
             if self.transport is not None:
                 self.transport.close()
+        self._end_stream()

@@ -19,28 +19,40 @@ from typing import Any
 
 import uvloop
 import zmq
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from mpim import config as config_mod
 from mpim import log as mlog
 from mpim import signals, stream
 from mpim.bus import SocketReader
-from mpim.config import Config, ConfigError
-from mpim.listen import BindError, listen_socket
+from mpim.cluster import ClusterError, connect_redis
+from mpim.config import Config, ConfigError, is_loopback, parse_address
+from mpim.inbox import Inbox, InboxError, open_inbox
+from mpim.inbox.redis import open_redis_inbox
+from mpim.listen import BindError, listen_socket, zmq_tcp_address
 from mpim.master.reload import pin_bus_keys
 from mpim.master.status import EXIT_BOOT_ERROR
+from mpim.master.statusfile import StatusReader, path_in
 from mpim.router.api import PushApi
+from mpim.router.backend import Backend
 from mpim.router.busport import BusPort
+from mpim.router.cluster import HostCluster
+from mpim.router.console import Console, install
 from mpim.router.core import Router
 from mpim.router.hook import HookError, Receiver, load_hook
 from mpim.router.http import HttpProtocol, HttpState
 from mpim.router.links import WorkerConn
+from mpim.router.metrics import Sources
 from mpim.router.tables import SessionTable
+from mpim.router.totals import WorkerTotals
 from mpim.router.zingress import Ingress
 from mpim.runtime import Endpoints, server_name
 
 log = logging.getLogger("mpim.router")
 
 TICK = 0.1  # fence requests, push timeouts
+TRIM_EVERY = 60.0  # drop inbox messages older than [inbox] max_age
 
 
 class _Every:
@@ -63,6 +75,29 @@ class _Every:
         self._handle.cancel()
 
 
+def warn_if_open(cfg: Config) -> None:
+    """``insecure_open``: one loud line per start (and reload) while anyone may push."""
+    host = parse_address(cfg.http.bind)[0]
+    if cfg.http.insecure_open and not cfg.http.api_key and not is_loopback(host):
+        log.warning(
+            "INSECURE: the push API on %s has no api_key ([http] insecure_open = true): "
+            "anyone who can reach it can push to every client",
+            cfg.http.bind,
+        )
+    zmq = zmq_tcp_address(cfg.ingress.zmq_bind)
+    if (
+        cfg.ingress.insecure_open
+        and not cfg.ingress.api_key
+        and zmq
+        and not is_loopback(parse_address(zmq)[0])
+    ):
+        log.warning(
+            "INSECURE: the ZeroMQ ingress on %s has no api_key ([ingress] insecure_open = true): "
+            "anyone who can reach it can push to every client",
+            cfg.ingress.zmq_bind,
+        )
+
+
 class RouterProcess:
     """start -> serve -> stop, like :class:`~mpim.worker.server.Worker`."""
 
@@ -81,16 +116,32 @@ class RouterProcess:
         self._timers: list[_Every] = []
         self._readers: list[SocketReader[Any]] = []
         self.receiver: Receiver | None = None
+        self.inbox: Inbox | None = None
+        self.redis: Redis | None = None
+        self.backend: Backend | None = None
         self.router: Router | None = None
         self.busport: BusPort | None = None
         self.http: HttpState | None = None
         self.ingress: Ingress | None = None
+        self.console: Console | None = None
 
     # -- start --------------------------------------------------------------------------------
     async def start(self) -> None:
         """Bind everything; raises :class:`BindError` / :class:`HookError` with a clear message."""
         cfg, loop = self.cfg, self.loop
         self.receiver = Receiver(load_hook(cfg.router.receive_hook))
+        if cfg.cluster.redis:
+            try:
+                self.redis = await connect_redis(cfg.cluster)
+                if cfg.inbox.enabled:
+                    self.inbox = await open_redis_inbox(cfg.cluster, cfg.inbox)
+            except (ClusterError, InboxError) as exc:
+                raise BindError(str(exc)) from None
+        elif cfg.inbox.enabled:
+            try:
+                self.inbox = open_inbox(cfg.inbox)
+            except InboxError as exc:
+                raise BindError(f"cannot open the inbox: {exc}") from None
         http_sock = listen_socket(cfg.http.bind, reuse_port=False)
         for sock in (self.xpub, self.zin):
             sock.setsockopt(zmq.LINGER, 0)
@@ -106,11 +157,29 @@ class RouterProcess:
             http_sock.close()
             raise BindError(f"cannot bind a ZeroMQ endpoint: {exc}") from None
         store = SessionTable(Router.ttl(cfg), cfg.router.sweep_interval, loop.time())
+        self.backend = Backend(cfg, self.receiver)
         router = self.router = Router(
-            cfg, store, self.busport, self.receiver, loop, host=server_name(cfg), expect=self.expect
+            cfg,
+            store,
+            self.busport,
+            self.receiver,
+            loop,
+            host=server_name(cfg),
+            expect=self.expect,
+            inbox=self.inbox,
+            backend=self.backend,
         )
-        self.http = HttpState(cfg, PushApi(cfg, router), loop)
-        self.ingress = Ingress(router, cfg.http.max_body)
+        if self.redis is not None:
+            router.cluster = HostCluster(cfg, router, self.redis, server_name(cfg))
+            try:
+                await router.cluster.start()
+            except (ClusterError, RedisError, OSError) as exc:
+                http_sock.close()
+                raise BindError(str(exc)) from None
+        api = PushApi(cfg, router)
+        self.http = HttpState(cfg, api, loop)
+        self.ingress = Ingress(router, cfg.http.max_body, cfg.ingress.api_key)
+        console = self.console = self._observe(api)
         try:
             self._servers.append(await stream.serve(loop, self.endpoints.router, lambda: WorkerConn(router)))
         except OSError as exc:
@@ -127,7 +196,13 @@ class RouterProcess:
             _Every(loop, rc.online_interval, router.send_room_counts),
             _Every(loop, TICK, router.tick),
             _Every(loop, 1.0, self.http.tick),
+            _Every(loop, TRIM_EVERY, lambda: router._spawn(router.streams.trim())),
+            _Every(loop, 1.0, console.tick),
         ]
+        if router.cluster is not None:
+            cluster = router.cluster
+            self._timers.append(_Every(loop, max(1.0, router.session_ttl / 3), cluster.heartbeat))
+            self._timers.append(_Every(loop, rc.online_interval, cluster.refresh_online))
         signals.install(loop, self._stop.set, self._stop.set, SIGHUP=self.reload, SIGUSR2=router.stop_pushes)
         log.info(
             "router up: http %s, zmq ingress %s, workers link at %s",
@@ -135,6 +210,20 @@ class RouterProcess:
             cfg.ingress.zmq_bind or "off",
             self.endpoints.router,
         )
+        warn_if_open(cfg)
+
+    def _observe(self, api: PushApi) -> Console:
+        """``/metrics`` and ``/console``, served (and protected) like the push API."""
+        assert self.router is not None
+        sources = Sources(
+            self.router,
+            WorkerTotals(self.router),
+            self.http,
+            self.busport,
+            self.ingress,
+            StatusReader(path_in(self.endpoints.run_dir)),
+        )
+        return install(api, sources)
 
     def _http_protocol(self) -> HttpProtocol:
         assert self.http is not None
@@ -171,8 +260,12 @@ class RouterProcess:
         assert self.router is not None and self.http is not None and self.ingress is not None
         if new.router.receive_hook != old.router.receive_hook:
             try:
-                self.receiver = Receiver(load_hook(new.router.receive_hook))
+                old_receiver, self.receiver = self.receiver, Receiver(load_hook(new.router.receive_hook))
+                if old_receiver is not None:  # its counts go on (metrics)
+                    self.receiver.calls, self.receiver.failed = old_receiver.calls, old_receiver.failed
                 self.router.receive = self.receiver
+                if self.backend is not None:
+                    self.backend.receiver = self.receiver
             except HookError as exc:
                 log.error("reload keeps the old receive hook: %s", exc)
         if new.http.bind != old.http.bind:
@@ -184,6 +277,8 @@ class RouterProcess:
         self.http.reconfigure(new)
         self.http.api.cfg = new
         self.ingress.max_body = new.http.max_body
+        self.ingress.api_key = new.ingress.api_key
+        warn_if_open(new)
         rc = new.router
         for timer, interval in zip(self._timers, (rc.sweep_interval, rc.online_interval), strict=False):
             timer.interval = interval
@@ -235,8 +330,16 @@ class RouterProcess:
             reader.stop()
         if self.busport is not None:
             self.busport.close()
-        if self.receiver is not None:
+        if self.router is not None and self.router.cluster is not None:
+            await self.router.cluster.stop()
+        if self.backend is not None:
+            await self.backend.close()
+        elif self.receiver is not None:
             await self.receiver.close()
+        if self.inbox is not None:
+            await self.inbox.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         requests = self.http.requests if self.http is not None else 0
         zmq_requests = self.ingress.requests if self.ingress is not None else 0
         log.info("router stopped (%d http requests, %d zmq pushes)", requests, zmq_requests)

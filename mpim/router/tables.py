@@ -241,6 +241,10 @@ class SessionTable:
     def online(self, room: str) -> int:
         return self.room_count.get(room, 0)
 
+    def room_counts(self) -> dict[str, int]:
+        """Every room with members on this host and its count (a copy)."""
+        return dict(self.room_count)
+
     # -- internals ------------------------------------------------------------------------
     def _count_room(self, worker: WorkerInfo, room: str, delta: int) -> None:
         if not room:

@@ -9,7 +9,9 @@ holding a msgpack map::
     {"kind": "all",  "op": 1000, "speed": 0, "body": b"..."}
 
 plus optional ``"id"`` (any value, echoed in the reply) and ``"reply": false``
-(fire and forget: no answer is sent). ``body`` may be bytes or a UTF-8 string;
+(fire and forget: no answer is sent). With ``[ingress] api_key`` set, every
+request must carry it as ``"api_key"`` (compared in constant time), or it is
+refused with -401. ``body`` may be bytes or a UTF-8 string;
 ``room`` is a full room id (``type://id``). The reply is one msgpack map
 ``{"id": ..., "code": 0, "message": "", "data": ...}`` with the HTTP API's codes:
 -400 for a malformed request, -413 for a body over ``[http] max_body``, -503 /
@@ -22,6 +24,7 @@ reply arrives in time.)
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 from collections.abc import Callable
@@ -43,6 +46,7 @@ class _Request(msgspec.Struct, tag_field="kind", kw_only=True):
     body: Any = b""  # bytes or str (msgspec cannot decode that union itself)
     id: Any = None
     reply: bool = True
+    api_key: str = ""
 
 
 class KeysRequest(_Request, tag="keys"):
@@ -92,13 +96,50 @@ def _request_id(payload: bytes) -> Any:
     return value.get("id") if isinstance(value, dict) else None
 
 
+def execute(router: Router, req: Request, max_body: int) -> Any:
+    """Carry out one typed push request: its answer's data, or a future of it.
+
+    Raises :class:`BadRequest` (-400 / -413) or :class:`~mpim.router.core.Refused`."""
+    body = req.body.encode() if isinstance(req.body, str) else req.body
+    if not isinstance(body, bytes):
+        raise BadRequest(f"body: expected bytes or a string, got {type(body).__name__}")
+    if len(body) > max_body:
+        raise BadRequest(f"body of {len(body)} bytes is over the {max_body}-byte limit", -413)
+    if isinstance(req, KeysRequest):
+        found = router.push_keys(req.op, req.keys, body)
+        return {"connections": found} if isinstance(found, int) else found
+    if isinstance(req, MidsRequest):
+        return router.push_mids(req.op, req.mids, body)
+    if isinstance(req, RoomRequest):
+        try:
+            check_room_id(req.room)
+        except ValueError as exc:
+            raise BadRequest(f"room: {exc}") from None
+        return router.push_room(req.op, req.room, body)
+    return router.push_all(req.op, req.speed, body)
+
+
+def outcome_data(result: Any) -> Any:
+    """A finished push's answer data: ``None`` for room / all, connections and seqs for mids."""
+    if isinstance(result, int):  # keys, across hosts
+        return {"connections": result}
+    if isinstance(result, tuple):  # a push by mid: connections and each user's seq
+        connections, seqs = result
+        data: dict[str, Any] = {"connections": connections}
+        if seqs:  # (string keys, as over HTTP: strict msgpack decoders refuse int keys)
+            data["seqs"] = {str(mid): seq for mid, seq in seqs.items()}
+        return data
+    return None
+
+
 Send = Callable[[list[bytes]], None]
 
 
 class Ingress:
-    def __init__(self, router: Router, max_body: int) -> None:
+    def __init__(self, router: Router, max_body: int, api_key: str = "") -> None:
         self.router = router
         self.max_body = max_body
+        self.api_key = api_key
         self.requests = 0
         self.refused = 0
 
@@ -112,6 +153,9 @@ class Ingress:
             if message.startswith("request: expected `object`"):
                 message = "request must be a msgpack map; " + message
             return self._refuse(payload, -400, message, _request_id(payload)), True
+        if self.api_key and not hmac.compare_digest(req.api_key.encode(), self.api_key.encode()):
+            why = "api_key: missing" if not req.api_key else "api_key: wrong key"
+            return self._refuse(payload, -401, why, req.id), req.reply
         try:
             data = self._push(req)
         except BadRequest as exc:
@@ -127,11 +171,11 @@ class Ingress:
         log.info("refusing a ZeroMQ push (%d bytes): %s", len(payload), message)
         return {"id": rid, "code": code, "message": message}
 
-    def _settled(self, rid: Any, future: asyncio.Future[None]) -> Any:
-        def outcome(f: asyncio.Future[None]) -> dict[str, Any]:
+    def _settled(self, rid: Any, future: asyncio.Future[Any]) -> Any:
+        def outcome(f: asyncio.Future[Any]) -> dict[str, Any]:
             exc = f.exception()
             if exc is None:
-                return {"id": rid, "code": 0, "message": "", "data": None}
+                return {"id": rid, "code": 0, "message": "", "data": outcome_data(f.result())}
             if isinstance(exc, Refused):
                 return {"id": rid, "code": exc.code, "message": exc.message}
             return {"id": rid, "code": -500, "message": "internal error"}
@@ -140,7 +184,7 @@ class Ingress:
             return outcome(future)
         answer: asyncio.Future[dict[str, Any]] = future.get_loop().create_future()
 
-        def done(f: asyncio.Future[None]) -> None:
+        def done(f: asyncio.Future[Any]) -> None:
             if not answer.done():
                 answer.set_result(outcome(f))
 
@@ -148,23 +192,7 @@ class Ingress:
         return answer
 
     def _push(self, req: Request) -> Any:
-        body = req.body.encode() if isinstance(req.body, str) else req.body
-        if not isinstance(body, bytes):
-            raise BadRequest(f"body: expected bytes or a string, got {type(body).__name__}")
-        if len(body) > self.max_body:
-            raise BadRequest(f"body of {len(body)} bytes is over the {self.max_body}-byte limit", -413)
-        router = self.router
-        if isinstance(req, KeysRequest):
-            return {"connections": router.push_keys(req.op, req.keys, body)}
-        if isinstance(req, MidsRequest):
-            return {"connections": router.push_mids(req.op, req.mids, body)}
-        if isinstance(req, RoomRequest):
-            try:
-                check_room_id(req.room)
-            except ValueError as exc:
-                raise BadRequest(f"room: {exc}") from None
-            return router.push_room(req.op, req.room, body)
-        return router.push_all(req.op, req.speed, body)
+        return execute(self.router, req, self.max_body)
 
     def on_message(self, frames: list[bytes], send: Send) -> None:
         """A ROUTER message: routing frames, then the request; answer on the same route."""

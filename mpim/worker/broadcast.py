@@ -19,14 +19,16 @@ from mpim.worker.wsframe import binary_frame
 if TYPE_CHECKING:
     from mpim.worker.bucket import Buckets
     from mpim.worker.channel import Channel
+    from mpim.worker.meter import Meter
 
 _CHUNKS_PER_SECOND = 20
 
 
 class _Job:
-    __slots__ = ("done", "frame", "op", "speed", "targets")
+    __slots__ = ("at", "done", "frame", "op", "speed", "targets")
 
-    def __init__(self, op: int, body: bytes, speed: int) -> None:
+    def __init__(self, op: int, body: bytes, speed: int, at: float = 0.0) -> None:
+        self.at = at
         self.op = op
         self.frame = encode(op, body)
         self.speed = speed
@@ -35,14 +37,17 @@ class _Job:
 
 
 class Broadcaster:
-    def __init__(self, loop: asyncio.AbstractEventLoop, buckets: Buckets) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, buckets: Buckets, meter: Meter | None = None) -> None:
         self._loop = loop
         self._buckets = buckets
+        self._meter = meter
         self._queue: collections.deque[_Job] = collections.deque()
         self._task: asyncio.Task[None] | None = None
 
-    def submit(self, op: int, body: bytes, speed: int) -> None:
-        job = _Job(op, body, speed)
+    def submit(self, op: int, body: bytes, speed: int, at: float = 0.0) -> None:
+        job = _Job(op, body, speed, at)
+        if self._meter is not None:
+            self._meter.all_pushes += 1
         if speed <= 0 and not self._queue:
             self._finish(job)
             return
@@ -59,9 +64,21 @@ class Broadcaster:
     def _write(self, job: _Job, channels: list[Channel]) -> None:
         frame = job.frame
         ws_frame = binary_frame(frame)
+        sent = ws_sent = 0
         for channel in channels:
             if channel.state == AUTHED:
-                channel.write(ws_frame if channel.is_ws else frame)
+                if channel.is_ws:
+                    channel.write(ws_frame)
+                    ws_sent += 1
+                else:
+                    channel.write(frame)
+                sent += 1
+        meter = self._meter
+        if meter is not None:
+            if not job.done:
+                meter.wrote("all", job.at)
+            meter.all_deliveries += sent
+            meter.all_bytes += len(frame) * (sent - ws_sent) + len(ws_frame) * ws_sent
 
     def _finish(self, job: _Job) -> None:
         targets = self._select(job)

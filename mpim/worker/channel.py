@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from mpim.config import Config
 from mpim.limits import INT32, in_range
-from mpim.listen import peer_name
+from mpim.listen import Origin, peer_ip, peer_name
 from mpim.proto import Frame, Op, RemoteProtocolError, encode, encode_heartbeat_reply
 
 if TYPE_CHECKING:
     from mpim.worker.room import Room
 
 NEW, REGISTERING, AUTHED, CLOSED = 0, 1, 2, 3
+RELIABLE_OPS = frozenset((18, 20, 22))  # ack, resume, confirm: protocol ops for ack clients only
 MAX_HELD = 64  # frames a client may send while a request of its waits for the router
 
 CHANNEL_SLOTS = (
@@ -52,15 +53,25 @@ CHANNEL_SLOTS = (
     "paused_at",
     "held",
     "pending",
+    "caps",
+    "rel",
+    "useq",
+    "quota",
+    "quota_bytes",
+    "quota_at",
+    "origin",
 )
 
 
 class Registry(Protocol):
     """The worker's open connections."""
 
+    bytes_in: int  # every read's size is added here (a metric)
+
     def __iter__(self) -> Iterator[Channel]: ...
     def opened(self, channel: Channel) -> None: ...
     def closed(self, channel: Channel) -> None: ...
+    def peer_closed(self, channel: Channel) -> None: ...
     def close(self, channel: Channel, *, abort: bool = False, notify: bool = False) -> None: ...
     def reject(self, channel: Channel, reason: str) -> None: ...
 
@@ -82,9 +93,11 @@ class SessionService(Protocol):
     cfg: Config
 
     def authenticate(self, channel: Channel, frame: Frame) -> None: ...
+    def admit(self, channel: Channel, frame: Frame) -> bool: ...
     def heartbeat(self, channel: Channel) -> None: ...
     def change_room(self, channel: Channel, frame: Frame) -> None: ...
     def watch(self, channel: Channel, frame: Frame) -> None: ...
+    def reliable(self, channel: Channel, frame: Frame) -> None: ...
     def upstream(self, channel: Channel, frame: Frame) -> None: ...
 
 
@@ -118,6 +131,16 @@ class Channel:
     paused_at: float
     held: list[Frame] | None
     pending: Any
+    caps: int  # mpim.worker.reliable.CAP_* bits the client asked for
+    rel: Any  # an ack client's Reliable state (mpim.worker.reliable), else None
+    useq: int  # seq cap: the last upstream frame seq; -1 = not checked
+    quota: float  # upstream token buckets (frames, bytes) and when they were last filled
+    quota_bytes: float
+    quota_at: float
+    origin: Origin | None  # the client's address when the transport's peer is not it (PROXY), or None
+
+    def __init__(self, origin: Origin | None = None) -> None:
+        self.origin = origin
 
     # -- implemented by the adapters ---------------------------------------------
     def send_frame(self, frame: bytes) -> None:
@@ -129,7 +152,13 @@ class Channel:
         raise NotImplementedError
 
     def peer(self) -> str:
-        return peer_name(self.transport)
+        origin = self.origin
+        return str(origin) if origin is not None else peer_name(self.transport)
+
+    def peer_ip(self) -> str:
+        """The client's IP (from the PROXY header on a PROXY listener), for limits and the router."""
+        origin = self.origin
+        return origin.ip if origin is not None else peer_ip(self.transport)
 
     # -- shared ----------------------------------------------------------------------
     def init_channel(self, transport: Any) -> None:
@@ -144,6 +173,10 @@ class Channel:
         self.paused_at = 0.0
         self.held = None
         self.pending = None
+        self.caps = 0
+        self.rel = None
+        self.useq = -1
+        self.quota = self.quota_bytes = self.quota_at = 0.0
         self.registry.opened(self)
 
     def write(self, data: bytes) -> None:
@@ -186,6 +219,8 @@ class Channel:
             if self.state == NEW and frame.op == Op.AUTH:
                 self.sessions.authenticate(self, frame)
             return
+        if not self.sessions.admit(self, frame):
+            return
         op = frame.op
         if op == Op.HEARTBEAT:
             self.sessions.heartbeat(self)
@@ -197,6 +232,7 @@ class Channel:
             self.sessions.watch(self, frame)
             reply = Op.SUB_REPLY if op == Op.SUB else Op.UNSUB_REPLY
             self.send_frame(encode(reply, frame.body, frame.ver, frame.seq))
+        elif self.rel is not None and op in RELIABLE_OPS:
+            self.sessions.reliable(self, frame)
         else:
-            self.sessions.upstream(self, frame)
-            self.send_frame(encode(op, b"", frame.ver, frame.seq))
+            self.sessions.upstream(self, frame)  # (it answers: goim's echo, or an ack)

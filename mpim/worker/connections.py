@@ -5,6 +5,11 @@ Every connection (authenticated or not, goim or the echo endpoint) is in
 the drain see all of them. Closing goes through one place: the other pieces
 (deadlines, sessions) register ``forget`` hooks that take a closing channel out
 of their own tables before the transport is closed.
+
+Every new connection is also asked of the per-IP limits (:mod:`mpim.worker.limits`)
+by its client address, unless a TLS or PROXY listener already did before the
+handshake (the channel's ``origin`` says so); one that was counted is released
+when it closes.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from mpim.proto import Op, encode
 from mpim.worker.channel import CLOSED
+from mpim.worker.limits import IpLimits
 
 if TYPE_CHECKING:
     import asyncio
@@ -28,6 +34,7 @@ log = logging.getLogger("mpim.worker")
 _DISCONNECT = encode(Op.DISCONNECT_REPLY)
 _FD_RESERVE = 64  # listeners, ZeroMQ, the link, logs, pipes
 _REFUSED_LOG_EVERY = 10.0
+_SWEEP_EVERY = 2.0
 
 
 def connection_limit(cfg: Config) -> int:
@@ -58,15 +65,45 @@ class Connections:
     def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop, stats: dict[str, int]) -> None:
         self.loop = loop
         self.stats = stats
+        self.bytes_in = 0  # bytes read from clients (the adapters add each read)
         self.max_connections = connection_limit(cfg)
+        self.limits = IpLimits(cfg.limits, loop.time, stats)
         self._open: set[Channel] = set()
         self._forget: list[Callable[[Channel], None]] = []
         self._on_open: list[Callable[[Channel], None]] = []
         self._refused = 0
         self._refused_logged_at = -1e9
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Sweep the per-IP table now and then (it keeps only active addresses)."""
+        self._sweep = self.loop.call_later(_SWEEP_EVERY, self._sweep_limits)
+
+    def stop(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+
+    def _sweep_limits(self) -> None:
+        self._sweep = self.loop.call_later(_SWEEP_EVERY, self._sweep_limits)
+        self.limits.sweep()
 
     def reconfigure(self, cfg: Config) -> None:
         self.max_connections = connection_limit(cfg)
+        self.limits.reconfigure(cfg.limits)
+
+    def admit(self, ip: str, pending: int = 0) -> bool:
+        """A connection about to start (TLS / PROXY listeners, before the handshake): room for it,
+        and the per-IP limits let it in (then it counts until it closes). ``pending`` = others
+        that were admitted and are still in their handshake."""
+        if len(self._open) + pending >= self.max_connections:
+            self._refused_count()
+            return False
+        return self.limits.admit(ip)
+
+    def release(self, ip: str) -> None:
+        """An admitted connection that never opened (its TLS handshake failed)."""
+        self.limits.release(ip)
 
     def on_open(self, hook: Callable[[Channel], None]) -> None:
         self._on_open.append(hook)
@@ -83,8 +120,18 @@ class Connections:
 
     # -- Registry ---------------------------------------------------------------------
     def opened(self, channel: Channel) -> None:
+        self.stats["opened_ws" if channel.is_ws else "opened_tcp"] += 1
+        origin = channel.origin
         if len(self._open) >= self.max_connections:
+            if origin is not None and origin.admitted:
+                self.limits.release(origin.ip)
+            self.stats["limit_closed"] += 1
             self._refuse(channel)
+            return
+        if (origin is None or not origin.admitted) and not self.limits.admit(channel.peer_ip()):
+            self.stats["ip_closed"] += 1
+            channel.state = CLOSED
+            channel.transport.abort()
             return
         self._open.add(channel)
         for hook in self._on_open:
@@ -92,9 +139,13 @@ class Connections:
 
     def closed(self, channel: Channel) -> None:
         """The transport is gone (the adapter's ``connection_lost``)."""
-        if channel.state != CLOSED:
+        self.stats["closed_ws" if channel.is_ws else "closed_tcp"] += 1
+        if channel.state != CLOSED:  # the client went first
+            self.stats["client_closed"] += 1
             self._leave(channel)
-        self._open.discard(channel)
+        if channel in self._open:
+            self._open.remove(channel)
+            self.limits.release(channel.peer_ip())
 
     def close(self, channel: Channel, *, abort: bool = False, notify: bool = False) -> None:
         """Leave every table now, then close the transport (flushing unless ``abort``)."""
@@ -108,11 +159,18 @@ class Connections:
         else:
             channel.close_transport()
 
+    def peer_closed(self, channel: Channel) -> None:
+        """The client said goodbye (a WebSocket close frame): close, counted as the client's doing."""
+        if channel.state != CLOSED:
+            self.stats["client_closed"] += 1
+        self.close(channel)
+
     def reject(self, channel: Channel, reason: str) -> None:
         """The peer broke the protocol: log once and close cleanly."""
         if channel.state == CLOSED:
             return
         self.stats["bad_input"] += 1
+        self.stats["rejected"] += 1
         log.info("closing %s: %s", channel.peer(), reason)
         self.close(channel)
 
@@ -126,6 +184,9 @@ class Connections:
         """Over ``max_connections``: close at once; one log line per 10 s at most."""
         channel.state = CLOSED
         channel.transport.abort()
+        self._refused_count()
+
+    def _refused_count(self) -> None:
         self._refused += 1
         self.stats["refused"] += 1
         now = self.loop.time()

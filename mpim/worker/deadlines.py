@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mpim.worker.channel import AUTHED, CLOSED, NEW, REGISTERING
@@ -44,6 +45,11 @@ class Deadlines:
         self.paused: set[Channel] = set()
         self._t0 = loop.time()
         self._handle: asyncio.TimerHandle | None = None
+        self._on_tick: list[Callable[[], None]] = []
+
+    def on_tick(self, hook: Callable[[], None]) -> None:
+        """``hook()`` runs on every tick (other per-connection timeouts: acks, confirmations)."""
+        self._on_tick.append(hook)
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -77,8 +83,10 @@ class Deadlines:
     def _expired(self, item: WheelItem) -> None:
         channel: Channel = item  # type: ignore[assignment]
         if channel.state == NEW:
+            self.stats["handshake_timeout"] += 1
             log.info("closing %s: no auth within %gs", channel.peer(), self.cfg.protocol.handshake_timeout)
         elif channel.state == REGISTERING:
+            self.stats["register_timeout"] += 1
             log.warning(
                 "closing %s key=%s: the router did not confirm the session within %gs",
                 channel.peer(),
@@ -86,6 +94,7 @@ class Deadlines:
                 self.cfg.protocol.handshake_timeout,
             )
         elif channel.state == AUTHED:
+            self.stats["heartbeat_timeout"] += 1
             log.info("closing %s key=%s: heartbeat timeout", channel.peer(), channel.key)
         self.registry.close(channel)
 
@@ -98,6 +107,8 @@ class Deadlines:
             limit = self.loop.time() - slow
             for channel in [c for c in self.paused if c.paused_at < limit]:
                 self.cut_slow(channel, f"paused over {slow:g}s")
+        for hook in self._on_tick:
+            hook()
         self._handle = self.loop.call_later(self.wheel.tick, self._tick)
 
     # -- Flow ---------------------------------------------------------------------------
@@ -114,6 +125,7 @@ class Deadlines:
             return
         self.stats["slow_cut"] += 1
         size = channel.transport.get_write_buffer_size()
+        self.stats["slow_cut_bytes"] += size
         log.warning(
             "slow consumer %s key=%s cut: %s (%d bytes queued)", channel.peer(), channel.key, why, size
         )

@@ -15,20 +15,43 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from mpim.config import Config
 from mpim.worker.bucket import Buckets
-from mpim.worker.channel import Channel
+from mpim.worker.channel import CLOSED, Channel
 from mpim.worker.connections import Connections
 from mpim.worker.deadlines import Deadlines
 from mpim.worker.delivery import Delivery
+from mpim.worker.limits import STATS as LIMIT_STATS
 from mpim.worker.link import ClusterLink, StandaloneLink
+from mpim.worker.meter import Meter
+from mpim.worker.reliable import ReliableDelivery
 from mpim.worker.room import RoomTable
 from mpim.worker.sessions import Sessions
+from mpim.worker.upstream import UpstreamService
 
-STATS = ("auth_ok", "auth_fail", "kicked", "slow_cut", "bad_input", "refused")
+STATS = (
+    *("auth_ok", "auth_fail", "kicked", "slow_cut", "bad_input", "refused"),
+    *LIMIT_STATS,
+    *("auth_denied", "proxy_refused", "tls_failed"),
+    *(
+        "reliable_sent",
+        "resumes",
+        "unrecovered",
+        "ack_cut",
+        "messages",
+        "unconfirmed",
+        "rate_cut",
+        "replay_cut",
+    ),
+    # connections accepted / lost per transport, and why each one closed (the metrics)
+    *("opened_tcp", "opened_ws", "closed_tcp", "closed_ws", "client_closed", "rejected", "drained"),
+    *("handshake_timeout", "register_timeout", "heartbeat_timeout", "limit_closed", "ip_closed"),
+    "slow_cut_bytes",
+)
 
 
 class Hub:
@@ -41,22 +64,44 @@ class Hub:
         self.registry = Connections(cfg, loop, stats)
         self.deadlines = Deadlines(cfg, loop, self.registry, stats)
         self.buckets = Buckets(cfg.room.buckets)
-        self.rooms = RoomTable(loop, cfg.room, self.link.room_opened, self.link.room_closed)
-        self.sessions = Sessions(
-            cfg, self.registry, self.deadlines, self.buckets, self.rooms, self.link, stats
+        self.meter = Meter()
+        self.rooms = RoomTable(
+            loop,
+            cfg.room,
+            self.link.room_opened,
+            self.link.room_closed,
+            meter=self.meter,
         )
-        self.delivery = Delivery(loop, self.buckets, self.rooms)
+        self.reliable = ReliableDelivery(cfg, loop, self.registry, self.link, stats)
+        self.upstream = UpstreamService(cfg, loop, self.registry, self.link, stats)
+        self.sessions = Sessions(
+            cfg,
+            self.registry,
+            self.deadlines,
+            self.buckets,
+            self.rooms,
+            self.link,
+            stats,
+            self.reliable,
+            self.upstream,
+        )
+        self.delivery = Delivery(loop, self.buckets, self.rooms, self.reliable)
+        self.deadlines.on_tick(self.reliable.tick)
+        self.deadlines.on_tick(self.upstream.tick)
         self.registry.on_open(self.deadlines.handshake)
         self.registry.on_forget(self.deadlines.forget)
         self.registry.on_forget(self.sessions.forget)
+        self.sessions.on_auth_failed = lambda channel: self.registry.limits.auth_failed(channel.peer_ip())
         self.link.attach(self.sessions, self.delivery, self)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         self.deadlines.start()
+        self.registry.start()
 
     def stop(self) -> None:
         self.deadlines.stop()
+        self.registry.stop()
         self.delivery.stop()
 
     def reconfigure(self, cfg: Config) -> None:
@@ -65,6 +110,8 @@ class Hub:
         self.registry.reconfigure(cfg)
         self.deadlines.reconfigure(cfg)
         self.sessions.reconfigure(cfg)
+        self.reliable.reconfigure(cfg)
+        self.upstream.reconfigure(cfg)
         self.rooms.reconfigure(cfg.room)
 
     def channel_class(self, base: type[Any]) -> type[Any]:
@@ -82,6 +129,7 @@ class Hub:
         """Tell every client to go (op 6) after flushing queued room pushes; returns how many."""
         self.delivery.flush()
         channels = list(self.registry)
+        self.stats["drained"] += sum(1 for channel in channels if channel.state != CLOSED)
         for channel in channels:
             self.registry.close(channel, notify=True)
         return len(channels)
@@ -105,17 +153,24 @@ class Hub:
         return {room.id: len(room) for room in self.rooms}
 
     def counters(self) -> dict[str, int]:
+        """Monotonic counters and a few gauges (connections, online, rooms, conns_*), for reports."""
+        stats = self.stats
         return {
-            **self.stats,
+            **stats,
+            **self.meter.counters(),
+            "bytes_in": self.registry.bytes_in,
             "connections": len(self.registry),
+            "conns_tcp": stats["opened_tcp"] - stats["closed_tcp"],
+            "conns_ws": stats["opened_ws"] - stats["closed_ws"],
             "online": self.online,
             "rooms": len(self.rooms),
             **self.rooms.counters(),
+            "now_ms": int(time.monotonic() * 1000),  # when these were counted (rates per report)
         }
 
     # Delivery, for tests and the standalone worker.
-    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
-        return self.delivery.push_keys(op, keys, body)
+    def push_keys(self, op: int, keys: list[str], body: bytes, seq: int = 0) -> int:
+        return self.delivery.push_keys(op, keys, body, seq)
 
     def push_room(self, op: int, room_id: str, body: bytes) -> bool:
         return self.delivery.push_room(op, room_id, body)

@@ -11,11 +11,17 @@ master :class:`~mpim.worker.zlink.HostLink` talks to the router and the bus.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
+
+from mpim.records import ChatAck, Replayed
 
 if TYPE_CHECKING:
     from mpim.records import Entry
     from mpim.worker.channel import Channel
+
+OnReplayed = Callable[[Replayed], None]
+OnAck = Callable[[ChatAck], None]
 
 log = logging.getLogger("mpim.upstream")
 
@@ -26,16 +32,18 @@ class SessionTarget(Protocol):
     @property
     def online(self) -> int: ...
     def confirmed(self, channel: Channel) -> None: ...
+    def denied(self, channel: Channel, reason: str) -> None: ...
     def kick(self, keys: list[str]) -> None: ...
+    def lost(self, channel: Channel, why: str) -> None: ...
     def entries(self) -> list[Entry]: ...
 
 
 class DeliveryTarget(Protocol):
     """What a link hands pushes to."""
 
-    def push_keys(self, op: int, keys: list[str], body: bytes) -> int: ...
-    def push_room(self, op: int, room_id: str, body: bytes) -> bool: ...
-    def push_all(self, op: int, speed: int, body: bytes) -> None: ...
+    def push_keys(self, op: int, keys: list[str], body: bytes, seq: int = 0, at: float = 0.0) -> int: ...
+    def push_room(self, op: int, room_id: str, body: bytes, at: float = 0.0) -> bool: ...
+    def push_all(self, op: int, speed: int, body: bytes, at: float = 0.0) -> None: ...
     def set_room_online(self, counts: dict[str, int]) -> None: ...
 
 
@@ -51,6 +59,11 @@ class ClusterLink(Protocol):
     def room_opened(self, room_id: str) -> None: ...
     def room_closed(self, room_id: str) -> None: ...
     async def drain_barrier(self, timeout: float) -> None: ...
+    def resume(self, channel: Channel, epoch: str, seq: int, cursor: bool, done: OnReplayed) -> None: ...
+    def ack(self, channel: Channel, seq: int) -> None: ...
+    def chat(
+        self, channel: Channel, op: int, body: bytes, msg_id: str, to: int, done: OnAck | None
+    ) -> None: ...
 
 
 class RoomCounter(Protocol):
@@ -61,7 +74,7 @@ class RoomCounter(Protocol):
 
 
 class StandaloneLink:
-    """No router: requests are confirmed at once, upstream messages are logged."""
+    """No router: requests are confirmed at once (never denied), upstream messages are logged."""
 
     def __init__(self) -> None:
         self.sessions: SessionTarget | None = None
@@ -100,3 +113,18 @@ class StandaloneLink:
 
     async def drain_barrier(self, timeout: float) -> None:
         pass
+
+    def resume(self, channel: Channel, epoch: str, seq: int, cursor: bool, done: OnReplayed) -> None:
+        done(Replayed(0, [], "", 0, False))  # no inbox without a router: never recovered
+
+    def ack(self, channel: Channel, seq: int) -> None:
+        pass
+
+    def chat(self, channel: Channel, op: int, body: bytes, msg_id: str, to: int, done: OnAck | None) -> None:
+        if to:
+            if done is not None:
+                done(ChatAck(0, -501, "private chat needs the router (run mpim master)"))
+            return
+        self.upstream(channel, op, body)
+        if done is not None:
+            done(ChatAck(0, 0))

@@ -11,10 +11,12 @@ from setproctitle import setproctitle
 from mpim import config as config_mod
 from mpim import log as mlog
 from mpim import signals
+from mpim.auth import AuthKeyError
 from mpim.config import Config, ConfigError
-from mpim.listen import BindError
+from mpim.listen import BindError, client_listeners
 from mpim.master.status import BEAT, EXIT_BOOT_ERROR, READY, TOLD, StatusWriter
 from mpim.runtime import Endpoints
+from mpim.tls import TlsError
 from mpim.worker.server import Worker
 from mpim.worker.zlink import make_cluster_link
 
@@ -22,17 +24,19 @@ log = logging.getLogger("mpim.worker")
 
 __all__ = ["EXIT_BOOT_ERROR", "run_standalone", "run_worker"]
 
+# A port taken, or a certificate / public key file that went bad after the config check.
+BOOT_ERRORS = (BindError, TlsError, AuthKeyError)
+
 
 async def _serve_standalone(cfg: Config, path: str | None) -> int:
     loop = asyncio.get_running_loop()
-    worker = Worker(cfg, loop, name="worker")
     try:
+        worker = Worker(cfg, loop, name="worker")
         await worker.start()
-    except BindError as exc:
+    except BOOT_ERRORS as exc:
         log.error("cannot start: %s", exc)
         return EXIT_BOOT_ERROR
-    addrs = ", ".join([f"tcp {a}" for a in cfg.tcp.bind] + [f"ws {a}" for a in cfg.websocket.bind])
-    log.info("worker serving on %s", addrs)
+    log.info("worker serving on %s", ", ".join(lis.describe() for lis in client_listeners(cfg)))
 
     def reload() -> None:
         try:
@@ -89,17 +93,17 @@ async def _serve_supervised(cfg: Config, endpoints: Endpoints, slot: int, status
     name = f"worker {slot}"
     # The link names itself by slot and pid, so overlapping generations never share an id.
     link = make_cluster_link(cfg, endpoints, str(slot))
-    worker = Worker(cfg, loop, name=name, link=link)
 
     def drained(told: int) -> None:
         status.send(f"{TOLD} {told}")
 
-    worker.on_drained = drained
     tasks: list[asyncio.Task[None]] = []
     try:
         try:
+            worker = Worker(cfg, loop, name=name, link=link)
+            worker.on_drained = drained
             await worker.start()
-        except BindError as exc:
+        except BOOT_ERRORS as exc:
             log.error("%s cannot start: %s", name, exc)
             return EXIT_BOOT_ERROR
         signals.install(

@@ -28,10 +28,12 @@ below). Otherwise when is the mode:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from mpim.proto import Op, encode_header
+from mpim.worker.meter import Meter
 from mpim.worker.window import Window
 from mpim.worker.wsframe import binary_frame
 
@@ -46,7 +48,17 @@ FIXED, ADAPTIVE = "fixed", "adaptive"
 
 
 class Room:
-    __slots__ = ("cluster_online", "flush_handle", "id", "last_flush", "pending", "reserved", "tcp", "ws")
+    __slots__ = (
+        "cluster_online",
+        "first_at",
+        "flush_handle",
+        "id",
+        "last_flush",
+        "pending",
+        "reserved",
+        "tcp",
+        "ws",
+    )
 
     def __init__(self, room_id: str) -> None:
         self.id = room_id
@@ -57,6 +69,7 @@ class Room:
         self.last_flush = float("-inf")
         self.cluster_online = -1
         self.reserved = 0  # clients about to join (waiting for the router)
+        self.first_at = 0.0  # when the router accepted the oldest pending frame (metrics)
 
     def __len__(self) -> int:
         return len(self.tcp) + len(self.ws)
@@ -86,14 +99,13 @@ class RoomTable:
         cfg: RoomSection,
         on_open: RoomHook | None = None,
         on_close: RoomHook | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self._loop = loop
+        self.meter = meter or Meter()
         self._rooms: dict[str, Room] = {}
         self._on_open = on_open
         self._on_close = on_close
-        self.flushes = 0  # counters: flushes, frames flushed, member writes
-        self.frames = 0
-        self.writes = 0
         self.window = Window(cfg.batch_delay, cfg.max_delay, loop.time())
         self.reconfigure(cfg)
 
@@ -113,11 +125,9 @@ class RoomTable:
         return self._rooms.get(room_id)
 
     def counters(self) -> dict[str, int]:
-        """Batcher counters for the worker's stats (the window in microseconds, the last period's busy %)."""
+        """The batcher's state for the worker's stats (the window in microseconds, the last period's
+        busy %); flushes, frames and deliveries are counted by the meter."""
         return {
-            "room_flushes": self.flushes,
-            "room_frames": self.frames,
-            "room_writes": self.writes,
             "room_window_us": round((self.window.value if self.adaptive else self.batch_delay) * 1e6),
             "room_busy_pct": round(self.window.load * 100),
         }
@@ -158,18 +168,24 @@ class RoomTable:
         if room.flush_handle is not None:
             room.flush_handle.cancel()
             room.flush_handle = None
+        self.meter.room_gone += len(room.pending)
         room.pending = []
         del self._rooms[room.id]
         if self._on_close is not None:
             self._on_close(room.id)
 
     # -- batching -------------------------------------------------------------------------------
-    def push(self, room_id: str, frame: bytes) -> bool:
-        """Queue an encoded frame for a room; False if no local member is in it."""
+    def push(self, room_id: str, frame: bytes, at: float = 0.0) -> bool:
+        """Queue an encoded frame for a room; False if no local member is in it.
+
+        ``at``: when the router accepted the push (``time.monotonic()``), for the latency metric."""
         room = self._rooms.get(room_id)
         if room is None:
+            self.meter.room_absent += 1
             return False
         pending = room.pending
+        if not pending:
+            room.first_at = at or time.monotonic()
         pending.append(frame)
         if len(pending) >= self.batch and (not self.adaptive or self.window.value <= self.window.floor):
             self.flush(room)  # (a loaded adaptive worker keeps collecting until the window ends)
@@ -197,19 +213,19 @@ class RoomTable:
         if not frames:
             return
         room.pending = []
-        self.flushes += 1
-        self.frames += len(frames)
-        self.writes += len(room.tcp) + len(room.ws)
         inner = frames[0] if len(frames) == 1 else b"".join(frames)
+        members, ws_members = len(room.tcp) + len(room.ws), len(room.ws)
         if self.adaptive:
             started = room.last_flush = self._loop.time()
-            self._write(room, inner)
+            ws_size = self._write(room, inner)
             self.window.flushed(started, self._loop.time())
         else:
-            self._write(room, inner)
+            ws_size = self._write(room, inner)
+        self.meter.flushed(len(frames), members, len(inner), ws_members, ws_size, room.first_at)
 
-    def _write(self, room: Room, inner: bytes) -> None:
+    def _write(self, room: Room, inner: bytes) -> int:
         """One write per member: the frames as they are (TCP), one op-9 message (WebSocket).
+        Returns the WebSocket message's size (0: no WebSocket member).
 
         The loops run over copies: a write may cut a slow consumer, which leaves the room.
         """
@@ -220,6 +236,8 @@ class RoomTable:
             message = ws_batch(inner)
             for write in tuple(room.ws.values()):
                 write(message)
+            return len(message)
+        return 0
 
     def flush_all(self) -> None:
         for room in tuple(self._rooms.values()):

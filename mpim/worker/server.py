@@ -11,19 +11,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import ssl
 from collections.abc import Callable
+from typing import Protocol
 
 from mpim.config import Config
-from mpim.listen import listen_socket
+from mpim.listen import Origin, client_listeners, listen_socket
+from mpim.tls import server_context
+from mpim.worker.acceptor import Acceptor
 from mpim.worker.connections import raise_open_file_limit
 from mpim.worker.hub import Hub
 from mpim.worker.link import ClusterLink
 from mpim.worker.tcp import TcpChannel
-from mpim.worker.ws import start_ws_server
+from mpim.worker.ws import WsChannel, start_ws_server
 
 log = logging.getLogger("mpim.worker")
 
 DRAIN_BARRIER = 2.0  # longest wait for the router before telling clients to go
+
+
+class Listening(Protocol):
+    """An asyncio server or an :class:`~mpim.worker.acceptor.Acceptor`."""
+
+    def close(self) -> None: ...
 
 
 class Worker:
@@ -40,34 +51,52 @@ class Worker:
         self.name = name
         raise_open_file_limit()
         self.hub = Hub(cfg, loop, link)
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[Listening] = []
         self._stopped = asyncio.Event()
         self._hurry = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
         self.on_drained: Callable[[int], None] | None = None
 
     async def start(self) -> None:
-        """Bind every client port (raises :class:`~mpim.listen.BindError`) and start serving."""
+        """Bind every client port (raises :class:`~mpim.listen.BindError`) and start serving.
+
+        The TLS context is built from ``[tls]`` here, once: a reload's new generation reads
+        the files again (raises :class:`~mpim.tls.TlsError` if they went bad since the check).
+        """
         cfg = self.cfg
-        tcp_class = self.hub.channel_class(TcpChannel)
-        sockets = [
-            ("tcp", addr, listen_socket(addr, cfg.tcp.backlog, sndbuf=cfg.tcp.sndbuf, rcvbuf=cfg.tcp.rcvbuf))
-            for addr in cfg.tcp.bind
-        ]
-        sockets += [
-            ("websocket", addr, listen_socket(addr, cfg.websocket.backlog)) for addr in cfg.websocket.bind
-        ]
-        for kind, addr, sock in sockets:
-            server: asyncio.AbstractServer
-            if kind == "tcp":
-                server = await self.loop.create_server(tcp_class, sock=sock, backlog=cfg.tcp.backlog)
+        listeners = client_listeners(cfg)
+        tls = server_context(cfg.tls) if any(lis.tls for lis in listeners) else None
+        classes = {"tcp": self.hub.channel_class(TcpChannel), "websocket": self.hub.channel_class(WsChannel)}
+        sockets = []
+        for lis in listeners:
+            section = cfg.tcp if lis.kind == "tcp" else cfg.websocket
+            tcp = lis.kind == "tcp"
+            sndbuf, rcvbuf = (cfg.tcp.sndbuf, cfg.tcp.rcvbuf) if tcp else (0, 0)
+            sock = listen_socket(lis.addr, section.backlog, sndbuf=sndbuf, rcvbuf=rcvbuf)
+            sockets.append((lis, section.backlog, sock))
+        for lis, backlog, sock in sockets:
+            server: Listening
+            if lis.tls or lis.proxy:
+                server = self._acceptor(sock, classes[lis.kind], tls if lis.tls else None, lis.proxy)
+            elif lis.kind == "tcp":
+                server = await self.loop.create_server(classes["tcp"], sock=sock, backlog=backlog)
             else:
-                server = await start_ws_server(self.hub, sock, cfg.websocket.backlog)
+                server = await start_ws_server(self.hub, sock, backlog)
             self._servers.append(server)
-            log.debug("%s listening on %s %s", self.name, kind, addr)
+            log.debug("%s listening on %s", self.name, lis.describe())
         self.hub.start()
         if cfg.auth.mode == "json":
             log.warning("auth mode is json: clients are trusted, tokens are not verified")
+
+    def _acceptor(
+        self, sock: socket.socket, cls: type[asyncio.Protocol], tls: ssl.SSLContext | None, proxy: bool
+    ) -> Acceptor:
+        def factory(origin: Origin) -> asyncio.Protocol:
+            return cls(origin)  # type: ignore[call-arg]
+
+        acceptor = Acceptor(self.loop, sock, factory, self.hub.registry, self.cfg, tls=tls, proxy=proxy)
+        acceptor.start()
+        return acceptor
 
     def stop_accepting(self) -> None:
         """Close the listeners only; connected clients keep being served (a retired generation)."""

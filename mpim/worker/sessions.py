@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from itertools import count
 from typing import TYPE_CHECKING
 
 from mpim.auth import Authenticator, AuthError
 from mpim.limits import check_room_id
-from mpim.listen import peer_ip
 from mpim.proto import Frame, Op, RemoteProtocolError, encode
 from mpim.records import Entry
 from mpim.worker.channel import AUTHED, CLOSED, REGISTERING, Channel, parse_op_list
+from mpim.worker.reliable import CAP_ACK, OP_ACK, OP_CONFIRM, OP_RESUME, Reliable, caps_bits
 
 if TYPE_CHECKING:
     from mpim.config import Config
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
     from mpim.worker.channel import Registry
     from mpim.worker.deadlines import Deadlines
     from mpim.worker.link import ClusterLink
+    from mpim.worker.reliable import ReliableDelivery
     from mpim.worker.room import Room, RoomTable
+    from mpim.worker.upstream import UpstreamService
 
 log = logging.getLogger("mpim.worker")
 
@@ -36,11 +39,12 @@ log = logging.getLogger("mpim.worker")
 class Pending:
     """A request of one channel that waits for the router: its reply and the room it reserved."""
 
-    __slots__ = ("reply", "room")
+    __slots__ = ("reply", "room", "seq")
 
-    def __init__(self, reply: bytes, room: Room | None) -> None:
+    def __init__(self, reply: bytes, room: Room | None, seq: int = 0) -> None:
         self.reply = reply
         self.room = room
+        self.seq = seq  # the request frame's header seq (where a seq client's numbering starts)
 
 
 class Sessions:
@@ -55,6 +59,8 @@ class Sessions:
         rooms: RoomTable,
         link: ClusterLink,
         stats: dict[str, int],
+        reliable_delivery: ReliableDelivery,
+        upstream_service: UpstreamService,
     ) -> None:
         self.cfg = cfg
         self.registry = registry
@@ -63,14 +69,17 @@ class Sessions:
         self.rooms = rooms
         self.link = link
         self.stats = stats
-        self.auth = Authenticator(cfg.auth.mode, cfg.auth.secret)
+        self.delivery = reliable_delivery
+        self.messages = upstream_service
+        self.auth = Authenticator.from_config(cfg.auth)
         self._accepts: dict[frozenset[int], frozenset[int]] = {}
         self._key_prefix = secrets.token_hex(6) + "-"
         self._key_seq = count(1)
+        self.on_auth_failed: Callable[[Channel], None] = lambda channel: None  # per-IP failure count
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.auth = Authenticator(cfg.auth.mode, cfg.auth.secret)
+        self.auth = Authenticator.from_config(cfg.auth)
 
     @property
     def online(self) -> int:
@@ -84,17 +93,21 @@ class Sessions:
         except AuthError as exc:
             self.stats["auth_fail"] += 1
             log.warning("auth refused from %s: %s", channel.peer(), exc)
+            self.on_auth_failed(channel)
             self.registry.close(channel)
             return
         self.stats["auth_ok"] += 1
         channel.key = ident.key or f"{self._key_prefix}{next(self._key_seq):x}"
         channel.mid = ident.mid
         channel.accepts = self.intern_accepts(ident.accepts)
+        channel.caps = caps_bits(ident.caps)
+        if channel.caps & CAP_ACK:
+            channel.rel = Reliable()
         channel.state = REGISTERING
         room = self.rooms.reserve(ident.room) if ident.room else None
-        channel.pending = Pending(encode(Op.AUTH_REPLY, b"", frame.ver, frame.seq), room)
+        channel.pending = Pending(encode(Op.AUTH_REPLY, b"", frame.ver, frame.seq), room, frame.seq)
         channel.hold()
-        self.link.register(channel, ident.room, peer_ip(channel.transport))
+        self.link.register(channel, ident.room, channel.peer_ip())
 
     def confirmed(self, channel: Channel) -> None:
         """The router filed this channel's request (auth or room change): apply it and answer."""
@@ -106,6 +119,7 @@ class Sessions:
         if channel.state == REGISTERING:
             channel.state = AUTHED
             self.deadlines.beat(channel)
+            self.messages.start(channel, pending.seq)
             older = self.buckets.of(channel.key).put(channel.key, channel)
             if older is not None:
                 self.stats["kicked"] += 1
@@ -118,6 +132,15 @@ class Sessions:
             self.rooms.unreserve(room)
         channel.send_frame(pending.reply)
         channel.release()
+
+    def denied(self, channel: Channel, reason: str) -> None:
+        """The router refused the registration (a key held by another user): close, like a bad token."""
+        if channel.state == CLOSED:
+            return
+        self.stats["auth_denied"] += 1
+        log.warning("auth denied for %s key=%s mid=%d: %s", channel.peer(), channel.key, channel.mid, reason)
+        self.on_auth_failed(channel)
+        self.registry.close(channel)
 
     def heartbeat(self, channel: Channel) -> None:
         self.deadlines.beat(channel)
@@ -157,10 +180,27 @@ class Sessions:
         accepts = channel.accepts | ops if frame.op == Op.SUB else channel.accepts - ops
         channel.accepts = self.intern_accepts(accepts)
 
+    def admit(self, channel: Channel, frame: Frame) -> bool:
+        return self.messages.admit(channel, frame)
+
     def upstream(self, channel: Channel, frame: Frame) -> None:
-        self.link.upstream(channel, frame.op, frame.body)
+        self.messages.message(channel, frame)
+
+    def reliable(self, channel: Channel, frame: Frame) -> None:
+        """Ops 18 (ack), 20 (resume) and 22 (confirm) of an ack client."""
+        if frame.op == OP_ACK:
+            self.delivery.ack(channel, frame.seq)
+        elif frame.op == OP_RESUME:
+            self.delivery.resume(channel, frame)
+        elif frame.op == OP_CONFIRM:
+            self.messages.confirm(channel, frame)
 
     # -- the link's side ----------------------------------------------------------------------
+    def lost(self, channel: Channel, why: str) -> None:
+        """Something this client waited for cannot come: tell it op 6, it reconnects."""
+        log.info("closing %s key=%s: %s", channel.peer(), channel.key, why)
+        self.registry.close(channel, notify=True)
+
     def kick(self, keys: list[str]) -> None:
         for key in keys:
             channel = self.buckets.get(key)
@@ -180,11 +220,14 @@ class Sessions:
                 room = pending.room.id if isinstance(pending, Pending) and pending.room is not None else ""
             else:
                 continue
-            entries.append(Entry(ch.key, ch.mid, room, peer_ip(ch.transport)))
+            entries.append(Entry(ch.key, ch.mid, room, ch.peer_ip()))
         return entries
 
     def forget(self, channel: Channel) -> None:
         """A closing channel leaves the buckets, its room, and any request it had pending."""
+        if channel.rel is not None:
+            self.delivery.forget(channel)
+        self.messages.forget(channel)
         pending = channel.pending
         if isinstance(pending, Pending):
             channel.pending = None

@@ -23,6 +23,7 @@ class TcpChannel(Channel, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state == CLOSED:
             return
+        self.registry.bytes_in += len(data)
         buf = self._tail + data if self._tail else data
         try:
             frames, self._tail = decode(buf, self.sessions.cfg.protocol.max_body)

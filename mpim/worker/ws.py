@@ -73,6 +73,7 @@ class WsChannel(Channel, asyncio.Protocol):
         ws = self.ws
         if ws is None:
             return
+        self.registry.bytes_in += len(data)
         if self._mode == _FRESH:
             # Cannot be an HTTP request (a goim TCP client, TLS): refuse now, not at the handshake timeout.
             if data[0] not in _METHOD_START:
@@ -109,7 +110,7 @@ class WsChannel(Channel, asyncio.Protocol):
                     continue
                 elif event.opcode is Opcode.CLOSE:
                     if self._mode == _GOIM:
-                        self.registry.close(self)
+                        self.registry.peer_closed(self)
                 elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
                     self._data_frame(event)
                 if self.state == CLOSED and self._mode != _ECHO:

@@ -33,12 +33,17 @@ import zmq
 from mpim import bus, records, stream
 from mpim.config import Config
 from mpim.records import (
+    Acked,
+    AckEntry,
     Alive,
     BusFence,
     BusSeen,
     Bye,
+    Chat,
+    ChatAck,
     Confirmed,
     Connect,
+    Denied,
     Disconnect,
     Drained,
     Draining,
@@ -49,6 +54,8 @@ from mpim.records import (
     PushAll,
     PushKeys,
     PushRoom,
+    Replayed,
+    Resume,
     Resync,
     RoomChange,
     RoomCounts,
@@ -56,10 +63,11 @@ from mpim.records import (
     Upstream,
 )
 from mpim.runtime import Endpoints, server_name
+from mpim.worker.channel import CLOSED
 
 if TYPE_CHECKING:
     from mpim.worker.channel import Channel
-    from mpim.worker.link import DeliveryTarget, RoomCounter, SessionTarget
+    from mpim.worker.link import DeliveryTarget, OnAck, OnReplayed, RoomCounter, SessionTarget
 
 log = logging.getLogger("mpim.link")
 
@@ -116,7 +124,9 @@ class HostLink:
         self.rooms: RoomCounter | None = None
         self.reader: bus.SocketReader[bytes] | None = None
         self.conn: _RouterConn | None = None
-        self.stats = dict.fromkeys(("bad_records", "bad_messages", "syncs", "dropped_reports"), 0)
+        self.stats = dict.fromkeys(
+            ("bad_records", "bad_messages", "syncs", "dropped_reports", "bus_messages"), 0
+        )
         self._reqs: dict[int, Channel] = {}
         self._req_of: dict[Channel, int] = {}
         self._req_records: dict[int, bytes] = {}
@@ -130,6 +140,9 @@ class HostLink:
         self._mark_seen = 0
         self._mark_reported = 0
         self._drains: dict[int, asyncio.Future[int]] = {}
+        self._resumes: dict[int, tuple[Channel, OnReplayed]] = {}
+        self._chats: dict[int, tuple[Channel, OnAck]] = {}
+        self._acks: dict[tuple[int, str], int] = {}  # this turn's acks, per device
         self._rooms_at = 0.0
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -157,6 +170,8 @@ class HostLink:
             self.reader.stop()
         conn = self.conn
         if conn is not None and not conn.closed:
+            if self.rooms is not None and self.sessions is not None:  # the last counts, for the metrics
+                conn.send(records.encode(Alive(self.sessions.online, [], None, self._stats())))
             conn.send(records.encode(Bye()))
             conn.close()
         self.sub.close(linger=0)
@@ -182,6 +197,19 @@ class HostLink:
             self.conn = None
             if not self._closing:
                 log.warning("lost the link to the router; reconnecting")
+                self._fail_calls()
+
+    def _fail_calls(self) -> None:
+        """The router went away with answers owed: messages get an error, resumes start over."""
+        assert self.sessions is not None
+        resumes, self._resumes = self._resumes, {}
+        chats, self._chats = self._chats, {}
+        for channel, _ in resumes.values():
+            if channel.state != CLOSED:
+                self.sessions.lost(channel, "the router restarted during its resume")
+        for req, (channel, done) in chats.items():
+            if channel.state != CLOSED:
+                done(ChatAck(req, -503, "the router restarted; the message may not have been processed"))
 
     def _greet(self, conn: _RouterConn) -> None:
         assert self.sessions is not None
@@ -269,6 +297,50 @@ class HostLink:
                 self._req_of.pop(channel, None)
                 self.sessions.confirmed(channel)
 
+    # -- reliable delivery and client messages --------------------------------------------------
+    def resume(self, channel: Channel, epoch: str, seq: int, cursor: bool, done: OnReplayed) -> None:
+        req = next(self._req_ids)
+        self._resumes[req] = (channel, done)
+        self._send(self._encode(Resume(req, channel.key, channel.mid, epoch, seq, cursor)))
+
+    def ack(self, channel: Channel, seq: int) -> None:
+        if not self._acks:
+            self.loop.call_soon(self._send_acks)
+        key = (channel.mid, channel.key)
+        if seq > self._acks.get(key, 0):
+            self._acks[key] = seq
+
+    def _send_acks(self) -> None:
+        acks, self._acks = self._acks, {}
+        if acks:
+            self._send(self._encode(Acked([AckEntry(mid, key, seq) for (mid, key), seq in acks.items()])))
+
+    def chat(self, channel: Channel, op: int, body: bytes, msg_id: str, to: int, done: OnAck | None) -> None:
+        req = next(self._req_ids)
+        if done is not None:
+            self._chats[req] = (channel, done)
+        self._send(self._encode(Chat(req, channel.key, channel.mid, op, body, msg_id, to, done is not None)))
+
+    def _replayed(self, record: Replayed) -> None:
+        call = self._resumes.pop(record.req, None)
+        if call is not None and call[0].state != CLOSED:
+            call[1](record)
+
+    def _chat_ack(self, record: ChatAck) -> None:
+        call = self._chats.pop(record.req, None)
+        if call is not None and call[0].state != CLOSED:
+            call[1](record)
+
+    def _denied(self, reqs: list[int], reason: str) -> None:
+        assert self.sessions is not None
+        for req in reqs:
+            channel = self._reqs.pop(req, None)
+            self._req_records.pop(req, None)
+            self._req_fence.pop(req, None)
+            if channel is not None:
+                self._req_of.pop(channel, None)
+                self.sessions.denied(channel, reason)
+
     # -- session events -------------------------------------------------------------------------
     def disconnected(self, channel: Channel) -> None:
         self._beats.discard(channel.key)
@@ -284,14 +356,24 @@ class HostLink:
         assert self.sessions is not None and self.rooms is not None
         cfg = self.cfg.router
         self._alive_handle = self.loop.call_later(cfg.report_interval, self._alive)
-        rooms = stats = None
+        rooms = None
         now = self.loop.time()
         if now - self._rooms_at >= cfg.online_interval - 1e-3:
             self._rooms_at = now
             rooms = self.rooms.local_counts()
-            stats = {**self.rooms.counters(), **{f"link_{k}": v for k, v in self.stats.items()}}
         beats, self._beats = list(self._beats), set()
-        self._send(records.encode(Alive(self.sessions.online, beats, rooms, stats)))
+        self._send(records.encode(Alive(self.sessions.online, beats, rooms, self._stats())))
+
+    def _stats(self) -> dict[str, int]:
+        """The worker's counters (every report: the metrics stay fresh) and the link's."""
+        assert self.rooms is not None
+        transport = getattr(self.conn, "transport", None)
+        queued = transport.get_write_buffer_size() if transport is not None else 0
+        return {
+            **self.rooms.counters(),
+            **{f"link_{k}": v for k, v in self.stats.items()},
+            "link_buffer": queued,
+        }
 
     # -- the bus ---------------------------------------------------------------------------------
     def room_opened(self, room_id: str) -> None:
@@ -319,6 +401,7 @@ class HostLink:
     def _on_bus(self, message: bytes) -> None:
         assert self.delivery is not None
         try:
+            self.stats["bus_messages"] += 1
             topic, payload = bus.split(message)
             batch = _decode_bus(payload)
         except (ValueError, records.BadRecord) as exc:
@@ -328,12 +411,12 @@ class HostLink:
         for record in batch:
             if type(record) is PushRoom:
                 try:
-                    self.delivery.push_room(record.op, bus.room_of(topic), record.body)
+                    self.delivery.push_room(record.op, bus.room_of(topic), record.body, record.at)
                 except ValueError as exc:
                     self.stats["bad_messages"] += 1
                     log.warning("ignoring a room push on %r: %s", topic[:40], exc)
             elif type(record) is PushAll:
-                self.delivery.push_all(record.op, record.speed, record.body)
+                self.delivery.push_all(record.op, record.speed, record.body, record.at)
             elif type(record) is Mark:
                 self._saw_mark(record.mark)
 
@@ -353,9 +436,12 @@ class HostLink:
         assert self.sessions is not None and self.delivery is not None
         kind = type(record)
         if kind is PushKeys:
-            self.delivery.push_keys(record.op, record.keys, record.body)  # type: ignore[union-attr]
+            push: PushKeys = record  # type: ignore[assignment]
+            self.delivery.push_keys(push.op, push.keys, push.body, push.seq, push.at)
         elif kind is Confirmed:
             self._confirmed(record.reqs)  # type: ignore[union-attr]
+        elif kind is Denied:
+            self._denied(record.reqs, record.reason)  # type: ignore[union-attr]
         elif kind is Kick:
             self.sessions.kick(record.keys)  # type: ignore[union-attr]
         elif kind is RoomCounts:
@@ -366,6 +452,10 @@ class HostLink:
             log.info("the router asked worker %s for its sessions again", self.id)
             if self.conn is not None:
                 self._sync(self.conn)
+        elif kind is Replayed:
+            self._replayed(record)  # type: ignore[arg-type]
+        elif kind is ChatAck:
+            self._chat_ack(record)  # type: ignore[arg-type]
         elif kind is Drained:
             future = self._drains.get(record.req)  # type: ignore[union-attr]
             if future is not None and not future.done():

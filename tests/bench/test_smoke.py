@@ -14,7 +14,7 @@ import pytest
 import uvloop
 
 from bench.__main__ import parser
-from bench.scenarios import broadcast, capacity, fanout, idle, unicast
+from bench.scenarios import broadcast, capacity, fanout, flood, idle, unicast
 from bench.scenarios.common import make_mpim
 from bench.scenarios.push import MidPlan, PushResult, push_case
 from bench.servers import NchanServer, nchan_missing
@@ -84,3 +84,27 @@ def test_capacity_counts_connections_and_memory() -> None:
     assert (row["workers"], row["transport"], row["connections"], row["failed"]) == (1, "ws", 100, 0)
     assert row["worker bytes / conn"] > 0 and row["open at end"] == 100
     assert row["heartbeat replies/s"] > 0  # every connection heart-beats and gets op 3 back
+
+
+def test_flood_keeps_the_good_clients_whole_and_the_limits_refuse_the_flooder() -> None:
+    a = args(
+        "flood",
+        "--conns",
+        "40",
+        "--rate",
+        "100",
+        "--duration",
+        "1",
+        "--flood-conns",
+        "150",
+        "--newcomers",
+        "5",
+    )
+    for limits in (True, False):
+        rows, splits = uvloop.run(flood.one_setting(a, 1, limits))
+        calm, stormy = (dict(zip(flood.HEADER, r, strict=True)) for r in rows)
+        for row in (calm, stormy):
+            assert (row["good conns"], row["lost"], row["good closed"]) == (40, 0, 0)
+        assert stormy["flood attempts/s"] > 0 and stormy["newcomers served"] == "5 of 5"
+        assert (stormy["refused by limits"] > 0) is limits  # the flooder's address, not the good ones
+        assert len(splits) == 2 and "worker 1" in splits[1]

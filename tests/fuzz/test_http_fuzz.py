@@ -25,6 +25,7 @@ from mpim.router.http import HttpProtocol, HttpState
 from tests.fuzz.strategies import CUTS, chunks
 from tests.fuzz.stub_router import fuzz_router
 from tests.fuzz.traps import assert_no_errors, trapped
+from tests.router.fakes import MockTransport
 
 FAST = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 STATUSES = {200, 400, 404, 405, 408, 413, 431, 503}
@@ -42,42 +43,17 @@ CFG = config.replace(config.Config(), http={"max_body": 100, "max_header": 512})
 _LOOP = asyncio.new_event_loop()  # HttpState only reads loop.time(); nothing runs on it
 
 
-class MockTransport:
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.closed = False
-        self.late_writes: list[bytes] = []
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        if self.closed:
-            self.late_writes.append(data)  # asyncio would drop these silently
-        else:
-            self.data += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 5555) if name == "peername" else None
-
-
 class RecordingApi:
     """The real PushApi (on the stub router), noting the method of each request it answers."""
 
     def __init__(self) -> None:
         self.api = PushApi(CFG, fuzz_router(CFG))
+        self.routes = self.api.routes
         self.methods: list[str] = []
 
-    def handle(self, method: str, path: str, query: bytes, body: bytes) -> Reply:
+    def handle(self, method: str, path: str, query: bytes, body: bytes, accept: bytes = b"") -> Reply:
         self.methods.append(method)
-        return self.api.handle(method, path, query, body)
+        return self.api.handle(method, path, query, body, accept)  # type: ignore[return-value]
 
 
 class Connection:
@@ -85,7 +61,7 @@ class Connection:
         self.api = RecordingApi()
         self.state = HttpState(CFG, self.api, _LOOP)  # type: ignore[arg-type]
         self.proto = HttpProtocol(self.state)
-        self.transport = MockTransport()
+        self.transport = MockTransport(strict=False)
         self.proto.connection_made(self.transport)
 
     def feed(self, pieces: list[bytes]) -> None:

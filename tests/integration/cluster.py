@@ -11,7 +11,7 @@ from typing import Any
 
 from mpim.client import Client, connect_tcp, connect_ws
 from mpim.proto import Frame
-from tests.support import ServerProcess, http_json, run
+from tests.support import ServerProcess, http_json, run, wait_port
 
 # Fast reports and sweeps so recovery is quick; the functional checks do not depend on them.
 ROUTER = {"report_interval": 0.2, "online_interval": 0.5, "worker_expiry": 3.0, "sweep_interval": 0.2}
@@ -21,8 +21,12 @@ def start_master(tmp: Path, workers: int, **sections: dict[str, Any]) -> ServerP
     server: dict[str, Any] = {"workers": workers, "graceful_timeout": 5.0, "worker_timeout": 10.0}
     router = {**ROUTER, **sections.pop("router", {})}
     srv = ServerProcess(tmp, "master", {"server": server, "router": router, **sections})
+    bind = sections.get("http", {}).get("bind")
+    if bind:  # the test chose the push API's address itself
+        srv.http_port = int(str(bind).rpartition(":")[2])
     srv.start(wait=False)
     srv.wait_log("bound:", timeout=30)
+    wait_port(srv.http_port, timeout=30, proc=srv.proc)  # the router may come up after the workers
     return srv
 
 
@@ -55,7 +59,9 @@ class Cluster:
 
     async def workers(self) -> dict[str, int]:
         """Worker id -> pid, as the router knows them."""
-        return {w["id"]: w["pid"] for w in await self.get("/mpim/workers")}
+        return {
+            w["id"]: w["pid"] for w in await self.get("/mpim/workers") if w["pid"]
+        }  # (pid 0: another host)
 
     async def wait_workers(self, n: int) -> dict[str, int]:
         async def enough() -> dict[str, int] | None:

@@ -21,7 +21,7 @@ from mpim.auth import mint
 from mpim.client import Client, ConnectionClosedError, connect_tcp, connect_ws
 from mpim.listen import listen_socket
 from mpim.proto import Op
-from tests.support import ServerProcess, free_port, run, write_config
+from tests.support import ServerProcess, free_port, run, wait_port, write_config
 
 Start = Callable[..., ServerProcess]
 SECRET = "integration-secret-" + "x" * 16
@@ -38,6 +38,7 @@ def master(tmp_path: Path) -> Iterator[Start]:
         started.append(srv)
         srv.start(wait=False)
         srv.wait_log("bound:", timeout=30)
+        wait_port(srv.http_port, timeout=30, proc=srv.proc)
         return srv
 
     yield start

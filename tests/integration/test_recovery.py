@@ -31,7 +31,7 @@ def test_kill_9_of_a_worker_removes_its_sessions(tmp_path: Path) -> None:
         for key in doomed:
             assert await c.get(f"/mpim/session?key={key}") == []
         assert await c.get("/goim/online/room?type=kill&rooms=1") == {"1": len(kept)}
-        assert await c.post("/goim/push/mids?operation=1000&mids=8", b"alive") == {"connections": len(kept)}
+        assert (await c.post("/goim/push/mids?operation=1000&mids=8", b"alive"))["connections"] == len(kept)
         for client, _ in kept:
             assert [f.body for f in await pushes(client, 1)] == [b"alive"]
             await nothing_more(client)
@@ -68,7 +68,7 @@ def test_kill_9_of_the_router_and_the_tables_recover(tmp_path: Path) -> None:
         await until(recovered, timeout=20, what="the restarted router's tables to be whole")
         new_routers = [pid for pid, title in srv.children().items() if title.startswith("mpim: router")]
         assert new_routers and new_routers != routers
-        assert await c.post("/goim/push/mids?operation=1000&mids=9", b"again") == {"connections": 5}
+        assert (await c.post("/goim/push/mids?operation=1000&mids=9", b"again"))["connections"] == 5
         for client, _, _ in spread:
             assert [f.body for f in await pushes(client, 1)] == [b"again"]
         await c.post("/goim/push/room?operation=1000&type=rec&room=2", b"room")
@@ -98,7 +98,7 @@ def test_a_silent_worker_is_swept_and_resyncs_when_it_wakes(tmp_path: Path) -> N
             return bool((await c.get("/goim/online/total"))["conn_count"] == 4)
 
         await until(back, what="the woken worker's sessions to come back")
-        assert await c.post("/goim/push/mids?operation=1000&mids=11", b"back") == {"connections": 4}
+        assert (await c.post("/goim/push/mids?operation=1000&mids=11", b"back"))["connections"] == 4
         for client, _, _ in spread:
             assert [f.body for f in await pushes(client, 1)] == [b"back"]
 
@@ -136,7 +136,7 @@ def test_kill_9_of_the_bus_and_pushes_flow_again(tmp_path: Path) -> None:
                     break
             assert set(accepted) <= set(got), (accepted, got)
         await c.post("/goim/push/room?operation=1000&type=bus&room=1", b"room")
-        assert await c.post("/goim/push/mids?operation=1000&mids=12", b"mid") == {"connections": 4}
+        assert (await c.post("/goim/push/mids?operation=1000&mids=12", b"mid"))["connections"] == 4
         for client, _, _ in spread:
             assert sorted(f.body for f in await pushes(client, 2)) == [b"mid", b"room"]
 

@@ -620,3 +620,24 @@ def test_the_router_is_told_how_many_workers_to_wait_for() -> None:
     arb.tick()
     ((_, again),) = host.take_spawned()
     assert again.kind == ROUTER and again.expect == 3  # a restart: the live workers
+
+
+def test_a_router_that_cannot_boot_after_the_workers_are_up_stops_the_master(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    arb, _, _ = booted(2)
+    assert arb.phase == RUNNING
+    (router,) = pids(arb, ROUTER)
+    arb.exited(router, 3)  # e.g. Redis unreachable at start: a restart would not help
+    assert arb.phase == QUICK and "router" in caplog.text and "failed to boot" in caplog.text
+
+
+def test_a_router_that_crashed_once_and_then_cannot_boot_is_restarted() -> None:
+    arb, _, clock = booted(2)
+    (router,) = pids(arb, ROUTER)
+    arb.exited(router, -9)  # it ran, then died
+    clock.advance(60)
+    arb.tick()
+    (again,) = pids(arb, ROUTER)
+    arb.exited(again, 3)  # (Redis is down right now: keep trying, with backoff)
+    assert arb.phase == RUNNING

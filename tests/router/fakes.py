@@ -5,14 +5,67 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
+
 from mpim import config, records
 from mpim.config import Config
+from mpim.inbox import Inbox, InboxLimits, MemoryInbox
 from mpim.records import Connect, Hello, Sync
 from mpim.router.core import Router
 from mpim.router.tables import SessionTable
 
-_decode_router = records.Decoder(records.RouterRecord)
-_decode_bus = records.Decoder(records.BusRecord)
+_decoder_router = records.Decoder(records.RouterRecord)
+_decoder_bus = records.Decoder(records.BusRecord)
+
+
+def _unstamped(record: Any) -> Any:
+    """A push record with its acceptance time (``at``, for the latency metric) zeroed, so tests
+    compare what matters (tests/router/test_metrics.py checks the stamp itself)."""
+    if getattr(record, "at", 0.0):
+        return msgspec.structs.replace(record, at=0.0)
+    return record
+
+
+def _decode_router(data: bytes) -> Any:
+    return _unstamped(_decoder_router(data))
+
+
+def _decode_bus(data: bytes) -> Any:
+    return _unstamped(_decoder_bus(data))
+
+
+class MockTransport:
+    """An asyncio transport that keeps what is written (the HTTP protocol tests, no sockets).
+
+    ``strict``: writing after close fails the test; otherwise late writes are kept in
+    ``late_writes`` (asyncio would drop them silently) for the test to assert on.
+    """
+
+    def __init__(self, strict: bool = True) -> None:
+        self.strict = strict
+        self.data = bytearray()
+        self.late_writes: list[bytes] = []
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            assert not self.strict, "write after close"
+            self.late_writes.append(data)
+        else:
+            self.data += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 5555) if name == "peername" else None
 
 
 class FakeBus:
@@ -72,7 +125,12 @@ class FakeLink:
 
 class Harness:
     def __init__(
-        self, cfg: Config | None = None, alive: bool = True, expect: int = 0, **sections: Any
+        self,
+        cfg: Config | None = None,
+        alive: bool = True,
+        expect: int = 0,
+        inbox: Inbox | bool | None = True,
+        **sections: Any,
     ) -> None:
         base = {
             "protocol": {"heartbeat": 10, "heartbeat_max": 2},
@@ -96,6 +154,7 @@ class Harness:
             host="h",
             expect=expect,
             is_alive=lambda pid: alive,
+            inbox=MemoryInbox(InboxLimits()) if inbox is True else inbox or None,
         )
 
     def close(self) -> None:
@@ -104,6 +163,15 @@ class Harness:
     def settle(self) -> None:
         """Run the callbacks of futures that were resolved (answers chained on them)."""
         self.loop.run_until_complete(asyncio.sleep(0))
+
+    def wait(self, future: Any) -> Any:
+        """Run the loop until ``future`` (a push by mid: stored, then sent) is done; its result."""
+        return self.loop.run_until_complete(future)
+
+    def mids(self, op: int, mids: list[int], body: bytes) -> int:
+        """A push by mid, waited for; how many connections it was handed to."""
+        connections, _ = self.wait(self.router.push_mids(op, mids, body))
+        return int(connections)
 
     def worker(self, name: str, pid: int = 1, *, bus: bool = True, sync: bool = True) -> FakeLink:
         """A worker that linked, (optionally) synced an empty session list and came up on the bus."""

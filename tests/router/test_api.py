@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mpim import bus, config
 from mpim.records import PushAll, PushKeys, PushRoom
@@ -28,7 +32,9 @@ class Api:
     def call(self, method: str, target: str, body: bytes = b"") -> tuple[int, Any]:
         path, _, query = target.partition("?")
         reply = self.api.handle(method, path, query.encode(), body)
-        assert isinstance(reply, Reply), "answered at once (no worker has to confirm)"
+        if not isinstance(reply, Reply):  # a push by mid: stored, then sent
+            reply = self.h.wait(reply)
+        assert isinstance(reply, Reply)
         return reply.status, json.loads(reply.body)
 
 
@@ -46,13 +52,15 @@ def test_push_keys_mids_all() -> None:
     assert a.call("POST", "/goim/push/keys?operation=1000&keys=k1&keys=zz", b"m")[1]["data"] == {
         "connections": 1
     }
+    # goim's {"connections": n}, and beside it each user's stream seq (stored before it was sent)
     assert a.call("POST", "/goim/push/mids?operation=1000&mids=5&mids=6", b"m")[1]["data"] == {
-        "connections": 2
+        "connections": 2,
+        "seqs": {"5": 1, "6": 1},
     }
     assert [r for link in a.links.values() for r in link.take() if isinstance(r, PushKeys)] == [
         PushKeys(1000, ["k1"], b"m"),
-        PushKeys(1000, ["k1"], b"m"),
-        PushKeys(1000, ["k2"], b"m"),
+        PushKeys(1000, ["k1"], b"m", 1),
+        PushKeys(1000, ["k2"], b"m", 1),
     ]
     all_50 = a.api.handle("POST", "/goim/push/all", b"operation=1000&speed=50", b"m")
     all_0 = a.api.handle("POST", "/goim/push/all", b"operation=1000", b"m")
@@ -125,7 +133,7 @@ def test_nodes_weighted_shape() -> None:
         "domain": "conn.example",
         "tcp_port": 4101,
         "ws_port": 4102,
-        "wss_port": 3103,
+        "wss_port": 0,  # no certificate: WSS does not listen
         "heartbeat": 240,
         "heartbeat_max": 2,
         "nodes": ["conn.example"],
@@ -133,6 +141,18 @@ def test_nodes_weighted_shape() -> None:
     }
     _, android = a.call("GET", "/goim/nodes/weighted?platform=android")
     assert android["data"]["nodes"] == ["10.0.0.1:4101", "10.0.0.2:4101"]
+
+
+def test_wss_port_is_advertised_only_when_wss_listens(tmp_path: Path) -> None:
+    from tests.certs import issue
+
+    certs = issue(tmp_path)
+    wss = Api(tls=certs.tls(), websocket={"tls_bind": ["0.0.0.0:4103"]})
+    assert wss.call("GET", "/goim/nodes/weighted")[1]["data"]["wss_port"] == 4103
+    balancer = Api(nodes={"wss_port": 443})  # TLS ends at a load balancer: its port, as configured
+    assert balancer.call("GET", "/goim/nodes/weighted")[1]["data"]["wss_port"] == 443
+    no_listener = Api(tls=certs.tls(), websocket={"tls_bind": []})
+    assert no_listener.call("GET", "/goim/nodes/weighted")[1]["data"]["wss_port"] == 0
 
 
 def test_mpim_session_and_workers() -> None:
@@ -153,3 +173,45 @@ def test_mpim_session_and_workers() -> None:
 def test_parse_query() -> None:
     assert parse_query(b"a=1&b=x+y&b=%2F&&c") == {"a": ["1"], "b": ["x y", "/"], "c": [""]}
     assert parse_query(b"") == {}
+
+
+@given(st.lists(st.sampled_from(["a", "b", "=", "&", "1", "é", "%2F", "+", ";", "x=", "&&"]), max_size=12))
+def test_parse_query_agrees_with_parse_qs(pieces: list[str]) -> None:
+    raw = "".join(pieces)
+    assert parse_query(raw.encode()) == parse_qs(raw, keep_blank_values=True)
+
+
+def test_batch_push_carries_out_every_item_in_order() -> None:
+    a = Api()
+    a.connect("w1", "k1", 5, "live://1")
+    body = json.dumps(
+        [
+            {"kind": "mids", "op": 1000, "mids": [5, 6], "body": "m"},
+            {"kind": "keys", "op": 1000, "keys": ["k1", "zz"], "body": "k"},
+            {"kind": "room", "op": 1000, "room": "bad\x00room", "body": "r"},
+            {"kind": "mids", "op": 1000, "mids": [5], "body": "again"},
+        ]
+    ).encode()
+    status, answer = a.call("POST", "/mpim/push", body)
+    assert status == 200 and answer["code"] == 0
+    first, second, third, fourth = answer["data"]
+    assert first == {"code": 0, "message": "", "data": {"connections": 1, "seqs": {"5": 1, "6": 1}}}
+    assert second["data"] == {"connections": 1}
+    assert third["code"] == -400 and "room" in third["message"]
+    assert fourth["data"]["seqs"] == {"5": 2}
+    records = [r for link in a.links.values() for r in link.take() if isinstance(r, PushKeys)]
+    # (a push by mid is sent once stored, so the push by key went out first)
+    assert [(r.keys, r.body, r.seq) for r in records] == [
+        (["k1"], b"k", 0),
+        (["k1"], b"m", 1),
+        (["k1"], b"again", 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"), [(b"[]", "empty"), (b"{}", "expected `array`"), (b'[{"op": 1}]', "kind")]
+)
+def test_batch_push_refuses_a_malformed_body_whole(body: bytes, message: str) -> None:
+    a = Api()
+    status, answer = a.call("POST", "/mpim/push", body)
+    assert status == 200 and answer["code"] == -400 and message in answer["message"]

@@ -13,6 +13,7 @@ from mpim.records import (
     BusSeen,
     Bye,
     Confirmed,
+    Denied,
     Disconnect,
     Drained,
     Draining,
@@ -49,9 +50,10 @@ def test_connect_is_confirmed_and_pushes_by_key_and_mid_go_to_the_right_links(h:
     assert h.router.push_keys(1000, ["a", "c", "c", "nobody"], b"hi") == 2
     assert w1.take() == [PushKeys(1000, ["a"], b"hi")]
     assert w2.take() == [PushKeys(1000, ["c"], b"hi")]
-    assert h.router.push_mids(1001, [7], b"x") == 2
-    assert w1.take() == [PushKeys(1001, ["a"], b"x")] and w2.take() == [PushKeys(1001, ["b"], b"x")]
-    assert h.router.push_mids(1001, [99], b"x") == 0 and w1.take() == w2.take() == []
+    assert h.mids(1001, [7], b"x") == 2
+    # stored first: both connections of user 7 get its stream seq 1
+    assert w1.take() == [PushKeys(1001, ["a"], b"x", 1)] and w2.take() == [PushKeys(1001, ["b"], b"x", 1)]
+    assert h.mids(1001, [99], b"x") == 0 and w1.take() == w2.take() == []
 
 
 def test_room_and_all_wait_for_the_workers_marks(h: Harness) -> None:
@@ -131,6 +133,36 @@ def test_same_key_on_another_worker_kicks_the_old_one(h: Harness) -> None:
     h.send(w1, Disconnect("k"))  # the kicked connection's goodbye changes nothing
     conn = h.table.conn_of("k")
     assert conn is not None and conn.worker.name == "w2"
+
+
+def test_a_key_held_by_another_mid_is_denied_and_the_holder_keeps_it(h: Harness) -> None:
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    h.connect(w1, "k", 7, "live://1")
+    w1.take()
+    req = h.connect(w2, "k", 8, "live://2")  # another user claims the key (on another worker)
+    [denied] = w2.take()
+    assert denied == Denied([req], "key 'k' is held by another user (mid 7)")
+    assert w1.take() == []  # no kick: the holder stays
+    conn = h.table.conn_of("k")
+    assert conn is not None and (conn.mid, conn.worker.name, conn.room) == (7, "w1", "live://1")
+    assert h.router.push_keys(1000, ["k"], b"x") == 1 and w1.take() == [PushKeys(1000, ["k"], b"x")]
+    assert h.mids(1000, [8], b"x") == 0
+    same = h.connect(w1, "k", 8)  # on the holder's own worker too
+    assert w1.take() == [Denied([same], "key 'k' is held by another user (mid 7)")]
+    assert h.router.stats["denied"] == 2
+
+
+def test_a_released_key_can_be_taken_by_another_mid(h: Harness) -> None:
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    h.connect(w1, "k", 0)  # mid 0 (anonymous) holds a key like anyone
+    w1.take()
+    h.connect(w2, "k", 5)
+    assert [type(r) for r in w2.take()] == [Denied]
+    h.send(w1, Disconnect("k"))
+    req = h.connect(w2, "k", 5)
+    assert w2.take() == [Confirmed([req])]
+    conn = h.table.conn_of("k")
+    assert conn is not None and conn.mid == 5
 
 
 def test_room_counts_go_to_the_workers_with_members(h: Harness) -> None:
@@ -246,7 +278,7 @@ def test_not_whole_after_a_restart_refuses_pushes_until_the_workers_synced() -> 
         h.router.push_mids(1000, [1], b"x")
     assert info.value.code == -503 and "1 of 2 workers" in info.value.message
     h.worker("w2")
-    assert h.router.push_mids(1000, [1], b"x") == 0
+    assert h.mids(1000, [1], b"x") == 0
     h.close()
 
 
@@ -255,7 +287,7 @@ def test_not_whole_gives_up_waiting_after_worker_expiry() -> None:
     h.worker("w1")
     h.clock = h.cfg.router.worker_expiry + 0.1
     h.router.tick()
-    assert h.router.push_mids(1000, [1], b"x") == 0
+    assert h.mids(1000, [1], b"x") == 0
     h.close()
 
 
@@ -302,7 +334,7 @@ def test_a_draining_worker_gets_no_more_pushes_and_its_answer_carries_the_mark(h
     h.send(w1, Draining(42))
     mark = h.bus.end_turn()
     assert w1.take() == [Drained(42, mark)]
-    assert h.router.push_mids(1000, [1], b"x") == 1  # only w2's connection
+    assert h.mids(1000, [1], b"x") == 1  # only w2's connection
     future = h.router.push_room(5, "live://1", b"r")
     h.send(w2, BusSeen(h.bus.end_turn()))
     assert future.done()  # w1 is not waited for

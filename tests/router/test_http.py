@@ -13,30 +13,7 @@ from mpim import bus, config
 from mpim.records import PushAll, PushRoom
 from mpim.router.api import PushApi
 from mpim.router.http import HttpProtocol, HttpState
-from tests.router.fakes import Harness
-
-
-class MockTransport:
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.closed = False
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed
-        self.data += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 5555) if name == "peername" else None
+from tests.router.fakes import Harness, MockTransport
 
 
 class Conn:
@@ -345,3 +322,71 @@ def test_refused_pushes_carry_http_503(loop: asyncio.AbstractEventLoop) -> None:
     ((status, _, answer),) = c.responses()
     assert status == 503 and answer["code"] == -503 and "stopping" in answer["message"]
     assert not c.transport.closed
+
+
+# -- the API key -------------------------------------------------------------------------------------
+
+KEY = "0123456789abcdef-api-key"
+GET_TOTAL = b"GET /goim/online/total HTTP/1.1\r\nHost: x\r\n"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"Authorization: Bearer {KEY}",
+        f"authorization: bearer {KEY}",
+        f"X-API-Key: {KEY}",
+        f"x-api-key:   {KEY}  ",
+    ],
+)
+def test_the_right_key_in_either_header_is_served(loop: asyncio.AbstractEventLoop, header: str) -> None:
+    c = Conn(loop, api_key=KEY)
+    c.feed(GET_TOTAL + header.encode() + b"\r\n\r\n", step=3)
+    [(status, _, body)] = c.responses()
+    assert status == 200 and body["code"] == 0 and not c.transport.closed
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"",
+        b"Authorization: Bearer wrong-key-wrong-key\r\n",
+        b"Authorization: Basic " + KEY.encode() + b"\r\n",  # not a bearer token
+        b"Authorization: " + KEY.encode() + b"\r\n",
+        b"X-API-Key: " + KEY.encode()[:-1] + b"\r\n",  # a prefix is not the key
+        b"X-API-Key: " + KEY.encode() + b"x\r\n",
+        b"X-Api-Token: " + KEY.encode() + b"\r\n",
+    ],
+)
+def test_a_missing_or_wrong_key_is_401_in_goims_shape_then_close(
+    loop: asyncio.AbstractEventLoop, header: bytes
+) -> None:
+    c = Conn(loop, api_key=KEY)
+    c.feed(GOIM_ROOM.replace(b"Host: x\r\n", b"Host: x\r\n" + header))
+    [(status, headers, body)] = c.responses()
+    assert status == 401 and body["code"] == -401 and "API key" in body["message"]
+    assert headers["www-authenticate"] == 'Bearer realm="mpim"'
+    assert c.transport.closed and c.sent == []  # nothing was pushed
+
+
+def test_every_route_and_unknown_paths_need_the_key(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop, api_key=KEY)
+    paths = [*c.state.api.routes, "/nowhere"]
+    assert "/mpim/workers" in paths and "/goim/nodes/weighted" in paths
+    for path in paths:
+        c = Conn(loop, api_key=KEY)
+        c.feed(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert c.responses()[0][0] == 401, path
+
+
+def test_a_wrong_key_gets_no_100_continue_and_the_body_is_never_read(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop, api_key=KEY)
+    c.feed(b"POST /goim/push/all?operation=7 HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    assert c.responses()[0][0] == 401 and b"100 Continue" not in bytes(c.transport.data)
+    assert c.transport.closed
+
+
+def test_without_a_key_configured_no_header_is_needed(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(GET_TOTAL + b"Authorization: Bearer anything\r\n\r\n")
+    assert c.responses()[0][0] == 200

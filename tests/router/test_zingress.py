@@ -30,11 +30,12 @@ def test_the_four_kinds() -> None:
         {"id": 1, "code": 0, "message": "", "data": {"connections": 1}},
         True,
     )
-    assert s.ask({"kind": "mids", "op": 1000, "mids": [5], "body": "text"})[0]["data"] == {"connections": 1}
+    stored, _ = s.ask({"kind": "mids", "op": 1000, "mids": [5], "body": "text"})
+    assert s.h.wait(stored)["data"] == {"connections": 1, "seqs": {"5": 1}}
     assert s.ask({"kind": "room", "op": 1000, "room": "live://1", "body": b"r"})[0]["code"] == 0
     everyone, wants = s.ask({"kind": "all", "op": 1000, "speed": 10, "body": b"z", "reply": False})
     assert not wants
-    assert s.link.take() == [PushKeys(1000, ["k1"], b"a"), PushKeys(1000, ["k1"], b"text")]
+    assert s.link.take() == [PushKeys(1000, ["k1"], b"a"), PushKeys(1000, ["k1"], b"text", 1)]
     assert s.sent == [
         (bus.room_topic("live://1"), PushRoom(1000, b"r")),
         (bus.BROADCAST, PushAll(1000, 10, b"z")),
@@ -92,3 +93,22 @@ def test_on_message_answers_on_the_same_route() -> None:
     s.ingress.on_message([b"peer", quiet], out.append)
     s.ingress.on_message([b"lonely"], out.append)
     assert len(out) == 1
+
+
+def test_with_an_api_key_every_request_must_carry_it() -> None:
+    s = Setup()
+    s.ingress.api_key = "0123456789abcdef-api-key"
+    push = {"kind": "keys", "op": 1000, "keys": ["k1"], "body": b"a", "id": 3}
+    assert s.ask(push) == ({"id": 3, "code": -401, "message": "api_key: missing"}, True)
+    assert s.ask({**push, "api_key": "nope"})[0] == {"id": 3, "code": -401, "message": "api_key: wrong key"}
+    assert s.ask({**push, "api_key": "0123456789abcdef-api-kez"})[0]["code"] == -401
+    assert s.ask({**push, "api_key": 12})[0]["code"] == -400  # not a string: a bad field
+    assert s.link.take() == []  # nothing was pushed
+    assert s.ask({**push, "api_key": "0123456789abcdef-api-key"})[0]["data"] == {"connections": 1}
+    assert s.link.take() == [PushKeys(1000, ["k1"], b"a")]
+
+
+def test_without_a_key_configured_a_key_in_the_request_is_ignored() -> None:
+    s = Setup()
+    stored, _ = s.ask({"kind": "mids", "op": 1, "mids": [5], "api_key": "x"})
+    assert s.h.wait(stored)["code"] == 0

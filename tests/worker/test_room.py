@@ -187,7 +187,8 @@ def test_burst_in_one_loop_turn_is_one_write_per_member() -> None:
     for channel in channels:
         assert channel.writes == [ws_batch(inner) if channel.is_ws else inner]
         assert channel.frames() == bodies
-    assert rooms.flushes == 1 and rooms.frames == 5 and rooms.writes == 4
+    assert rooms.meter.room_flushes == 1 and rooms.meter.room_frames == 5
+    assert rooms.meter.room_deliveries == 20
 
 
 def test_burst_over_several_turns_is_batched_within_the_window() -> None:

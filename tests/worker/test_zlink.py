@@ -15,6 +15,7 @@ from mpim.records import (
     BusSeen,
     Confirmed,
     Connect,
+    Denied,
     Entry,
     FenceRequest,
     Hello,
@@ -47,19 +48,25 @@ class FakeTargets:
     def kick(self, keys: list[str]) -> None:
         self.calls.append(("kick", keys))
 
+    def lost(self, channel: Any, why: str) -> None:
+        self.calls.append(("lost", channel))
+
+    def denied(self, channel: Any, reason: str) -> None:
+        self.calls.append(("denied", channel, reason))
+
     def entries(self) -> list[Entry]:
         return list(self.sessions)
 
     # DeliveryTarget
-    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
+    def push_keys(self, op: int, keys: list[str], body: bytes, seq: int = 0, at: float = 0.0) -> int:
         self.calls.append(("keys", op, keys, body))
         return len(keys)
 
-    def push_room(self, op: int, room_id: str, body: bytes) -> bool:
+    def push_room(self, op: int, room_id: str, body: bytes, at: float = 0.0) -> bool:
         self.calls.append(("room", op, room_id, body))
         return True
 
-    def push_all(self, op: int, speed: int, body: bytes) -> None:
+    def push_all(self, op: int, speed: int, body: bytes, at: float = 0.0) -> None:
         self.calls.append(("all", op, speed, body))
 
     def set_room_online(self, counts: dict[str, int]) -> None:
@@ -129,6 +136,20 @@ def test_deliveries_reach_the_targets(tmp_path: Path) -> None:
             ("online", {"live://1": 9}),
             ("kick", ["old"]),
         ]
+
+    with_link(tmp_path, scenario)
+
+
+def test_a_denied_registration_reaches_the_sessions_once(tmp_path: Path) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        mine, theirs = Channel("a", 2), Channel("b", 3)
+        link.register(mine, "", "1.2.3.4")  # type: ignore[arg-type]
+        link.register(theirs, "", "1.2.3.4")  # type: ignore[arg-type]
+        link.on_router(Denied([1], "key 'a' is held by another user (mid 1)"))
+        link.on_router(Confirmed([1, 2]))  # a late answer for a denied request changes nothing
+        assert t.calls == [("denied", mine, "key 'a' is held by another user (mid 1)"), ("confirmed", theirs)]
+        link.on_router(Denied([99], "unknown request"))  # ignored
+        assert len(t.calls) == 2
 
     with_link(tmp_path, scenario)
 

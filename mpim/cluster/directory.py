@@ -1,0 +1,305 @@
+"""Who is where across hosts, in goim v2's Redis layout, and which hosts are alive.
+
+How this works. Each host files its connections: ``key_<key>`` -> server (a string with
+an expiry) and, for a user, the field ``key`` -> server in the hash ``mid_<mid>``, as
+goim's logic does; mpim adds ``conns_<server>`` (key -> mid), the index that lets a host
+rebuild or drop exactly its own entries. Every key carries an expiry of ``ttl`` (goim:
+the heartbeat timeout), renewed by :meth:`Directory.renew` while the connections live,
+so a host that dies leaves nothing behind once it has passed. Filing a key is an atomic
+check-and-set (:data:`~mpim.cluster.directory_lua.CONNECT`) that returns the server that
+held the key before: when it is another host, the caller tells that host to kick its
+connection. Lookups by mid drop fields whose ``key_`` says otherwise (stale after a host
+died or a key moved).
+
+Hosts: ``srv_<name>`` is a host's heartbeat (its owner token, address, ports, weight and
+counts, for ``/goim/nodes/weighted``), claimed and renewed by one owner only, so a second
+live host with the same ``[server] name`` is refused; ``ol_<server>`` holds its room
+counts (replaced whole by :meth:`Directory.put_online`), summed over live hosts for the
+cluster-wide numbers. The scripts and the key layout are in ``directory_lua.py``.
+
+Every call is bounded (``[cluster] timeout``) and fails with :class:`ClusterError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
+
+from redis.asyncio import Redis
+
+from mpim.cluster import ClusterError
+from mpim.cluster import directory_lua as lua
+from mpim.cluster.batch import Script, TurnPipeline
+from mpim.cluster.guard import RedisGuard
+
+log = logging.getLogger(__name__)
+
+CHUNK = 500  # connections per script call (renew, rebuild) and rooms per count query
+
+
+class Entry(NamedTuple):
+    """One connection a host holds: its key and user (0 = none)."""
+
+    key: str
+    mid: int
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What a host tells the cluster about itself in ``srv_<name>``."""
+
+    domain: str = ""
+    addresses: tuple[str, ...] = ()
+    tcp_port: int = 0
+    ws_port: int = 0
+    wss_port: int = 0
+    weight: int = 1
+    conns: int = 0
+    ips: int = 0
+
+    def fields(self) -> list[str]:
+        out: list[str] = []
+        for name, value in asdict(self).items():
+            out += (name, json.dumps(list(value)) if isinstance(value, tuple) else str(value))
+        return out
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, str]) -> HostInfo:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            text = raw.get(f.name)
+            if text is None:
+                continue
+            try:
+                if f.name == "addresses":
+                    values[f.name] = tuple(str(a) for a in json.loads(text))
+                elif f.name == "domain":
+                    values[f.name] = text
+                else:
+                    values[f.name] = int(text)
+            except (ValueError, TypeError):
+                continue  # written by another version: keep the default
+        return cls(**values)
+
+
+class Host(NamedTuple):
+    """A live host: its name, what it said, and when it last said so (Redis time)."""
+
+    name: str
+    info: HostInfo
+    updated: float
+
+
+class Totals(NamedTuple):
+    ip_count: int
+    conn_count: int
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def _mid(mid: int) -> str:
+    return str(mid) if mid > 0 else ""
+
+
+class Directory:
+    """The cluster's session directory and host registry (see the module docstring)."""
+
+    def __init__(self, client: Redis, *, ttl: float, prefix: str = "", timeout: float = 1.0) -> None:
+        if not ttl > 0:
+            raise ValueError(f"ttl must be positive, got {ttl}")
+        self.client = client
+        self.prefix = prefix
+        self.ttl_ms = max(1, round(ttl * 1000))
+        self.owner = secrets.token_hex(8)  # this process's claim on its host name
+        self._servers_key = f"{prefix}servers"
+        self._connect = Script(lua.CONNECT)
+        self._disconnect = Script(lua.DISCONNECT)
+        self._renew = Script(lua.RENEW)
+        self._mids = Script(lua.SERVERS_OF_MIDS)
+        self._begin = Script(lua.REBUILD_BEGIN)
+        self._sweep = Script(lua.REBUILD_SWEEP)
+        self._claim = Script(lua.CLAIM)
+        self._release = Script(lua.RELEASE)
+        self._servers = Script(lua.SERVERS)
+        self._put_online = Script(lua.PUT_ONLINE)
+        self._online = Script(lua.ONLINE)
+        self._top = Script(lua.TOP_ROOMS)
+        scripts = [v for v in vars(self).values() if isinstance(v, Script)]
+        self.pipeline = TurnPipeline(client, RedisGuard("directory", client, timeout, ClusterError), scripts)
+
+    # -- key names (goim v2's, behind the prefix) -----------------------------------------
+    def key_key(self, key: str) -> str:
+        return f"{self.prefix}key_{key}"
+
+    def mid_key(self, mid: int) -> str:
+        return f"{self.prefix}mid_{mid}"
+
+    def online_key(self, server: str) -> str:
+        return f"{self.prefix}ol_{server}"
+
+    def conns_key(self, server: str) -> str:
+        return f"{self.prefix}conns_{server}"
+
+    def aside_key(self, server: str) -> str:
+        """Where a rebuild sets the server's old index aside."""
+        return f"{self.prefix}rebuild_{server}"
+
+    def server_key(self, server: str) -> str:
+        return f"{self.prefix}srv_{server}"
+
+    def _entry_keys(self, server: str, key: str, mid: int) -> list[str]:
+        keys = [self.key_key(key), self.conns_key(server)]
+        if mid > 0:
+            keys.append(self.mid_key(mid))
+        return keys
+
+    # -- connections ----------------------------------------------------------------------
+    async def connect(self, key: str, mid: int, server: str) -> str | None:
+        """File ``key`` (of user ``mid``, 0 = none) on ``server``; returns the server that held
+        the key before, or None. Another server than ``server`` must kick its connection."""
+        args: list[str | int] = [server, key, _mid(mid), self.ttl_ms, self.prefix]
+        prev = await self.pipeline.script("connect", self._connect, self._entry_keys(server, key, mid), args)
+        return None if prev is None else _text(prev)
+
+    async def disconnect(self, key: str, mid: int, server: str) -> bool:
+        """Forget ``server``'s connection ``key``; False if another server holds the key now."""
+        held = await self.pipeline.script(
+            "disconnect", self._disconnect, self._entry_keys(server, key, mid), [server, key]
+        )
+        return bool(held)
+
+    async def renew(self, server: str, entries: Iterable[Entry]) -> tuple[list[str], list[str]]:
+        """Renew the expiry of live connections (filing again any whose key_ is gone).
+        Returns (keys filed again, keys another server holds now: kick them here)."""
+        restored: list[str] = []
+        lost: list[str] = []
+        batch = list(entries)
+        for start in range(0, len(batch), CHUNK):
+            keys = [self.conns_key(server)]
+            args: list[str | int] = [server, self.ttl_ms]
+            for key, mid in batch[start : start + CHUNK]:
+                keys += (self.key_key(key), self.mid_key(max(mid, 0)))
+                args += (key, _mid(mid))
+            again, taken = await self.pipeline.script("renew", self._renew, keys, args)
+            restored += map(_text, again)
+            lost += map(_text, taken)
+        return restored, lost
+
+    async def rebuild(self, server: str, entries: Iterable[Entry]) -> list[str]:
+        """Make ``server``'s entries exactly ``entries`` (after Redis came back, or at start):
+        files them again, drops the server's others. Returns the keys another server holds."""
+        index, old = self.conns_key(server), self.aside_key(server)
+        await self.pipeline.script("rebuild", self._begin, [index, old], [])
+        _, lost = await self.renew(server, entries)
+        dropped = await self._sweep_old(server, old, index)
+        log.info("directory: %s rebuilt, %d stale entries dropped, %d taken", server, dropped, len(lost))
+        return lost
+
+    async def drop(self, server: str) -> int:
+        """Remove every entry of ``server`` and its counts (a clean stop); returns how many."""
+        index, old = self.conns_key(server), self.aside_key(server)
+        await self.pipeline.script("drop", self._begin, [index, old], [])
+        await self.pipeline.script("drop", self._put_online, [self.online_key(server)], [1])
+        return await self._sweep_old(server, old, index)
+
+    async def _sweep_old(self, server: str, old: str, index: str) -> int:
+        cursor: bytes = b"0"
+        dropped = 0
+        while True:
+            cursor, count = await self.pipeline.script(
+                "rebuild", self._sweep, [old, index], [server, cursor, self.prefix, CHUNK]
+            )
+            dropped += int(count)
+            if cursor == b"0":
+                return dropped
+
+    async def servers_of_mids(self, mids: Iterable[int]) -> dict[str, list[str]]:
+        """The connections of some users: server -> keys."""
+        keys = [self.mid_key(mid) for mid in dict.fromkeys(mids) if mid > 0]
+        out: dict[str, list[str]] = {}
+        for start in range(0, len(keys), CHUNK):
+            flat = await self.pipeline.script(
+                "servers_of_mids", self._mids, keys[start : start + CHUNK], [self.prefix]
+            )
+            for j in range(0, len(flat), 2):
+                out.setdefault(_text(flat[j]), []).append(_text(flat[j + 1]))
+        return out
+
+    async def server_of_keys(self, keys: Iterable[str]) -> dict[str, str]:
+        """Where some keys are connected: key -> server (keys connected nowhere are left out)."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        found = await self.pipeline.call("server_of_keys", ("MGET", *map(self.key_key, wanted)))
+        return {key: _text(at) for key, at in zip(wanted, found, strict=True) if isinstance(at, bytes)}
+
+    # -- online counts --------------------------------------------------------------------
+    async def put_online(self, server: str, room_counts: Mapping[str, int], ttl: float) -> None:
+        """Replace ``server``'s room counts (``ol_<server>``), kept ``ttl`` seconds."""
+        counts = [x for room, n in room_counts.items() if n > 0 for x in (room, n)]
+        ttl_ms = max(1, round(ttl * 1000))
+        await self.pipeline.script(
+            "put_online", self._put_online, [self.online_key(server)], [ttl_ms, *counts]
+        )
+
+    async def online(self, rooms: Iterable[str]) -> dict[str, int]:
+        """Cluster-wide online count of each room (live hosts)."""
+        wanted = list(dict.fromkeys(rooms))
+        out: dict[str, int] = {}
+        for start in range(0, len(wanted), CHUNK):
+            part = wanted[start : start + CHUNK]
+            counts = await self.pipeline.script(
+                "online", self._online, [self._servers_key], [self.prefix, *part]
+            )
+            out.update(zip(part, counts, strict=True))
+        return out
+
+    async def top_rooms(self, prefix: str, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` rooms with the most connections whose id starts with ``prefix``."""
+        if limit <= 0:
+            return []
+        flat = await self.pipeline.script(
+            "top_rooms", self._top, [self._servers_key], [self.prefix, prefix, limit]
+        )
+        return [(_text(flat[j]), int(flat[j + 1])) for j in range(0, len(flat), 2)]
+
+    async def totals(self) -> Totals:
+        """Connections and client IPs over the live hosts (goim sums the hosts' IP counts)."""
+        hosts = await self.servers()
+        return Totals(sum(h.info.ips for h in hosts), sum(h.info.conns for h in hosts))
+
+    # -- hosts ----------------------------------------------------------------------------
+    async def claim_name(self, server: str, info: HostInfo | None = None) -> bool:
+        """Take ``server`` for this directory's owner, or renew it (call it every ttl/3 or so,
+        with fresh counts). False while another live host holds the name."""
+        keys = [self.server_key(server), self._servers_key]
+        args: list[str | int] = [server, self.owner, self.ttl_ms, *(info or HostInfo()).fields()]
+        taken = await self.pipeline.script("claim_name", self._claim, keys, args)
+        return bool(taken)
+
+    async def release_name(self, server: str) -> bool:
+        """Give ``server`` up (a clean stop); False if this owner did not hold it."""
+        done = await self.pipeline.script(
+            "release_name", self._release, [self.server_key(server), self._servers_key], [server, self.owner]
+        )
+        return bool(done)
+
+    async def servers(self) -> list[Host]:
+        """The live hosts (their ``srv_`` key has not expired), by name."""
+        flat = await self.pipeline.script("servers", self._servers, [self._servers_key], [self.prefix])
+        hosts = []
+        for j in range(0, len(flat), 2):
+            pairs = flat[j + 1]
+            raw = {_text(pairs[i]): _text(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+            try:
+                updated = float(raw.get("updated", "0"))
+            except ValueError:
+                updated = 0.0
+            hosts.append(Host(_text(flat[j]), HostInfo.parse(raw), updated))
+        return sorted(hosts, key=lambda h: h.name)

@@ -1,0 +1,315 @@
+"""This host's part in a cluster of hosts that share one Redis (``[cluster] redis``).
+
+How this works:
+
+- **Who is where.** Every session the router files is mirrored into the directory
+  (:mod:`mpim.cluster.directory`, goim v2's layout) as it comes and goes; every third of
+  the session ttl the host renews all its entries and its name claim (``srv_<name>``,
+  with its ports and counts for ``/goim/nodes/weighted``) and replaces its room counts
+  (``ol_<name>``). A worker's full session report, a worker's death or Redis coming
+  back makes the host rebuild its entries whole. A host that dies leaves nothing once
+  the ttl has passed; a second live host with the same name is refused at start.
+- **Pushes across hosts** go over Redis pub/sub: each host listens on its own channel
+  (pushes by key and by mid, kicks), on the channel of every room it has members in,
+  and on the broadcast channel. A push by key or mid looks up the other hosts holding
+  those connections in the directory and publishes to each once; a room push is
+  published on the room's channel (only hosts with members listen); a broadcast on the
+  broadcast channel (each host paces its share of ``speed``). The ZeroMQ bus stays
+  inside each host. Every publish goes out on one connection, in call order, so a
+  room's pushes (and a user's) keep their order on every host.
+- **Counts.** Room counts sent to the workers (heartbeat replies) and the online API
+  are cluster-wide, read from the directory every ``online_interval``.
+- **Redis lost.** Local pushes keep working; the cross-host part of a push fails
+  with a clear error (the answer says which part was delivered), logged once; when
+  Redis answers again the host files everything again and subscribes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from mpim import bus, records
+from mpim.cluster import ClusterError
+from mpim.cluster.directory import Directory, Entry, HostInfo
+from mpim.config import Config, parse_address
+from mpim.records import PushAll, PushRoom, RemoteAll, RemoteKeys, RemoteKick, RemoteMids, RemoteRoom
+
+if TYPE_CHECKING:
+    from mpim.router.core import Router
+
+log = logging.getLogger("mpim.cluster")
+
+_decode = records.Decoder(records.RemoteRecord)
+
+
+class HostCluster:
+    def __init__(self, cfg: Config, router: Router, client: Redis, name: str) -> None:
+        self.cfg = cfg
+        self.router = router
+        self.client = client
+        self.name = name
+        self.prefix = cfg.cluster.key_prefix
+        self.directory = Directory(
+            client, ttl=router.session_ttl, prefix=self.prefix, timeout=cfg.cluster.timeout
+        )
+        self.pubsub: Any = client.pubsub(ignore_subscribe_messages=False)
+        self.rooms: set[str] = set()  # room channels we listen on
+        self._subscribing: dict[str, asyncio.Task[Any]] = {}
+        self.online: dict[str, int] = {}  # cluster-wide room counts, last read
+        self.up = True
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._rebuild_due = False
+        self.stats = dict.fromkeys(("published", "received", "errors", "rebuilds"), 0)
+
+    # -- channels -------------------------------------------------------------------------------
+    def host_channel(self, name: str) -> str:
+        return f"{self.prefix}mpim:h:{name}"
+
+    def room_channel(self, room: str) -> str:
+        return f"{self.prefix}mpim:r:{room}"
+
+    @property
+    def all_channel(self) -> str:
+        return f"{self.prefix}mpim:all"
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Claim this host's name (ClusterError if a live host holds it) and start listening."""
+        if not await self.directory.claim_name(self.name, self.info()):
+            raise ClusterError(
+                f"[server] name {self.name!r}: another live host of this cluster has that name; "
+                "give every host its own name"
+            )
+        await self.directory.rebuild(self.name, [])
+        await self.pubsub.subscribe(self.host_channel(self.name), self.all_channel)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        log.info("host %s joined the cluster on %s", self.name, self.cfg.cluster.redis.split("@")[-1])
+
+    async def stop(self) -> None:
+        """A clean stop: this host's entries and name go at once (not after the ttl)."""
+        if self._reader is not None:
+            self._reader.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(ClusterError, RedisError, OSError):
+            await self.directory.drop(self.name)
+            await self.directory.release_name(self.name)
+        with contextlib.suppress(RedisError, OSError):
+            await self.pubsub.aclose()
+
+    def info(self) -> HostInfo:
+        cfg = self.cfg
+        nc = cfg.nodes
+        tcp = parse_address(cfg.tcp.bind[0])[1] if cfg.tcp.bind else 0
+        ws = parse_address(cfg.websocket.bind[0])[1] if cfg.websocket.bind else 0
+        store = self.router.store
+        return HostInfo(
+            domain=nc.domain or self.name,
+            addresses=tuple(nc.addresses),
+            tcp_port=tcp,
+            ws_port=ws,
+            wss_port=nc.wss_port,
+            conns=len(store),
+            ips=store.ip_total,
+        )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._guarded(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, coro: Any) -> Any:
+        try:
+            result = await coro
+        except (ClusterError, RedisError, OSError) as exc:
+            self._lost(exc)
+            return None
+        self._back()
+        return result
+
+    def _lost(self, exc: BaseException) -> None:
+        self.stats["errors"] += 1
+        if self.up:
+            self.up = False
+            log.error("Redis lost (%s): this host serves its own clients; cross-host pushes fail", exc)
+
+    def _back(self) -> None:
+        if not self.up:
+            self.up = True
+            log.info("Redis is back: filing this host's sessions again")
+            self.rebuild_soon()
+
+    # -- mirroring this host's sessions ----------------------------------------------------------------
+    def connected(self, key: str, mid: int) -> None:
+        self._spawn(self._connected(key, mid))
+
+    async def _connected(self, key: str, mid: int) -> None:
+        previous = await self.directory.connect(key, mid, self.name)
+        if previous and previous != self.name:  # the key was on another host: it kicks its own
+            await self._publish(self.host_channel(previous), RemoteKick([key]))
+
+    def disconnected(self, key: str, mid: int) -> None:
+        self._spawn(self.directory.disconnect(key, mid, self.name))
+
+    def rebuild_soon(self) -> None:
+        """A bulk change (a worker's full report, a worker gone, Redis back): file everything anew."""
+        if not self._rebuild_due:
+            self._rebuild_due = True
+            asyncio.get_running_loop().call_later(0.2, lambda: self._spawn(self._rebuild()))
+
+    async def _rebuild(self) -> None:
+        self._rebuild_due = False
+        self.stats["rebuilds"] += 1
+        await self.directory.claim_name(self.name, self.info())
+        moved = await self.directory.rebuild(self.name, self._entries())
+        await self._kick_here(moved)
+        channels = [self.host_channel(self.name), self.all_channel, *map(self.room_channel, self.rooms)]
+        await self.pubsub.subscribe(*channels)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    def _entries(self) -> list[Entry]:
+        store = self.router.store
+        return [Entry(conn.key, conn.mid) for info in store.workers.values() for conn in info.conns.values()]
+
+    async def _kick_here(self, keys: Iterable[str]) -> None:
+        """Keys another host holds now: our older connections with them go."""
+        for key in keys:
+            self.router.kick_local(key)
+
+    def heartbeat(self) -> None:
+        """Every ttl/3: renew the name and every entry, and replace the room counts."""
+        self._spawn(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        if not await self.directory.claim_name(self.name, self.info()):
+            log.error("another live host took the name %r while Redis was out of reach", self.name)
+        _, moved = await self.directory.renew(self.name, self._entries())
+        await self._kick_here(moved)
+        await self.directory.put_online(
+            self.name, self.router.store.room_counts(), 3 * self.router.session_ttl
+        )
+
+    def refresh_online(self) -> None:
+        """Every online_interval: the cluster-wide counts of the rooms this host has members in."""
+        self._spawn(self._refresh_online())
+
+    async def _refresh_online(self) -> None:
+        rooms = list(self.router.store.room_counts())
+        self.online = await self.directory.online(rooms) if rooms else {}
+        self._listen_rooms(set(rooms))
+
+    # -- room channels ------------------------------------------------------------------------------
+    def _listen_rooms(self, rooms: set[str]) -> None:
+        new, gone = rooms - self.rooms, self.rooms - rooms
+        self.rooms = rooms
+        if new:
+            self._spawn(self.pubsub.subscribe(*map(self.room_channel, new)))
+        if gone:
+            self._spawn(self.pubsub.unsubscribe(*map(self.room_channel, gone)))
+
+    def room_opened(self, room: str) -> asyncio.Future[Any] | None:
+        """A room got its first member on this host: listen on its channel now. Returns the
+        subscription in flight (its done = the request is on its way to Redis), or None."""
+        if not room or room in self.rooms:
+            return self._subscribing.get(room)
+        self.rooms.add(room)
+        log.debug("listening on room %s across hosts", room)
+        task = asyncio.get_running_loop().create_task(
+            self._guarded(self.pubsub.subscribe(self.room_channel(room)))
+        )
+        self._subscribing[room] = task
+        task.add_done_callback(lambda _: self._subscribing.pop(room, None))
+        return task
+
+    # -- pushes to the other hosts ------------------------------------------------------------------
+    async def _publish(self, channel: str, record: Any) -> int:
+        """PUBLISH through the directory's turn pipeline: one connection, so Redis gets this
+        host's publishes in call order (a room's pushes stay in order on every host) and a
+        backlog of pushes never takes one pooled connection each."""
+        self.stats["published"] += 1
+        receivers: int = await self.directory.pipeline.call(
+            "publish", ("PUBLISH", channel, records.encode(record))
+        )
+        return receivers
+
+    async def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
+        """Keys held on other hosts; returns how many."""
+        where = await self.directory.server_of_keys(keys)
+        groups: dict[str, list[str]] = {}
+        for key, server in where.items():
+            if server != self.name:
+                groups.setdefault(server, []).append(key)
+        for server, group in groups.items():
+            await self._publish(self.host_channel(server), RemoteKeys(op, group, body))
+        return sum(len(g) for g in groups.values())
+
+    async def push_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
+        """The connections of these users on other hosts; returns how many."""
+        servers = await self.directory.servers_of_mids(mids)
+        count = 0
+        for server, keys in servers.items():
+            if server == self.name:
+                continue
+            await self._publish(self.host_channel(server), RemoteMids(op, mids, body, seqs))
+            count += len(keys)
+        return count
+
+    async def push_room(self, op: int, room: str, body: bytes) -> int:
+        return await self._publish(self.room_channel(room), RemoteRoom(op, room, body))
+
+    async def push_all(self, op: int, speed: int, body: bytes) -> int:
+        hosts = max(1, len(await self.directory.servers()))
+        share = -(-speed // hosts) if speed > 0 else 0
+        return await self._publish(self.all_channel, RemoteAll(op, share, body))
+
+    # -- pushes from the other hosts --------------------------------------------------------------------
+    async def _read(self) -> None:
+        while True:
+            try:
+                message = await self.pubsub.get_message(timeout=1.0)
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+                await asyncio.sleep(0.5)
+                if self.up is False:
+                    with contextlib.suppress(RedisError, OSError, ClusterError):
+                        await self.client.ping()
+                        self._back()
+                continue
+            if message is None or message.get("type") not in ("message", "pmessage"):
+                if message is not None:
+                    log.debug("cluster channel: %s %s", message.get("type"), message.get("channel"))
+                continue
+            self.stats["received"] += 1
+            try:
+                self._deliver(_decode(message["data"]))
+            except records.BadRecord as exc:
+                log.warning("ignoring a malformed message from the cluster: %s", exc)
+
+    def _deliver(self, record: Any) -> None:
+        router = self.router
+        if isinstance(record, RemoteMids):
+            router.send_mids(record.op, record.mids, record.body, record.seqs)
+        elif isinstance(record, RemoteKeys):
+            router.send_keys_local(record.op, record.keys, record.body)
+        elif isinstance(record, RemoteRoom):
+            # (stamped when this host publishes it: the latency metric, on this host's clock)
+            pushed = PushRoom(record.op, record.body, time.monotonic())
+            router.bus.publish(bus.room_topic(record.room), records.encode(pushed))
+        elif isinstance(record, RemoteAll):
+            workers = max(1, len(router.by_id))
+            share = -(-record.speed // workers) if record.speed > 0 else 0
+            pushed_all = PushAll(record.op, share, record.body, time.monotonic())
+            router.bus.publish(bus.BROADCAST, records.encode(pushed_all))
+        elif isinstance(record, RemoteKick):
+            for key in record.keys:
+                router.kick_local(key)

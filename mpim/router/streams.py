@@ -1,0 +1,218 @@
+"""Per-user streams on the router: pushes by mid and private chat through the inbox, resume, acks.
+
+Every push by mid and every private message is appended to the recipient's inbox
+first (one transaction per loop turn, :mod:`mpim.inbox`); only when the append is
+durable is it pushed live, carrying its stream seq, and answered. So a seq a client
+saw is always in the store, and a client that was offline (or lost its connection
+mid-stream) finds every accepted message there when it resumes.
+
+Private chat: the server stamps the sender's mid (a ``from`` in the client's body is
+ignored), appends the message to the recipient's stream and to the sender's own (for
+the sender's other devices), and pushes it to every connection of both. The stored
+and pushed body is a small JSON envelope ``{"id", "from", "to", "body"}``. A message
+id seen again from the same sender within ``[upstream] dedup_window`` gets the first
+answer again and is not delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from mpim.config import Config
+from mpim.inbox import Inbox, InboxError, Page
+
+if TYPE_CHECKING:
+    from mpim.router.core import Router
+
+log = logging.getLogger("mpim.router")
+
+SendKeys = Callable[[int, list[int], bytes, list[int]], int]
+
+
+class ChatError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Resumed:
+    """What a resume gives back: the missing messages, the stream's position, whether complete."""
+
+    __slots__ = ("epoch", "messages", "recovered", "top")
+
+    def __init__(self, messages: list[tuple[int, int, bytes]], epoch: str, top: int, recovered: bool) -> None:
+        self.messages = messages
+        self.epoch = epoch
+        self.top = top
+        self.recovered = recovered
+
+
+def envelope(msg_id: str, sender: int, to: int, body: Any) -> bytes:
+    """The private message as stored and pushed."""
+    return json.dumps(
+        {"id": msg_id, "from": sender, "to": to, "body": body}, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
+class UserStreams:
+    def __init__(self, cfg: Config, inbox: Inbox | None, router: Router) -> None:
+        self.cfg = cfg
+        self.inbox = inbox
+        self.router = router
+        self._recent: OrderedDict[tuple[int, str], tuple[float, asyncio.Future[tuple[int, int]]]] = (
+            OrderedDict()
+        )
+        self.stats = dict.fromkeys(("appends", "replays", "unrecovered", "acks", "chats", "dups"), 0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.inbox is not None
+
+    # -- pushes by mid --------------------------------------------------------------------------
+    async def push_mids(self, op: int, mids: list[int], body: bytes) -> tuple[int, dict[int, int]]:
+        """Append for every user, then push live with each one's seq; (connections, {mid: seq})."""
+        unique = list(dict.fromkeys(mids))
+        if self.inbox is None:
+            return await self.router.deliver_mids(op, unique, body, [0] * len(unique)), {}
+        positions = await self._append([(mid, op, body, 0) for mid in unique])
+        seqs = [p.seq for p in positions]
+        self.stats["appends"] += len(unique)
+        return await self.router.deliver_mids(op, unique, body, seqs), dict(zip(unique, seqs, strict=True))
+
+    async def _append(self, items: list[tuple[int, int, bytes, int]]) -> list[Any]:
+        assert self.inbox is not None
+        try:
+            return await self.inbox.append(items)
+        except (InboxError, OSError) as exc:
+            log.error("inbox append failed: %s", exc)
+            from mpim.router.core import Refused
+
+            raise Refused(
+                -503, f"the inbox could not store the message (nothing was pushed): {exc}"
+            ) from None
+
+    # -- private chat ---------------------------------------------------------------------------
+    async def chat(self, sender: int, msg_id: str, to: int, op: int, body: Any) -> tuple[int, int]:
+        """Store and push a private message; returns (the sender's seq, the recipient's seq)."""
+        if self.inbox is None:
+            raise ChatError(-501, "private chat needs the inbox ([inbox] enabled = true)")
+        if sender <= 0:
+            raise ChatError(-403, "private chat needs an authenticated user (mid > 0)")
+        key = (sender, msg_id)
+        now = time.monotonic()
+        self._expire(now)
+        seen = self._recent.get(key) if msg_id else None
+        if seen is not None:
+            self.stats["dups"] += 1
+            return await asyncio.shield(seen[1])
+        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        if msg_id and self.cfg.upstream.dedup_window > 0:
+            self._recent[key] = (now + self.cfg.upstream.dedup_window, future)
+        try:
+            result = await self._store_chat(sender, msg_id, to, op, body)
+        except BaseException as exc:
+            self._recent.pop(key, None)
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # (retrieved: a waiting duplicate re-raises it)
+            raise
+        future.set_result(result)
+        return result
+
+    async def _store_chat(self, sender: int, msg_id: str, to: int, op: int, body: Any) -> tuple[int, int]:
+        assert self.inbox is not None
+        limit = self.cfg.delivery.max_unread
+        top, cursors = await self.inbox.top(to), await self.inbox.cursors(to)
+        if top.seq - max(cursors.values(), default=0) >= limit and top.seq >= limit:
+            raise ChatError(-429, f"the recipient has {limit} unread messages; try later")
+        data = envelope(msg_id, sender, to, body)
+        if to == sender:
+            (own,) = await self._append([(sender, op, data, sender)])
+            await self.router.deliver_mids(op, [sender], data, [own.seq])
+            self.stats["chats"] += 1
+            return own.seq, own.seq
+        theirs, own = await self._append([(to, op, data, sender), (sender, op, data, sender)])
+        await self.router.deliver_mids(op, [to, sender], data, [theirs.seq, own.seq])
+        self.stats["chats"] += 1
+        return own.seq, theirs.seq
+
+    def _expire(self, now: float) -> None:
+        recent = self._recent
+        while recent:
+            key, (expires, _) = next(iter(recent.items()))
+            if expires > now:
+                break
+            del recent[key]
+
+    # -- resume and acks ------------------------------------------------------------------------
+    async def resume(self, mid: int, device: str, epoch: str, seq: int, cursor: bool) -> Resumed:
+        if self.inbox is None or mid <= 0:
+            return Resumed([], "", 0, False)
+        if cursor:
+            seq = (await self.inbox.cursors(mid)).get(device, 0)
+            epoch = (await self.inbox.top(mid)).epoch
+        top = await self.inbox.top(mid)
+        cap = self.cfg.delivery.replay_max
+        if epoch != top.epoch or top.seq - seq > cap or seq > top.seq:
+            self.stats["unrecovered"] += 1
+            return Resumed([], top.epoch, top.seq, False)
+        page: Page = await self.inbox.read(mid, seq, cap)
+        self.stats["replays"] += len(page.messages)
+        if not page.complete:
+            self.stats["unrecovered"] += 1
+        messages = [(m.seq, m.op, m.body) for m in page.messages]
+        return Resumed(messages, page.top.epoch, page.top.seq, page.complete)
+
+    def ack(self, mid: int, device: str, seq: int) -> None:
+        if self.inbox is None or mid <= 0 or seq <= 0:
+            return
+        self.stats["acks"] += 1
+        task = asyncio.ensure_future(self.inbox.ack(mid, device, seq))
+        task.add_done_callback(_log_failure)
+
+    async def page(self, mid: int, after: int, limit: int) -> dict[str, Any]:
+        """GET /mpim/inbox: a user's stored messages after a seq (bodies as text when they are UTF-8)."""
+        if self.inbox is None:
+            raise ChatError(-501, "the inbox is off ([inbox] enabled = false)")
+        page = await self.inbox.read(mid, after, limit)
+        return {
+            "epoch": page.top.epoch,
+            "top": page.top.seq,
+            "complete": page.complete,
+            "messages": [
+                {"seq": m.seq, "op": m.op, "at": round(m.at, 3), "from": m.sender, **_body(m.body)}
+                for m in page.messages
+            ],
+        }
+
+    async def cursors(self, mid: int) -> dict[str, int]:
+        if self.inbox is None:
+            raise ChatError(-501, "the inbox is off ([inbox] enabled = false)")
+        return await self.inbox.cursors(mid)
+
+    async def trim(self) -> None:
+        if self.inbox is not None:
+            dropped = await self.inbox.trim(time.time())
+            if dropped:
+                log.info("inbox: dropped %d messages older than %gs", dropped, self.cfg.inbox.max_age)
+
+
+def _body(raw: bytes) -> dict[str, str]:
+    try:
+        return {"body": raw.decode()}
+    except UnicodeDecodeError:
+        import base64
+
+        return {"body_base64": base64.b64encode(raw).decode()}
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("inbox ack failed: %s", task.exception())
