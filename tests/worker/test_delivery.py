@@ -151,15 +151,7 @@ def test_room_flushes_at_batch_count(kind: str) -> None:
 
 
 def test_room_frame_is_encoded_once_for_all_members(monkeypatch: pytest.MonkeyPatch) -> None:
-    writes: list[tuple[bool, bytes]] = []
-    for cls in (TcpChannel, WsChannel):
-        original = cls.write
-
-        def spy(self: Any, data: bytes, _original: Any = original) -> None:
-            writes.append((self.is_ws, data))
-            _original(self, data)
-
-        monkeypatch.setattr(cls, "write", spy)
+    writes = _spy_writes(monkeypatch)
 
     async def scenario() -> None:
         async with serving(room={"batch_delay": 0.0}) as srv:
