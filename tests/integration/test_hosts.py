@@ -152,6 +152,11 @@ def test_a_dead_host_leaves_nothing_and_its_users_messages_wait(
         await asyncio.wait_for(phone.connected.wait(), 10)
         ca = Cluster(a)
         assert (await ca.post("/goim/push/mids?operation=1000&mids=7", b"before"))["connections"] == 1
+
+        async def delivered() -> bool:  # (answered once published to host B: not yet written)
+            return bool(box)
+
+        await until(delivered, what="the first push on host B")
         children = list(b.children())
         b.signal(signal.SIGKILL)  # the whole host: master, router, bus, worker
         for pid in children:
