@@ -179,8 +179,16 @@ class ChannelSection:
 
 @dataclass(frozen=True)
 class RoomSection:
-    batch: int = _opt(20, lo=1, hi=100000, doc="flush a room after this many messages")
-    batch_delay: float = _opt(0.01, lo=0.0, hi=10.0, doc="or after this delay, seconds")
+    mode: str = _opt(
+        "adaptive", choices=("adaptive", "fixed"), doc="adaptive: at once when quiet, wider under load"
+    )
+    batch: int = _opt(
+        20, lo=1, hi=100000, doc="flush a room at once when this many messages wait (not in a wide window)"
+    )
+    batch_delay: float = _opt(
+        0.01, lo=0.0, hi=10.0, doc="fixed: window after the first message; adaptive: shortest window"
+    )
+    max_delay: float = _opt(0.25, lo=0.0, hi=10.0, doc="adaptive: widest window under load, seconds")
     buckets: int = _opt(32, lo=1, hi=65536, doc="channel shards per worker")
 
 

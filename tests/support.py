@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,10 +32,24 @@ def run(test: Coroutine[Any, Any, T] | Callable[[], Awaitable[T]], timeout: floa
     return uvloop.run(main())
 
 
+_GIVEN: set[int] = set()  # ports this test process handed out
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the ephemeral range (32768+, where client sockets could take
+    it before the server binds it), never the same one twice in this process."""
+    for _ in range(1000):
+        port = random.randrange(20_000, 32_000)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:

@@ -56,6 +56,8 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[auth]\nmode = 'ldap'\n", "[auth] mode: 'ldap' is not one of jwt, json"),
         ("[websocket]\necho_path = 'echo'\n", "must start with '/'"),
         ("[room]\nbatch = 0\n", "[room] batch: 0 is below the minimum 1"),
+        ("[room]\nmode = 'asap'\n", "[room] mode: 'asap' is not one of adaptive, fixed"),
+        ("[room]\nmax_delay = -1\n", "[room] max_delay: -1.0 is below the minimum 0"),
         ("protocol = 3\n", "[protocol] must be a table"),
         ("[protocol\n", "not valid TOML"),
     ],

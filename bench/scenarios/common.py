@@ -66,14 +66,30 @@ def with_settings(args: Any, overrides: dict[str, dict[str, Any]]) -> dict[str, 
     return merged
 
 
+ROOM_OPTIONS = {"mode": "room_mode", "batch": "batch", "batch_delay": "batch_delay", "max_delay": "max_delay"}
+
+
+def room_overrides(args: Any) -> dict[str, Any]:
+    """The ``[room]`` keys set on the command line (``--room-mode``, ``--batch``...); the rest is mpim's."""
+    given = {key: getattr(args, option, None) for key, option in ROOM_OPTIONS.items()}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def room_text(args: Any) -> str:
+    """``[room]`` as run: the keys given, or mpim's defaults."""
+    given = room_overrides(args)
+    keys = ", ".join(f"{key} = {value!r}" for key, value in given.items())
+    return f"`[room]` {keys}, the rest mpim's defaults" if given else "mpim's default `[room]`"
+
+
 def mpim_overrides(args: Any) -> dict[str, dict[str, Any]]:
-    """Config overrides shared by the scenarios (long heartbeat: connections idle through a run),
-    then the command line's ``--set section.key=value``."""
+    """Config overrides shared by the scenarios (long heartbeat: connections idle through a run,
+    the ``[room]`` keys given), then the command line's ``--set section.key=value``."""
     return with_settings(
         args,
         {
             "protocol": {"heartbeat": 600.0, "handshake_timeout": 60.0},
-            "room": {"batch": args.batch, "batch_delay": args.batch_delay},
+            "room": room_overrides(args),
         },
     )
 

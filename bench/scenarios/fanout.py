@@ -14,7 +14,9 @@ import argparse
 from typing import Any
 
 from bench.report import append
-from bench.scenarios.push import PushResult, RoomPlan, add_push_arguments, compare, push_case, rates_text
+from bench.scenarios.common import room_text
+from bench.scenarios.compare import compare
+from bench.scenarios.push import PushResult, RoomPlan, add_push_arguments, push_case, rates_text
 from bench.servers import NchanServer, Server
 
 
@@ -39,7 +41,7 @@ async def run(args: Any) -> str:
         lambda server, kind: case(args, server, kind, args.conns, args.rooms),
     )
     return text + (
-        f"\n\nBody {args.size} bytes; `[room] batch = {args.batch}`, `batch_delay = {args.batch_delay}`; "
+        f"\n\nBody {args.size} bytes; {room_text(args)}; "
         f"{args.duration:g} s measured after a {args.warm_seconds:g} s warm-up."
     )
 

@@ -36,6 +36,7 @@ from bench.scenarios.common import (
     fleet_for,
     http_get_json,
     make_mpim,
+    room_overrides,
     running,
     wait_router_sessions,
 )
@@ -70,7 +71,7 @@ def overrides(args: Any, limits: bool) -> dict[str, dict[str, Any]]:
         "server": {"max_connections": args.max_connections},
         "router": {"online_interval": 0.5},  # fresh worker counters on /mpim/workers
         "protocol": {"heartbeat": 600.0, "handshake_timeout": 8.0},
-        "room": {"batch": args.batch, "batch_delay": args.batch_delay},
+        "room": room_overrides(args),
         "limits": {"exempt": [GOOD_NETWORK], **({} if limits else off)},
     }
 

@@ -40,7 +40,16 @@ from bench.cluster import TwoHosts, redis_missing
 from bench.fleet import Fleet
 from bench.pusher import Pusher
 from bench.report import append, progress, table
-from bench.scenarios.common import Meter, Usage, fleet_for, mpim_overrides, rates_list, running, wait_quiet
+from bench.scenarios.common import (
+    Meter,
+    Usage,
+    fleet_for,
+    mpim_overrides,
+    rates_list,
+    room_text,
+    running,
+    wait_quiet,
+)
 from bench.scenarios.push import MidPlan, Plan, PushResult, RoomPlan, cpu_split, measure, push_case, quotient
 from bench.servers import PER_WORKER, ROOT, Missing, MpimServer
 
@@ -398,8 +407,8 @@ def render(args: Any, cases: list[Case]) -> str:
         if c.result.profile
     ]
     blocks.append(
-        f"Body {args.size} bytes; {args.transport.upper()} clients; `[room] batch = {args.batch}`, "
-        f"`batch_delay = {args.batch_delay}`; {args.duration:g} s measured per rate after a "
+        f"Body {args.size} bytes; {args.transport.upper()} clients; {room_text(args)}; "
+        f"{args.duration:g} s measured per rate after a "
         f"{args.warm_seconds:g} s warm-up. Two hosts: `host-a` and `host-b`, {args.host_workers} "
         "worker(s) each, one redis-server (no persistence), every push through host A's HTTP API; "
         "server CPU = both masters' process trees + redis-server. One host: no Redis (the inbox of "

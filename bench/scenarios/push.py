@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import random
 import tempfile
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,14 +33,13 @@ from bench.scenarios.common import (
     connect,
     fleet_for,
     http_get_json,
-    make_mpim,
     rates_list,
     report_progress,
     running,
     wait_quiet,
     wait_router_sessions,
 )
-from bench.servers import Missing, MpimServer, NchanServer, Server, nchan_missing
+from bench.servers import MpimServer, NchanServer, Server
 from bench.tally import hist_max, merge_counts, merge_hist, percentile
 from bench.wire import PUSH_OP, body
 
@@ -148,6 +147,10 @@ class PushResult:
     max: float
     usage: Usage
     profile: str = ""
+    load: float = float("nan")  # 1-minute load average when the measured phase started
+    per_write: float = float("nan")  # mpim: room frames per flush (the workers' counters)
+    window_ms: float = float("nan")  # mpim: the widest adaptive window a worker reported last
+    busy: float = float("nan")  # mpim: the highest share of time a worker spent writing rooms, last reported
     reports: list[dict[str, Any]] = field(default_factory=list)  # the generators' own, for extra counters
     batching: str = ""  # mpim: inbox writes per commit, link records per frame over the phase
 
@@ -198,8 +201,9 @@ async def measure(
     counted: bool = False,
     tick: float = 0.002,
 ) -> PushResult:
-    """``counted``: the server is mpim, whose router's batching counters are read around the phase;
-    ``tick``: the publisher's pacing step (requests due within one tick leave together)."""
+    """``counted``: the server is mpim, whose router's batching counters and workers' room batcher
+    counters are read around the phase; ``tick``: the publisher's pacing step (requests due within
+    one tick leave together)."""
     pusher = Pusher(port, check_code=plan.check_code)
     await pusher.open()
     try:
@@ -211,6 +215,8 @@ async def measure(
         before = plan.expected()
         sent_before, failed_before = pusher.sent, pusher.failed
         counters = await router_counters(port) if counted else {}
+        load = os.getloadavg()[0]
+        before_stats = await batcher_stats(port) if counted else {}
         meter.start()
         ticker = asyncio.create_task(report_progress(fleet, meter, duration))
         spy = asyncio.create_task(profiled(meter, profile, duration, native)) if profile else None
@@ -223,6 +229,7 @@ async def measure(
             ticker.cancel()
         usage = meter.stop()
         batching = batching_text(counters, await router_counters(port)) if counted else ""
+        after_stats = await batcher_stats(port) if counted else {}
         profile_text = await spy if spy is not None else ""
         reports: list[dict[str, Any]] = await fleet.all(
             {"cmd": "finish", "sent": {str(k): v for k, v in plan.sent.items()}}
@@ -248,9 +255,37 @@ async def measure(
         max=hist_max(hist),
         usage=usage,
         profile=profile_text,
+        load=load,
+        per_write=quotient(
+            after_stats.get("room_frames", 0) - before_stats.get("room_frames", 0),
+            after_stats.get("room_flushes", 0) - before_stats.get("room_flushes", 0),
+        ),
+        window_ms=after_stats.get("room_window_us", float("nan")) / 1000,
+        busy=after_stats.get("room_busy_pct", float("nan")),
         reports=reports,
         batching=batching,
     )
+
+
+async def batcher_stats(http_port: int) -> dict[str, float]:
+    """mpim's room batcher counters summed over the workers (the window: the widest), as last reported.
+
+    Workers report every ``[router] online_interval`` (5 s), so a delta over a
+    phase is shifted by up to that much: a rate, not an exact count.
+    """
+    try:
+        workers = await http_get_json(http_port, "/mpim/workers")
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    out: dict[str, float] = {}
+    for worker in workers:
+        stats = worker.get("stats") or {}
+        for key in ("room_frames", "room_flushes", "room_deliveries"):
+            out[key] = out.get(key, 0) + stats.get(key, 0)
+        for key in ("room_window_us", "room_busy_pct"):
+            if key in stats:
+                out[key] = max(out.get(key, 0), stats[key])
+    return out
 
 
 async def profiled(meter: Meter, name: str, seconds: float, native: bool = False) -> str:
@@ -266,6 +301,7 @@ async def profiled(meter: Meter, name: str, seconds: float, native: bool = False
 HEADER = (
     "server", "workers", "transport", "conns", "rooms", "pushes/s", "delivered/s", "server CPU %",
     "deliveries / server CPU-s", "p50 ms", "p99 ms", "max ms", "lost", "dup", "reorder", "generators CPU %",
+    "msgs / write", "window ms", "busy %", "load",
 )  # fmt: skip
 RATIO_HEADER = (
     "workers", "target pushes/s", "mpim/Nchan deliveries per server CPU-s", "mpim/Nchan p99 latency"
@@ -279,6 +315,7 @@ def row(
         server, workers, transport, conns, rooms, r.rate, r.per_second,
         100 * r.usage.cpu / r.seconds, r.per_cpu, 1000 * r.p50, 1000 * r.p99, 1000 * r.max,
         r.lost, r.dup, r.reorder, 100 * r.usage.client_cpu / r.seconds,
+        r.per_write, r.window_ms, r.busy, r.load,
     )  # fmt: skip
 
 
@@ -301,9 +338,14 @@ def cpu_split(r: PushResult) -> str:
     return ", ".join(parts) + (f"; {r.batching}" if r.batching else "")
 
 
-def results_text(rows: list[tuple[object, ...]], splits: list[str], profiles: list[tuple[str, str]]) -> str:
+def results_text(
+    rows: list[tuple[object, ...]],
+    splits: list[str],
+    profiles: list[tuple[str, str]],
+    run_column: bool = False,
+) -> str:
     """The results table, then each process's CPU and any profiles (fan-out and unicast)."""
-    text = table(HEADER, rows)
+    text = table(("run", *HEADER) if run_column else HEADER, rows)
     text += "\n\nServer CPU seconds per process during the measured phase:\n\n"
     text += "\n".join(f"- {s}" for s in splits)
     return text + "".join(f"\n\n{label}: {profile}" for label, profile in profiles)
@@ -337,6 +379,13 @@ def add_push_arguments(
         default="none",
         help="also run nginx + Nchan (WebSocket) and print the mpim/Nchan ratios",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every server, transport and rate this many times, interleaved; prints median (min-max)",
+    )
+    p.add_argument("--plot", default="", help="draw p99 and deliveries per CPU-s against the rate (PNG)")
 
 
 def rates_of(args: Any) -> list[float]:
@@ -396,56 +445,3 @@ async def push_case(
             if cuts:
                 progress(f"  warning: the server cut {cuts} slow consumers")
     return results
-
-
-# One server and transport ("tcp", "ws"; "nchan" for Nchan): a result per rate.
-Case = Callable[[Server, str], Awaitable[list[PushResult]]]
-
-
-async def compare(args: Any, scenario: str, what: str, rooms: int | str, case: Case) -> str:
-    """Every worker count x transport x rate on mpim; with ``--peer nchan`` also on Nchan, and the ratios.
-
-    The ratios compare Nchan with mpim over WebSocket (the same subscribers):
-    that mpim run is added when ``--transport`` did not include it.
-    """
-    if args.peer == "nchan":
-        problem = nchan_missing()
-        if problem:  # say so before the mpim runs, not after them
-            raise Missing(problem)
-    transports = ["tcp", "ws"] if args.transport == "both" else [args.transport]
-    rates = rates_of(args)
-    rows: list[tuple[Any, ...]] = []
-    splits: list[str] = []
-    profiles: list[tuple[str, str]] = []
-    ratios: list[tuple[Any, ...]] = []
-
-    async def one(server: Server, workers: int, kind: str, why: str = "") -> list[PushResult]:
-        name = "nchan" if kind == "nchan" else "mpim"
-        transport = "ws" if kind == "nchan" else kind
-        progress(f"{scenario}: {name}, {workers} worker(s), {transport}, {what}{why}")
-        results = await case(server, kind)
-        for rate, result in zip(rates, results, strict=True):
-            rows.append(row(name, workers, transport, args.conns, rooms, result))
-            label = f"{name} {workers}w {transport}" + (f" {rate:g}/s" if len(rates) > 1 else "")
-            splits.append(f"{label}: {cpu_split(result)}")
-            if result.profile:
-                profiles.append((label, result.profile))
-        return results
-
-    mpim_ws: dict[int, list[PushResult]] = {}
-    for workers in args.workers:
-        for kind in transports:
-            results = await one(make_mpim(args, workers), workers, kind)
-            if kind == "ws":
-                mpim_ws[workers] = results
-    if args.peer == "nchan":
-        for workers in args.workers:
-            theirs = await one(NchanServer(workers), workers, "nchan")
-            if workers not in mpim_ws:
-                mpim_ws[workers] = await one(make_mpim(args, workers), workers, "ws", " (for the ratio)")
-            for rate, mine, other in zip(rates, mpim_ws[workers], theirs, strict=True):
-                ratios.append(ratio_row(workers, rate, mine, other))
-    text = results_text(rows, splits, profiles)
-    if ratios:
-        text += "\n\n" + table(RATIO_HEADER, ratios)
-    return text

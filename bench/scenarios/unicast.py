@@ -15,7 +15,8 @@ import argparse
 from typing import Any
 
 from bench.report import append
-from bench.scenarios.push import MidPlan, PushResult, add_push_arguments, compare, push_case, rates_text
+from bench.scenarios.compare import compare
+from bench.scenarios.push import MidPlan, PushResult, add_push_arguments, push_case, rates_text
 from bench.servers import NchanServer, Server
 
 

@@ -103,6 +103,11 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
+class Filing(NamedTuple):
+    previous: str | None  # the server that held the key before
+    held_by: int | None  # not None: another server holds the key for this mid; nothing filed
+
+
 def _mid(mid: int) -> str:
     return str(mid) if mid > 0 else ""
 
@@ -160,12 +165,17 @@ class Directory:
         return keys
 
     # -- connections ----------------------------------------------------------------------
-    async def connect(self, key: str, mid: int, server: str) -> str | None:
-        """File ``key`` (of user ``mid``, 0 = none) on ``server``; returns the server that held
-        the key before, or None. Another server than ``server`` must kick its connection."""
+    async def connect(self, key: str, mid: int, server: str) -> Filing:
+        """File ``key`` (of user ``mid``, 0 = none) on ``server``. ``previous``: the server that held
+        the key before, or None; another server than ``server`` must kick its connection. When
+        another server holds the key for another user, nothing is filed and ``held_by`` is that
+        user's mid (0 = a connection without a user)."""
         args: list[str | int] = [server, key, _mid(mid), self.ttl_ms, self.prefix]
-        prev = await self.pipeline.script("connect", self._connect, self._entry_keys(server, key, mid), args)
-        return None if prev is None else _text(prev)
+        reply = await self.pipeline.script("connect", self._connect, self._entry_keys(server, key, mid), args)
+        previous = _text(reply[0]) or None
+        if int(reply[1]):
+            return Filing(previous, int(_text(reply[2]) or 0))
+        return Filing(previous, None)
 
     async def disconnect(self, key: str, mid: int, server: str) -> bool:
         """Forget ``server``'s connection ``key``; False if another server holds the key now."""

@@ -17,7 +17,9 @@ with replicas) allows and Redis Cluster does not: mpim's cluster uses one Redis.
 from __future__ import annotations
 
 CONNECT = """
--- File a connection; return the server that held the key before (nil if none).
+-- File a connection. Returns {the server that held the key before ('' if none), 0}, or,
+-- when another server holds the key for another user (mid), {that server, 1, its mid}:
+-- then nothing is filed (a key is never taken over by another user).
 -- KEYS: 1 key_<key>, 2 conns_<server>, 3 mid_<mid> (absent without a user).
 -- ARGV: 1 server, 2 key, 3 mid ('' = no user), 4 ttl ms, 5 key prefix.
 local server, key, mid, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -25,6 +27,7 @@ local prev = redis.call('GET', KEYS[1])
 if prev then
   local pconns = prefix .. 'conns_' .. prev
   local pmid = redis.call('HGET', pconns, key)
+  if prev ~= server and pmid and pmid ~= mid then return {prev, 1, pmid} end
   if prev ~= server then redis.call('HDEL', pconns, key) end
   if pmid and pmid ~= '' and pmid ~= mid then  -- the key belonged to another user: forget it there
     local mk = prefix .. 'mid_' .. pmid
@@ -38,7 +41,7 @@ if mid ~= '' then
   redis.call('HSET', KEYS[3], key, server)
   redis.call('PEXPIRE', KEYS[3], ttl)
 end
-return prev
+return {prev or '', 0}
 """
 
 DISCONNECT = """

@@ -8,7 +8,19 @@ extra label and, per label value, the worker key it reads.
 from __future__ import annotations
 
 # Worker stats that are levels, not counts: never carried over from a worker that left.
-GAUGE_KEYS = frozenset({"connections", "online", "rooms", "conns_tcp", "conns_ws", "link_buffer", "now_ms"})
+GAUGE_KEYS = frozenset(
+    {
+        "connections",
+        "online",
+        "rooms",
+        "conns_tcp",
+        "conns_ws",
+        "link_buffer",
+        "now_ms",
+        "room_window_us",
+        "room_busy_pct",
+    }
+)
 
 # (metric, help, label, [(worker stat key, label value)]) -- the worker's counters
 WORKER_COUNTERS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
@@ -140,6 +152,18 @@ WORKER_GAUGES: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     ),
     ("mpim_online", "Authenticated client connections", "", [("online", "")]),
     ("mpim_worker_rooms", "Rooms with members on the worker", "", [("rooms", "")]),
+    (
+        "mpim_room_window_microseconds",
+        "The room batcher's current window (adaptive: widened while room writes keep the worker busy)",
+        "",
+        [("room_window_us", "")],
+    ),
+    (
+        "mpim_room_busy_percent",
+        "Share of the last period the worker spent writing room flushes (smoothed), percent",
+        "",
+        [("room_busy_pct", "")],
+    ),
 ]
 
 # The router's reliable-delivery numbers (UserStreams.stats): (metric, help, stat key)

@@ -149,13 +149,23 @@ class HostCluster:
             self.rebuild_soon()
 
     # -- mirroring this host's sessions ----------------------------------------------------------------
-    def connected(self, key: str, mid: int) -> None:
-        self._spawn(self._connected(key, mid))
+    def connected(self, key: str, mid: int) -> asyncio.Task[Any]:
+        """File a new connection in Redis. The task's result: the mid of another user who holds
+        ``key`` on another host (deny the connect: nothing was filed), else None (also while Redis
+        is out of reach: the host then serves alone)."""
+        task = asyncio.get_running_loop().create_task(self._guarded(self._connected(key, mid)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _connected(self, key: str, mid: int) -> None:
-        previous = await self.directory.connect(key, mid, self.name)
+    async def _connected(self, key: str, mid: int) -> int | None:
+        filing = await self.directory.connect(key, mid, self.name)
+        if filing.held_by is not None:
+            return filing.held_by
+        previous = filing.previous
         if previous and previous != self.name:  # the key was on another host: it kicks its own
             await self._publish(self.host_channel(previous), RemoteKick([key]))
+        return None
 
     def disconnected(self, key: str, mid: int) -> None:
         self._spawn(self.directory.disconnect(key, mid, self.name))

@@ -289,8 +289,8 @@ class Router:
                 return
             self._kick(store.put(info, rec.key, rec.mid, rec.room, rec.ip, now))
             if cluster is not None:
-                cluster.connected(rec.key, rec.mid)
-                self._confirm_when(peer, rec.req, rec.fence, cluster.room_opened(rec.room))
+                filed = cluster.connected(rec.key, rec.mid)
+                self._confirm_filed(peer, rec, filed, cluster.room_opened(rec.room))
             else:
                 self._confirm(peer, rec.req, rec.fence)
         elif kind is Disconnect:
@@ -462,6 +462,30 @@ class Router:
                 self._flush_confirms()
 
         ready.add_done_callback(go)
+
+    def _confirm_filed(
+        self, peer: Peer, rec: Connect, filed: asyncio.Future[Any], ready: asyncio.Future[Any] | None
+    ) -> None:
+        """With Redis: confirm once the directory filed the key, or deny the connect (and forget
+        it here) when another host holds the key for another user."""
+
+        def go(_: object) -> None:
+            info = peer.info
+            if info is None:
+                return
+            held_by = None if filed.cancelled() else filed.result()
+            if held_by is None:
+                self._confirm_when(peer, rec.req, rec.fence, ready)
+                self._flush_confirms()
+                return
+            conn = self.store.conn_of(rec.key)
+            if conn is not None and conn.worker.id == info.id:
+                self.store.remove(info, rec.key)
+            self._deny(
+                peer, rec.req, f"key {rec.key!r} is held by another user (mid {held_by}) on another host"
+            )
+
+        filed.add_done_callback(go)
 
     def _deny(self, peer: Peer, req: int, reason: str) -> None:
         """A key claimed by another mid: the old connection stays, the new one is closed."""

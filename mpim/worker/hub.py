@@ -67,8 +67,7 @@ class Hub:
         self.meter = Meter()
         self.rooms = RoomTable(
             loop,
-            cfg.room.batch,
-            cfg.room.batch_delay,
+            cfg.room,
             self.link.room_opened,
             self.link.room_closed,
             meter=self.meter,
@@ -113,8 +112,7 @@ class Hub:
         self.sessions.reconfigure(cfg)
         self.reliable.reconfigure(cfg)
         self.upstream.reconfigure(cfg)
-        self.rooms.batch = cfg.room.batch
-        self.rooms.batch_delay = cfg.room.batch_delay
+        self.rooms.reconfigure(cfg.room)
 
     def channel_class(self, base: type[Any]) -> type[Any]:
         """A subclass of an adapter bound to this worker's services (as class attributes)."""
@@ -152,7 +150,7 @@ class Hub:
         return self.sessions.online
 
     def local_counts(self) -> dict[str, int]:
-        return {room.id: len(room.members) for room in self.rooms}
+        return {room.id: len(room) for room in self.rooms}
 
     def counters(self) -> dict[str, int]:
         """Monotonic counters and a few gauges (connections, online, rooms, conns_*), for reports."""
@@ -166,6 +164,7 @@ class Hub:
             "conns_ws": stats["opened_ws"] - stats["closed_ws"],
             "online": self.online,
             "rooms": len(self.rooms),
+            **self.rooms.counters(),
             "now_ms": int(time.monotonic() * 1000),  # when these were counted (rates per report)
         }
 

@@ -1,11 +1,28 @@
 """Rooms and the room batcher.
 
-A room is a set of member channels (O(1) join and leave, exact local count).
-Pushed room frames wait in the room's ``pending`` list and are flushed as one
-write per member when ``batch`` frames are waiting or ``batch_delay`` has passed,
-whichever comes first. A flush encodes once: the concatenated frames for TCP
-members and one op-9 WebSocket message for WebSocket members, the same bytes
-for every member (goim's op Raw).
+A room is the set of its member channels (O(1) join and leave, exact local
+count), kept as two dicts, TCP and WebSocket members, each mapping a channel to
+its bound ``write``: a flush is one call per member and no lookups.
+
+Pushed room frames wait in the room's ``pending`` list until the room is
+flushed: one write per member of the concatenated frames (TCP) or of one op-9
+WebSocket message built once (goim's op Raw), the same bytes for every member,
+at once when ``batch`` frames wait (unless an adaptive window is widened, see
+below). Otherwise when is the mode:
+
+- ``fixed`` (goim's job): ``batch_delay`` after the first pending frame.
+- ``adaptive`` (the default): a frame for a room that was not flushed within the
+  current *window* goes out at the end of this loop turn (``call_soon``, before
+  any timer), so a quiet room gets every message at once and a burst that
+  arrives in one bus read is one write. A room flushed less than a window ago
+  waits until the window since its last flush has passed: at most one write per
+  member per window. The window (:mod:`mpim.worker.window`) is ``batch_delay``
+  while the worker keeps up and widens up to ``max_delay`` while writing room
+  flushes keeps its loop busy, so an overloaded worker writes more messages per
+  write instead of queueing them (``batch`` does not cut a widened window short:
+  a hot room would otherwise undo it), and a message waits at most ``max_delay``
+  plus the time the loop takes to get to it. Order is kept: frames leave a room
+  in the order they arrived.
 """
 
 from __future__ import annotations
@@ -17,12 +34,17 @@ from typing import TYPE_CHECKING
 
 from mpim.proto import Op, encode_header
 from mpim.worker.meter import Meter
+from mpim.worker.window import Window
 from mpim.worker.wsframe import binary_frame
 
 if TYPE_CHECKING:
+    from mpim.config import RoomSection
     from mpim.worker.channel import Channel
 
 RoomHook = Callable[[str], None]
+Write = Callable[[bytes], object]
+
+FIXED, ADAPTIVE = "fixed", "adaptive"
 
 
 class Room:
@@ -31,26 +53,36 @@ class Room:
         "first_at",
         "flush_handle",
         "id",
-        "members",
+        "last_flush",
         "pending",
         "reserved",
-        "ws_members",
+        "tcp",
+        "ws",
     )
 
     def __init__(self, room_id: str) -> None:
         self.id = room_id
-        self.members: set[Channel] = set()
+        self.tcp: dict[Channel, Write] = {}  # member -> its bound Channel.write
+        self.ws: dict[Channel, Write] = {}
         self.pending: list[bytes] = []
         self.flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self.last_flush = float("-inf")
         self.cluster_online = -1
         self.reserved = 0  # clients about to join (waiting for the router)
         self.first_at = 0.0  # when the router accepted the oldest pending frame (metrics)
-        self.ws_members = 0  # WebSocket members (the bytes metric, without a count per delivery)
+
+    def __len__(self) -> int:
+        return len(self.tcp) + len(self.ws)
+
+    @property
+    def members(self) -> set[Channel]:
+        """A copy of the member set."""
+        return {*self.tcp, *self.ws}
 
     @property
     def online(self) -> int:
         """Cluster-wide count when the router told us one, else the local count."""
-        return self.cluster_online if self.cluster_online >= 0 else len(self.members)
+        return self.cluster_online if self.cluster_online >= 0 else len(self)
 
 
 def ws_batch(inner: bytes) -> bytes:
@@ -64,19 +96,24 @@ class RoomTable:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        batch: int,
-        batch_delay: float,
+        cfg: RoomSection,
         on_open: RoomHook | None = None,
         on_close: RoomHook | None = None,
         meter: Meter | None = None,
     ) -> None:
         self._loop = loop
         self.meter = meter or Meter()
-        self.batch = batch
-        self.batch_delay = batch_delay
         self._rooms: dict[str, Room] = {}
         self._on_open = on_open
         self._on_close = on_close
+        self.window = Window(cfg.batch_delay, cfg.max_delay, loop.time())
+        self.reconfigure(cfg)
+
+    def reconfigure(self, cfg: RoomSection) -> None:
+        self.batch = cfg.batch
+        self.batch_delay = cfg.batch_delay
+        self.adaptive = cfg.mode == ADAPTIVE
+        self.window.retune(cfg.batch_delay, cfg.max_delay)
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -87,6 +124,15 @@ class RoomTable:
     def get(self, room_id: str) -> Room | None:
         return self._rooms.get(room_id)
 
+    def counters(self) -> dict[str, int]:
+        """The batcher's state for the worker's stats (the window in microseconds, the last period's
+        busy %); flushes, frames and deliveries are counted by the meter."""
+        return {
+            "room_window_us": round((self.window.value if self.adaptive else self.batch_delay) * 1e6),
+            "room_busy_pct": round(self.window.load * 100),
+        }
+
+    # -- membership ---------------------------------------------------------------------------
     def _open(self, room_id: str) -> Room:
         room = self._rooms.get(room_id)
         if room is None:
@@ -97,9 +143,7 @@ class RoomTable:
 
     def join(self, room_id: str, channel: Channel) -> Room:
         room = self._open(room_id)
-        if channel not in room.members:
-            room.members.add(channel)
-            room.ws_members += channel.is_ws
+        (room.ws if channel.is_ws else room.tcp)[channel] = channel.write
         return room
 
     def reserve(self, room_id: str) -> Room:
@@ -113,13 +157,11 @@ class RoomTable:
         self._maybe_discard(room)
 
     def leave(self, room: Room, channel: Channel) -> None:
-        if channel in room.members:
-            room.members.discard(channel)
-            room.ws_members -= channel.is_ws
+        (room.ws if channel.is_ws else room.tcp).pop(channel, None)
         self._maybe_discard(room)
 
     def _maybe_discard(self, room: Room) -> None:
-        if not room.members and room.reserved <= 0 and self._rooms.get(room.id) is room:
+        if not (room.tcp or room.ws) and room.reserved <= 0 and self._rooms.get(room.id) is room:
             self._discard(room)
 
     def _discard(self, room: Room) -> None:
@@ -132,6 +174,7 @@ class RoomTable:
         if self._on_close is not None:
             self._on_close(room.id)
 
+    # -- batching -------------------------------------------------------------------------------
     def push(self, room_id: str, frame: bytes, at: float = 0.0) -> bool:
         """Queue an encoded frame for a room; False if no local member is in it.
 
@@ -140,19 +183,29 @@ class RoomTable:
         if room is None:
             self.meter.room_absent += 1
             return False
-        if not room.pending:
+        pending = room.pending
+        if not pending:
             room.first_at = at or time.monotonic()
-        room.pending.append(frame)
-        if len(room.pending) >= self.batch:
-            self.flush(room)
+        pending.append(frame)
+        if len(pending) >= self.batch and (not self.adaptive or self.window.value <= self.window.floor):
+            self.flush(room)  # (a loaded adaptive worker keeps collecting until the window ends)
         elif room.flush_handle is None:
-            if self.batch_delay > 0:
-                room.flush_handle = self._loop.call_later(self.batch_delay, self.flush, room)
+            loop = self._loop
+            if self.adaptive:
+                now = loop.time()
+                due = room.last_flush + self.window.value
+                if due <= now:  # quiet room: this loop turn
+                    room.flush_handle = loop.call_soon(self.flush, room)
+                else:  # flushed less than a window ago: wait for the rest of it
+                    room.flush_handle = loop.call_at(due, self.flush, room)
+            elif self.batch_delay > 0:
+                room.flush_handle = loop.call_later(self.batch_delay, self.flush, room)
             else:
-                room.flush_handle = self._loop.call_soon(self.flush, room)
+                room.flush_handle = loop.call_soon(self.flush, room)
         return True
 
     def flush(self, room: Room) -> None:
+        """Write what the room has pending, now."""
         if room.flush_handle is not None:
             room.flush_handle.cancel()
             room.flush_handle = None
@@ -161,17 +214,30 @@ class RoomTable:
             return
         room.pending = []
         inner = frames[0] if len(frames) == 1 else b"".join(frames)
-        ws_bytes = b""  # built at the first WebSocket member, then shared
-        members = tuple(room.members)
-        for channel in members:
-            if channel.is_ws:
-                ws_bytes = ws_bytes or ws_batch(inner)
-                channel.write(ws_bytes)
-            else:
-                channel.write(inner)
-        self.meter.flushed(
-            len(frames), len(members), len(inner), room.ws_members, len(ws_bytes), room.first_at
-        )
+        members, ws_members = len(room.tcp) + len(room.ws), len(room.ws)
+        if self.adaptive:
+            started = room.last_flush = self._loop.time()
+            ws_size = self._write(room, inner)
+            self.window.flushed(started, self._loop.time())
+        else:
+            ws_size = self._write(room, inner)
+        self.meter.flushed(len(frames), members, len(inner), ws_members, ws_size, room.first_at)
+
+    def _write(self, room: Room, inner: bytes) -> int:
+        """One write per member: the frames as they are (TCP), one op-9 message (WebSocket).
+        Returns the WebSocket message's size (0: no WebSocket member).
+
+        The loops run over copies: a write may cut a slow consumer, which leaves the room.
+        """
+        if room.tcp:
+            for write in tuple(room.tcp.values()):
+                write(inner)
+        if room.ws:
+            message = ws_batch(inner)
+            for write in tuple(room.ws.values()):
+                write(message)
+            return len(message)
+        return 0
 
     def flush_all(self) -> None:
         for room in tuple(self._rooms.values()):

@@ -15,6 +15,7 @@ from websockets.server import ServerProtocol
 from bench import servers
 from bench.__main__ import parser
 from bench.clients import TcpClient
+from bench.fleet import Fleet
 from bench.loadgen import Generator
 from bench.pusher import post
 from bench.report import table
@@ -295,3 +296,30 @@ def test_capacity_check() -> None:
             check_capacity(server, servers.PER_WORKER + 1)
     finally:
         shutil.rmtree(server.tmp, ignore_errors=True)
+
+
+def test_a_cancelled_generator_call_does_not_shift_the_replies() -> None:
+    async def scenario() -> None:
+        fleet = await Fleet.start(1, deadline=60)
+        try:
+            [gen] = fleet.gens
+            stdout: Any = gen.proc.stdout
+            readline = stdout.readline
+
+            async def slow_readline() -> bytes:
+                await asyncio.sleep(0.5)
+                return await readline()
+
+            stdout.readline = slow_readline
+            ticker = asyncio.create_task(fleet.all({"cmd": "stats"}))
+            await asyncio.sleep(0.2)  # written and answered, the answer not read yet
+            ticker.cancel()
+            stdout.readline = readline
+            [report] = await fleet.all({"cmd": "finish", "sent": {}})
+            assert "hist" in report and "id" not in report  # the finish reply, not the stale stats
+            [stats] = await fleet.all({"cmd": "stats"})
+            assert "recv" in stats and "hist" not in stats
+        finally:
+            await fleet.stop()
+
+    asyncio.run(scenario())

@@ -15,7 +15,7 @@ import redis
 
 from mpim import config
 from mpim.cluster import ClusterError, redis_client
-from mpim.cluster.directory import Directory, Entry, Host, HostInfo, Totals
+from mpim.cluster.directory import Directory, Entry, Filing, Host, HostInfo, Totals
 from tests.redis_support import RedisServer
 from tests.support import run
 
@@ -58,9 +58,9 @@ async def wait_until(check: Callable[[], bool], what: str, limit: float = 10.0) 
 
 def test_connect_files_goim_v2_layout_with_expiry(redis_url: str) -> None:
     async def body(d: Directory) -> None:
-        assert await d.connect("k1", 7, "A") is None
-        assert await d.connect("k2", 7, "B") is None
-        assert await d.connect("guest", 0, "A") is None  # no user: no mid_ entry
+        assert (await d.connect("k1", 7, "A")).previous is None
+        assert (await d.connect("k2", 7, "B")).previous is None
+        assert (await d.connect("guest", 0, "A")).previous is None  # no user: no mid_ entry
 
     with_directory(redis_url, body)
     with sync(redis_url) as r:
@@ -74,19 +74,35 @@ def test_connect_files_goim_v2_layout_with_expiry(redis_url: str) -> None:
 
 def test_a_key_connecting_on_another_server_names_the_one_to_kick(redis_url: str) -> None:
     async def body(d: Directory) -> None:
-        assert await d.connect("k", 7, "A") is None
-        assert await d.connect("k", 7, "B") == "A"
-        assert await d.connect("k", 7, "B") == "B"  # same server again: its own table kicks
+        assert await d.connect("k", 7, "A") == Filing(None, None)
+        assert await d.connect("k", 7, "B") == Filing("A", None)
+        assert await d.connect("k", 7, "B") == Filing("B", None)  # same server again: its own table kicks
         assert await d.disconnect("k", 7, "A") is False  # the kicked one leaves B's entry alone
         assert await d.server_of_keys(["k"]) == {"k": "B"}
         assert await d.servers_of_mids([7]) == {"B": ["k"]}
-        assert await d.connect("k", 8, "C") == "B"  # the key moved to another user
+
+    with_directory(redis_url, body)
+    with sync(redis_url) as r:
+        assert r.hgetall("mid_7") == {"k": "B"}
+        assert r.hgetall("conns_A") == {} and r.hgetall("conns_B") == {"k": "7"}
+
+
+def test_another_user_cannot_take_a_key_another_server_holds(redis_url: str) -> None:
+    async def body(d: Directory) -> None:
+        await d.connect("k", 7, "B")
+        assert await d.connect("k", 8, "C") == Filing("B", 7)  # denied: nothing filed
+        assert await d.connect("k", 0, "C") == Filing("B", 7)  # nor by a connection without a user
+        await d.connect("guest", 0, "B")
+        assert await d.connect("guest", 8, "C") == Filing("B", 0)
+        assert await d.servers_of_mids([7, 8]) == {"B": ["k"]}
+        assert await d.server_of_keys(["k", "guest"]) == {"k": "B", "guest": "B"}
+        assert await d.disconnect("k", 7, "B") is True
+        assert await d.connect("k", 8, "C") == Filing(None, None)  # free again
         assert await d.servers_of_mids([7, 8]) == {"C": ["k"]}
 
     with_directory(redis_url, body)
     with sync(redis_url) as r:
-        assert r.hgetall("mid_7") == {} and r.hgetall("mid_8") == {"k": "C"}
-        assert r.hgetall("conns_A") == {} and r.hgetall("conns_B") == {}
+        assert r.hgetall("mid_8") == {"k": "C"} and r.hgetall("conns_C") == {"k": "8"}
 
 
 def test_disconnect_forgets_the_connection(redis_url: str) -> None:
@@ -169,7 +185,7 @@ def test_two_hosts_racing_for_keys_one_wins_the_other_is_told(redis_url: str) ->
                 pair = [(a, "A"), (b, "B")]
                 random.shuffle(pair)
                 calls += [d.connect(key, 7, server) for d, server in pair]
-            results = await asyncio.gather(*calls)
+            results = [f.previous for f in await asyncio.gather(*calls)]
             holders = await a.server_of_keys(keys)
             for i, key in enumerate(keys):
                 first, second = results[2 * i], results[2 * i + 1]
@@ -180,7 +196,8 @@ def test_two_hosts_racing_for_keys_one_wins_the_other_is_told(redis_url: str) ->
             many = [directory(redis_url) for _ in range(8)]
             dirs = [await m.__aenter__() for m in many]
             try:
-                told = await asyncio.gather(*(d.connect("hot", 9, f"H{i}") for i, d in enumerate(dirs)))
+                filed = await asyncio.gather(*(d.connect("hot", 9, f"H{i}") for i, d in enumerate(dirs)))
+                told = [f.previous for f in filed]
                 final = (await dirs[0].server_of_keys(["hot"]))["hot"]
                 assert told.count(None) == 1
                 assert sorted(t for t in told if t) == sorted(f"H{i}" for i in range(8) if f"H{i}" != final)
@@ -293,7 +310,7 @@ def test_key_prefixes_keep_clusters_apart(redis_url: str) -> None:
     async def main() -> None:
         async with directory(redis_url, prefix="c1:") as one, directory(redis_url, prefix="c2:") as two:
             await one.connect("k", 7, "A")
-            assert await two.connect("k", 7, "B") is None
+            assert (await two.connect("k", 7, "B")).previous is None
             assert await one.servers_of_mids([7]) == {"A": ["k"]}
             assert await one.claim_name("A") and await two.claim_name("A")
 
@@ -305,7 +322,7 @@ def test_key_prefixes_keep_clusters_apart(redis_url: str) -> None:
 
 def test_over_a_unix_socket(redis_unix: RedisServer) -> None:
     async def body(d: Directory) -> None:
-        assert await d.connect("k", 7, "A") is None
+        assert (await d.connect("k", 7, "A")).previous is None
         assert await d.servers_of_mids([7]) == {"A": ["k"]}
 
     with_directory(redis_unix.url, body)
@@ -375,7 +392,8 @@ def test_calls_of_one_loop_turn_are_one_pipeline_in_call_order(redis_url: str) -
         calls.append(d.connect("k0", 1, "B"))
         results = await asyncio.gather(*calls)
         assert d.pipeline.batches - before == 1
-        assert results[:4] == [None, True, None, True] and results[-1] is None
+        assert results[:4] == [Filing(None, None), True, Filing(None, None), True]
+        assert results[-1] == Filing(None, None)
         assert await d.servers_of_mids(range(1, 201)) == {"B": ["k0"]}
 
     with_directory(redis_url, body)
@@ -391,7 +409,7 @@ def test_an_error_reply_fails_only_its_caller(redis_url: str) -> None:
             d.connect("good2", 3, "A"),
             return_exceptions=True,
         )
-        assert results[0] is None and results[2] is None
+        assert results[0] == results[2] == Filing(None, None)
         assert isinstance(results[1], ClusterError) and "WRONGTYPE" in str(results[1])
         assert str(results[1]).startswith("directory: connect failed: ")
 
@@ -404,7 +422,7 @@ def test_scripts_flushed_behind_its_back_are_loaded_again(redis_url: str) -> Non
         with sync(redis_url) as r:
             r.script_flush()
         before = d.pipeline.batches
-        assert await d.connect("k2", 1, "A") is None  # NOSCRIPT: loaded and sent again
+        assert (await d.connect("k2", 1, "A")).previous is None  # NOSCRIPT: loaded and sent again
         assert d.pipeline.batches == before + 1
         assert sorted((await d.servers_of_mids([1]))["A"]) == ["k", "k2"]
 

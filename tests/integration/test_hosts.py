@@ -2,8 +2,8 @@
 
 Pushes by key, mid, room and to everyone through host A reach clients on A and B;
 counts are cluster-wide; a key connecting again on the other host kicks the older
-connection; a host that dies leaves nothing behind after the ttl, and its users'
-messages wait in their inbox; Redis killed and restarted mid-stream.
+connection (another user's claim of it is denied); a host that dies leaves nothing
+behind after the ttl, and its users' messages wait in their inbox; Redis killed and restarted mid-stream.
 """
 
 from __future__ import annotations
@@ -98,6 +98,12 @@ def test_pushes_from_one_host_reach_clients_on_both(
         await again.auth({"mid": 2, "key": "on-b", "accepts": [1000]})
         frames = await on_b.expect_closed()
         assert [f.op for f in frames][-1:] == [Op.DISCONNECT_REPLY]
+        # ... but another user cannot take it over from the other host: denied, the holder stays
+        thief = await connect_tcp("127.0.0.1", b.tcp_port)
+        await thief.send(Op.AUTH, json.dumps({"mid": 3, "key": "on-b", "accepts": [1000]}).encode())
+        assert await thief.expect_closed() == []  # no Auth reply
+        assert (await ca.post("/goim/push/keys?operation=1000&keys=on-b", b"still"))["connections"] == 1
+        assert (await again.recv_push()).body == b"still"
         for client in (on_a, also_b, again):
             await client.close()
 

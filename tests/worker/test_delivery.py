@@ -151,15 +151,7 @@ def test_room_flushes_at_batch_count(kind: str) -> None:
 
 
 def test_room_frame_is_encoded_once_for_all_members(monkeypatch: pytest.MonkeyPatch) -> None:
-    writes: list[tuple[bool, bytes]] = []
-    for cls in (TcpChannel, WsChannel):
-        original = cls.write
-
-        def spy(self: Any, data: bytes, _original: Any = original) -> None:
-            writes.append((self.is_ws, data))
-            _original(self, data)
-
-        monkeypatch.setattr(cls, "write", spy)
+    writes = _spy_writes(monkeypatch)
 
     async def scenario() -> None:
         async with serving(room={"batch_delay": 0.0}) as srv:
@@ -174,6 +166,64 @@ def test_room_frame_is_encoded_once_for_all_members(monkeypatch: pytest.MonkeyPa
             assert all(data is tcp[0] for data in tcp) and all(data is ws[0] for data in ws)
             inner = encode(1000, b"same bytes")
             assert tcp[0] == inner and ws[0] == binary_frame(encode_header(Op.RAW, len(inner)) + inner)
+
+    run(scenario)
+
+
+def _spy_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, bytes]]:
+    writes: list[tuple[bool, bytes]] = []
+    for cls in (TcpChannel, WsChannel):
+        original = cls.write
+
+        def spy(self: Any, data: bytes, _original: Any = original) -> None:
+            writes.append((self.is_ws, data))
+            _original(self, data)
+
+        monkeypatch.setattr(cls, "write", spy)
+    return writes
+
+
+def test_default_config_writes_a_quiet_rooms_message_in_the_same_loop_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writes = _spy_writes(monkeypatch)
+
+    async def scenario() -> None:
+        async with serving() as srv:  # mpim's defaults: adaptive, batch_delay 10 ms
+            clients = [await srv.authed(k, mid=i, room_id="live://q") for i, k in enumerate(KINDS)]
+            writes.clear()
+            srv.hub.push_room(1000, "live://q", b"at once")
+            assert writes == []  # not inside the bus callback...
+            await asyncio.sleep(0)  # ...but before this task runs again: no window, no timer
+            inner = encode(1000, b"at once")
+            assert sorted(writes) == [
+                (False, inner),
+                (True, binary_frame(encode_header(Op.RAW, len(inner)) + inner)),
+            ]
+            for client in clients:
+                assert await drain_pushes(client, 1) == [(1000, b"at once")]
+
+    run(scenario)
+
+
+def test_default_config_batches_a_burst_into_one_write_per_member(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = _spy_writes(monkeypatch)
+
+    async def scenario() -> None:
+        async with serving() as srv:
+            clients = [await srv.authed(k, mid=i, room_id="live://burst") for i, k in enumerate(KINDS)]
+            writes.clear()
+            bodies = [b"b%d" % i for i in range(10)]
+            for body in bodies:  # one bus read's worth
+                srv.hub.push_room(1000, "live://burst", body)
+            await asyncio.sleep(0)
+            inner = b"".join(encode(1000, body) for body in bodies)
+            assert sorted(writes) == [
+                (False, inner),
+                (True, binary_frame(encode_header(Op.RAW, len(inner)) + inner)),
+            ]
+            for client in clients:
+                assert await drain_pushes(client, 10) == [(1000, body) for body in bodies]
 
     run(scenario)
 

@@ -139,7 +139,7 @@ def test_deliveries_and_bytes_are_exact(kind: str) -> None:
 
 def test_frames_queued_for_a_room_that_empties_are_counted_as_dropped() -> None:
     async def scenario() -> None:
-        async with serving(room={"batch": 100, "batch_delay": 5.0}) as srv:
+        async with serving(room={"mode": "fixed", "batch": 100, "batch_delay": 5.0}) as srv:
             client = await srv.authed("tcp", mid=1, key="a", room_id="live://2")
             for _ in range(3):
                 srv.hub.push_room(1000, "live://2", b"x")
