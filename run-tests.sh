@@ -12,6 +12,10 @@ if ! command -v redis-server >/dev/null; then
     echo "== installing redis-server (Debian package) for the Redis tests"
     (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
 fi
+if ! command -v ss >/dev/null; then
+    echo "== installing iproute2 (Debian package): its ss reads the listeners' backlog in two tests"
+    (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null)
+fi
 if ! command -v chromium >/dev/null; then
     echo "== installing chromium (Debian package) for the console's browser test"
     (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq chromium >/dev/null)

@@ -70,11 +70,11 @@ def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | 
     raise TimeoutError(f"nothing listening on port {port}")
 
 
-def listen_backlog(port: int) -> int | None:
-    """The backlog of the socket listening on TCP ``port`` (``ss`` shows it as Send-Q), or None
-    when iproute2's ``ss`` is not installed."""
+def listen_backlog(port: int) -> int:
+    """The backlog of the socket listening on TCP ``port`` (``ss`` shows it as Send-Q; run-tests.sh
+    installs iproute2 when it is missing)."""
     if shutil.which("ss") is None:
-        return None
+        raise AssertionError("iproute2's ss is not installed (run-tests.sh installs it)")
     out = subprocess.run(
         ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
     ).stdout.split()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import socket
 import subprocess
@@ -155,8 +154,6 @@ def test_router_boot_error_when_the_receive_hook_cannot_load(tmp_path: Path) -> 
 
 def test_http_listener_keeps_its_backlog(tmp_path: Path) -> None:
     """create_server listens again; the router must not drop to asyncio's default of 100."""
-    if shutil.which("ss") is None:
-        pytest.skip("iproute2's ss is not installed")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     port = free_port()
