@@ -12,6 +12,11 @@ if ! command -v redis-server >/dev/null; then
     echo "== installing redis-server (Debian package) for the Redis tests"
     (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
 fi
+if [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ] || ! { command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null; then
+    echo "== installing nginx-light and libnginx-mod-nchan (Debian packages): the benchmarks' peer"
+    (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq nginx-light libnginx-mod-nchan >/dev/null) \
+        || echo "== warning: could not install nginx + Nchan; the tests that run it are reported as skipped with the reason"
+fi
 if ! command -v ss >/dev/null; then
     echo "== installing iproute2 (Debian package): its ss reads the listeners' backlog in two tests"
     (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null)
