@@ -64,9 +64,14 @@ class Cluster:
         }  # (pid 0: another host)
 
     async def wait_workers(self, n: int) -> dict[str, int]:
+        """Until ``n`` workers of this host report, each with its bus fence through (before
+        that, a push to everyone is refused with -503: that worker might miss it)."""
+
         async def enough() -> dict[str, int] | None:
-            workers = await self.workers()
-            return workers if len(workers) == n else None
+            here = [w for w in await self.get("/mpim/workers") if w["pid"]]
+            if len(here) == n and all(w["bus"] for w in here):
+                return {w["id"]: w["pid"] for w in here}
+            return None
 
         return dict(await until(enough, what=f"{n} workers reporting"))
 

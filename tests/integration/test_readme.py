@@ -3,6 +3,7 @@ receives room, user and broadcast pushes sent with plain HTTP requests."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -20,6 +21,15 @@ def post(port: int, target: str, body: bytes | None) -> bytes:
         return bytes(answer.read())
 
 
+def ready(port: int) -> bool:
+    """Both clients counted and both workers on the bus (a push to everyone before a worker's
+    bus fence is through is refused with -503)."""
+    if b'"conn_count":2' not in post(port, "/goim/online/total", None):
+        return False
+    workers = json.loads(post(port, "/mpim/workers", None))
+    return len(workers) == 2 and all(w["bus"] for w in workers)
+
+
 def test_trying_it(tmp_path: Path) -> None:
     srv = start_master(tmp_path, 2)
     clients = []
@@ -32,10 +42,7 @@ def test_trying_it(tmp_path: Path) -> None:
             assert client.stdout is not None
             assert client.stdout.readline().startswith("connected to")
         deadline = time.monotonic() + 15
-        while (
-            b'"conn_count":2' not in post(srv.http_port, "/goim/online/total", None)
-            and time.monotonic() < deadline
-        ):
+        while not ready(srv.http_port) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert b'"code":0' in post(
             srv.http_port, "/goim/push/room?operation=1000&type=live&room=1000", b"hello room"
