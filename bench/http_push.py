@@ -37,8 +37,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.servers import free_port  # noqa: E402
 from mpim.client import connect_tcp  # noqa: E402
-from tests.support import free_port, wait_port, write_config  # noqa: E402
+from tests.support import wait_port, write_config  # noqa: E402
 
 KEYS_LUA = """wrk.method = "POST"
 wrk.path = "/goim/push/keys?operation=1000&keys=bench-key"

@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import os
-import shlex
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +25,7 @@ from pathlib import Path
 
 import uvloop
 
-from bench.report import RESULTS, fmt, machine, table
+from bench.report import append_record, fmt, table
 from mpim.inbox import Inbox, InboxLimits, MemoryInbox, SqliteInbox
 from mpim.inbox.sqlite import connect
 from mpim.inbox.sqlwrite import Op, Result, write_batch
@@ -144,27 +140,15 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-LOAD_AT_START = os.getloadavg()
-
-
 def record(text: str, args: argparse.Namespace) -> None:
-    head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python -m bench.inbox_write " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    existing = RESULTS.read_text(encoding="utf-8")
-    section = "" if HEADING in existing else f"\n{HEADING}\n"
-    section += (
-        f"\n{now} · commit {head or 'unknown'} · {machine()} · load average (1/5/15 min) at start "
-        f"{' / '.join(f'{x:.2f}' for x in LOAD_AT_START)}\n\n"
-        f"Command (repository root, venv active): `{command}`. {args.users:,} users, inbox limit "
-        f"{args.max_count} (filled first, so each append also drops one), {args.size}-byte bodies, "
-        f"{args.seconds:g} s per row, uvloop; CPU = process time of the one benchmark process.\n\n"
-        f"{text}\n"
+    append_record(
+        HEADING,
+        "bench.inbox_write",
+        f"{args.users:,} users, inbox limit {args.max_count} (filled first, so each append also drops "
+        f"one), {args.size}-byte bodies, {args.seconds:g} s per row, uvloop; CPU = process time of the "
+        "one benchmark process.",
+        text,
     )
-    with open(RESULTS, "a", encoding="utf-8") as out:
-        out.write(section)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import math
-import shlex
 import shutil
 import socket
 import subprocess
@@ -32,7 +30,7 @@ import uvloop
 
 from bench.inbox_write import fill, measure
 from bench.procs import cpu_seconds
-from bench.report import LOAD_AT_START, RESULTS, commit, fmt, machine, table
+from bench.report import append_record, fmt, table
 from mpim.cluster import redis_client
 from mpim.config import ClusterSection
 from mpim.inbox import Inbox, InboxLimits, SqliteInbox
@@ -110,22 +108,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def record(text: str, args: argparse.Namespace, version: str) -> None:
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python -m bench.redis_inbox " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    existing = RESULTS.read_text(encoding="utf-8")
-    section = "" if HEADING in existing else f"\n{HEADING}\n"
-    section += (
-        f"\n{now} · commit {commit()} · {machine()} (2 vCPU VM shared with other engineers' runs) · "
-        f"load average (1/5/15 min) at start {' / '.join(f'{x:.2f}' for x in LOAD_AT_START)} · "
-        f"{version}\n\n"
-        f"Command (repository root, venv active): `{command}`. {args.users:,} users, inbox limit "
-        f"{args.max_count} (filled first, so each append also drops one), {args.size}-byte bodies, "
-        f"{args.seconds:g} s per row, uvloop. Client CPU = process time of the benchmark process; "
-        f"Redis CPU = utime + stime of its redis-server (same machine, loopback TCP).\n\n"
-        f"{text}\n"
+    append_record(
+        HEADING,
+        "bench.redis_inbox",
+        f"{args.users:,} users, inbox limit {args.max_count} (filled first, so each append also drops "
+        f"one), {args.size}-byte bodies, {args.seconds:g} s per row, uvloop. Client CPU = process time "
+        "of the benchmark process; Redis CPU = utime + stime of its redis-server (same machine, "
+        "loopback TCP).",
+        text,
+        stamp=f" (2 vCPU VM shared with other engineers' runs) · {version}",
     )
-    with open(RESULTS, "a", encoding="utf-8") as out:
-        out.write(section)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -84,5 +84,21 @@ def append(title: str, body: str, path: Path = RESULTS) -> None:
         out.write(text)
 
 
+def append_record(heading: str, module: str, note: str, body: str, stamp: str = "") -> None:
+    """Append a stand-alone program's run (``python -m <module>``) under ``heading`` (a ``##``
+    section, written once): the stamp line (time, commit, machine, load; ``stamp`` added), the
+    command and ``note``, then ``body``."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = " / ".join(f"{x:.2f}" for x in LOAD_AT_START)
+    command = f"python -m {module} " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    text = "" if heading in RESULTS.read_text(encoding="utf-8") else f"\n{heading}\n"
+    text += (
+        f"\n{now} · commit {commit()} · {machine()}{stamp} · load average (1/5/15 min) at start {load}\n\n"
+        f"Command (repository root, venv active): `{command}`. {note}\n\n{body}\n"
+    )
+    with open(RESULTS, "a", encoding="utf-8") as out:
+        out.write(text)
+
+
 def progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)

@@ -32,16 +32,23 @@ class Missing(RuntimeError):
     """A tool the scenario needs is not installed."""
 
 
+_GIVEN: set[int] = set()  # ports handed out by this process
+
+
 def free_port() -> int:
-    """A free port below the ephemeral range (32768+), so no client socket can hold it."""
+    """A free port below the ephemeral range (32768+, where a client socket could take it before
+    the server binds it), never the same one twice in this process."""
     for _ in range(1000):
         port = random.randrange(20_000, 32_000)
+        if port in _GIVEN:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _GIVEN.add(port)
+        return port
     raise RuntimeError("no free port in 20000-32000")
 
 

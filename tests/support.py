@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import shutil
 import signal
 import socket
@@ -15,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench.servers import free_port  # (the tests import it from here)
 from mpim.config import to_toml
 
 T = TypeVar("T")
@@ -30,26 +30,6 @@ def run(test: Coroutine[Any, Any, T] | Callable[[], Awaitable[T]], timeout: floa
         return await asyncio.wait_for(coro, timeout)
 
     return uvloop.run(main())
-
-
-_GIVEN: set[int] = set()  # ports this test process handed out
-
-
-def free_port() -> int:
-    """A free loopback port below the ephemeral range (32768+, where client sockets could take
-    it before the server binds it), never the same one twice in this process."""
-    for _ in range(1000):
-        port = random.randrange(20_000, 32_000)
-        if port in _GIVEN:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _GIVEN.add(port)
-        return port
-    raise RuntimeError("no free port in 20000-32000")
 
 
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:

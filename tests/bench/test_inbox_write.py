@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import inbox_write
+from bench import inbox_write, report
 
 
 def test_runs_every_store_and_records(
@@ -14,7 +14,7 @@ def test_runs_every_store_and_records(
 ) -> None:
     results = tmp_path / "RESULTS.md"
     results.write_text("# results\n")
-    monkeypatch.setattr(inbox_write, "RESULTS", results)
+    monkeypatch.setattr(report, "RESULTS", results)  # where the record is written
     args = [
         "--seconds",
         "0.05",
