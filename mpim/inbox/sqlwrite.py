@@ -7,8 +7,16 @@ cursors with one ``executemany`` per statement inside one ``BEGIN IMMEDIATE`` ..
 in the file or none of it is. It takes a connection and no event loop, so it can run
 on the loop thread or on a writer thread.
 
+A user's state (epoch, last seq, trimmed watermark) is not rewritten per append: a
+user's stored messages are always the range ``(trimmed, last]``, so both ends come from
+``messages`` (:func:`read_user`: its MIN and MAX seq, two index seeks). The ``users``
+row holds only what the messages cannot tell: an epoch other than the store's (after a
+seq wrap) and a floor for both when a trim by age removed every message. An append
+touches one page of ``messages`` instead of that and the user's row (schema 2; a
+version-1 file, whose rows are exact, reads the same).
+
 The single writer may keep a :class:`UserCache`: each user's committed (epoch, seq,
-trimmed), so a batch reads a user's row only on a miss. It changes only after
+trimmed), so a batch reads a user's state only on a miss. It changes only after
 ``COMMIT`` (a rolled-back batch leaves it as it was); whoever else changes the users
 table (trimming, a test hook) drops the users it touched from it.
 """
@@ -60,6 +68,25 @@ class UserCache:
             self.rows.pop(mid, None)
 
 
+_USER_READ = (
+    "SELECT u.epoch, u.seq, u.trimmed,"
+    " (SELECT MIN(seq) FROM messages WHERE mid = ?1), (SELECT MAX(seq) FROM messages WHERE mid = ?1)"
+    " FROM (SELECT ?1 AS mid) AS k LEFT JOIN users AS u ON u.mid = k.mid"
+)
+
+
+def read_user(conn: sqlite3.Connection, mid: int, store_epoch: str) -> UserRow:
+    """A user's committed (epoch, last seq, trimmed watermark): the ``users`` row (if any)
+    gives the epoch and a floor, the stored messages the range ``(trimmed, last]``."""
+    epoch, floor, trimmed, first, last = conn.execute(_USER_READ, (mid,)).fetchone()
+    if epoch is None:  # never wrapped nor emptied by age: the store's epoch, nothing below 0
+        epoch, floor, trimmed = store_epoch, 0, 0
+    floor = max(floor, trimmed)
+    if last is None:
+        return epoch, floor, floor
+    return epoch, max(floor, last), max(trimmed, first - 1)
+
+
 _INSERT_MESSAGE = "INSERT INTO messages (mid, seq, op, body, at, sender) VALUES (?, ?, ?, ?, ?, ?)"
 _TRIM_COUNT = "DELETE FROM messages WHERE mid = ? AND seq <= ?"
 _UPSERT_USER = (
@@ -73,13 +100,14 @@ _UPSERT_CURSOR = (
 
 
 class _User:
-    __slots__ = ("dirty", "epoch", "seq", "trimmed")
+    __slots__ = ("dirty", "epoch", "seq", "trimmed", "wrapped")
 
     def __init__(self, epoch: str, seq: int, trimmed: int) -> None:
         self.epoch = epoch
         self.seq = seq
         self.trimmed = trimmed
-        self.dirty = False
+        self.dirty = False  # appended to in this batch
+        self.wrapped = False  # a new epoch: the users row must say so
 
 
 class _Batch:
@@ -106,10 +134,8 @@ class _Batch:
         if user is None:
             row = self.known.get(mid)
             if row is None:
-                row = self.conn.execute(
-                    "SELECT epoch, seq, trimmed FROM users WHERE mid = ?", (mid,)
-                ).fetchone()
-            user = self.users[mid] = _User(*row) if row else _User(self.store_epoch, 0, 0)
+                row = read_user(self.conn, mid, self.store_epoch)
+            user = self.users[mid] = _User(*row)
         return user
 
     def append(self, items: Sequence[Item]) -> list[Position]:
@@ -132,6 +158,7 @@ class _Batch:
     def wrap(self, mid: int, user: _User) -> None:
         user.epoch = new_epoch()
         user.seq = user.trimmed = 0
+        user.wrapped = True
         self.wiped.append(mid)
         self.rows = [row for row in self.rows if row[0] != mid]
         for key in [key for key in self.cursors if key[0] == mid]:
@@ -169,10 +196,11 @@ class _Batch:
         if trims:  # a batch with more than max_count messages for one user
             rows = [row for row in rows if row[1] > users[row[0]].trimmed]
         conn.executemany(_INSERT_MESSAGE, rows)
-        conn.executemany(
-            _UPSERT_USER,
-            [(mid, u.epoch, u.seq, u.trimmed) for mid, u in users.items() if u.dirty],
-        )
+        if self.wiped:  # (a count trim keeps max_count >= 1 messages: their range tells the rest)
+            conn.executemany(
+                _UPSERT_USER,
+                [(mid, u.epoch, u.seq, u.trimmed) for mid, u in users.items() if u.wrapped],
+            )
         if self.cursors:
             now = self.now
             conn.executemany(

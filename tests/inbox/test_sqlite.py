@@ -16,6 +16,7 @@ import pytest
 import uvloop
 
 from mpim.inbox import InboxError, InboxLimits, Position, SqliteInbox, sqlite, sqlwrite
+from mpim.inbox.base import SEQ_MAX
 from mpim.inbox.sqlwrite import write_batch
 from tests.inbox.conftest import FakeClock
 
@@ -234,7 +235,7 @@ def test_trim_works_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     run(body)
 
 
-USER_READ = "SELECT epoch, seq, trimmed FROM users WHERE mid"
+USER_READ = "LEFT JOIN users AS u ON u.mid = k.mid"  # (sqlwrite.read_user)
 
 
 def test_known_users_are_not_read_again_and_trimming_updates_them(tmp_path: Path) -> None:
@@ -293,3 +294,79 @@ def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(InboxError, match="unknown schema version '99'"):
         SqliteInbox(path, LIMITS)
+
+
+def test_a_plain_append_writes_no_users_row(tmp_path: Path) -> None:
+    store = SqliteInbox(tmp_path / "inbox.sqlite3", LIMITS)
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+
+    async def body() -> None:
+        await store.append([(1, 1000, b"a", 0), (2, 1000, b"b", 0)])
+        await store.append([(1, 1000, b"c", 0)])
+        assert [s for s in statements if "users" in s and "INSERT" in s] == []  # one page per message
+        await store.close()
+
+    run(body)
+
+
+def test_reopening_derives_each_stream_from_its_messages(tmp_path: Path) -> None:
+    """Count trims, a trim by age that empties a stream and a seq wrap all survive a reopen,
+    though plain appends never wrote the users row."""
+    path = tmp_path / "inbox.sqlite3"
+    clock = FakeClock()
+    limits = InboxLimits(max_count=3, max_age=10.0)
+
+    async def first() -> str:
+        store = SqliteInbox(path, limits, clock)
+        await store.append([(2, 1000, b"old", 0), (2, 1000, b"old", 0)])
+        clock.now += 11
+        await store.append([(1, 1000, str(n).encode(), 0) for n in range(1, 8)])  # 1-4 trimmed by count
+        await store.append([(1, 1000, b"8", 0)])
+        assert await store.trim(clock.now) == 2  # user 2's whole stream: only the floor is left
+        await store.force_seq(3, SEQ_MAX)
+        (wrapped,) = await store.append([(3, 1000, b"w", 0)])
+        await store.close()
+        return wrapped.epoch
+
+    async def second(wrapped_epoch: str) -> None:
+        store = SqliteInbox(path, limits, clock)
+        page = await store.read(1, 0, 10)
+        assert [m.seq for m in page.messages] == [6, 7, 8] and not page.complete
+        assert (await store.read(1, 5, 10)).complete
+        assert [p.seq for p in await store.append([(1, 1000, b"9", 0)])] == [9]
+        page = await store.read(2, 0, 10)
+        assert page.messages == [] and page.top.seq == 2 and not page.complete
+        assert [p.seq for p in await store.append([(2, 1000, b"new", 0)])] == [3]
+        assert await store.top(3) == Position(wrapped_epoch, 1)
+        assert (await store.append([(3, 1000, b"x", 0)]))[0] == Position(wrapped_epoch, 2)
+        await store.close()
+
+    wrapped_epoch = run(first)
+    run(lambda: second(wrapped_epoch))
+
+
+def test_a_version_1_file_is_read_as_is_and_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    run(SqliteInbox(path, LIMITS).close)
+    with sqlite3.connect(path) as conn:  # what version 1 wrote: every user's exact row
+        epoch = conn.execute("SELECT value FROM inbox_meta WHERE key = 'epoch'").fetchone()[0]
+        conn.execute("UPDATE inbox_meta SET value = '1' WHERE key = 'schema'")
+        conn.execute("INSERT INTO users VALUES (1, ?, 5, 3)", (epoch,))
+        conn.executemany(
+            "INSERT INTO messages VALUES (1, ?, 1000, ?, 0, 0)", [(seq, b"m%d" % seq) for seq in (4, 5)]
+        )
+    conn.close()
+
+    async def body() -> None:
+        store = SqliteInbox(path, LIMITS)
+        page = await store.read(1, 0, 10)
+        assert [m.seq for m in page.messages] == [4, 5] and page.top == Position(epoch, 5)
+        assert not page.complete and (await store.read(1, 3, 10)).complete
+        assert await store.append([(1, 1000, b"m6", 0)]) == [Position(epoch, 6)]
+        await store.close()
+
+    run(body)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM inbox_meta WHERE key = 'schema'").fetchone()[0] == "2"
+    conn.close()
