@@ -10,8 +10,9 @@ router's live pushes that follow it share one link write per worker); after a qu
 spell a write still commits in its own turn. Only after ``COMMIT`` do the futures
 resolve: an append that returned is in the file. The
 SQL runs on the loop thread: a writer thread cost more CPU per append than it saved
-(bench/inbox_write.py, bench/RESULTS.md "Inbox write cost"). Reads are indexed queries
-of the committed state.
+(bench/inbox_write.py, bench/RESULTS.md "Inbox write cost"). Copying the log back into
+the file (checkpoints) does not: it runs on a thread of its own
+(:mod:`mpim.inbox.checkpoint`). Reads are indexed queries of the committed state.
 
 Durability. ``durability="process"`` (the default) is WAL with ``synchronous=NORMAL``:
 a commit is in the operating system's page cache before the future resolves, so
@@ -54,6 +55,7 @@ from mpim.inbox.base import (
     check_read,
     new_epoch,
 )
+from mpim.inbox.checkpoint import Checkpointer
 from mpim.inbox.sqlwrite import AckOp, AppendOp, Op, Result, UserCache, read_user, write_batch
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = "2"
 UPGRADES = {"1": "2"}  # an older schema this code reads as is: the version it becomes
 DURABILITY = {"process": "NORMAL", "power": "FULL"}
+CHECKPOINT_EVERY = 2000  # messages and acks committed between two checkpoints (on their own thread)
 TRIM_CHUNK = 2000  # messages per trim transaction; the loop runs other work between chunks
 
 _SCHEMA = (
@@ -166,11 +169,16 @@ class SqliteInbox:
         *,
         durability: str = "process",
         group_window: float = 0.0,
+        checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
         self.path = os.fspath(path)
         self._limits = limits
         self._clock = clock
         self._conn, self._epoch = connect(self.path, durability)
+        self._checkpointer: Checkpointer | None = None
+        if checkpoint_every > 0 and self.path != ":memory:":  # (else SQLite checkpoints in COMMIT)
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._checkpointer = Checkpointer(self.path, DURABILITY[durability], checkpoint_every)
         self._pending: list[tuple[Op, asyncio.Future[Result]]] = []
         self._closed = False
         self.group_window = group_window
@@ -188,7 +196,7 @@ class SqliteInbox:
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         """The loop the writes run on, kept: on CPython 3.11 every ``asyncio.get_running_loop()``
-        is a ``getpid`` system call (its fork check), ~10 % of the router's time at 3,000 pushes/s."""
+        is a ``getpid`` system call (its fork check)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             loop = self._loop = asyncio.get_running_loop()
@@ -226,6 +234,9 @@ class SqliteInbox:
             self._fail(pending, exc)
         else:
             self._resolve(pending, results)
+            if self._checkpointer is not None and self._loop is not None and not self._loop.is_closed():
+                written = sum(len(op.items) if isinstance(op, AppendOp) else 1 for op, _ in pending)
+                self._checkpointer.wrote(self._loop, written)
 
     def _resolve(self, pending: Sequence[tuple[Op, asyncio.Future[Result]]], results: list[Result]) -> None:
         for (_, fut), result in zip(pending, results, strict=True):
@@ -336,7 +347,9 @@ class SqliteInbox:
             return
         self._flush()
         self._closed = True
-        self._conn.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+        self._conn.close()  # (the last connection: SQLite copies the log in and removes it)
 
     async def force_seq(self, mid: int, seq: int) -> None:
         """Test only (see :class:`~mpim.inbox.base.InboxTestHooks`): empty stream at `seq`."""

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -17,6 +18,7 @@ import uvloop
 
 from mpim.inbox import InboxError, InboxLimits, Position, SqliteInbox, sqlite, sqlwrite
 from mpim.inbox.base import SEQ_MAX
+from mpim.inbox.checkpoint import Checkpointer
 from mpim.inbox.sqlwrite import write_batch
 from tests.inbox.conftest import FakeClock
 
@@ -370,3 +372,65 @@ def test_a_version_1_file_is_read_as_is_and_upgraded(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT value FROM inbox_meta WHERE key = 'schema'").fetchone()[0] == "2"
     conn.close()
+
+
+async def _checkpoints_settle(store: SqliteInbox) -> Checkpointer:
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    while checkpointer._running is not None:
+        await asyncio.sleep(0.01)
+    return checkpointer
+
+
+def test_checkpoints_run_on_their_own_thread_not_in_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    threads: list[int] = []
+    real = Checkpointer._checkpoint
+
+    def spy(self: Checkpointer) -> tuple[int, int, int]:
+        threads.append(threading.get_ident())
+        return real(self)
+
+    monkeypatch.setattr(Checkpointer, "_checkpoint", spy)
+    store = SqliteInbox(path, LIMITS, checkpoint_every=10)
+
+    async def body() -> None:
+        assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for n in range(30):
+            await store.append([(1 + n % 3, 1000, b"m%d" % n, 0)])
+        checkpointer = await _checkpoints_settle(store)
+        assert checkpointer.stats["checkpoints"] >= 1 and checkpointer.stats["frames"] > 0
+        assert threads and threading.get_ident() not in threads
+        await store.close()
+
+    run(body)
+    assert not Path(f"{path}-wal").exists()  # (closed: the log is copied in and removed)
+    reopened = SqliteInbox(path, LIMITS)
+    assert [len(run(lambda mid=mid: reopened.read(mid, 0, 100)).messages) for mid in (1, 2, 3)] == [
+        10,
+        10,
+        10,
+    ]
+    run(reopened.close)
+
+
+def test_a_failed_checkpoint_is_logged_and_writes_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def failing(self: Checkpointer) -> tuple[int, int, int]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(Checkpointer, "_checkpoint", failing)
+    store = SqliteInbox(tmp_path / "inbox.sqlite3", LIMITS, checkpoint_every=1)
+
+    async def body() -> None:
+        await store.append([(1, 1000, b"a", 0), (1, 1000, b"b", 0)])
+        checkpointer = await _checkpoints_settle(store)
+        assert checkpointer.stats["failed"] == 1
+        assert [p.seq for p in await store.append([(1, 1000, b"c", 0)])] == [3]
+        await store.close()
+
+    run(body)
+    assert "checkpoint failed" in caplog.text and "disk I/O error" in caplog.text

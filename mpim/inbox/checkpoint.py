@@ -1,0 +1,85 @@
+"""WAL checkpoints of the SQLite inbox on a thread of their own.
+
+SQLite copies the write-ahead log back into the database file ("checkpoint") inside the
+``COMMIT`` that takes the log past ``wal_autocheckpoint`` pages (1,000 by default): that
+commit, on the event loop, then also reads the log's pages, writes them into the file and
+flushes both to disk, a stall of several milliseconds every few hundred commits under load.
+
+:class:`Checkpointer` takes that work off the loop. The writer's connection runs with
+automatic checkpoints off; after a commit the store tells the checkpointer how many writes
+it made, and every ``every`` writes it runs ``PRAGMA wal_checkpoint(PASSIVE)`` on one
+thread with a connection of its own (SQLite releases the GIL while it works; PASSIVE never
+waits for the writer, which goes on committing into the log meanwhile). When a checkpoint
+has copied the whole log, the writer's next transaction starts the log from its beginning
+again, so the file stays bounded by what is written between two checkpoints. A page
+rewritten by many commits in between is copied once.
+
+Durability is the writer's business and does not change: a commit is in the log before
+its callers hear of it. A checkpoint that fails is logged and tried again at the next
+threshold (the log keeps everything meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+
+log = logging.getLogger(__name__)
+
+
+class Checkpointer:
+    """Runs PASSIVE checkpoints of `path` on its own thread, one at a time."""
+
+    def __init__(self, path: str, synchronous: str, every: int) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.every = every
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inbox-checkpoint")
+        self._conn: sqlite3.Connection | None = None  # opened, used and closed on the thread
+        self._running: asyncio.Future[tuple[int, int, int]] | None = None
+        self._writes = 0
+        self.stats = {"checkpoints": 0, "frames": 0, "failed": 0}
+
+    def wrote(self, loop: asyncio.AbstractEventLoop, writes: int) -> None:
+        """`writes` more messages or cursors are committed; start a checkpoint when due and none runs."""
+        self._writes += writes
+        if self._writes < self.every or self._running is not None:
+            return
+        self._writes = 0
+        running = self._running = loop.run_in_executor(self._executor, self._checkpoint)
+        running.add_done_callback(self._done)
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return busy, frames, copied
+
+    def _done(self, running: asyncio.Future[tuple[int, int, int]]) -> None:
+        self._running = None
+        if running.cancelled():
+            return
+        exc = running.exception()
+        if exc is not None:
+            self.stats["failed"] += 1
+            log.warning(
+                "inbox %s: checkpoint failed (the log keeps growing until one works): %s", self.path, exc
+            )
+            return
+        _, _, copied = running.result()
+        self.stats["checkpoints"] += 1
+        self.stats["frames"] += max(copied, 0)
+
+    def close(self) -> None:
+        """Wait for a running checkpoint and close the thread's connection."""
+        self._executor.submit(self._close).result()
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
