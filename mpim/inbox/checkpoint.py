@@ -9,10 +9,15 @@ flushes both to disk, a stall of several milliseconds every few hundred commits 
 automatic checkpoints off; after a commit the store tells the checkpointer how many writes
 it made, and every ``every`` writes it runs ``PRAGMA wal_checkpoint(PASSIVE)`` on one
 thread with a connection of its own (SQLite releases the GIL while it works; PASSIVE never
-waits for the writer, which goes on committing into the log meanwhile). When a checkpoint
-has copied the whole log, the writer's next transaction starts the log from its beginning
-again, so the file stays bounded by what is written between two checkpoints. A page
-rewritten by many commits in between is copied once.
+waits for the writer, which goes on committing into the log meanwhile). A page rewritten
+by many commits in between is copied once.
+
+The log starts again from its beginning only when a write transaction finds all of it
+copied; commits made while the thread copied are not, so under a steady stream of writes
+the log would grow without end. When the thread is done, the loop therefore copies that
+remainder itself (``finish``: a PASSIVE checkpoint on the writer's connection, no write
+can run meanwhile; a few pages, those of the commits made during the thread's run), and
+the next commit restarts the log: it stays near ``every`` writes long.
 
 Durability is the writer's business and does not change: a commit is in the log before
 its callers hear of it. A checkpoint that fails is logged and tried again at the next
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger(__name__)
@@ -32,15 +38,16 @@ log = logging.getLogger(__name__)
 class Checkpointer:
     """Runs PASSIVE checkpoints of `path` on its own thread, one at a time."""
 
-    def __init__(self, path: str, synchronous: str, every: int) -> None:
+    def __init__(self, path: str, synchronous: str, every: int, finish: Callable[[], None]) -> None:
         self.path = path
+        self.finish = finish  # on the loop: copy what was committed while the thread worked
         self.synchronous = synchronous
         self.every = every
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="inbox-checkpoint")
         self._conn: sqlite3.Connection | None = None  # opened, used and closed on the thread
         self._running: asyncio.Future[tuple[int, int, int]] | None = None
         self._writes = 0
-        self.stats = {"checkpoints": 0, "frames": 0, "failed": 0}
+        self.stats = {"checkpoints": 0, "frames": 0, "failed": 0}  # frames: copied by the thread
 
     def wrote(self, loop: asyncio.AbstractEventLoop, writes: int) -> None:
         """`writes` more messages or cursors are committed; start a checkpoint when due and none runs."""
@@ -73,6 +80,13 @@ class Checkpointer:
         _, _, copied = running.result()
         self.stats["checkpoints"] += 1
         self.stats["frames"] += max(copied, 0)
+        try:
+            self.finish()
+        except sqlite3.Error as exc:
+            self.stats["failed"] += 1
+            log.warning(
+                "inbox %s: checkpoint failed (the log keeps growing until one works): %s", self.path, exc
+            )
 
     def close(self) -> None:
         """Wait for a running checkpoint and close the thread's connection."""

@@ -178,7 +178,9 @@ class SqliteInbox:
         self._checkpointer: Checkpointer | None = None
         if checkpoint_every > 0 and self.path != ":memory:":  # (else SQLite checkpoints in COMMIT)
             self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-            self._checkpointer = Checkpointer(self.path, DURABILITY[durability], checkpoint_every)
+            self._checkpointer = Checkpointer(
+                self.path, DURABILITY[durability], checkpoint_every, self._finish_checkpoint
+            )
         self._pending: list[tuple[Op, asyncio.Future[Result]]] = []
         self._closed = False
         self.group_window = group_window
@@ -187,6 +189,10 @@ class SqliteInbox:
         self._users = UserCache()  # the committed users rows: no read per append
         self.stats = {"commits": 0, "writes": 0}
         log.info("inbox %s: open (durability %s, epoch %s)", self.path, durability, self._epoch)
+
+    def _finish_checkpoint(self) -> None:
+        if not self._closed:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def _check_open(self) -> None:
         if self._closed:
