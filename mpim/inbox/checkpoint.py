@@ -45,9 +45,9 @@ class Checkpointer:
         self.every = every
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="inbox-checkpoint")
         self._conn: sqlite3.Connection | None = None  # opened, used and closed on the thread
-        self._running: asyncio.Future[tuple[int, int, int]] | None = None
+        self._running: asyncio.Future[None] | None = None
         self._writes = 0
-        self.stats = {"checkpoints": 0, "frames": 0, "failed": 0}  # frames: copied by the thread
+        self.stats = {"checkpoints": 0, "failed": 0}
 
     def wrote(self, loop: asyncio.AbstractEventLoop, writes: int) -> None:
         """`writes` more messages or cursors are committed; start a checkpoint when due and none runs."""
@@ -58,15 +58,14 @@ class Checkpointer:
         running = self._running = loop.run_in_executor(self._executor, self._checkpoint)
         running.add_done_callback(self._done)
 
-    def _checkpoint(self) -> tuple[int, int, int]:
+    def _checkpoint(self) -> None:
         conn = self._conn
         if conn is None:
             conn = self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return busy, frames, copied
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
-    def _done(self, running: asyncio.Future[tuple[int, int, int]]) -> None:
+    def _done(self, running: asyncio.Future[None]) -> None:
         self._running = None
         if running.cancelled():
             return
@@ -77,9 +76,7 @@ class Checkpointer:
                 "inbox %s: checkpoint failed (the log keeps growing until one works): %s", self.path, exc
             )
             return
-        _, _, copied = running.result()
         self.stats["checkpoints"] += 1
-        self.stats["frames"] += max(copied, 0)
         try:
             self.finish()
         except sqlite3.Error as exc:

@@ -187,8 +187,17 @@ class SqliteInbox:
         self._last_flush = -1e9
         self._loop: asyncio.AbstractEventLoop | None = None
         self._users = UserCache()  # the committed users rows: no read per append
-        self.stats = {"commits": 0, "writes": 0}
+        self._counts = {"commits": 0, "writes": 0}
         log.info("inbox %s: open (durability %s, epoch %s)", self.path, durability, self._epoch)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Commits and the writes in them; checkpoints run and failed (for /mpim/stats, /metrics)."""
+        out = dict(self._counts)
+        if self._checkpointer is not None:
+            out["checkpoints"] = self._checkpointer.stats["checkpoints"]
+            out["checkpoint_failures"] = self._checkpointer.stats["failed"]
+        return out
 
     def _finish_checkpoint(self) -> None:
         if not self._closed:
@@ -230,8 +239,8 @@ class SqliteInbox:
             return
         if self._loop is not None and not self._loop.is_closed():  # (close() may flush without a loop)
             self._last_flush = self._loop.time()
-        self.stats["commits"] += 1
-        self.stats["writes"] += len(pending)
+        self._counts["commits"] += 1
+        self._counts["writes"] += len(pending)
         try:
             results = write_batch(
                 self._conn, [op for op, _ in pending], self._limits, self._epoch, self._clock(), self._users

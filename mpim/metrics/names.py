@@ -175,6 +175,16 @@ STREAM_COUNTERS = [
     ("mpim_chats", "Private chat messages stored", "chats"),
     ("mpim_chat_duplicates", "Private chat messages recognized as retries (not delivered twice)", "dups"),
 ]
+# The embedded inbox store's own numbers (SqliteInbox.stats; absent with Redis): (metric, help, stat key)
+INBOX_COUNTERS = [
+    ("mpim_inbox_commits", "Inbox write transactions committed (group commit: many writes each)", "commits"),
+    ("mpim_inbox_checkpoints", "Inbox log checkpoints run on the checkpoint thread", "checkpoints"),
+    (
+        "mpim_inbox_checkpoint_failures",
+        "Inbox log checkpoints that failed (the log grows until one works)",
+        "checkpoint_failures",
+    ),
+]
 # The router's multi-host numbers (HostCluster.stats, all 0 on one host): (metric, help, stat key)
 CLUSTER_COUNTERS = [
     ("mpim_redis_errors", "Redis failures seen by the router (the host then serves alone)", "errors"),

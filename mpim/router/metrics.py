@@ -25,7 +25,13 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from mpim import __version__
 from mpim.metrics import hist, procfs
-from mpim.metrics.names import CLUSTER_COUNTERS, STREAM_COUNTERS, WORKER_COUNTERS, WORKER_GAUGES
+from mpim.metrics.names import (
+    CLUSTER_COUNTERS,
+    INBOX_COUNTERS,
+    STREAM_COUNTERS,
+    WORKER_COUNTERS,
+    WORKER_GAUGES,
+)
 from mpim.router.api import Reply
 from mpim.router.totals import WorkerTotals
 
@@ -79,6 +85,10 @@ class Collector:
         streams = getattr(getattr(router, "streams", None), "stats", {})
         for name, doc, key in STREAM_COUNTERS:
             yield _one("counter", name, doc, streams.get(key, 0))
+        store = getattr(router.streams.inbox, "stats", None)
+        if store is not None:  # (the SQLite store; the Redis one counts in Redis)
+            for name, doc, key in INBOX_COUNTERS:
+                yield _one("counter", name, doc, store.get(key, 0))
         cluster = getattr(getattr(router, "cluster", None), "stats", {})
         for name, doc, key in CLUSTER_COUNTERS:
             yield _one("counter", name, doc, cluster.get(key, 0))

@@ -166,7 +166,7 @@ def test_busy_writes_wait_for_the_window_and_share_one_commit(tmp_path: Path) ->
 
     async def body() -> None:
         await store.append([(1, 1000, b"quiet", 0)])  # nothing committed lately: at once
-        assert store.stats == {"commits": 1, "writes": 1}
+        assert (store.stats["commits"], store.stats["writes"]) == (1, 1)
         calls = []
         for n in range(6):  # one per loop turn, all within the window after that commit
             calls.append(asyncio.ensure_future(store.append([(1 + n % 2, 1000, b"m%d" % n, 0)])))
@@ -174,7 +174,7 @@ def test_busy_writes_wait_for_the_window_and_share_one_commit(tmp_path: Path) ->
         assert not any(call.done() for call in calls) and store.stats["commits"] == 1
         positions = [(await call)[0].seq for call in calls]
         assert positions == [2, 1, 3, 2, 4, 3]  # each user's seqs in call order
-        assert store.stats == {"commits": 2, "writes": 7}
+        assert (store.stats["commits"], store.stats["writes"]) == (2, 7)
         await store.close()
 
     run(body)
@@ -389,9 +389,9 @@ def test_checkpoints_run_on_their_own_thread_not_in_commit(
     threads: list[int] = []
     real = Checkpointer._checkpoint
 
-    def spy(self: Checkpointer) -> tuple[int, int, int]:
+    def spy(self: Checkpointer) -> None:
         threads.append(threading.get_ident())
-        return real(self)
+        real(self)
 
     monkeypatch.setattr(Checkpointer, "_checkpoint", spy)
     store = SqliteInbox(path, LIMITS, checkpoint_every=10)
@@ -401,7 +401,7 @@ def test_checkpoints_run_on_their_own_thread_not_in_commit(
         for n in range(30):
             await store.append([(1 + n % 3, 1000, b"m%d" % n, 0)])
         checkpointer = await _checkpoints_settle(store)
-        assert checkpointer.stats["checkpoints"] >= 1 and checkpointer.stats["frames"] > 0
+        assert checkpointer.stats["checkpoints"] >= 1 and store.stats["checkpoints"] >= 1
         assert threads and threading.get_ident() not in threads
         await store.close()
 
@@ -419,7 +419,7 @@ def test_checkpoints_run_on_their_own_thread_not_in_commit(
 def test_a_failed_checkpoint_is_logged_and_writes_go_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def failing(self: Checkpointer) -> tuple[int, int, int]:
+    def failing(self: Checkpointer) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(Checkpointer, "_checkpoint", failing)
@@ -428,7 +428,7 @@ def test_a_failed_checkpoint_is_logged_and_writes_go_on(
     async def body() -> None:
         await store.append([(1, 1000, b"a", 0), (1, 1000, b"b", 0)])
         checkpointer = await _checkpoints_settle(store)
-        assert checkpointer.stats["failed"] == 1
+        assert checkpointer.stats["failed"] == 1 and store.stats["checkpoint_failures"] == 1
         assert [p.seq for p in await store.append([(1, 1000, b"c", 0)])] == [3]
         await store.close()
 

@@ -78,6 +78,8 @@ def test_metrics_of_a_running_host(tmp_path: Path) -> None:
         roles = {dict(labels)["role"] for n, labels in s if n == "mpim_process_cpu_seconds_total"}
         assert roles == {"master", "router", "bus", "worker"}
         assert total(s, "mpim_generation") == 1
+        assert total(s, "mpim_inbox_commits_total") >= 1  # (the push by mid, stored in the SQLite inbox)
+        assert total(s, "mpim_inbox_checkpoint_failures_total") == 0
         head, _ = await scrape(srv, "application/openmetrics-text; version=1.0.0")
         assert "application/openmetrics-text" in head
 
