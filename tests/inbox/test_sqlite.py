@@ -72,11 +72,18 @@ def test_a_new_file_has_new_epochs(tmp_path: Path) -> None:
     assert run(lambda: epoch(tmp_path / "a.sqlite3")) != first
 
 
-@pytest.mark.parametrize("group_window", [0.0, 0.002], ids=["per-turn", "group-window"])
-def test_kill_9_loses_no_append_that_returned(tmp_path: Path, group_window: float) -> None:
+@pytest.mark.parametrize(
+    ("group_window", "checkpoint_every"),
+    [(0.0, 2000), (0.002, 2000), (0.0, 16)],
+    ids=["per-turn", "group-window", "checkpoints"],  # (the last: ~25 checkpoints, one may be cut)
+)
+def test_kill_9_loses_no_append_that_returned(
+    tmp_path: Path, group_window: float, checkpoint_every: int
+) -> None:
     path = tmp_path / "inbox.sqlite3"
+    writer = str(Path(__file__).with_name("kill_writer.py"))
     child = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("kill_writer.py")), str(path), str(group_window)],
+        [sys.executable, writer, str(path), str(group_window), str(checkpoint_every)],
         stdout=subprocess.PIPE,
         text=True,
     )
