@@ -71,19 +71,17 @@ class Checkpointer:
             return
         exc = running.exception()
         if exc is not None:
-            self.stats["failed"] += 1
-            log.warning(
-                "inbox %s: checkpoint failed (the log keeps growing until one works): %s", self.path, exc
-            )
+            self._failed(exc)
             return
         self.stats["checkpoints"] += 1
         try:
             self.finish()
-        except sqlite3.Error as exc:
-            self.stats["failed"] += 1
-            log.warning(
-                "inbox %s: checkpoint failed (the log keeps growing until one works): %s", self.path, exc
-            )
+        except sqlite3.Error as error:
+            self._failed(error)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.stats["failed"] += 1
+        log.warning("inbox %s: checkpoint failed (the log keeps growing until one works): %s", self.path, exc)
 
     def close(self) -> None:
         """Wait for a running checkpoint and close the thread's connection."""
