@@ -100,14 +100,13 @@ _UPSERT_CURSOR = (
 
 
 class _User:
-    __slots__ = ("dirty", "epoch", "seq", "trimmed", "wrapped")
+    __slots__ = ("dirty", "epoch", "seq", "trimmed")
 
     def __init__(self, epoch: str, seq: int, trimmed: int) -> None:
         self.epoch = epoch
         self.seq = seq
         self.trimmed = trimmed
         self.dirty = False  # appended to in this batch
-        self.wrapped = False  # a new epoch: the users row must say so
 
 
 class _Batch:
@@ -158,7 +157,6 @@ class _Batch:
     def wrap(self, mid: int, user: _User) -> None:
         user.epoch = new_epoch()
         user.seq = user.trimmed = 0
-        user.wrapped = True
         self.wiped.append(mid)
         self.rows = [row for row in self.rows if row[0] != mid]
         for key in [key for key in self.cursors if key[0] == mid]:
@@ -196,11 +194,10 @@ class _Batch:
         if trims:  # a batch with more than max_count messages for one user
             rows = [row for row in rows if row[1] > users[row[0]].trimmed]
         conn.executemany(_INSERT_MESSAGE, rows)
-        if self.wiped:  # (a count trim keeps max_count >= 1 messages: their range tells the rest)
-            conn.executemany(
-                _UPSERT_USER,
-                [(mid, u.epoch, u.seq, u.trimmed) for mid, u in users.items() if u.wrapped],
-            )
+        if self.wiped:  # a new epoch: the users row must say so (a count trim needs no row: it
+            # keeps max_count >= 1 messages, whose range tells the rest)
+            wrapped = {mid: users[mid] for mid in self.wiped}
+            conn.executemany(_UPSERT_USER, [(mid, u.epoch, u.seq, u.trimmed) for mid, u in wrapped.items()])
         if self.cursors:
             now = self.now
             conn.executemany(
