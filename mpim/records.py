@@ -159,9 +159,6 @@ class Chat(Record, tag=13):
 class PushKeys(Record, tag=20):
     """Write one frame to the connections with these keys (those watching ``op``).
 
-    ``seq`` > 0: the recipient's stream seq (a push by mid); clients that asked for
-    ``ack`` get it in the frame header, others get goim's 0.
-
     ``at`` (on every push record): when the router accepted the push, ``time.monotonic()``
     (one clock for every process of a host), for the push -> write latency metric; 0 = not
     measured (the router stamps every room and broadcast push, one push by key or mid in eight)."""
@@ -169,7 +166,21 @@ class PushKeys(Record, tag=20):
     op: int
     keys: list[str]
     body: bytes
-    seq: int = 0
+    at: float = 0.0
+
+
+class PushMids(Record, tag=30):
+    """A stored push by mid: one frame to these connections of its users (those watching ``op``),
+    one record per worker and push however many users it names.
+
+    ``seqs[i]`` is the stream seq of the user holding ``keys[i]`` (0: not stored): clients
+    that asked for ``ack`` get it in the frame header, others get goim's 0. A user named
+    twice in one push has its keys twice, in the order of its seqs."""
+
+    op: int
+    body: bytes
+    keys: list[str]
+    seqs: list[int]
     at: float = 0.0
 
 
@@ -330,7 +341,17 @@ WorkerRecord = (
     | Chat
 )
 RouterRecord = (
-    PushKeys | Kick | Resync | RoomCounts | Confirmed | FenceRequest | Drained | Replayed | ChatAck | Denied
+    PushKeys
+    | PushMids
+    | Kick
+    | Resync
+    | RoomCounts
+    | Confirmed
+    | FenceRequest
+    | Drained
+    | Replayed
+    | ChatAck
+    | Denied
 )
 BusRecord = PushRoom | PushAll | Mark
 

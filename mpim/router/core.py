@@ -53,6 +53,7 @@ from mpim.records import (
     Kick,
     PushAll,
     PushKeys,
+    PushMids,
     PushRoom,
     Replayed,
     Resume,
@@ -622,27 +623,22 @@ class Router:
 
     def send_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
         """Hand a stored message (its seq per user, 0 = none) to every connection of these users:
-        one record per user and worker (a user with one connection, the common case, is looked up
-        without grouping)."""
+        one record per worker holding some of them, the keys in the order of the users."""
         found = 0
         conns_of = self.store.conns_of
-        by_id = self.by_id
-        encode = records.encode
-        at = self._stamp()
+        targets: dict[str, tuple[list[str], list[int]]] = {}
         for mid, seq in zip(mids, seqs, strict=True):
-            conns = conns_of(mid)
-            if len(conns) == 1:
-                conn = conns[0]
-                peer = by_id.get(conn.worker.id)
-                if peer is not None and not peer.draining:
-                    peer.link.send(encode(PushKeys(op, [conn.key], body, seq, at)))
-                    found += 1
-                continue
-            for info, keys in self.store.group_mids((mid,)).items() if conns else ():
-                peer = by_id.get(info.id)
-                if peer is None or peer.draining:
-                    continue
-                peer.link.send(encode(PushKeys(op, keys, body, seq, at)))
+            for conn in conns_of(mid):
+                target = targets.get(conn.worker.id)
+                if target is None:
+                    target = targets[conn.worker.id] = ([], [])
+                target[0].append(conn.key)
+                target[1].append(seq)
+        at = self._stamp()
+        for worker_id, (keys, key_seqs) in targets.items():
+            peer = self.by_id.get(worker_id)
+            if peer is not None and not peer.draining:
+                peer.link.send(records.encode(PushMids(op, body, keys, key_seqs, at)))
                 found += len(keys)
         return found
 

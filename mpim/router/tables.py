@@ -211,17 +211,6 @@ class SessionTable:
                 groups.setdefault(conn.worker, []).append(key)
         return groups
 
-    def group_mids(self, mids: Iterable[int]) -> dict[WorkerInfo, list[str]]:
-        """Every connection of these users, grouped by worker."""
-        groups: dict[WorkerInfo, list[str]] = {}
-        for mid in set(mids):
-            session = self.sessions.get(mid)
-            if session is None:
-                continue
-            for conn in session.conns.values():
-                groups.setdefault(conn.worker, []).append(conn.key)
-        return groups
-
     def top_rooms(self, prefix: str, limit: int) -> list[tuple[str, int]]:
         """The ``limit`` fullest rooms whose id starts with ``prefix``, fullest first."""
         items = ((room, n) for room, n in self.room_count.items() if room.startswith(prefix))

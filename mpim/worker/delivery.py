@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from mpim.proto import encode
@@ -30,16 +32,19 @@ class Delivery:
         self.meter = rooms.meter
         self.broadcaster = Broadcaster(loop, buckets, self.meter)
 
-    def push_keys(self, op: int, keys: list[str], body: bytes, seq: int = 0, at: float = 0.0) -> int:
-        """Send to the connections with these keys that watch ``op``; returns how many.
+    def push_keys(self, op: int, keys: list[str], body: bytes, at: float = 0.0) -> int:
+        """Send to the connections with these keys that watch ``op``; returns how many."""
+        return self.push_mids(op, body, keys, repeat(0), at)
 
-        ``seq`` > 0 (a stored push by mid): ack clients get it in the header, held until
-        they resumed; everyone else gets goim's frame with seq 0."""
+    def push_mids(self, op: int, body: bytes, keys: list[str], seqs: Iterable[int], at: float = 0.0) -> int:
+        """Like :meth:`push_keys`, ``seqs[i]`` > 0 being the stream seq of the user holding
+        ``keys[i]`` (a stored push by mid): ack clients get it in the header, held until they
+        resumed; everyone else gets goim's frame with seq 0. One frame is built for all."""
         frame = encode(op, body)
         ws_frame = b""
         sent = ws_sent = 0
         get = self.buckets.get
-        for key in keys:
+        for key, seq in zip(keys, seqs, strict=False):  # (push_keys: an endless run of 0)
             channel = get(key)
             if channel is None or op not in channel.accepts:
                 continue

@@ -169,8 +169,8 @@ class Hub:
         }
 
     # Delivery, for tests and the standalone worker.
-    def push_keys(self, op: int, keys: list[str], body: bytes, seq: int = 0) -> int:
-        return self.delivery.push_keys(op, keys, body, seq)
+    def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
+        return self.delivery.push_keys(op, keys, body)
 
     def push_room(self, op: int, room_id: str, body: bytes) -> bool:
         return self.delivery.push_room(op, room_id, body)

@@ -11,7 +11,7 @@ master :class:`~mpim.worker.zlink.HostLink` talks to the router and the bus.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from mpim.records import ChatAck, Replayed
@@ -41,7 +41,10 @@ class SessionTarget(Protocol):
 class DeliveryTarget(Protocol):
     """What a link hands pushes to."""
 
-    def push_keys(self, op: int, keys: list[str], body: bytes, seq: int = 0, at: float = 0.0) -> int: ...
+    def push_keys(self, op: int, keys: list[str], body: bytes, at: float = 0.0) -> int: ...
+    def push_mids(
+        self, op: int, body: bytes, keys: list[str], seqs: Iterable[int], at: float = 0.0
+    ) -> int: ...
     def push_room(self, op: int, room_id: str, body: bytes, at: float = 0.0) -> bool: ...
     def push_all(self, op: int, speed: int, body: bytes, at: float = 0.0) -> None: ...
     def set_room_online(self, counts: dict[str, int]) -> None: ...

@@ -53,6 +53,7 @@ from mpim.records import (
     Mark,
     PushAll,
     PushKeys,
+    PushMids,
     PushRoom,
     Replayed,
     Resume,
@@ -437,7 +438,10 @@ class HostLink:
         kind = type(record)
         if kind is PushKeys:
             push: PushKeys = record  # type: ignore[assignment]
-            self.delivery.push_keys(push.op, push.keys, push.body, push.seq, push.at)
+            self.delivery.push_keys(push.op, push.keys, push.body, push.at)
+        elif kind is PushMids:
+            mids: PushMids = record  # type: ignore[assignment]
+            self.delivery.push_mids(mids.op, mids.body, mids.keys, mids.seqs, mids.at)
         elif kind is Confirmed:
             self._confirmed(record.reqs)  # type: ignore[union-attr]
         elif kind is Denied:

@@ -15,7 +15,7 @@ import pytest
 
 from mpim import records
 from mpim.inbox import InboxLimits, SqliteInbox, sqlite
-from mpim.records import Hello, PushKeys, Sync
+from mpim.records import Hello, PushMids, Sync
 from mpim.router.api import PushApi
 from mpim.router.core import Refused
 from mpim.stream import FrameProtocol
@@ -62,7 +62,7 @@ class FramedLink(FrameProtocol):
 
 def _unstamp(record: Any) -> Any:
     return (
-        PushKeys(record.op, record.keys, record.body, record.seq) if isinstance(record, PushKeys) else record
+        PushMids(record.op, record.body, record.keys, record.seqs) if isinstance(record, PushMids) else record
     )
 
 
@@ -102,7 +102,7 @@ def test_a_push_after_a_quiet_spell_commits_in_its_own_loop_turn(h: Harness) -> 
 
     assert inside(h, go()) == (1, {7: 1})
     h.settle()
-    assert w1.take() == [[PushKeys(1000, ["a"], b"x", 1)]]
+    assert w1.take() == [[PushMids(1000, b"x", ["a"], [1])]]
 
 
 def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Harness) -> None:
@@ -135,13 +135,13 @@ def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Ha
     # one frame per worker, each user's pushes in seq order
     assert w1.take() == [
         [
-            PushKeys(1000, ["a"], b"m0", 2),
-            PushKeys(1000, ["b"], b"m2", 1),
-            PushKeys(1000, ["a"], b"m3", 3),
-            PushKeys(1000, ["a"], b"m5", 4),
+            PushMids(1000, b"m0", ["a"], [2]),
+            PushMids(1000, b"m2", ["b"], [1]),
+            PushMids(1000, b"m3", ["a"], [3]),
+            PushMids(1000, b"m5", ["a"], [4]),
         ]
     ]
-    assert w2.take() == [[PushKeys(1000, ["c"], b"m1", 1), PushKeys(1000, ["c"], b"m4", 2)]]
+    assert w2.take() == [[PushMids(1000, b"m1", ["c"], [1]), PushMids(1000, b"m4", ["c"], [2])]]
 
 
 def test_a_push_the_inbox_cannot_store_is_refused_and_not_sent(
@@ -186,4 +186,5 @@ def test_stats_count_commits_and_link_frames(h: Harness) -> None:
     assert after["inbox"]["commits"] - before["inbox"]["commits"] == 1
     assert after["inbox"]["writes"] - before["inbox"]["writes"] == 1  # one append of two messages
     assert after["links"]["frames"] - before["links"]["frames"] == 1
-    assert after["links"]["records"] - before["links"]["records"] == 2
+    assert after["links"]["records"] - before["links"]["records"] == 1  # both users' keys in one record
+    assert w1.take() == [[PushMids(1000, b"x", ["a", "b"], [1, 1])]]

@@ -29,7 +29,7 @@ def test_anonymous_users_have_no_session() -> None:
     table, a, _ = make()
     table.put(a, "k", 0, "", "ip", 0.0)
     assert table.sessions == {} and len(table) == 1
-    assert table.group_mids([0]) == {}
+    assert table.conns_of(0) == []
 
 
 def test_remove_and_empty_counters_vanish() -> None:
@@ -70,14 +70,14 @@ def test_change_room() -> None:
     assert not table.change_room(a, "nope", "x")
 
 
-def test_group_keys_and_mids() -> None:
+def test_group_keys_and_conns_of() -> None:
     table, a, b = make()
     table.put(a, "k1", 7, "", "ip", 0.0)
     table.put(b, "k2", 7, "", "ip", 0.0)
     table.put(b, "k3", 8, "", "ip", 0.0)
     assert table.group_keys(["k1", "k3", "zz"]) == {a: ["k1"], b: ["k3"]}
-    groups = table.group_mids([7, 7, 9])
-    assert groups == {a: ["k1"], b: ["k2"]}
+    assert [(c.key, c.worker) for c in table.conns_of(7)] == [("k1", a), ("k2", b)]
+    assert table.conns_of(9) == []
 
 
 def test_heartbeat_expiry_sweep() -> None:

@@ -41,6 +41,27 @@ def test_push_keys_honours_watch_set(kind: str) -> None:
     run(scenario)
 
 
+def test_one_push_by_mid_record_reaches_every_user_it_names() -> None:
+    """A stored push by mid names many users in one record: goim clients (TCP and WebSocket,
+    no ``ack`` cap) each get goim's frame with seq 0; a user named twice gets it twice."""
+
+    async def scenario() -> None:
+        async with serving() as srv:
+            tcp = await srv.authed("tcp", mid=1, key="t", accepts=[1000])
+            ws = await srv.authed("ws", mid=2, key="w", accepts=[1000])
+            raw = srv.clients[0]
+            delivery = srv.hub.delivery
+            assert delivery.push_mids(1000, b"m", ["t", "w", "gone", "t"], [4, 9, 2, 5]) == 3
+            frames = [await raw.recv(), await raw.recv()]
+            assert [(f.op, f.seq, f.body) for f in frames] == [(1000, 0, b"m"), (1000, 0, b"m")]
+            assert await drain_pushes(ws, 1) == [(1000, b"m")]
+            counts = srv.hub.counters()
+            assert (counts["keys_pushes"], counts["keys_deliveries"], counts["keys_offline"]) == (1, 3, 1)
+            assert await tcp.heartbeat() == 0
+
+    run(scenario)
+
+
 def test_push_key_frame_layout_is_goim() -> None:
     async def scenario() -> None:
         async with serving() as srv:

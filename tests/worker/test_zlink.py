@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from mpim.records import (
     Mark,
     PushAll,
     PushKeys,
+    PushMids,
     PushRoom,
     Resync,
     RoomChange,
@@ -58,8 +59,12 @@ class FakeTargets:
         return list(self.sessions)
 
     # DeliveryTarget
-    def push_keys(self, op: int, keys: list[str], body: bytes, seq: int = 0, at: float = 0.0) -> int:
+    def push_keys(self, op: int, keys: list[str], body: bytes, at: float = 0.0) -> int:
         self.calls.append(("keys", op, keys, body))
+        return len(keys)
+
+    def push_mids(self, op: int, body: bytes, keys: list[str], seqs: Iterable[int], at: float = 0.0) -> int:
+        self.calls.append(("mids", op, keys, body, list(seqs)))
         return len(keys)
 
     def push_room(self, op: int, room_id: str, body: bytes, at: float = 0.0) -> bool:
@@ -126,6 +131,7 @@ def test_deliveries_reach_the_targets(tmp_path: Path) -> None:
         link._on_bus(bus_message(bus.room_topic("live://1"), PushRoom(1000, b"a"), PushRoom(1001, b"b")))
         link._on_bus(bus_message(bus.BROADCAST, PushAll(1000, 5, b"d")))
         link.on_router(PushKeys(1000, ["k1", "k2"], b"c"))
+        link.on_router(PushMids(1000, b"m", ["k1", "k3"], [4, 9]))
         link.on_router(RoomCounts({"live://1": 9}))
         link.on_router(Kick(["old"]))
         assert t.calls == [
@@ -133,6 +139,7 @@ def test_deliveries_reach_the_targets(tmp_path: Path) -> None:
             ("room", 1001, "live://1", b"b"),
             ("all", 1000, 5, b"d"),
             ("keys", 1000, ["k1", "k2"], b"c"),
+            ("mids", 1000, ["k1", "k3"], b"m", [4, 9]),
             ("online", {"live://1": 9}),
             ("kick", ["old"]),
         ]
