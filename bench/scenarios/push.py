@@ -330,12 +330,19 @@ def ratio_row(workers: int, rate: float, mine: PushResult, theirs: PushResult) -
 
 
 def cpu_split(r: PushResult) -> str:
+    """Each server process's CPU seconds, then all of them per delivery, user and kernel apart
+    (what the server's own code costs, and what the system calls it makes cost)."""
     parts = [
         f"{name} {cpu:.2f}s ({100 * system / cpu:.0f}% system)"
         for name, cpu, system, _ in r.usage.rows
         if cpu > 0.005
     ]
-    return ", ".join(parts) + (f"; {r.batching}" if r.batching else "")
+    text = ", ".join(parts)
+    if r.received:
+        system = 1e6 * sum(row[2] for row in r.usage.rows) / r.received
+        user = 1e6 * sum(row[1] for row in r.usage.rows) / r.received - system
+        text += f"; per delivery {user:.1f} µs user + {system:.1f} µs system"
+    return text + (f"; {r.batching}" if r.batching else "")
 
 
 def results_text(

@@ -25,6 +25,7 @@ from bench.scenarios.push import (
     MidPlan,
     PushResult,
     RoomPlan,
+    cpu_split,
     members,
     quotient,
     rates_of,
@@ -247,6 +248,14 @@ def result(received: int, cpu: float, p99: float) -> PushResult:
         reorder=0, misdelivered=0, closed=0, failed_pushes=0, first_error="", p50=p99 / 2, p99=p99,
         max=p99, usage=usage,
     )  # fmt: skip
+
+
+def test_cpu_split_gives_user_and_kernel_time_per_delivery() -> None:
+    r = result(20_000, 1.5, 0.004)
+    r.usage.rows = [("router", 1.0, 0.25, 0), ("worker 1", 0.5, 0.25, 0)]
+    assert cpu_split(r) == (
+        "router 1.00s (25% system), worker 1 0.50s (50% system); per delivery 50.0 µs user + 25.0 µs system"
+    )
 
 
 def test_mpim_nchan_ratios() -> None:
