@@ -174,8 +174,8 @@ class PushMids(Record, tag=30):
     one record per worker and push however many users it names.
 
     ``seqs[i]`` is the stream seq of the user holding ``keys[i]`` (0: not stored): clients
-    that asked for ``ack`` get it in the frame header, others get goim's 0. A user named
-    twice in one push has its keys twice, in the order of its seqs."""
+    that asked for ``ack`` get it in the frame header, others get goim's 0. The router names
+    a user once per push (the API folds repeated mids)."""
 
     op: int
     body: bytes

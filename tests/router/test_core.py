@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mpim import bus
 from mpim.records import (
@@ -55,6 +57,50 @@ def test_connect_is_confirmed_and_pushes_by_key_and_mid_go_to_the_right_links(h:
     # stored first: both connections of user 7 get its stream seq 1
     assert w1.take() == [PushMids(1001, b"x", ["a"], [1])] and w2.take() == [PushMids(1001, b"x", ["b"], [1])]
     assert h.mids(1001, [99], b"x") == 0 and w1.take() == w2.take() == []
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    placement=st.lists(st.tuples(st.integers(1, 6), st.integers(0, 2)), min_size=1, max_size=12),
+    pushes=st.lists(st.lists(st.integers(1, 8), min_size=1, max_size=10), min_size=1, max_size=5),
+)
+def test_pushes_by_mid_reach_each_connection_once_in_seq_order(
+    placement: list[tuple[int, int]], pushes: list[list[int]]
+) -> None:
+    """Users with connections spread over three workers (``placement``: one (mid, worker) per
+    connection), pushes naming any users, some twice, some offline: each connection of a named user
+    gets each push once, with its user's seq, in push order; one record per worker and push."""
+    h = Harness()
+    try:
+        links = [h.worker(f"w{i}") for i in range(3)]
+        owner = {}
+        for n, (mid, w) in enumerate(placement):
+            h.connect(links[w], f"k{n}", mid)
+            owner[f"k{n}"] = (mid, links[w])
+        for link in links:
+            link.take()
+        expected: dict[str, list[tuple[bytes, int]]] = {key: [] for key in owner}
+        for i, mids in enumerate(pushes):
+            body = b"%d" % i
+            found, seqs = h.wait(h.router.push_mids(1000, mids, body))
+            named = [key for key, (mid, _) in owner.items() if mid in mids]
+            assert found == len(named) and sorted(seqs) == sorted(set(mids))
+            for key in named:
+                expected[key].append((body, seqs[owner[key][0]]))
+            assert seqs == {mid: sum(mid in p for p in pushes[: i + 1]) for mid in set(mids)}
+        got: dict[str, list[tuple[bytes, int]]] = {key: [] for key in owner}
+        for link in links:
+            bodies = []
+            for record in link.take():
+                assert isinstance(record, PushMids) and len(record.keys) == len(record.seqs)
+                bodies.append(record.body)
+                for key, seq in zip(record.keys, record.seqs, strict=True):
+                    assert owner[key][1] is link
+                    got[key].append((record.body, seq))
+            assert len(bodies) == len(set(bodies))  # one record per push on each worker
+        assert got == expected
+    finally:
+        h.close()
 
 
 def test_room_and_all_wait_for_the_workers_marks(h: Harness) -> None:

@@ -43,7 +43,7 @@ def test_push_keys_honours_watch_set(kind: str) -> None:
 
 def test_one_push_by_mid_record_reaches_every_user_it_names() -> None:
     """A stored push by mid names many users in one record: goim clients (TCP and WebSocket,
-    no ``ack`` cap) each get goim's frame with seq 0; a user named twice gets it twice."""
+    no ``ack`` cap) each get goim's frame with seq 0; a key named twice gets it twice."""
 
     async def scenario() -> None:
         async with serving() as srv:
