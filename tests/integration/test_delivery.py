@@ -62,6 +62,15 @@ async def start(s: Session) -> asyncio.Task[None]:
     return task
 
 
+async def resumed(s: Session) -> None:
+    """Until the session has handled the resume answer (op 21): a message stored before the server
+    read the stream is replayed ahead of that answer, and a test that copies the session's
+    position must copy one the server gave."""
+    async with asyncio.timeout(10):
+        while not s.resumed:
+            await asyncio.sleep(0.01)
+
+
 async def stop(s: Session, task: asyncio.Task[None]) -> None:
     await s.close()
     await asyncio.wait_for(task, 10)
@@ -115,6 +124,7 @@ def test_resume_from_a_position_replays_the_gap_once_then_goes_live(srv: ServerP
         box = Inbox()
         s = session(srv, 501, "only-device", box)
         task = await start(s)
+        await resumed(s)
         await c.post("/goim/push/mids?operation=1000&mids=501", b"a")
         await box.wait(1)
         await stop(s, task)  # gone: the next two are stored only
