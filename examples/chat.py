@@ -25,7 +25,7 @@ async def main(address: str) -> None:
     alice = Session(address, {"mid": 1001, "key": "alice-phone", "accepts": [1000]}, handler("alice"))
     bob = Session(address, {"mid": 1002, "key": "bob-phone", "accepts": [1000]}, handler("bob"))
     tasks = [asyncio.create_task(s.run()) for s in (alice, bob)]
-    await asyncio.gather(alice.connected.wait(), bob.connected.wait())
+    await asyncio.gather(alice.ready.wait(), bob.ready.wait())
 
     ack = await alice.send(to=1002, op=1000, body="hi bob")  # stored, then pushed
     print(f"alice's message {ack.id} accepted")  # ([upstream] ack = "only" also gives its seq)

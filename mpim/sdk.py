@@ -9,7 +9,7 @@
     async def main():
         session = Session("127.0.0.1:3101", {"mid": 123, "key": "phone", "accepts": [1000]}, on_message)
         task = asyncio.create_task(session.run())
-        await session.connected.wait()
+        await session.ready.wait()          # resumed: the position is the server's
         ack = await session.send(to=456, op=1000, body={"text": "hi"})   # private chat
         print("stored as", ack.seq)
         await session.close()
@@ -105,7 +105,8 @@ class Session:
         self.epoch = ""
         self.seq = 0  # the last message handled (and acked)
         self.resumed = False
-        self.connected = asyncio.Event()
+        self.connected = asyncio.Event()  # set once the resume (op 20) is sent
+        self.ready = asyncio.Event()  # set once its answer (op 21) is handled: the position is the server's
         self.connections = 0
         self.received = 0
         self.duplicates = 0
@@ -134,6 +135,7 @@ class Session:
                 log.info("connection to %s lost: %s", self.address, exc or type(exc).__name__)
             finally:
                 self.connected.clear()
+                self.ready.clear()
                 self.resumed = False
                 client, self._client = self._client, None
                 if client is not None:
@@ -206,6 +208,7 @@ class Session:
             self.seq = max(top, self.seq) if epoch == self.epoch else top
         self.epoch = epoch
         self.resumed = True
+        self.ready.set()
         self._unacked = True
         if self.on_resume is not None:
             self.on_resume(epoch, top, recovered)

@@ -62,15 +62,6 @@ async def start(s: Session) -> asyncio.Task[None]:
     return task
 
 
-async def resumed(s: Session) -> None:
-    """Until the session has handled the resume answer (op 21): a message stored before the server
-    read the stream is replayed ahead of that answer, and a test that copies the session's
-    position must copy one the server gave."""
-    async with asyncio.timeout(10):
-        while not s.resumed:
-            await asyncio.sleep(0.01)
-
-
 async def stop(s: Session, task: asyncio.Task[None]) -> None:
     await s.close()
     await asyncio.wait_for(task, 10)
@@ -94,6 +85,8 @@ def test_offline_messages_arrive_on_connect_in_order_and_each_device_has_its_cur
         assert phone.bodies() == [b"offline-0", b"offline-1", b"offline-2"]
         assert [m.seq for m in phone.messages] == seqs
         assert phone.resumes[0][2] is True  # recovered
+        await asyncio.wait_for(s.ready.wait(), 10)  # op 21 handled: the position is the server's
+        assert (s.epoch, s.seq) == (phone.resumes[0][0], seqs[-1])
         live = await c.post("/goim/push/mids?operation=1000&mids=500", b"live")
         await phone.wait(4)
         assert phone.messages[-1] == Message(live["seqs"]["500"], 1000, b"live")
@@ -110,6 +103,7 @@ def test_offline_messages_arrive_on_connect_in_order_and_each_device_has_its_cur
         assert tablet.bodies() == [b"offline-0", b"offline-1", b"offline-2", b"live"]
         await stop(s2, task2)
         await stop(s, task)
+        assert not s.ready.is_set() and not s.connected.is_set()
         assert s.duplicates == 0 and len(phone.messages) == 4
         page = await c.get("/mpim/inbox?mid=500&after=0")
         assert [m["body"] for m in page["messages"]] == ["offline-0", "offline-1", "offline-2", "live"]
@@ -124,7 +118,9 @@ def test_resume_from_a_position_replays_the_gap_once_then_goes_live(srv: ServerP
         box = Inbox()
         s = session(srv, 501, "only-device", box)
         task = await start(s)
-        await resumed(s)
+        # ready: a message stored before the server read the stream is replayed ahead of the
+        # resume answer (op 21), and the position copied below must be one the server gave
+        await asyncio.wait_for(s.ready.wait(), 10)
         await c.post("/goim/push/mids?operation=1000&mids=501", b"a")
         await box.wait(1)
         await stop(s, task)  # gone: the next two are stored only

@@ -292,14 +292,9 @@ def test_a_reliable_client_moving_from_one_host_to_the_other_resumes_with_no_gap
         token = {"mid": 21, "key": "mover", "accepts": [1000]}
         on_a = Session(f"127.0.0.1:{a.tcp_port}", token, box.append)
         task = asyncio.get_running_loop().create_task(on_a.run())
-        await asyncio.wait_for(on_a.connected.wait(), 10)
-
-        # resumed first: a message appended before A read the stream is replayed ahead of the
-        # resume answer (op 21), and the position copied below must be one the server gave
-        async def resumed() -> bool:
-            return on_a.resumed
-
-        await until(resumed, what="the first resume")
+        # ready (resumed) first: a message stored before A read the stream is replayed ahead of
+        # the resume answer (op 21), and the position copied below must be one the server gave
+        await asyncio.wait_for(on_a.ready.wait(), 10)
         cb = Cluster(b)
         await cb.post("/goim/push/mids?operation=1000&mids=21", b"one")  # through B, to the client on A
         await until(lambda: _have(box, 1), what="the first message")
