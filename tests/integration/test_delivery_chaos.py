@@ -145,7 +145,7 @@ def test_a_master_restart_loses_nothing_the_inbox_accepted(tmp_path: Path) -> No
             f"127.0.0.1:{srv.tcp_port}", {"mid": MID, "key": "phone", "accepts": [1000]}, recorder
         )
         task = asyncio.get_running_loop().create_task(session.run())
-        await asyncio.wait_for(session.connected.wait(), 10)
+        await asyncio.wait_for(session.ready.wait(), 10)  # the position saved below is the server's
         for i in range(5):
             answer = await c.post(f"/goim/push/mids?operation=1000&mids={MID}", b"live-%d" % i)
             accepted[answer["seqs"][str(MID)]] = b"live-%d" % i
