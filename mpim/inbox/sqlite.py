@@ -237,8 +237,9 @@ class SqliteInbox:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        if self._loop is not None and not self._loop.is_closed():  # (close() may flush without a loop)
-            self._last_flush = self._loop.time()
+        loop = self._loop if self._loop is not None and not self._loop.is_closed() else None
+        if loop is not None:  # (close() may flush without a loop)
+            self._last_flush = loop.time()
         self._counts["commits"] += 1
         self._counts["writes"] += len(pending)
         try:
@@ -249,9 +250,9 @@ class SqliteInbox:
             self._fail(pending, exc)
         else:
             self._resolve(pending, results)
-            if self._checkpointer is not None and self._loop is not None and not self._loop.is_closed():
+            if self._checkpointer is not None and loop is not None:
                 written = sum(len(op.items) if isinstance(op, AppendOp) else 1 for op, _ in pending)
-                self._checkpointer.wrote(self._loop, written)
+                self._checkpointer.wrote(loop, written)
 
     def _resolve(self, pending: Sequence[tuple[Op, asyncio.Future[Result]]], results: list[Result]) -> None:
         for (_, fut), result in zip(pending, results, strict=True):

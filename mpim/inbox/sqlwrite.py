@@ -196,8 +196,8 @@ class _Batch:
         conn.executemany(_INSERT_MESSAGE, rows)
         if self.wiped:  # a new epoch: the users row must say so (a count trim needs no row: it
             # keeps max_count >= 1 messages, whose range tells the rest)
-            wrapped = {mid: users[mid] for mid in self.wiped}
-            conn.executemany(_UPSERT_USER, [(mid, u.epoch, u.seq, u.trimmed) for mid, u in wrapped.items()])
+            wrapped = [(mid, users[mid]) for mid in dict.fromkeys(self.wiped)]
+            conn.executemany(_UPSERT_USER, [(mid, u.epoch, u.seq, u.trimmed) for mid, u in wrapped])
         if self.cursors:
             now = self.now
             conn.executemany(
