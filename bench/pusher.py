@@ -6,7 +6,9 @@ connection). :meth:`Pusher.run_paced` publishes at a target rate for a
 duration; every body is stamped when its request is written, so the latency a
 client sees is publish -> receive through the whole server. Responses are
 parsed with httptools; anything but HTTP 2xx (and, for mpim, ``"code":0``) is
-counted as failed.
+counted as failed. :meth:`Pusher.run_sequential` is a backend that waits for every
+answer: one request in flight on one connection, the next written as soon as the
+previous one is answered, and it records each request's write -> answer time.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class Pusher:
         self.ok = 0
         self.failed = 0
         self.first_error = ""
+        self.answer_times: list[float] = []  # run_sequential: seconds from each write to its answer
+        self.on_answer: Callable[[], None] | None = None
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -87,6 +91,8 @@ class Pusher:
             self.failed += 1
             if not self.first_error:
                 self.first_error = f"HTTP {status}: {body[:200]!r}"
+        if self.on_answer is not None:
+            self.on_answer()
 
     def has_room(self, key: int) -> bool:
         conn = self.conns[key % len(self.conns)]
@@ -129,6 +135,43 @@ class Pusher:
         if held is not None:  # already counted by the plan: send it late rather than never
             self.send(*held)
             n += 1
+        return n / max(1e-9, loop.time() - start)
+
+    async def run_sequential(self, make: MakeRequest, duration: float) -> float:
+        """One request at a time on the first connection for ``duration`` seconds, each written from
+        the callback that parsed the previous answer (a backend that waits for every answer, with
+        no pause of its own); returns the achieved rate. Appends to ``answer_times``."""
+        loop = asyncio.get_running_loop()
+        conn = self.conns[0]
+        finished: asyncio.Future[None] = loop.create_future()
+        start = loop.time()
+        end = start + duration
+        n = 0
+        sent_at: float | None = None
+
+        def send_next() -> None:
+            nonlocal n, sent_at
+            now = time.monotonic()
+            if sent_at is not None:
+                self.answer_times.append(now - sent_at)
+            if loop.time() >= end or conn.transport is None:
+                self.on_answer = None
+                if not finished.done():
+                    finished.set_result(None)
+                return
+            _, request = make(n, now)
+            sent_at = now
+            conn.inflight += 1
+            conn.transport.write(request)  # (on this one connection whatever the key: one order)
+            self.sent += 1
+            n += 1
+
+        self.on_answer = send_next
+        send_next()
+        await asyncio.wait({finished, conn.lost}, return_when=asyncio.FIRST_COMPLETED)
+        self.on_answer = None
+        if not finished.done():
+            raise ConnectionError("the server closed the sequential publisher's connection")
         return n / max(1e-9, loop.time() - start)
 
     async def drain(self, timeout: float = 30.0) -> None:

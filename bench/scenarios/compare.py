@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.report import progress, table
 from bench.scenarios.common import make_mpim
-from bench.scenarios.push import PushResult, cpu_split, quotient, rates_of, results_text, row
+from bench.scenarios.push import PushResult, cpu_split, quotient, rate_label, rates_of, results_text, row
 from bench.servers import Missing, NchanServer, Server, nchan_missing
 
 # One server and transport ("tcp", "ws"; "nchan" for Nchan): a result per rate.
@@ -71,7 +71,7 @@ def summary(series: list[Series], rates: list[float]) -> str:
         for j, rate in enumerate(rates):
             results = s.at(j)
             rows.append((
-                s.server, s.workers, s.transport, rate,
+                s.server, s.workers, s.transport, rate_label(rate),
                 spread([r.rate for r in results]),
                 spread([r.per_cpu for r in results]),
                 spread([r.p50 for r in results], 1000),
@@ -93,7 +93,7 @@ def ratios(series: list[Series], rates: list[float]) -> str:
     rows = []
     for workers in sorted(theirs):
         for j, rate in enumerate(rates):
-            cells: list[Any] = [workers, rate]
+            cells: list[Any] = [workers, rate_label(rate)]
             for s in (m for m in mine if m.workers == workers):
                 pairs = list(zip(s.at(j), theirs[workers].at(j), strict=False))
                 cells.append(spread([quotient(a.per_cpu, b.per_cpu) for a, b in pairs]))

@@ -153,6 +153,7 @@ class PushResult:
     busy: float = float("nan")  # mpim: the highest share of time a worker spent writing rooms, last reported
     reports: list[dict[str, Any]] = field(default_factory=list)  # the generators' own, for extra counters
     batching: str = ""  # mpim: inbox writes per commit, link records per frame over the phase
+    answers: list[float] = field(default_factory=list)  # a sequential publisher: write -> answer, seconds
 
     @property
     def per_second(self) -> float:
@@ -169,7 +170,8 @@ async def router_counters(port: int) -> dict[str, int]:
         data = await http_get_json(port, "/mpim/stats")
     except (OSError, ValueError, KeyError, TypeError, TimeoutError):
         return {}
-    counters = {f"inbox_{k}": int(v) for k, v in data.get("inbox", {}).items() if k in ("commits", "writes")}
+    inbox = data.get("inbox", {})
+    counters = {f"inbox_{k}": int(v) for k, v in inbox.items() if k in ("commits", "writes", "waits")}
     counters.update({f"link_{k}": int(v) for k, v in data.get("links", {}).items()})
     return counters
 
@@ -185,6 +187,8 @@ def batching_text(before: dict[str, int], after: dict[str, int]) -> str:
             n, d = after[num] - before[num], after[den] - before[den]
             if d > 0:
                 parts.append(f"{name} {n / d:.2f} {unit} ({d:,} {den.split('_')[1]})")
+                if name == "inbox" and "inbox_waits" in after and "inbox_waits" in before:
+                    parts[-1] += f", {100 * (after['inbox_waits'] - before['inbox_waits']) / d:.0f}% waited"
     return ", ".join(parts)
 
 
@@ -200,15 +204,25 @@ async def measure(
     native: bool = False,
     counted: bool = False,
     tick: float = 0.002,
+    sequential: bool = False,
 ) -> PushResult:
     """``counted``: the server is mpim, whose router's batching counters and workers' room batcher
     counters are read around the phase; ``tick``: the publisher's pacing step (requests due within
-    one tick leave together)."""
-    pusher = Pusher(port, check_code=plan.check_code)
+    one tick leave together); ``sequential``: instead of pacing, one keep-alive connection that
+    writes each request when the previous one was answered (``rate`` is not used)."""
+    pusher = Pusher(
+        port, check_code=plan.check_code, **({"connections": 1, "window": 1} if sequential else {})
+    )
+
+    async def publish(seconds: float) -> float:
+        if sequential:
+            return await pusher.run_sequential(plan.request, seconds)
+        return await pusher.run_paced(plan.request, rate, seconds, tick)
+
     await pusher.open()
     try:
         if warmup > 0:
-            await pusher.run_paced(plan.request, rate, warmup, tick)
+            await publish(warmup)
             await pusher.drain()
             await wait_quiet(fleet, plan.expected())
         await fleet.all({"cmd": "reset"})
@@ -217,11 +231,12 @@ async def measure(
         counters = await router_counters(port) if counted else {}
         load = os.getloadavg()[0]
         before_stats = await batcher_stats(port) if counted else {}
+        pusher.answer_times.clear()
         meter.start()
         ticker = asyncio.create_task(report_progress(fleet, meter, duration))
         spy = asyncio.create_task(profiled(meter, profile, duration, native)) if profile else None
         try:
-            achieved = await pusher.run_paced(plan.request, rate, duration, tick)
+            achieved = await publish(duration)
             seconds = meter.now()[0]
             await pusher.drain()
             await wait_quiet(fleet, plan.expected() - before)
@@ -264,6 +279,7 @@ async def measure(
         busy=after_stats.get("room_busy_pct", float("nan")),
         reports=reports,
         batching=batching,
+        answers=list(pusher.answer_times),
     )
 
 
@@ -342,6 +358,10 @@ def cpu_split(r: PushResult) -> str:
         system = 1e6 * sum(row[2] for row in r.usage.rows) / r.received
         user = 1e6 * sum(row[1] for row in r.usage.rows) / r.received - system
         text += f"; per delivery {user:.1f} µs user + {system:.1f} µs system"
+    if r.answers:
+        answers = sorted(r.answers)
+        p50, p99 = answers[len(answers) // 2], answers[min(len(answers) - 1, int(0.99 * len(answers)))]
+        text += f"; answers p50 {1000 * p50:.2f} ms, p99 {1000 * p99:.2f} ms"
     return text + (f"; {r.batching}" if r.batching else "")
 
 
@@ -393,16 +413,29 @@ def add_push_arguments(
         help="run every server, transport and rate this many times, interleaved; prints median (min-max)",
     )
     p.add_argument("--plot", default="", help="draw p99 and deliveries per CPU-s against the rate (PNG)")
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="instead of pacing: one keep-alive connection, each request written when the previous one "
+        "was answered (a backend that waits for every answer; --rate and --rates do not apply)",
+    )
 
 
 def rates_of(args: Any) -> list[float]:
-    """The rates to measure: ``--rates``, else ``--rate``."""
+    """The rates to measure: ``--rates``, else ``--rate``; ``[0.0]`` for a sequential publisher."""
+    if getattr(args, "sequential", False):
+        return [0.0]
     rates: list[float] = args.rates or [args.rate]
     return rates
 
 
 def rates_text(args: Any) -> str:
-    return ", ".join(f"{rate:g}" for rate in rates_of(args))
+    return ", ".join(rate_label(rate) for rate in rates_of(args))
+
+
+def rate_label(rate: float) -> str:
+    """A target rate as the tables show it: 0 is the sequential publisher's (no target)."""
+    return f"{rate:g}" if rate > 0 else "sequential"
 
 
 async def push_case(
@@ -441,6 +474,7 @@ async def push_case(
             result = await measure(
                 fleet, meter, http, plan, rate, args.duration, args.warm_seconds, spied, args.native,
                 counted=isinstance(server, MpimServer), tick=getattr(args, "tick", 0.002),
+                sequential=getattr(args, "sequential", False),
             )  # fmt: skip
             if result.failed_pushes:
                 progress(f"  warning: {result.failed_pushes} pushes failed, first: {result.first_error}")

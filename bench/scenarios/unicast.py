@@ -6,7 +6,8 @@ Prints the same figures as the fan-out. With ``--peer nchan`` the same users
 subscribe over WebSocket to nginx + Nchan, one channel each, and each request
 POSTs to that user's channel at the same rate; the mpim/Nchan ratios are
 printed. ``--rates`` measures several rates, one after the other on the same
-connections.
+connections. ``--sequential`` publishes as a backend that waits for every answer:
+one keep-alive connection, one request in flight, as fast as the answers come.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from bench.report import append
 from bench.scenarios.compare import compare
 from bench.scenarios.push import MidPlan, PushResult, add_push_arguments, push_case, rates_text
 from bench.servers import NchanServer, Server
+
+
+def what(args: Any) -> str:
+    """The title's middle: users, rates (or the sequential publisher) and users per request."""
+    if args.sequential:
+        return f"{args.conns:,} users, one sequential publisher x {args.mids_per_push} mid(s)"
+    return f"{args.conns:,} users, {rates_text(args)} requests/s x {args.mids_per_push} mid(s)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +43,7 @@ async def run(args: Any) -> str:
     text = await compare(
         args,
         "unicast",
-        f"{args.conns:,} users, {rates_text(args)} requests/s x {args.mids_per_push} mid(s)",
+        what(args),
         "-",
         lambda server, kind: case(args, server, kind),
     )
@@ -43,6 +51,12 @@ async def run(args: Any) -> str:
         f"\n\nBody {args.size} bytes; {args.mids_per_push} mid(s) per request, each delivered as its own "
         f"frame; {args.duration:g} s measured after a {args.warm_seconds:g} s warm-up."
     )
+    if args.sequential:
+        text += (
+            " Sequential publisher: one keep-alive HTTP connection, each request written as soon as "
+            "the previous one was answered (pushes/s is its answer rate; the per-process lines give "
+            "the publisher's write -> answer time)."
+        )
     if args.peer == "nchan":
         text += (
             " Nchan: each user subscribes to its own channel (`/sub/<mid - 1>`, WebSocket) and a "
@@ -58,7 +72,4 @@ async def run(args: Any) -> str:
 
 
 def record(args: Any, text: str) -> None:
-    append(
-        f"Unicast by mid: {args.conns:,} users, {rates_text(args)} requests/s x {args.mids_per_push} mid(s)",
-        text,
-    )
+    append(f"Unicast by mid: {what(args)}", text)
