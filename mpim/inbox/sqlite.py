@@ -1,13 +1,16 @@
 """The embedded durable inbox: one SQLite file in WAL mode, written once per loop turn
-(or, while busy, once per group window).
+(or, while writes keep arriving, once per group window).
 
 How this works. ``append`` and ``ack`` put an op on a list and wait on a future; the
-first op of a loop turn schedules a flush with ``loop.call_soon``, so every op issued in
-that turn (by any number of tasks) lands in ONE transaction (:func:`write_batch`). Group
-commit: when the last commit was less than ``group_window`` ago (busy), the flush waits
-for the window's end instead, so the ops of several turns share the transaction (and the
-router's live pushes that follow it share one link write per worker); after a quiet
-spell a write still commits in its own turn. Only after ``COMMIT`` do the futures
+first op of a group schedules the end of its loop turn with ``loop.call_soon``, so every
+op issued in that turn (by any number of tasks) lands in ONE transaction
+(:func:`write_batch`), and what arrives while it commits forms the next group. Group
+commit (:mod:`mpim.inbox.group`): a group waits for the rest of ``group_window`` after
+the last commit only when the writes measured during earlier waits say more will come
+before it ends, so that the ops of several turns share the transaction (and the
+router's live pushes that follow it share one link write per worker); a lone write
+with nothing else on its way, such as a backend's that waits for each answer, commits
+in its own turn. Only after ``COMMIT`` do the futures
 resolve: an append that returned is in the file. The
 SQL runs on the loop thread: a writer thread cost more CPU per append than it saved
 (bench/inbox_write.py, bench/RESULTS.md "Inbox write cost"). Copying the log back into
@@ -56,6 +59,7 @@ from mpim.inbox.base import (
     new_epoch,
 )
 from mpim.inbox.checkpoint import Checkpointer
+from mpim.inbox.group import GroupCommit
 from mpim.inbox.sqlwrite import AckOp, AppendOp, Op, Result, UserCache, read_user, write_batch
 
 log = logging.getLogger(__name__)
@@ -183,8 +187,8 @@ class SqliteInbox:
             )
         self._pending: list[tuple[Op, asyncio.Future[Result]]] = []
         self._closed = False
-        self.group_window = group_window
-        self._last_flush = -1e9
+        self._group = GroupCommit(group_window)
+        self._timer: asyncio.TimerHandle | None = None  # a waiting group's commit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._users = UserCache()  # the committed users rows: no read per append
         self._counts = {"commits": 0, "writes": 0}
@@ -192,8 +196,10 @@ class SqliteInbox:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Commits and the writes in them; checkpoints run and failed (for /mpim/stats, /metrics)."""
+        """Commits, the writes in them and the commits that waited (group commit); checkpoints run
+        and failed (for /mpim/stats, /metrics)."""
         out = dict(self._counts)
+        out["waits"] = self._group.waits
         if self._checkpointer is not None:
             out["checkpoints"] = self._checkpointer.stats["checkpoints"]
             out["checkpoint_failures"] = self._checkpointer.stats["failed"]
@@ -207,7 +213,15 @@ class SqliteInbox:
         if self._closed:
             raise InboxError(f"inbox {self.path}: closed")
 
-    # -- writes: batched per loop turn, or per group window under load ------------------
+    # -- writes: batched per loop turn, or per group window while more are on their way -------
+
+    @property
+    def group_window(self) -> float:
+        return self._group.window
+
+    @group_window.setter
+    def group_window(self, window: float) -> None:
+        self._group.window = window
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         """The loop the writes run on, kept: on CPython 3.11 every ``asyncio.get_running_loop()``
@@ -218,28 +232,38 @@ class SqliteInbox:
         return loop
 
     def _submit(self, op: Op) -> asyncio.Future[Result]:
-        """Queue a write. Quiet: it commits at the end of this loop turn. Busy (the last commit
-        was less than ``group_window`` ago): it waits for the window to end, so the writes of
-        that time share one commit (group commit; the caller's latency grows by at most the
-        window, its cost per write shrinks with the group)."""
+        """Queue a write. It joins the pending group; the first write of a group schedules the end
+        of this loop turn (:meth:`_turn_end`), which commits the group or lets it wait."""
         loop = self._running_loop()
         fut: asyncio.Future[Result] = loop.create_future()
         if not self._pending:
-            wait = self._last_flush + self.group_window - loop.time()
-            if wait > 0:
-                loop.call_later(wait, self._flush)
-            else:
-                loop.call_soon(self._flush)
+            loop.call_soon(self._turn_end)
         self._pending.append((op, fut))
         return fut
 
+    def _turn_end(self) -> None:
+        """The end of the loop turn a group began in: commit it now, or wait for the window's end
+        when writes are measured to be on their way (:class:`~mpim.inbox.group.GroupCommit`)."""
+        loop = self._loop
+        if not self._pending or self._timer is not None or loop is None:
+            return  # (committed already by close() or a test hook, or already waiting)
+        delay = self._group.delay(loop.time(), len(self._pending))
+        if delay > 0:
+            self._timer = loop.call_later(delay, self._flush)
+        else:
+            self._flush()
+
     def _flush(self) -> None:
+        """Commit every pending write now, in one transaction."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         pending, self._pending = self._pending, []
         if not pending:
             return
         loop = self._loop if self._loop is not None and not self._loop.is_closed() else None
         if loop is not None:  # (close() may flush without a loop)
-            self._last_flush = loop.time()
+            self._group.committed(loop.time(), len(pending))
         self._counts["commits"] += 1
         self._counts["writes"] += len(pending)
         try:

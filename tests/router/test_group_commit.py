@@ -1,6 +1,7 @@
-"""Group commit on the router: pushes by mid in a busy window share one inbox commit and one link
-frame per worker; a push after a quiet spell commits in its own loop turn. The loop's clock is the
-harness's fake one, so no test here depends on how fast the machine is."""
+"""Group commit on the router: pushes by mid that wait for the group window together share one inbox
+commit and one link frame per worker; a push after a quiet spell, and each push of a backend that
+waits for every answer, commits in its own loop turn. The loop's clock is the harness's fake one, so
+no test here depends on how fast the machine is."""
 
 from __future__ import annotations
 
@@ -117,11 +118,13 @@ def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Ha
         assert commits(h) == 1
         await asyncio.sleep(0)  # (its link frame)
         w1.take()
-        # a burst, one push per loop turn, within the window after that commit: all wait for its end
+        # a burst within the window after that commit, the first two pushes in one loop turn (several
+        # backends): they wait for the window's end, and the pushes of the next turns join them
         burst = []
         for n, mid in enumerate([1, 3, 2, 1, 3, 1]):
             burst.append(h.router.push_mids(1000, [mid], b"m%d" % n))
-            await asyncio.sleep(0)
+            if n > 0:
+                await asyncio.sleep(0)
         assert not any(p.done() for p in burst) and commits(h) == 1
         assert w1.take() == w2.take() == []
         h.clock += WINDOW
@@ -142,6 +145,26 @@ def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Ha
         ]
     ]
     assert w2.take() == [[PushMids(1000, b"m1", ["c"], [1]), PushMids(1000, b"m4", ["c"], [2])]]
+
+
+def test_a_backend_that_waits_for_each_answer_is_never_held_by_the_window(h: Harness) -> None:
+    w1 = FramedLink(h, "w1")
+    h.connect(w1, "a", 7)  # type: ignore[arg-type]
+    h.settle()
+    w1.take()
+
+    async def go() -> None:
+        for n in range(10):  # each push soon after the last commit, alone: the clock never moves
+            push = h.router.push_mids(1000, [7], b"m%d" % n)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert push.done(), f"push {n} waited"
+            assert push.result() == (1, {7: n + 1})
+
+    inside(h, go())
+    h.settle()
+    assert commits(h) == 10
+    assert w1.take() == [[PushMids(1000, b"m%d" % n, ["a"], [n + 1])] for n in range(10)]
 
 
 def test_a_push_the_inbox_cannot_store_is_refused_and_not_sent(
