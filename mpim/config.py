@@ -210,7 +210,10 @@ class InboxSection:
         "process", choices=("process", "power"), doc="survive kill -9 (process) or power loss (fsync)"
     )
     group_window: float = _opt(
-        0.005, lo=0.0, hi=1.0, doc="a group of writes may wait this long after the last commit when more are coming (0 = never)"
+        0.005,
+        lo=0.0,
+        hi=1.0,
+        doc="a group of writes may wait this long after the last commit when more are coming (0 = never)",
     )
 
 

@@ -17,8 +17,9 @@ waits: each older wait counts ``KEEP`` times less), and a group waits when that 
 says at least one more write will come before the window ends. Without such a rate a
 lone write never waits: one sequential backend is answered one commit at a time, as
 fast as the loop goes. A group that already holds several writes (several backends in
-one turn) may wait once to measure the rate, at most once per ``PROBE_EVERY`` seconds
-while the rate is unknown or too low; a rate not measured for that long is forgotten.
+one turn) may wait a whole window once to measure the rate, at most once per
+``PROBE_EVERY`` seconds while the rate is unknown or too low; a rate not measured for
+that long is forgotten.
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ class GroupCommit:
         if self.rate * left < 1.0:  # no more writes expected in time
             if size < 2 or (self._probed is not None and now - self._probed < PROBE_EVERY):
                 return 0.0
-            self._probed = now  # several writes in one turn: wait once to measure
+            # several writes in one turn: wait once to measure, a whole window (the rest of it
+            # could end just before the next writes of a source that sends every so often)
+            self._probed = now
+            left = self.window
         self._since, self._size = now, size
         self.waits += 1
         return left

@@ -102,7 +102,7 @@ def test_a_group_waits_for_writes_on_their_way_and_they_join_it(tmp_path: Path, 
         await asyncio.wait_for(asyncio.gather(*group), 1)
         assert [f.result()[0].seq for f in group] == [2, 1, 3, 2, 4, 3]  # each user's seqs in call order
         assert (store.stats["commits"], store.stats["writes"]) == (2, 7)
-        lone = store.append_soon([(3, 1000, b"lone", 0)])  # 4 writes in 4 ms: more are expected
+        lone = store.append_soon([(3, 1000, b"lone", 0)])  # 4 joined in 5 ms: more are expected
         await turns(3)
         assert not lone.done() and store.stats["waits"] == 2
         clocked.now += WINDOW
@@ -221,14 +221,14 @@ def test_a_lone_write_waits_only_for_a_measured_rate() -> None:
 def test_several_writes_in_a_turn_wait_once_per_probe_interval_to_measure() -> None:
     g = GroupCommit(WINDOW)
     g.committed(10.0, 1)
-    assert g.delay(10.001, 2) == pytest.approx(0.004)  # a probe
-    g.committed(10.005, 2)  # it gathered nothing: several backends that each wait for their answer
+    assert g.delay(10.004, 2) == pytest.approx(WINDOW)  # a probe: a whole window, not the rest of it
+    g.committed(10.009, 2)  # it gathered nothing: several backends that each wait for their answer
     assert g.rate == 0.0
-    assert g.delay(10.006, 2) == 0.0  # no second probe so soon
-    g.committed(10.006, 2)
-    assert g.delay(10.006 + PROBE_EVERY, 3) == 0.0  # (quiet)
-    g.committed(10.006 + PROBE_EVERY, 3)
-    assert g.delay(10.007 + PROBE_EVERY, 3) == pytest.approx(0.004)  # a probe again
+    assert g.delay(10.010, 2) == 0.0  # no second probe so soon
+    g.committed(10.010, 2)
+    assert g.delay(10.010 + PROBE_EVERY, 3) == 0.0  # (quiet)
+    g.committed(10.010 + PROBE_EVERY, 3)
+    assert g.delay(10.011 + PROBE_EVERY, 3) == pytest.approx(WINDOW)  # a probe again
     assert g.waits == 2
 
 
