@@ -17,8 +17,9 @@ from bench.__main__ import parser
 from bench.clients import TcpClient
 from bench.fleet import Fleet
 from bench.loadgen import Generator
-from bench.pusher import post
+from bench.pusher import Pusher, post
 from bench.report import table
+from bench.scenarios import unicast
 from bench.scenarios.common import Usage, check_capacity, make_mpim, mpim_overrides, rates_list, setting
 from bench.scenarios.idle import idle_row, percent
 from bench.scenarios.push import (
@@ -219,6 +220,41 @@ def test_rates_option() -> None:
     assert parser().parse_args(["ingress"]).rates == []
     with pytest.raises(SystemExit):
         parser().parse_args(["unicast", "--rates", "0"])
+    args = parser().parse_args(["unicast", "--sequential", "--rates", "100,3000", "--conns", "40"])
+    assert (rates_of(args), rates_text(args)) == ([0.0], "sequential")  # (no target rate)
+    assert unicast.what(args) == "40 users, one sequential publisher x 1 mid(s)"
+
+
+def test_the_sequential_publisher_has_one_request_in_flight() -> None:
+    """Each request is written only when the previous one was answered, on one connection."""
+    seen: list[int] = []  # requests the server read at once (then answered), per read
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffered = b""
+        while data := await reader.read(65536):
+            buffered += data
+            waiting = buffered.count(b"POST ")
+            buffered = buffered[buffered.rfind(b"POST ") + 5 :] if waiting else buffered
+            if waiting:
+                seen.append(waiting)
+            await asyncio.sleep(0)
+            for _ in range(waiting):
+                writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{"code":0}')
+        writer.close()
+
+    async def scenario() -> tuple[Pusher, float]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        pusher = Pusher(server.sockets[0].getsockname()[1], connections=1, window=1)
+        await pusher.open()
+        rate = await pusher.run_sequential(lambda n, now: (n, post("/p", b"%d" % n)), 0.2)
+        pusher.close()
+        server.close()
+        return pusher, rate
+
+    pusher, rate = asyncio.run(scenario())
+    assert pusher.sent > 0 and rate > 0 and pusher.failed == 0
+    assert pusher.ok == len(pusher.answer_times) == pusher.sent
+    assert set(seen) == {1}
 
 
 def test_set_option_overrides_the_config() -> None:
