@@ -10,10 +10,11 @@ and forms the next group: under load, groups grow with the cost of a commit by
 themselves.
 
 A wait pays only for writes that arrive during it, and a backend that sends its next
-push only when the previous one is answered never does: its next write waits for the
-answer, the answer for the commit. So the arrival rate that matters is measured during
-waits only (the writes that joined a waiting group, per second waited, over the recent
-waits: each older wait counts ``KEEP`` times less), and a group waits when that rate
+push only when the previous one is answered never arrives during the wait of its own
+push: its next write waits for the answer, the answer for the commit. So the arrival
+rate that matters is measured during waits only (the writes that joined a waiting
+group, per second waited, over the recent waits, each weighing ``KEEP`` times what the
+next one does), and a group waits when that rate
 says at least one more write will come before the window ends. Without such a rate a
 lone write never waits: one sequential backend is answered one commit at a time, as
 fast as the loop goes. A group that already holds several writes (several backends in
