@@ -217,9 +217,11 @@ class InboxSection:
 @dataclass(frozen=True)
 class DeliverySection:
     max_unacked: int = _opt(
-        512, lo=1, hi=1_000_000, doc="reliable pushes a client may leave unacked before it is closed"
+        512, lo=1, hi=1_000_000, doc="reliable pushes written and unacked at most; the rest wait for acks"
     )
     ack_timeout: float = _opt(30.0, lo=0.1, hi=86400.0, doc="oldest unacked push older than this: close")
+    ack_rate: float = _opt(1000.0, lo=1.0, hi=1e7, doc="acks (op 18) per second per connection")
+    ack_burst: int = _opt(2000, lo=1, hi=10_000_000, doc="acks allowed in a burst")
     replay_max: int = _opt(
         1000, lo=1, hi=1_000_000, doc="a resume missing more than this is not recovered (resync)"
     )
@@ -230,7 +232,9 @@ class DeliverySection:
 class UpstreamSection:
     ack: str = _opt("none", choices=("none", "only", "rigor"), doc="how client messages are acknowledged")
     url: str = _opt("", doc="POST client messages to this backend URL; empty = the receive hook")
-    timeout: float = _opt(5.0, lo=0.1, hi=300.0, doc="backend answer deadline, seconds")
+    timeout: float = _opt(
+        5.0, lo=0.1, hi=300.0, doc="backend answer deadline; a worker's wait for the router's answer, seconds"
+    )
     concurrency: int = _opt(64, lo=1, hi=10000, doc="backend requests in flight at most")
     resend: float = _opt(3.0, lo=0.05, hi=3600.0, doc="rigor: re-send an unconfirmed ack this often")
     confirm_timeout: float = _opt(30.0, lo=0.1, hi=86400.0, doc="rigor: unconfirmed message expires")

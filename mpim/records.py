@@ -118,7 +118,9 @@ class BusSeen(Record, tag=10):
 
 class Resume(Record, tag=11):
     """A reliable client's op 20: replay its stream after (``epoch``, ``seq``), or after its
-    device cursor when ``cursor`` is true (no position given)."""
+    device cursor when ``cursor`` is true (no position given). ``page``: a catch-up read of
+    a connection already resumed: up to ``[delivery] replay_max`` messages after ``seq``,
+    however far the stream went on (a resume missing more than that is not recovered)."""
 
     req: int
     key: str
@@ -126,6 +128,7 @@ class Resume(Record, tag=11):
     epoch: str
     seq: int
     cursor: bool
+    page: bool = False
 
 
 class AckEntry(msgspec.Struct, array_like=True):

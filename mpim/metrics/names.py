@@ -85,6 +85,24 @@ WORKER_COUNTERS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     ),
     ("mpim_worker_resumes", "Resumes (op 20) the workers answered", "", [("resumes", "")]),
     (
+        "mpim_reliable_catchups",
+        "Catch-up reads of a resumed client's stream (pushes left in the inbox while its window was full)",
+        "",
+        [("catchups", "")],
+    ),
+    (
+        "mpim_acks_clamped",
+        "Acks (op 18) above what the connection was sent (clamped), or before anything was sent (ignored)",
+        "",
+        [("acks_clamped", "")],
+    ),
+    (
+        "mpim_router_calls_failed",
+        "Messages and resumes the router did not answer: link down, or past [upstream] timeout",
+        "reason",
+        [("link_chat_refused", "link_down"), ("link_call_timeouts", "timeout")],
+    ),
+    (
         "mpim_upstream_frames",
         "Client messages handled by the workers' upstream service; unconfirmed: rigor acks that expired",
         "result",

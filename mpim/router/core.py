@@ -411,7 +411,7 @@ class Router:
 
     async def _resume(self, peer: Peer, rec: Resume) -> None:
         try:
-            got = await self.streams.resume(rec.mid, rec.key, rec.epoch, rec.seq, rec.cursor)
+            got = await self.streams.resume(rec.mid, rec.key, rec.epoch, rec.seq, rec.cursor, rec.page)
         except Exception as exc:  # the store failed: the client cannot be told it recovered
             log.error("resume for mid=%d failed: %s", rec.mid, exc)
             got = None

@@ -184,7 +184,12 @@ class UserStreams:
             del recent[key]
 
     # -- resume and acks ------------------------------------------------------------------------
-    async def resume(self, mid: int, device: str, epoch: str, seq: int, cursor: bool) -> Resumed:
+    async def resume(
+        self, mid: int, device: str, epoch: str, seq: int, cursor: bool, page: bool = False
+    ) -> Resumed:
+        """The stream after a position (or the device's cursor): up to ``replay_max`` messages.
+        A resume further back than that is not recovered (nothing replayed); a catch-up read
+        (``page``) of a connection that resumed gets the next ``replay_max`` and reads on."""
         if self.inbox is None or mid <= 0:
             return Resumed([], "", 0, False)
         if cursor:
@@ -192,15 +197,15 @@ class UserStreams:
             epoch = (await self.inbox.top(mid)).epoch
         top = await self.inbox.top(mid)
         cap = self.cfg.delivery.replay_max
-        if epoch != top.epoch or top.seq - seq > cap or seq > top.seq:
+        if epoch != top.epoch or (top.seq - seq > cap and not page) or seq > top.seq:
             self.stats["unrecovered"] += 1
             return Resumed([], top.epoch, top.seq, False)
-        page: Page = await self.inbox.read(mid, seq, cap)
-        self.stats["replays"] += len(page.messages)
-        if not page.complete:
+        got: Page = await self.inbox.read(mid, seq, cap)
+        self.stats["replays"] += len(got.messages)
+        if not got.complete:
             self.stats["unrecovered"] += 1
-        messages = [(m.seq, m.op, m.body) for m in page.messages]
-        return Resumed(messages, page.top.epoch, page.top.seq, page.complete)
+        messages = [(m.seq, m.op, m.body) for m in got.messages]
+        return Resumed(messages, got.top.epoch, got.top.seq, got.complete)
 
     def ack(self, mid: int, device: str, seq: int) -> None:
         if self.inbox is None or mid <= 0 or seq <= 0:

@@ -46,6 +46,8 @@ STATS = (
         "unconfirmed",
         "rate_cut",
         "replay_cut",
+        "catchups",
+        "acks_clamped",
     ),
     # connections accepted / lost per transport, and why each one closed (the metrics)
     *("opened_tcp", "opened_ws", "closed_tcp", "closed_ws", "client_closed", "rejected", "drained"),

@@ -181,6 +181,8 @@ class Sessions:
         channel.accepts = self.intern_accepts(accepts)
 
     def admit(self, channel: Channel, frame: Frame) -> bool:
+        if frame.op == OP_ACK and channel.rel is not None:  # (acks: a bucket of their own)
+            return self.delivery.admit_ack(channel)
         return self.messages.admit(channel, frame)
 
     def upstream(self, channel: Channel, frame: Frame) -> None:
@@ -189,6 +191,8 @@ class Sessions:
     def reliable(self, channel: Channel, frame: Frame) -> None:
         """Ops 18 (ack), 20 (resume) and 22 (confirm) of an ack client."""
         if frame.op == OP_ACK:
+            if frame.body:
+                raise RemoteProtocolError(f"ack (op 18) must have an empty body, got {len(frame.body)} bytes")
             self.delivery.ack(channel, frame.seq)
         elif frame.op == OP_RESUME:
             self.delivery.resume(channel, frame)

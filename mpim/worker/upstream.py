@@ -77,16 +77,39 @@ def parse_message(raw: bytes) -> tuple[str, int, int, bytes]:
     msg_id, to, op = value.get("id"), value.get("to", 0), value.get("op")
     if not isinstance(msg_id, str) or not 0 < len(msg_id) <= MAX_ID:
         raise ValueError(f"id must be a string of 1 to {MAX_ID} characters")
-    try:
-        msg_id.encode()
-    except UnicodeEncodeError:
-        raise ValueError("id is not valid UTF-8 text") from None
+    if not _utf8(msg_id):
+        raise ValueError("id is not valid UTF-8 text")
     if type(to) is not int or to < 0 or not in_range(to, INT64):
         raise ValueError("to must be a user id (mid > 0), or absent for the backend")
     if type(op) is not int or not in_range(op, INT32):
         raise ValueError("op must be an int32 (the push op the recipient watches)")
-    body = json.dumps(value.get("body"), separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        body = json.dumps(value.get("body"), separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("body is not valid UTF-8 text (a lone surrogate)") from None
     return msg_id, to, op, body
+
+
+def parse_confirm(raw: bytes) -> str:
+    """Op 22's body ``{"id": "<message id>"}`` -> the id; RemoteProtocolError says what is wrong."""
+    try:
+        value: Any = json.loads(raw)
+    except (ValueError, RecursionError):
+        value = None
+    msg_id = value.get("id") if isinstance(value, dict) else None
+    if not isinstance(msg_id, str) or not 0 < len(msg_id) <= MAX_ID or not _utf8(msg_id):
+        raise RemoteProtocolError(
+            f'confirm (op 22) body must be {{"id": "<message id, 1 to {MAX_ID} characters>"}}'
+        )
+    return msg_id
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class UpstreamService:
@@ -220,13 +243,7 @@ class UpstreamService:
 
     def confirm(self, channel: Channel, frame: Frame) -> None:
         """Op 22 ``{"id": ...}``: the client saw our ack; now the message is processed."""
-        try:
-            value = json.loads(frame.body)
-            msg_id = value["id"] if isinstance(value, dict) else None
-        except (ValueError, RecursionError):
-            msg_id = None
-        if not isinstance(msg_id, str):
-            raise RemoteProtocolError('confirm (op 22) body must be {"id": "<message id>"}')
+        msg_id = parse_confirm(frame.body)
         msg = self.pending.get(channel, {}).pop(msg_id, None)
         if msg is not None:  # (a late or repeated confirm changes nothing)
             self._send(channel, msg, reply=True)
@@ -257,4 +274,5 @@ def _id_of(raw: bytes) -> Any:
         value = json.loads(raw)
     except (ValueError, RecursionError):
         return None
-    return value.get("id") if isinstance(value, dict) and isinstance(value.get("id"), str) else None
+    msg_id = value.get("id") if isinstance(value, dict) else None
+    return msg_id if isinstance(msg_id, str) and len(msg_id) <= MAX_ID and _utf8(msg_id) else None

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 _UPGRADING, _GOIM, _ECHO, _FRESH = 0, 1, 2, 3  # _FRESH: upgrading, nothing received yet
 _METHOD_START = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # an HTTP request starts with its method
+_log = logging.getLogger("mpim.worker")
 _wslog = logging.getLogger("websockets.server")
 _wslog.setLevel(logging.WARNING)  # the library logs every open and close at INFO
 
@@ -119,6 +120,9 @@ class WsChannel(Channel, asyncio.Protocol):
             self.registry.reject(self, exc.reason)
         except UnicodeDecodeError as exc:
             ws.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+        except Exception:  # a bug of ours: this connection goes, the worker and the others stay
+            _log.exception("error handling a frame from %s; closing it", self.peer())
+            self.registry.reject(self, "internal error (logged)")
         if self.state != CLOSED and self._mode != _ECHO:
             if ws.handshake_exc is not None:
                 self.registry.reject(self, f"websocket handshake failed: {ws.handshake_exc}")

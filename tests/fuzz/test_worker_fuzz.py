@@ -219,7 +219,7 @@ def check_tcp(rig: WorkerRig, stream: bytes, cuts: list[int], ending: str) -> No
     model = ChannelModel(Authenticator("json"))
     decoded, bad_at = reference(stream, MAX_BODY)
     model.frames([f for _, f in decoded])
-    check_prefix(as_replies(frames), model.replies)
+    check_prefix(as_replies(frames), model.replies, model.opaque)
     clean = bad_at is None and not model.closed and (decoded[-1][0] if decoded else 0) == len(stream)
     if ending == "eof" and clean:
         assert how == "closed" and len(frames) == len(model.replies), (how, frames, model.replies)
@@ -271,7 +271,7 @@ def check_ws_goim(rig: WorkerRig, messages: list[tuple[bytes, bytes]], cuts: lis
         decoded, bad_at = reference(message, 1 << 20)
         assert bad_at is None and decoded and decoded[-1][0] == len(message), message
         frames += [f for _, f in decoded]
-    check_prefix(as_replies(frames), model.replies)
+    check_prefix(as_replies(frames), model.replies, model.opaque)
     if ending == "eof" and not model.closed:
         assert how == "closed" and len(frames) == len(model.replies), (how, frames, model.replies)
     rig.check_healthy()

@@ -13,6 +13,8 @@ import pytest
 from mpim import bus, config, records
 from mpim.records import (
     BusSeen,
+    Chat,
+    ChatAck,
     Confirmed,
     Connect,
     Denied,
@@ -25,6 +27,7 @@ from mpim.records import (
     PushKeys,
     PushMids,
     PushRoom,
+    Resume,
     Resync,
     RoomChange,
     RoomCounts,
@@ -251,3 +254,73 @@ def test_malformed_bus_messages_are_counted_and_ignored(tmp_path: Path, message:
         assert t.calls[-1] == ("all", 1, 0, b"still works")
 
     with_link(tmp_path, scenario)
+
+
+# -- calls that wait for the router: every one gets an answer -----------------------------------------
+
+
+def quick(tmp_path: Path) -> HostLink:
+    cfg = config.replace(config.Config(), upstream={"timeout": 0.1})
+    return HostLink(cfg, Endpoints.in_dir(str(tmp_path)), "3")
+
+
+def with_quick_link(
+    tmp_path: Path, scenario: Callable[[HostLink, FakeTargets, FakeConn], Awaitable[None]]
+) -> None:
+    async def main() -> None:
+        link = quick(tmp_path)
+        targets = FakeTargets()
+        link.attach(targets, targets, targets)  # type: ignore[arg-type]
+        conn = FakeConn()
+        link.conn = conn  # type: ignore[assignment]
+        try:
+            await scenario(link, targets, conn)
+        finally:
+            await link.close()
+
+    asyncio.run(main())
+
+
+class Open(Channel):
+    state = 2  # (not CLOSED)
+
+
+def test_a_message_while_the_router_is_unreachable_is_refused_at_once(tmp_path: Path) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        link.conn = None
+        answers: list[ChatAck] = []
+        link.chat(Open("a"), 1000, b"{}", "m1", 5, answers.append)  # type: ignore[arg-type]
+        assert [(a.code, "same id" in a.message) for a in answers] == [(-503, True)]
+        assert link.stats["chat_refused"] == 1
+
+    with_quick_link(tmp_path, scenario)
+
+
+def test_a_message_the_router_never_answers_gets_504_within_the_timeout(tmp_path: Path) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        answers: list[ChatAck] = []
+        link.chat(Open("a"), 1000, b"{}", "m1", 5, answers.append)  # type: ignore[arg-type]
+        link.chat(Open("b"), 1000, b"{}", "m2", 5, answers.append)  # type: ignore[arg-type]
+        assert [type(r) for r in conn.take()] == [Chat, Chat]
+        link.on_router(ChatAck(2, 0, "", 7))  # the second is answered in time
+        await asyncio.sleep(0.3)
+        assert [(a.req, a.code) for a in answers] == [(2, 0), (1, -504)]
+        link.on_router(ChatAck(1, 0, "", 8))  # too late: changes nothing
+        assert len(answers) == 2 and link.stats["call_timeouts"] == 1
+
+    with_quick_link(tmp_path, scenario)
+
+
+def test_a_resume_the_router_cannot_answer_closes_the_client(tmp_path: Path) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        waiting, unsent, down = Open("w"), Open("u"), Open("d")
+        link.resume(waiting, "", 0, True, lambda rec: None)  # type: ignore[arg-type]
+        assert conn.take() == [Resume(1, "w", 1, "", 0, True)]
+        link.resume(unsent, "\ud800", 0, False, lambda rec: None)  # type: ignore[arg-type]  # cannot be encoded
+        link.conn = None
+        link.resume(down, "", 0, True, lambda rec: None)  # type: ignore[arg-type]
+        assert t.calls == [("lost", unsent), ("lost", down)]
+        await asyncio.sleep(0.3)
+        assert t.calls[-1] == ("lost", waiting)
+
+    with_quick_link(tmp_path, scenario)
