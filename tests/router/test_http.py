@@ -219,6 +219,7 @@ def clocked(loop: asyncio.AbstractEventLoop, **http: Any) -> tuple[Conn, FakeClo
     c = Conn(loop, **http)
     clock = FakeClock()
     c.state.loop = clock  # type: ignore[assignment]
+    c.proto.last_active = clock.t  # (it was made at the real loop's time, which may be far below)
     c.state.tick()
     return c, clock
 
