@@ -107,6 +107,9 @@ class RouterSection:
     push_timeout: float = _opt(
         3.0, lo=0.1, hi=60.0, doc="room/broadcast push: longest wait for the workers' confirmation"
     )
+    max_targets: int = _opt(
+        10000, lo=1, hi=1_000_000, doc="distinct mids (or keys) one push may name; more is refused (-400)"
+    )
 
 
 @dataclass(frozen=True)
