@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 from itertools import count
 from typing import TYPE_CHECKING
@@ -144,7 +145,7 @@ class HostLink:
         self._resumes: dict[int, tuple[Channel, OnReplayed]] = {}
         self._chats: dict[int, tuple[Channel, OnAck]] = {}
         self._acks: dict[tuple[int, str], int] = {}  # this turn's acks, per device
-        self._rooms_at = 0.0
+        self._rooms_at = -math.inf  # the first report carries the counts, however young the clock
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._alive_handle: asyncio.TimerHandle | None = None
