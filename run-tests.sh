@@ -5,8 +5,19 @@
 # venv; the Redis tests start their own redis-server and the console test drives
 # Debian's chromium, both installed here (Debian packages) when missing. Extra pytest
 # arguments are passed through, e.g. ./run-tests.sh -k master -x
+#
+# Python packages come from requirements/dev.lock (every version pinned, every file's
+# sha256 checked; pip and the build backend included), so a new release elsewhere cannot
+# change what CI tests. ./run-tests.sh --latest instead installs the newest releases that
+# pyproject.toml allows, to try them before refreshing the lock (requirements/refresh.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
+
+latest=0
+pytest_args=()
+for arg in "$@"; do
+    if [ "$arg" = --latest ]; then latest=1; else pytest_args+=("$arg"); fi
+done
 
 if ! command -v redis-server >/dev/null; then
     echo "== installing redis-server (Debian package) for the Redis tests"
@@ -30,8 +41,21 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+if [ "$latest" = 1 ]; then
+    echo "== installing the newest releases pyproject.toml allows (--latest: not the lock)"
+    .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+    .venv/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+else
+    echo "== installing requirements/dev.lock"
+    .venv/bin/python -m pip install --quiet --require-hashes -r requirements/dev.lock
+    # mpim itself, built by the locked setuptools (-qq: not setuptools' note on editable installs)
+    .venv/bin/python -m pip install -qq --no-deps --no-build-isolation -e .
+fi
+if ! broken=$(.venv/bin/python -m pip check); then  # e.g. a dependency added to pyproject.toml only
+    echo "$broken" >&2
+    echo "== the installed packages do not meet pyproject.toml: run requirements/refresh.sh" >&2
+    exit 1
+fi
 
 echo "== ruff"
 .venv/bin/ruff format --check mpim tests bench
@@ -39,4 +63,4 @@ echo "== ruff"
 echo "== mypy --strict"
 .venv/bin/mypy mpim bench
 echo "== pytest"
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q ${pytest_args[@]+"${pytest_args[@]}"}

@@ -25,6 +25,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import os
 from itertools import count
 from typing import TYPE_CHECKING
@@ -151,7 +152,7 @@ class HostLink:
         self._deadlines: collections.deque[tuple[float, int]] = collections.deque()  # (when, req), in order
         self._expiry: asyncio.TimerHandle | None = None
         self._acks: dict[tuple[int, str], int] = {}  # this turn's acks, per device
-        self._rooms_at = 0.0
+        self._rooms_at = -math.inf  # the first report carries the counts, however young the clock
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._alive_handle: asyncio.TimerHandle | None = None

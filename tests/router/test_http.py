@@ -16,16 +16,32 @@ from mpim.router.http import HttpProtocol, HttpState
 from tests.router.fakes import Harness, MockTransport, RecordingInbox
 
 
+class FakeClock:
+    """Stands in for the loop in HttpState, which reads only ``time()``. It starts at 0, as the
+    monotonic clock of a machine that just booted: no test may assume that clock is large."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def time(self) -> float:
+        return self.t
+
+
 class Conn:
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, router: dict[str, Any] | None = None, **http: Any
+        self,
+        loop: asyncio.AbstractEventLoop,
+        clock: FakeClock | None = None,
+        router: dict[str, Any] | None = None,
+        **http: Any,
     ) -> None:
+        """``clock``: the HttpState reads its time from it from the start (the connection included)."""
         cfg = config.replace(
             config.Config(), http={"max_body": 100, "max_header": 512, **http}, router=router or {}
         )
         self.harness = Harness(cfg)
         self.sent = self.harness.bus.published
-        self.state = HttpState(cfg, PushApi(cfg, self.harness.router), loop)
+        self.state = HttpState(cfg, PushApi(cfg, self.harness.router), clock or loop)  # type: ignore[arg-type]
         self.proto = HttpProtocol(self.state)
         self.transport = MockTransport()
         self.proto.connection_made(self.transport)
@@ -209,23 +225,9 @@ def test_expect_100_continue_gets_the_go_ahead(loop: asyncio.AbstractEventLoop) 
     assert c.responses()[0][0] == 413  # refused before the client sends the body
 
 
-class FakeClock:
-    """Stands in for the loop in HttpState, which reads only ``time()``."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def time(self) -> float:
-        return self.t
-
-
 def clocked(loop: asyncio.AbstractEventLoop, **http: Any) -> tuple[Conn, FakeClock]:
-    c = Conn(loop, **http)
     clock = FakeClock()
-    c.state.loop = clock  # type: ignore[assignment]
-    c.proto.last_active = clock.t  # (it was made at the real loop's time, which may be far below)
-    c.state.tick()
-    return c, clock
+    return Conn(loop, clock, **http), clock
 
 
 def advance(c: Conn, clock: FakeClock, seconds: float) -> None:

@@ -44,6 +44,7 @@ class FakeTargets:
         self.calls: list[tuple[Any, ...]] = []
         self.online = 0
         self.sessions: list[Entry] = []
+        self.rooms: dict[str, int] = {}
 
     # SessionTarget
     def confirmed(self, channel: Any) -> None:
@@ -82,7 +83,7 @@ class FakeTargets:
 
     # RoomCounter
     def local_counts(self) -> dict[str, int]:
-        return {}
+        return dict(self.rooms)
 
     def counters(self) -> dict[str, int]:
         return {}
@@ -201,6 +202,32 @@ def test_a_cancelled_request_is_not_confirmed(tmp_path: Path) -> None:
         link.cancel(gone)  # type: ignore[arg-type]
         link.on_router(Confirmed([1]))
         assert t.calls == []
+
+    with_link(tmp_path, scenario)
+
+
+@pytest.mark.parametrize("now", [0.0, 1.0, 1e6])
+def test_the_first_report_carries_the_room_counts_whatever_the_clock_reads(
+    tmp_path: Path, now: float
+) -> None:
+    """A worker started right after boot (loop time below the online interval) reports its rooms
+    at once, as one started later does; the next reports within the interval leave them out."""
+
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        t.rooms = {"live://1": 2}
+        loop = asyncio.get_running_loop()
+        clock = [now]
+        loop.time = lambda: clock[0]  # type: ignore[method-assign]
+        try:
+            for _ in range(2):  # two reports, as their timer would run them
+                assert link._alive_handle is not None
+                link._alive_handle.cancel()
+                link._alive()
+                clock[0] += link.cfg.router.report_interval
+        finally:
+            del loop.time  # the loop's own clock again
+        first, second = conn.take()
+        assert (first.rooms, second.rooms) == ({"live://1": 2}, None)
 
     with_link(tmp_path, scenario)
 
