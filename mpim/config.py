@@ -255,6 +255,10 @@ class ClusterSection:
     )
     timeout: float = _opt(1.0, lo=0.01, hi=60.0, doc="seconds for every Redis call (connect, command)")
     key_prefix: str = _opt("", doc="prepended to every Redis key (several clusters in one Redis)")
+    lease_interval: float = _opt(1.0, lo=0.05, hi=60.0, doc="a host renews its lease this often, seconds")
+    lease_ttl: float = _opt(
+        4.0, lo=0.2, hi=600.0, doc="a host whose lease was not renewed for this long is dead to the others"
+    )
 
 
 @dataclass(frozen=True)
@@ -437,7 +441,13 @@ def redact_url(url: str) -> str:
 
 
 def _check_redis(source: str, cfg: Config) -> None:
-    url = cfg.cluster.redis
+    cc = cfg.cluster
+    if cc.lease_ttl < 2 * cc.lease_interval:
+        raise ConfigError(
+            f"{source}: [cluster] lease_ttl: {cc.lease_ttl:g} must be at least twice lease_interval"
+            f" ({cc.lease_interval:g}), or one late renewal kills a live host"
+        )
+    url = cc.redis
     if url:
         try:
             check_redis_url(url)

@@ -192,6 +192,16 @@ STREAM_COUNTERS = [
     ("mpim_resumes_unrecovered", "Resumes that could not recover every message", "unrecovered"),
     ("mpim_chats", "Private chat messages stored", "chats"),
     ("mpim_chat_duplicates", "Private chat messages recognized as retries (not delivered twice)", "dups"),
+    (
+        "mpim_inbox_write_failures",
+        "Inbox writes that failed (the push or message was refused, -503)",
+        "write_failures",
+    ),
+    (
+        "mpim_inbox_ack_failures",
+        "Acks the inbox could not apply (the device cursor did not move)",
+        "ack_failures",
+    ),
 ]
 # The embedded inbox store's own numbers (SqliteInbox.stats; absent with Redis): (metric, help, stat key)
 INBOX_COUNTERS = [
@@ -209,4 +219,9 @@ CLUSTER_COUNTERS = [
     ("mpim_cluster_published", "Pushes published to other hosts over Redis", "published"),
     ("mpim_cluster_received", "Pushes received from other hosts over Redis", "received"),
     ("mpim_cluster_rebuilds", "Directory rebuilds after Redis came back", "rebuilds"),
+    (
+        "mpim_cluster_lease_lapses",
+        "Times this host found its lease lapsed (it was dead to the others)",
+        "lapses",
+    ),
 ]

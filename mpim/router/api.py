@@ -254,7 +254,7 @@ class PushApi:
 
         cluster = self.router.cluster
         if cluster is not None:
-            return self._cluster(cluster.directory.top_rooms(prefix, limit), shape)
+            return self._cluster(cluster.top_rooms(prefix, limit), shape)
         return shape(self.router.store.top_rooms(prefix, limit))
 
     def online_room(self, params: dict[str, list[str]], body: bytes) -> Answer:
@@ -266,7 +266,7 @@ class PushApi:
             def shape(counts: dict[str, int]) -> Reply:
                 return ok({room: counts.get(rid, 0) for room, rid in rooms.items()})
 
-            return self._cluster(cluster.directory.online(rooms.values()), shape)
+            return self._cluster(cluster.online_rooms(list(rooms.values())), shape)
         online = self.router.store.online
         return ok({room: online(rid) for room, rid in rooms.items()})
 
@@ -274,7 +274,7 @@ class PushApi:
         cluster = self.router.cluster
         if cluster is not None:
             return self._cluster(
-                cluster.directory.totals(), lambda t: ok({"ip_count": t.ip_count, "conn_count": t.conn_count})
+                cluster.totals(), lambda t: ok({"ip_count": t.ip_count, "conn_count": t.conn_count})
             )
         store = self.router.store
         return ok({"ip_count": store.ip_total, "conn_count": len(store)})
@@ -326,7 +326,7 @@ class PushApi:
                 }
             )
 
-        return self._cluster(cluster.directory.servers(), shape)
+        return self._cluster(cluster.hosts(), shape)
 
     def _nodes(self, domain: str, nodes: list[str]) -> dict[str, Any]:
         cfg = self.cfg
@@ -386,7 +386,7 @@ class PushApi:
             ]
             return ok(rows + others)
 
-        return self._cluster(cluster.directory.servers(), shape)
+        return self._cluster(cluster.hosts(), shape)
 
     def push_batch(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """Many pushes in one request (a JSON array of the ZeroMQ ingress's requests)."""

@@ -561,6 +561,10 @@ class Router:
             raise Refused(
                 -503, f"the router is rebuilding its tables ({synced} of {self.expect} workers reported)"
             )
+        refusal = self.cluster.refusal() if self.cluster is not None else ""
+        if refusal:
+            self.stats["refused"] += 1
+            raise Refused(-503, refusal)
 
     def _stamp(self) -> float:
         """When a push by key or mid is handed out: one in eight carries it (the latency metric)."""
@@ -597,12 +601,16 @@ class Router:
 
         from mpim.cluster import ClusterError
 
+        assert self.cluster is not None
         try:
-            return local + int(await remote)
+            found = local + int(await remote)
         except (ClusterError, RedisError, OSError) as exc:
-            assert self.cluster is not None
             self.cluster._lost(exc)
             raise Refused(-503, f"delivered on this host only ({local} connections): Redis: {exc}") from None
+        partial = self.cluster.answered()
+        if partial:  # (Redis answered, but the view of the other hosts is not whole yet)
+            raise Refused(-503, f"delivered on this host only ({local} connections): {partial}")
+        return found
 
     def push_mids(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[tuple[int, dict[int, int]]]:
         """Append to each user's stream, then hand to every connection of these users.
@@ -757,8 +765,8 @@ class Router:
     def room_online(self, room: str) -> int:
         """A room's count: cluster-wide with several hosts (as last read), else this host's."""
         cluster = self.cluster
-        if cluster is not None and cluster.up and room in cluster.online:
-            return cluster.online[room]
+        if cluster is not None:
+            return cluster.room_online(room)
         return self.store.online(room)
 
     def send_room_counts(self) -> None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mpim.config import Config
 from mpim.inbox import Inbox, InboxError, Page
 from mpim.inbox.base import Item, Position, check_text
+from mpim.outage import OutageLog
 
 if TYPE_CHECKING:
     from mpim.router.core import Router
@@ -73,7 +74,12 @@ class UserStreams:
         self.inbox = inbox
         self.router = router
         self._storing: dict[tuple[int, str], asyncio.Future[tuple[int, int]]] = {}  # chats in flight
-        self.stats = dict.fromkeys(("appends", "replays", "unrecovered", "acks", "chats", "dups"), 0)
+        self.stats = dict.fromkeys(
+            ("appends", "replays", "unrecovered", "acks", "chats", "dups", "write_failures", "ack_failures"),
+            0,
+        )
+        self.outage = OutageLog(log, "inbox write", "pushes by mid and private chat are refused with -503")
+        self.ack_outage = OutageLog(log, "inbox ack", "device cursors do not move (clients may get repeats)")
 
     @property
     def enabled(self) -> bool:
@@ -102,7 +108,7 @@ class UserStreams:
         try:
             stored = append_soon(self.inbox, [(mid, op, body, 0) for mid in unique], router.loop)
         except (InboxError, OSError) as exc:
-            out.set_exception(_not_stored(exc))
+            out.set_exception(self._not_stored(exc))
             return out
 
         def then(done: asyncio.Future[list[Position]]) -> None:
@@ -110,8 +116,9 @@ class UserStreams:
                 return
             exc = done.exception() if not done.cancelled() else InboxError("the append was cancelled")
             if exc is not None:
-                out.set_exception(_not_stored(exc) if isinstance(exc, InboxError | OSError) else exc)
+                out.set_exception(self._not_stored(exc) if isinstance(exc, InboxError | OSError) else exc)
                 return
+            self.outage.ok()
             seqs = [p.seq for p in done.result()]
             self.stats["appends"] += len(unique)
             try:
@@ -190,9 +197,28 @@ class UserStreams:
 
     async def _stored(self, write: Awaitable[T]) -> T:
         try:
-            return await write
+            result = await write
         except (InboxError, OSError) as exc:
-            raise _not_stored(exc) from None
+            raise self._not_stored(exc) from None
+        self.outage.ok()
+        return result
+
+    def _not_stored(self, exc: BaseException) -> Exception:
+        from mpim.router.core import Refused
+
+        self.stats["write_failures"] += 1
+        self.outage.failed(exc)
+        return Refused(-503, f"the inbox could not store the message (nothing was pushed): {exc}")
+
+    def _acked(self, task: asyncio.Future[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self.ack_outage.ok()
+        else:
+            self.stats["ack_failures"] += 1
+            self.ack_outage.failed(exc)
 
     # -- resume and acks ------------------------------------------------------------------------
     async def resume(
@@ -223,7 +249,7 @@ class UserStreams:
             return
         self.stats["acks"] += 1
         task = asyncio.ensure_future(self.inbox.ack(mid, device, seq))
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(self._acked)
 
     async def page(self, mid: int, after: int, limit: int) -> dict[str, Any]:
         """GET /mpim/inbox: a user's stored messages after a seq (bodies as text when they are UTF-8)."""
@@ -263,13 +289,6 @@ def append_soon(
     return loop.create_task(inbox.append(items))
 
 
-def _not_stored(exc: BaseException) -> Exception:
-    from mpim.router.core import Refused
-
-    log.error("inbox append failed: %s", exc)
-    return Refused(-503, f"the inbox could not store the message (nothing was pushed): {exc}")
-
-
 def _body(raw: bytes) -> dict[str, str]:
     try:
         return {"body": raw.decode()}
@@ -277,8 +296,3 @@ def _body(raw: bytes) -> dict[str, str]:
         import base64
 
         return {"body_base64": base64.b64encode(raw).decode()}
-
-
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("inbox ack failed: %s", task.exception())

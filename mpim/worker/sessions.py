@@ -75,6 +75,7 @@ class Sessions:
         self._accepts: dict[frozenset[int], frozenset[int]] = {}
         self._key_prefix = secrets.token_hex(6) + "-"
         self._key_seq = count(1)
+        self.registering: dict[str, Channel] = {}  # key -> its connection waiting for the router
         self.on_auth_failed: Callable[[Channel], None] = lambda channel: None  # per-IP failure count
 
     def reconfigure(self, cfg: Config) -> None:
@@ -104,6 +105,7 @@ class Sessions:
         if channel.caps & CAP_ACK:
             channel.rel = Reliable()
         channel.state = REGISTERING
+        self.registering[channel.key] = channel
         room = self.rooms.reserve(ident.room) if ident.room else None
         channel.pending = Pending(encode(Op.AUTH_REPLY, b"", frame.ver, frame.seq), room, frame.seq)
         channel.hold()
@@ -117,6 +119,7 @@ class Sessions:
         channel.pending = None
         room = pending.room
         if channel.state == REGISTERING:
+            self._registered(channel)
             channel.state = AUTHED
             self.deadlines.beat(channel)
             self.messages.start(channel, pending.seq)
@@ -205,9 +208,15 @@ class Sessions:
         log.info("closing %s key=%s: %s", channel.peer(), channel.key, why)
         self.registry.close(channel, notify=True)
 
+    def _registered(self, channel: Channel) -> None:
+        if self.registering.get(channel.key) is channel:
+            del self.registering[channel.key]
+
     def kick(self, keys: list[str]) -> None:
+        """The key connected elsewhere (another worker or host): close it here, also while its
+        own registration is still on its way (the kick may overtake it)."""
         for key in keys:
-            channel = self.buckets.get(key)
+            channel = self.buckets.get(key) or self.registering.get(key)
             if channel is not None:
                 self.stats["kicked"] += 1
                 log.info("key %s connected on another worker; kicking %s", key, channel.peer())
@@ -229,6 +238,8 @@ class Sessions:
 
     def forget(self, channel: Channel) -> None:
         """A closing channel leaves the buckets, its room, and any request it had pending."""
+        if channel.state == REGISTERING:
+            self._registered(channel)
         if channel.rel is not None:
             self.delivery.forget(channel)
         self.messages.forget(channel)
