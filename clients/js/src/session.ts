@@ -194,6 +194,9 @@ export class Session extends Emitter<SessionEvents> {
   private wantedRoom: string | null = null;
   private readonly roomWaiters: { room: string; resolve: () => void; reject: (error: Error) => void }[] = [];
   private readonly onOnline = (): void => this.reconnectNow();
+  private readonly onOffline = (): void => {
+    if (this.link !== null) this.drop(this.link, "the browser went offline");
+  };
 
   constructor(url: string, token: Token, onMessage?: Handler | null, options: SessionOptions = {}) {
     super();
@@ -232,7 +235,10 @@ export class Session extends Emitter<SessionEvents> {
     this.started = true;
     const g = globalThis as { addEventListener?: (type: string, fn: () => void) => void; document?: unknown };
     if (g.document !== undefined && typeof g.addEventListener === "function") {
-      g.addEventListener("online", this.onOnline); // (the network is back: no need to wait for the backoff)
+      // The browser says the network went: a connection may hang on without a word until the
+      // heartbeat gives up, so drop it now (the next one resumes); back: reconnect at once.
+      g.addEventListener("offline", this.onOffline);
+      g.addEventListener("online", this.onOnline);
     }
     void this.load().then(() => this.connect());
     return this;
@@ -249,6 +255,7 @@ export class Session extends Emitter<SessionEvents> {
     clearTimeout(this.reconnectTimer);
     const g = globalThis as { removeEventListener?: (type: string, fn: () => void) => void };
     g.removeEventListener?.("online", this.onOnline);
+    g.removeEventListener?.("offline", this.onOffline);
     await this.pumping;
     const link = this.link;
     this.link = null;

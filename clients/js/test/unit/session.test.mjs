@@ -462,3 +462,29 @@ test("no Auth answer within authTimeoutMs: closed, reported, and tried again", a
   assert.equal(server.conns.length, 2);
   await session.close();
 });
+
+test("in a browser: 'offline' drops the connection, 'online' reconnects at once (no backoff wait)", async (t) => {
+  const listeners = {};
+  globalThis.document = {};
+  globalThis.addEventListener = (type, listener) => (listeners[type] = listener);
+  globalThis.removeEventListener = (type) => delete listeners[type];
+  t.after(() => {
+    delete globalThis.document;
+    delete globalThis.addEventListener;
+    delete globalThis.removeEventListener;
+  });
+  const { server, conn, session } = await opened(t, { backoffMs: [60_000, 60_000] });
+  conn.resumed("e1", 2);
+  await settle();
+  listeners.offline();
+  await settle();
+  assert.equal(conn.closedBy, "client");
+  assert.equal(session.state, "disconnected");
+  listeners.online();
+  await settle();
+  assert.equal(server.conns.length, 2, "connecting again without waiting a minute");
+  server.last.accept();
+  assert.deepEqual(server.last.json(server.last.of(Op.RESUME)[0]), { epoch: "e1", seq: 2 });
+  await session.close();
+  assert.deepEqual(Object.keys(listeners), [], "listeners removed on close");
+});
