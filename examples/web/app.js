@@ -22,14 +22,17 @@ let me = 0;
 const params = new URLSearchParams(location.search);
 input("ws-url").value = params.get("ws") ?? `ws://${location.hostname || "127.0.0.1"}:3102/sub`;
 input("mid").value = params.get("mid") ?? "";
-input("key").value = params.get("key") ?? localStorage.getItem("mpim-example:key") ?? `web-${Math.random().toString(36).slice(2, 8)}`;
+// One device key per tab (sessionStorage: kept across reloads, not shared with other tabs): two
+// connections with the same key kick each other.
+input("key").value =
+  params.get("key") ?? sessionStorage.getItem("mpim-example:key") ?? `web-${Math.random().toString(36).slice(2, 8)}`;
 input("room").value = params.get("room") ?? "";
 
 $("login").addEventListener("submit", (event) => {
   event.preventDefault();
   me = Number(input("mid").value);
   const key = input("key").value.trim();
-  localStorage.setItem("mpim-example:key", key);
+  sessionStorage.setItem("mpim-example:key", key);
   const jwt = input("token").value.trim();
   const room = input("room").value.trim();
   // json auth (the server's default, for trying out): the page says who it is; jwt auth: the backend does

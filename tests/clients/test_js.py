@@ -81,7 +81,8 @@ def masters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str]
     """A master (2 workers) per kind of test, started when a test first asks for it."""
     started: dict[str, ServerProcess] = {}
     kinds = {
-        "delivery": {"delivery": {"replay_max": 100}},
+        # a small window, so the replays of the tests take several rounds of acks
+        "delivery": {"delivery": {"replay_max": 100, "max_unacked": 16}},
         "none": {"upstream": {"ack": "none"}},
         "only": {"upstream": {"ack": "only"}},
         "rigor": {"upstream": {"ack": "rigor"}},

@@ -4,17 +4,16 @@
  */
 
 export {
-  type Ack,
   type DisconnectInfo,
   type Handler,
   Message,
-  type OutgoingMessage,
   type ResumeInfo,
   Session,
   type SessionEvents,
   type SessionOptions,
   type SessionState,
 } from "./session.js";
+export { type Ack, type OutgoingMessage } from "./outbox.js";
 export { Code, SendError, SessionError, TRANSIENT } from "./errors.js";
 export { browserStorage, defaultStorage, memoryStorage, type Position, type PositionStorage } from "./storage.js";
 export { type Token, type TokenValue } from "./token.js";

@@ -37,6 +37,7 @@ export class Link {
   readonly rooms = new Map<number, string>();
   authTimer: ReturnType<typeof setTimeout> | undefined;
   beatTimer: ReturnType<typeof setInterval> | undefined;
+  stableTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(ws: WebSocketLike, room: string) {
     this.ws = ws;
@@ -68,6 +69,7 @@ export class Link {
   shut(code = 1000, reason = ""): void {
     clearTimeout(this.authTimer);
     clearInterval(this.beatTimer);
+    clearTimeout(this.stableTimer);
     const ws = this.ws;
     ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
     try {

@@ -21,15 +21,16 @@
  */
 
 import { Emitter } from "./emitter.js";
-import { Code, SendError, SessionError, TRANSIENT } from "./errors.js";
+import { Code, SendError, SessionError } from "./errors.js";
 import { decodeMessage, type Frame, Op, ProtocolError } from "./frame.js";
 import { Link, type WebSocketConstructor, type WebSocketLike } from "./link.js";
+import { type Ack, now, type OutgoingMessage, Outbox } from "./outbox.js";
 import { defaultStorage, parsePosition, type Position, type PositionStorage } from "./storage.js";
 import { authBody, claimsOf, type Token, type TokenValue } from "./token.js";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
-const MAX_ID = 64; // characters of a message id (the server's limit)
+const STABLE_MS = 10_000; // a connection ready this long starts the backoff over when it is lost
 
 /** One message of the stream (seq > 0) or a goim push (room, everyone, by key: seq 0). */
 export class Message {
@@ -48,28 +49,6 @@ export class Message {
   json<T = unknown>(): T {
     return JSON.parse(this.text()) as T;
   }
-}
-
-/** The server's answer to {@link Session.send}. */
-export interface Ack {
-  id: string;
-  /** The message's seq in the sender's own stream (private chat, `[upstream] ack` only/rigor; else 0). */
-  seq: number;
-  /** The business backend's answer (messages without `to`), as text. */
-  body: string;
-}
-
-export interface OutgoingMessage {
-  /** The recipient's mid: private chat. Leave it out (or 0) for a message to the business backend. */
-  to?: number;
-  /** The push op the recipient watches (in its token's `accepts`); 1000 by default. */
-  op?: number;
-  /** Any JSON value. */
-  body?: unknown;
-  /** Your id for the message (1-64 characters, unique per sender); one is made up when left out. */
-  id?: string;
-  /** Give up (-504) after this long without a final answer; `sendTimeoutMs` by default. */
-  timeoutMs?: number;
 }
 
 /** Op 21: where the stream stands after a resume. */
@@ -129,18 +108,6 @@ export interface SessionOptions {
   WebSocket?: WebSocketConstructor;
 }
 
-interface Pending {
-  id: string;
-  payload: Uint8Array;
-  promise: Promise<Ack>;
-  resolve: (ack: Ack) => void;
-  reject: (error: SendError) => void;
-  deadline: ReturnType<typeof setTimeout> | undefined;
-  retry: ReturnType<typeof setTimeout> | undefined;
-  timeoutMs: number;
-  startedAt: number;
-}
-
 type Item = { resumed: false; frame: Frame; link: Link } | { resumed: true; frame: Frame; link: Link };
 
 export class Session extends Emitter<SessionEvents> {
@@ -164,11 +131,8 @@ export class Session extends Emitter<SessionEvents> {
   private readonly heartbeatMs: number;
   private readonly backoffMs: readonly [number, number];
   private readonly authTimeoutMs: number;
-  private readonly resendAfterMs: number;
-  private readonly sendTimeoutMs: number;
   private readonly ackEvery: number;
   private readonly ackDelayMs: number;
-  private readonly maxBody: number;
   private readonly storage: PositionStorage | null;
   private storageKey: string | null;
   private readonly WS: WebSocketConstructor | undefined;
@@ -189,8 +153,7 @@ export class Session extends Emitter<SessionEvents> {
   private lastAckAt = -Infinity;
   private ackTimer: ReturnType<typeof setTimeout> | undefined;
   private saved = "";
-  private readonly sending = new Map<string, Pending>();
-  private ids = 0;
+  private readonly outbox: Outbox;
   private wantedRoom: string | null = null;
   private readonly roomWaiters: { room: string; resolve: () => void; reject: (error: Error) => void }[] = [];
   private readonly onOnline = (): void => this.reconnectNow();
@@ -207,11 +170,16 @@ export class Session extends Emitter<SessionEvents> {
     this.heartbeatMs = options.heartbeatMs ?? 30_000;
     this.backoffMs = options.backoffMs ?? [200, 30_000];
     this.authTimeoutMs = options.authTimeoutMs ?? 10_000;
-    this.resendAfterMs = options.resendAfterMs ?? 10_000;
-    this.sendTimeoutMs = options.sendTimeoutMs ?? 60_000;
     this.ackEvery = Math.max(1, options.ackEvery ?? 64);
     this.ackDelayMs = options.ackDelayMs ?? 20;
-    this.maxBody = options.maxBody ?? 4096;
+    this.outbox = new Outbox(
+      {
+        maxBody: options.maxBody ?? 4096,
+        resendAfterMs: options.resendAfterMs ?? 10_000,
+        sendTimeoutMs: options.sendTimeoutMs ?? 60_000,
+      },
+      () => (this.link !== null && this.link.authed ? this.link : null),
+    );
     this.storage = options.storage === undefined ? defaultStorage() : options.storage;
     this.storageKey = options.storageKey ?? null;
     this.WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -264,10 +232,7 @@ export class Session extends Emitter<SessionEvents> {
       link.shut(1000);
     }
     clearTimeout(this.ackTimer);
-    for (const pending of [...this.sending.values()]) {
-      this.finish(pending);
-      pending.reject(new SendError(pending.id, Code.CLOSED, "the session was closed"));
-    }
+    this.outbox.abandon();
     for (const waiter of this.roomWaiters.splice(0)) waiter.reject(new Error("the session was closed"));
     await this.save(true);
     this.emit("disconnected", [{ code: 1000, reason: "closed", reconnectInMs: null }], (e) => this.failed(e));
@@ -321,11 +286,12 @@ export class Session extends Emitter<SessionEvents> {
       link.send(Op.RESUME, JSON.stringify(this.epoch ? { epoch: this.epoch, seq: this.seq } : {}));
     }
     link.beatTimer = setInterval(() => this.beat(link), this.heartbeatMs);
+    this.beat(link); // (at once, as goim's client does: the room's online count comes with the answer)
     this.emit("connected", [{ connection: this.connections }], (e) => this.failed(e));
     if (link !== this.link) return;
     if (this.wantedRoom !== null && this.wantedRoom !== link.room) this.sendRoom(link, this.wantedRoom);
-    for (const pending of this.sending.values()) this.post(pending); // (same ids: stored once)
-    if (!this.reliable) this.isReady({ epoch: "", seq: 0, recovered: true });
+    this.outbox.resend(); // (under the same ids: stored once)
+    if (!this.reliable) this.isReady({ epoch: "", seq: 0, recovered: true }, link);
   }
 
   private beat(link: Link): void {
@@ -351,7 +317,8 @@ export class Session extends Emitter<SessionEvents> {
     clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
     if (this.closed) return;
-    if (!link.authed) {
+    const offline = (globalThis as { navigator?: { onLine?: boolean } }).navigator?.onLine === false;
+    if (!link.authed && !offline) {
       this.report(
         "connect",
         `${this.url}: closed before the Auth answer (${code} ${reason}): down, a wrong URL, or the token refused`,
@@ -387,7 +354,8 @@ export class Session extends Emitter<SessionEvents> {
     link.heard = true;
     let frames: Frame[];
     try {
-      if (data instanceof ArrayBuffer || data instanceof Uint8Array) frames = decodeMessage(data);
+      if (ArrayBuffer.isView(data)) frames = decodeMessage(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      else if (Object.prototype.toString.call(data) === "[object ArrayBuffer]") frames = decodeMessage(data as ArrayBuffer);
       else throw new ProtocolError(`a ${typeof data} WebSocket message (goim sends binary ones)`);
     } catch (error) {
       this.report("protocol", `${this.url}: ${(error as Error).message}`, error);
@@ -422,12 +390,12 @@ export class Session extends Emitter<SessionEvents> {
         this.roomChanged(link, frame.seq);
         return;
       case Op.SEND_MSG_REPLY:
-        this.answered(link, frame);
+        this.outbox.answered(link, frame);
         return;
     }
     if (!link.authed) return;
-    if (frame.op === Op.SEND_MSG && link.messages.has(frame.seq) && (!frame.body.length || !this.reliable)) {
-      this.echoed(link, frame); // ([upstream] ack = "none": goim's echo is the answer)
+    if (this.outbox.isEcho(link, frame, this.reliable)) {
+      this.outbox.echoed(link, frame); // ([upstream] ack = "none": goim's echo is the answer)
       return;
     }
     const resumed = frame.op === Op.RESUMED && this.reliable;
@@ -442,7 +410,7 @@ export class Session extends Emitter<SessionEvents> {
         const item = this.queue[this.head] as Item;
         this.queue[this.head] = undefined as unknown as Item;
         this.head += 1;
-        if (item.resumed) this.resumed(item.frame);
+        if (item.resumed) this.resumed(item.frame, item.link);
         else {
           const result = this.deliver(item.frame);
           if (result !== undefined) await result;
@@ -496,13 +464,15 @@ export class Session extends Emitter<SessionEvents> {
     }
   }
 
-  private resumed(frame: Frame): void {
+  private resumed(frame: Frame, link: Link): void {
     let info: ResumeInfo;
     try {
       const value = JSON.parse(decoder.decode(frame.body)) as Record<string, unknown>;
-      info = { epoch: String(value["epoch"]), seq: Number(value["seq"]) | 0, recovered: value["recovered"] === true };
+      if (typeof value["epoch"] !== "string" || typeof value["seq"] !== "number") throw new Error("no epoch and seq");
+      info = { epoch: value["epoch"], seq: value["seq"] | 0, recovered: value["recovered"] === true };
     } catch (error) {
-      this.report("protocol", "a resume answer (op 21) that is not JSON", error);
+      this.report("protocol", `${this.url}: a resume answer (op 21) that is not {"epoch", "seq", "recovered"}`, error);
+      this.drop(link, "protocol error");
       return;
     }
     if (info.epoch !== this.epoch || !info.recovered) {
@@ -511,12 +481,18 @@ export class Session extends Emitter<SessionEvents> {
     this.epoch = info.epoch;
     this.unacked += 1; // (ack the position: a skipped gap moves the device cursor past it)
     this.emit("resumed", [info], (e) => this.failed(e));
-    this.isReady(info);
+    this.isReady(info, link);
   }
 
-  private isReady(info: ResumeInfo): void {
-    this.attempt = 0;
-    if (this.link !== null) this._state = "ready";
+  /** The position is the server's (op 21, or the Auth answer outside `ack`); `link` is ready if still ours. */
+  private isReady(info: ResumeInfo, link: Link): void {
+    if (link === this.link) {
+      this._state = "ready";
+      // The backoff starts over once a connection held a while (not at once: two tabs with the
+      // same key kick each other with op 6, and must not do it five times a second).
+      clearTimeout(link.stableTimer);
+      link.stableTimer = setTimeout(() => (this.attempt = 0), STABLE_MS);
+    }
     this.emit("ready", [info], (e) => this.failed(e));
     const resolve = this.readyResolve;
     this.readyResolve = null;
@@ -598,118 +574,10 @@ export class Session extends Emitter<SessionEvents> {
    * `resendAfterMs`, and after a transient refusal (-503, -504, -408); the server stores it once.
    */
   send(message: OutgoingMessage): Promise<Ack> {
-    const id = message.id ?? this.newId();
-    const known = this.sending.get(id);
-    if (known !== undefined) return known.promise;
-    if (typeof id !== "string" || id.length < 1 || id.length > MAX_ID) {
-      return Promise.reject(new SendError(String(id), Code.BAD_REQUEST, `id must be 1 to ${MAX_ID} characters`));
+    if (this.closed) {
+      return Promise.reject(new SendError(message.id ?? "", Code.CLOSED, "the session was closed"));
     }
-    if (this.closed) return Promise.reject(new SendError(id, Code.CLOSED, "the session was closed"));
-    const value: Record<string, unknown> = { id, op: message.op ?? 1000, body: message.body ?? null };
-    if (message.to) value["to"] = message.to;
-    let payload: Uint8Array;
-    try {
-      payload = encoder.encode(JSON.stringify(value));
-    } catch (error) {
-      return Promise.reject(new SendError(id, Code.BAD_REQUEST, `body is not JSON: ${String(error)}`));
-    }
-    if (payload.length > this.maxBody) {
-      return Promise.reject(
-        new SendError(id, Code.TOO_LARGE, `${payload.length} bytes once encoded; the server takes ${this.maxBody}`),
-      );
-    }
-    let resolve!: (ack: Ack) => void;
-    let reject!: (error: SendError) => void;
-    const promise = new Promise<Ack>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    const timeoutMs = message.timeoutMs ?? this.sendTimeoutMs;
-    const pending: Pending = {
-      id,
-      payload,
-      promise,
-      resolve,
-      reject,
-      deadline: undefined,
-      retry: undefined,
-      timeoutMs,
-      startedAt: now(),
-    };
-    pending.deadline = setTimeout(() => {
-      this.finish(pending);
-      reject(new SendError(id, Code.TIMEOUT, `no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    this.sending.set(id, pending);
-    this.post(pending);
-    return promise;
-  }
-
-  private newId(): string {
-    this.ids += 1;
-    const bytes = new Uint8Array(8);
-    const crypto = (globalThis as { crypto?: { getRandomValues(a: Uint8Array): Uint8Array } }).crypto;
-    if (crypto !== undefined) crypto.getRandomValues(bytes);
-    else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
-    const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-    return `m${this.ids}-${hex}`;
-  }
-
-  /** Send (again) on the current connection, if there is one past Auth; else its Auth sends it. */
-  private post(pending: Pending): void {
-    clearTimeout(pending.retry);
-    pending.retry = undefined;
-    const link = this.link;
-    if (link === null || !link.authed) return;
-    for (const [seq, id] of link.messages) if (id === pending.id) link.messages.delete(seq);
-    link.messages.set(link.send(Op.SEND_MSG, pending.payload), pending.id);
-    pending.retry = setTimeout(() => this.post(pending), this.resendAfterMs);
-  }
-
-  private finish(pending: Pending): void {
-    clearTimeout(pending.deadline);
-    clearTimeout(pending.retry);
-    this.sending.delete(pending.id);
-    const link = this.link;
-    if (link !== null) for (const [seq, id] of link.messages) if (id === pending.id) link.messages.delete(seq);
-  }
-
-  private echoed(link: Link, frame: Frame): void {
-    const id = link.messages.get(frame.seq);
-    const pending = id === undefined ? undefined : this.sending.get(id);
-    if (pending === undefined) return;
-    this.finish(pending);
-    pending.resolve({ id: pending.id, seq: 0, body: decoder.decode(frame.body) });
-  }
-
-  private answered(link: Link, frame: Frame): void {
-    let answer: Record<string, unknown>;
-    try {
-      answer = JSON.parse(decoder.decode(frame.body)) as Record<string, unknown>;
-    } catch {
-      return;
-    }
-    const id = typeof answer["id"] === "string" ? answer["id"] : link.messages.get(frame.seq);
-    const pending = id === undefined ? undefined : this.sending.get(id);
-    if (pending === undefined) return;
-    if (answer["state"] === "received") {
-      link.send(Op.CONFIRM, JSON.stringify({ id: pending.id })); // (rigor: we saw the receipt)
-      return;
-    }
-    const code = Number(answer["code"]) | 0;
-    const reason = typeof answer["message"] === "string" ? answer["message"] : "";
-    if (code && TRANSIENT.has(code)) {
-      clearTimeout(pending.retry); // (sent again after a pause, or at the next Auth)
-      const left = pending.timeoutMs - (now() - pending.startedAt);
-      pending.retry = setTimeout(() => this.post(pending), Math.max(0, Math.min(1000, left)));
-      return;
-    }
-    this.finish(pending);
-    if (code) pending.reject(new SendError(pending.id, code, reason));
-    else {
-      const body = answer["body"];
-      pending.resolve({ id: pending.id, seq: Number(answer["seq"]) | 0, body: typeof body === "string" ? body : "" });
-    }
+    return this.outbox.send(message);
   }
 
   // -- rooms -------------------------------------------------------------------------------------
@@ -757,14 +625,10 @@ export class Session extends Emitter<SessionEvents> {
   private report(kind: SessionError["kind"], message: string, cause?: unknown): void {
     const error = new SessionError(kind, message, cause);
     if (this.listening("error")) this.emit("error", [error], () => {});
+    else if (kind === "handler" || kind === "listener") console.error(error, cause); // (a bug of the page's: not silent)
   }
 
   private failed(error: unknown): void {
     this.report("listener", "an event listener threw", error);
   }
-}
-
-function now(): number {
-  const perf = (globalThis as { performance?: { now(): number } }).performance;
-  return perf !== undefined ? perf.now() : Date.now();
 }

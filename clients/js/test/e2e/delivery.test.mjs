@@ -1,5 +1,6 @@
 // Reliable delivery in headless Chromium against a real `mpim master` (2 workers,
-// [delivery] replay_max = 100): offline then resume, a page reload that resumes from
+// [delivery] replay_max = 100 and max_unacked = 16: a replay of 40 takes three windows, each
+// let out by the page's acks): offline then resume, a page reload that resumes from
 // localStorage, a resume too far back (not recovered), and a kill -9 of the router and of the
 // user's worker while a backend pushes steadily. Started by tests/clients/test_js.py.
 
@@ -55,7 +56,7 @@ const events = (page, kind) =>
 
 test("offline, then back: what was pushed meanwhile arrives once, in order, recovered", async () => {
   const mid = 3001;
-  const { page, seen } = await userPage(mid, "laptop");
+  const { page, seen } = await userPage(mid, "laptop", { ackEvery: 8 }); // (acks inside each window, too)
   const accepted = new Map();
   for (let i = 0; i < 5; i++) accepted.set(await pushMid(mid, `live-${i}`), `live-${i}`);
   await until(() => seen.length === 5, "the live pushes");

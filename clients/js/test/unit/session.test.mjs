@@ -182,7 +182,7 @@ test("every frame after Auth is numbered +1 (heartbeats, messages, confirms, roo
   const numbered = conn.sent.filter((f) => f.op !== Op.ACK);
   assert.deepEqual(
     numbered.map((f) => f.op),
-    [Op.AUTH, Op.RESUME, Op.SEND_MSG, Op.HEARTBEAT, Op.CONFIRM, Op.CHANGE_ROOM],
+    [Op.AUTH, Op.RESUME, Op.HEARTBEAT, Op.SEND_MSG, Op.HEARTBEAT, Op.CONFIRM, Op.CHANGE_ROOM],
   );
   assert.deepEqual(
     numbered.map((f) => f.seq),
@@ -276,7 +276,7 @@ test("a message still unanswered is sent again under the same id on the next con
   next.accept();
   assert.deepEqual(
     next.sent.map((f) => f.op),
-    [Op.AUTH, Op.RESUME, Op.SEND_MSG, Op.SEND_MSG],
+    [Op.AUTH, Op.RESUME, Op.HEARTBEAT, Op.SEND_MSG, Op.SEND_MSG],
   );
   assert.deepEqual(next.of(Op.SEND_MSG).map((f) => next.json(f).id), ["k1", "k2"]);
   for (const id of ["k1", "k2"]) {
@@ -307,7 +307,7 @@ test("close() rejects what is still unanswered with -1", async (t) => {
   await assert.rejects(sent, (e) => e.code === Code.CLOSED);
 });
 
-test("reconnects back off exponentially with jitter, and start over once resumed", async (t) => {
+test("reconnects back off exponentially with jitter, and start over once a connection held 10 s", async (t) => {
   const { server, session } = await opened(t, { backoffMs: [100, 1000] }, null, { accept: false });
   const delays = [];
   session.on("disconnected", (info) => delays.push(info.reconnectInMs));
@@ -324,17 +324,27 @@ test("reconnects back off exponentially with jitter, and start over once resumed
   server.last.accept();
   server.last.resumed("e1", 0);
   await settle();
+  server.last.drop(); // (at once: as when two tabs with one key kick each other)
+  await settle();
+  assert.ok(delays.at(-1) >= 500, `a connection lost at once does not start the backoff over (${delays.at(-1)})`);
+  t.mock.timers.tick(2000);
+  await settle();
+  server.last.accept();
+  server.last.resumed("e1", 0);
+  await settle();
+  t.mock.timers.tick(10_000);
   server.last.drop();
   await settle();
-  assert.ok(delays.at(-1) <= 150, `after a resume the backoff starts over (${delays.at(-1)})`);
+  assert.ok(delays.at(-1) <= 150, `after 10 s up the backoff starts over (${delays.at(-1)})`);
   await session.close();
 });
 
 test("the connection is dropped when a whole heartbeat interval passed without a word from the server", async (t) => {
   const { server, conn, session } = await opened(t, { heartbeatMs: 1000 });
+  assert.equal(conn.of(Op.HEARTBEAT).length, 1, "one at once (its answer has the room's online count)");
   conn.resumed("e1", 0);
   t.mock.timers.tick(1000);
-  assert.equal(conn.of(Op.HEARTBEAT).length, 1);
+  assert.equal(conn.of(Op.HEARTBEAT).length, 2);
   t.mock.timers.tick(1000); // no answer
   await settle();
   assert.equal(conn.closedBy, "client");
