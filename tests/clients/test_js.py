@@ -171,3 +171,17 @@ def test_build_output_is_an_es_module_with_declarations(built: list[str]) -> Non
     dist = JS / "dist"
     assert (dist / "index.d.ts").exists() and "export" in (dist / "index.js").read_text()
     assert (dist / "mpim-client.min.js").stat().st_size > 0
+
+
+def test_the_tab_bench_runs(built: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m bench.js_tab`` (bench/RESULTS.md's figures), small: both phases counted, in order."""
+    from bench import js_tab
+
+    js_tab.main(["--messages", "300", "--no-build", "--timeout", "60"])
+    out = capsys.readouterr().out
+    assert "gzipped" in out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(("| replay", "| live"))]
+    assert [(r[0].strip(), r[1].strip(), r[-1].strip()) for r in rows] == [
+        ("replay", "300", "1"),
+        ("live", "300", "1"),
+    ]
