@@ -130,10 +130,11 @@ def test_unit(built: list[str]) -> None:
 
 
 def test_browser_delivery(built: list[str], masters: Callable[[str], ServerProcess]) -> None:
-    """Offline then resume, a reload resuming from localStorage, an unrecovered resume, and a
-    kill -9 of the router and of the user's worker during a stream: once, in order."""
+    """Offline then resume, a reload resuming from localStorage, an unrecovered resume, a
+    kill -9 of the router and of the user's worker during a stream (once, in order), and goim's
+    pushes (room, key, everyone) with a changed room joined again after a reconnect."""
     out = e2e(built, masters("delivery"), "delivery.test.mjs")
-    assert passed(out) == 5
+    assert passed(out) == 6
 
 
 @pytest.mark.parametrize("mode", ["none", "only", "rigor"])

@@ -74,6 +74,7 @@ export type SessionEvents = {
   ready: [info: ResumeInfo];
   disconnected: [info: DisconnectInfo];
   heartbeat: [info: { online: number }];
+  room: [info: { room: string }];
   error: [error: SessionError];
 };
 
@@ -611,6 +612,7 @@ export class Session extends Emitter<SessionEvents> {
     if (room === undefined) return;
     link.rooms.delete(seq);
     link.room = room;
+    this.emit("room", [{ room }], (e) => this.failed(e));
     const latest = room === this.wantedRoom;
     for (let i = this.roomWaiters.length - 1; i >= 0; i--) {
       const waiter = this.roomWaiters[i] as (typeof this.roomWaiters)[number];

@@ -28,7 +28,9 @@ async function user(mid, key) {
     seen.push(message);
   });
   await page.evaluate(
-    ([url, token]) => window.openSession("u", url, token, { backoffMs: [50, 500], resendAfterMs: 2000 }),
+    // (the seq cap: the server checks that every frame after Auth is numbered + 1, and cuts on a slip)
+    ([url, token]) =>
+      window.openSession("u", url, token, { backoffMs: [50, 500], resendAfterMs: 2000, caps: ["ack", "seq"] }),
     [WS_URL(), { mid, key, accepts: [1000] }],
   );
   await page.waitForFunction(() => window.sessions.u.state === "ready");
@@ -74,6 +76,14 @@ test(`[upstream] ack = ${MODE}: private messages both ways, each delivered once 
       assert.equal(ack.seq, MODE === "none" ? 0 : copy.seq, `ack of ${ack.id}`);
     }
     void other;
+  }
+  // One more each, now that both acked what they got (acks are outside the numbering: the
+  // frames after them must still follow on), and still one connection each: never cut, by the
+  // seq cap's check of the numbering or anything else.
+  await Promise.all([alice.send(BOB, "after the acks"), bob.send(ALICE, "after the acks")]);
+  await until(() => alice.seen.length === 2 * n + 2 && bob.seen.length === 2 * n + 2, "the last copies");
+  for (const { page } of [alice, bob]) {
+    assert.equal(await page.evaluate(() => window.sessions.u.connections), 1);
   }
   await alice.page.close();
   await bob.page.close();

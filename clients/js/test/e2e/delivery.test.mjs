@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import {
+  api,
   childPid,
   exactlyOnceInOrder,
   harness,
@@ -46,7 +47,7 @@ async function userPage(mid, key, options = {}) {
 async function open(page, mid, key, options = {}) {
   await page.evaluate(
     ([url, token, options]) => window.openSession("u", url, token, options),
-    [WS_URL(), { mid, key, accepts: [1000] }, { backoffMs: [50, 1000], ...options }],
+    [WS_URL(), { mid, key, accepts: [1000] }, { backoffMs: [50, 1000], caps: ["ack", "seq"], ...options }],
   );
   await page.waitForFunction(() => window.sessions.u.state === "ready", null, { timeout: 20_000 });
 }
@@ -157,3 +158,47 @@ for (const [victim, pidOf] of [
     await page.close();
   });
 }
+
+test("goim pushes (room, key, everyone: seq 0) are messages too; a changed room is joined again after a reconnect", async () => {
+  const mid = 3006;
+  const seen = [];
+  const page = await harness(browser.context, pages.base, (_name, message) => {
+    seen.push(message);
+  });
+  await page.evaluate(
+    ([url, token]) => {
+      window.openSession("u", url, token, { backoffMs: [50, 500] });
+      window.rooms = [];
+      window.sessions.u.on("room", (info) => window.rooms.push(info.room));
+    },
+    [WS_URL(), { mid, key: "sofa", room_id: "live://7", accepts: [1000] }],
+  );
+  await page.waitForFunction(() => window.sessions.u.state === "ready");
+  const push = async (target, body) => assert.equal((await api("POST", target, body)).code, 0);
+  await push("/goim/push/room?operation=1000&type=live&room=7", "in room 7");
+  await push("/goim/push/keys?operation=1000&keys=sofa", "by key");
+  await push("/goim/push/all?operation=1000", "to everyone");
+  await until(() => seen.length === 3, "the three goim pushes");
+  assert.deepEqual(
+    seen.map((m) => [m.seq, m.body]),
+    [
+      [0, "in room 7"],
+      [0, "by key"],
+      [0, "to everyone"],
+    ],
+  );
+
+  await page.evaluate(() => window.sessions.u.changeRoom("live://8"));
+  await push("/goim/push/room?operation=1000&type=live&room=7", "to the old room");
+  await push("/goim/push/room?operation=1000&type=live&room=8", "in room 8");
+  await until(() => seen.length === 4, "the push to the new room");
+  assert.deepEqual(seen.at(-1), { seq: 0, op: 1000, body: "in room 8" });
+
+  process.kill(await workerPidOf(mid), "SIGKILL"); // (a new connection: Auth joins room 7, then op 12 moves it)
+  await page.waitForFunction(() => window.rooms.length === 2, null, { timeout: 20_000 });
+  assert.deepEqual(await page.evaluate(() => window.rooms), ["live://8", "live://8"]);
+  await push("/goim/push/room?operation=1000&type=live&room=8", "room 8 again");
+  await until(() => seen.length === 5, "a room push after the reconnect");
+  assert.deepEqual(seen.at(-1), { seq: 0, op: 1000, body: "room 8 again" });
+  await page.close();
+});

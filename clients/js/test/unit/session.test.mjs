@@ -371,6 +371,8 @@ test("op 6 (the server asks us to go): reconnect and resume from the position", 
 
 test("changeRoom: op 12, resolved by op 13; the room is joined again after a reconnect", async (t) => {
   const { server, conn, session } = await opened(t);
+  const rooms = [];
+  session.on("room", (info) => rooms.push(info.room));
   const changed = session.changeRoom("live://9");
   const [ask] = conn.of(Op.CHANGE_ROOM);
   assert.equal(text(ask), "live://9");
@@ -382,6 +384,8 @@ test("changeRoom: op 12, resolved by op 13; the room is joined again after a rec
   await settle();
   server.last.accept();
   assert.deepEqual(server.last.of(Op.CHANGE_ROOM).map(text), ["live://9"]);
+  server.last.write(encodeFrame(Op.CHANGE_ROOM_REPLY, "live://9", server.last.of(Op.CHANGE_ROOM)[0].seq));
+  assert.deepEqual(rooms, ["live://9", "live://9"]);
   await assert.rejects(session.changeRoom("a\0b"), /NUL/);
   await session.close();
 });
