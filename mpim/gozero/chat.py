@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mpim.gozero.frames import dumps
+from mpim.gozero.frames import dumps, dumps_utf8
 from mpim.limits import INT64
 
 SINGLE_CHAT, GROUP_CHAT = 2, 1
@@ -48,9 +48,9 @@ def conversation_id(a: int, b: int) -> str:
     return f"{min(a, b)}_{max(a, b)}"
 
 
-def chat_body(data: Any, sender: int, now_ms: int) -> tuple[int, dict[str, Any]]:
-    """``conversation.chat`` data -> (the recipient's mid, the chat data to store, sender stamped).
-    ValueError says what is wrong."""
+def chat_body(data: Any, sender: int, now_ms: int) -> tuple[int, bytes]:
+    """``conversation.chat`` data -> (the recipient's mid, the chat data to store as JSON, sender
+    stamped). ValueError says what is wrong."""
     if not isinstance(data, dict):
         raise ValueError("conversation.chat data must be a JSON object")
     chat_type = data.get("chatType", SINGLE_CHAT)
@@ -74,10 +74,9 @@ def chat_body(data: Any, sender: int, now_ms: int) -> tuple[int, dict[str, Any]]
     body["recvId"] = str(to)
     body["sendTime"] = send_time or now_ms
     try:
-        json.dumps(body, ensure_ascii=False).encode()
+        return to, dumps_utf8(body)
     except UnicodeEncodeError:
         raise ValueError("conversation.chat data is not valid UTF-8 text (a lone surrogate)") from None
-    return to, body
 
 
 def present(envelope: bytes, now_ms: int) -> tuple[str, str, bytes] | None:

@@ -62,7 +62,7 @@ def _shown(value: Any) -> str:
 def decode(message: bytes) -> GzFrame:
     """A client's message -> its frame; :class:`FrameError` if it is not a go-zero frame."""
     try:
-        value: Any = json.loads(message.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
+        value: Any = _decode(message.decode("utf-8"))
     except UnicodeDecodeError:
         raise FrameError("the frame is not UTF-8 text") from None
     except (ValueError, RecursionError):
@@ -102,12 +102,18 @@ def _utf8(text: str) -> bool:
     return True
 
 
+def dumps_utf8(value: Any) -> bytes:
+    """Compact JSON in UTF-8; UnicodeEncodeError if a string holds a lone surrogate."""
+    return _encode_text(value).encode()
+
+
 def dumps(value: Any) -> bytes:
-    """Compact JSON in UTF-8; a string that cannot be UTF-8 (a lone surrogate) is written escaped."""
+    """Compact JSON in UTF-8; a string that cannot be UTF-8 (a lone surrogate) is written escaped.
+    ValueError for NaN or an infinity."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return _encode_text(value).encode()
     except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        return _encode_ascii(value).encode()
 
 
 def encode(
@@ -140,6 +146,13 @@ def _finite(text: str) -> float:
     return value
 
 
+# (built once: json.loads / json.dumps with options build a new decoder / encoder on every call)
+_decode = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite).decode
+_check_json = json.JSONDecoder(parse_constant=_no_constant).decode
+_encode_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encode_ascii = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def body_json(body: bytes) -> tuple[bytes, bool]:
     """A pushed body as a JSON value: the body itself when it is JSON, else a JSON string of it
     (its text, or its base64 when it is not UTF-8: the second value is then true)."""
@@ -148,7 +161,7 @@ def body_json(body: bytes) -> tuple[bytes, bool]:
     except UnicodeDecodeError:
         return dumps(base64.b64encode(body).decode("ascii")), True
     try:
-        json.loads(text, parse_constant=_no_constant)
+        _check_json(text)
     except (ValueError, RecursionError):
         return dumps(text), False
     return body, False

@@ -299,7 +299,7 @@ class GoZeroService:
             if method == CHAT:
                 to, body = chat_body(frame.data, channel.mid, int(time.time() * 1000))
                 msg = Message(
-                    frame.id, to, self.op, dumps(body), (1, 0), self.answers, method=method, ack_seq=ack_seq
+                    frame.id, to, self.op, body, (1, 0), self.answers, method=method, ack_seq=ack_seq
                 )
             elif method == ONLINE and self.user_online:
                 mids = online_query(frame.data, channel.mid)

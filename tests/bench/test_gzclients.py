@@ -51,7 +51,7 @@ def opened(mid: int = 4, noack: bool = False) -> tuple[Recorded, list[bytes], as
 
 def copy(seq: int, sender: int, n: int, to: int = 4, sent: float = 1.0) -> bytes:
     _, body = chat_body({"recvId": to, "msg": {"mType": 0, "content": f"{n} {sent!r}"}}, sender, 0)
-    return text_frame(push_frame(1000, seq, envelope(str(n), sender, to, body), 0))
+    return text_frame(push_frame(1000, seq, envelope(str(n), sender, to, json.loads(body)), 0))
 
 
 def test_the_url_carries_goims_json_token() -> None:
@@ -66,7 +66,7 @@ def test_a_chat_frame_is_what_the_server_parses() -> None:
         frame = decode(texts[0])
         assert (frame.frame_type, frame.id, frame.method) == (0, "0", "conversation.chat")
         to, body = chat_body(frame.data, 4, 0)
-        assert (to, body["msg"]["content"]) == (9, "0 12.5")
+        assert (to, json.loads(body)["msg"]["content"]) == (9, "0 12.5")
     finally:
         loop.close()
 

@@ -27,14 +27,14 @@ def test_conversation_ids_follow_go_zero() -> None:
 
 def test_a_chat_is_stamped_with_its_sender() -> None:
     data = {"recvId": "6", "sendId": "999", "msg": {"mType": 0, "content": "hi"}, "extra": [1]}
-    to, body = chat_body(data, sender=5, now_ms=1234)
+    to, raw = chat_body(data, sender=5, now_ms=1234)
     assert to == 6
-    assert body == {
+    assert json.loads(raw) == {
         "recvId": "6", "sendId": "5", "msg": {"mType": 0, "content": "hi"}, "extra": [1],
         "conversationId": "5_6", "chatType": 2, "sendTime": 1234,
     }  # fmt: skip
     _, kept = chat_body({**data, "conversationId": "c", "sendTime": 77, "chatType": 2}, 5, 1234)
-    assert (kept["conversationId"], kept["sendTime"]) == ("c", 77)
+    assert (json.loads(kept)["conversationId"], json.loads(kept)["sendTime"]) == ("c", 77)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,8 @@ def envelope(body: Any, msg_id: str = "m1", sender: int = 3, to: int = 4) -> byt
 
 
 def test_a_go_zero_chat_comes_back_as_it_was_sent() -> None:
-    _, body = chat_body({"recvId": 4, "msg": {"mType": 0, "content": "yo"}}, 3, 10)
+    _, raw = chat_body({"recvId": 4, "msg": {"mType": 0, "content": "yo"}}, 3, 10)
+    body = json.loads(raw)
     form_id, msg_id, data = present(envelope(body), 99) or ("", "", b"")
     assert (form_id, msg_id) == ("3", "m1")
     assert json.loads(data) == {**body, "sendId": "3", "recvId": "4"}
