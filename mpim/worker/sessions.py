@@ -6,6 +6,8 @@ when the router confirms (its tables hold the key and mid, and the room's bus
 subscription is live) does the client enter the buckets and its room and get
 the Auth reply. ChangeRoom works the same way. A key that is confirmed again
 here kicks the older connection with that key (the router kicks one elsewhere).
+The go-zero endpoint authenticates at its WebSocket upgrade and files its
+clients through :meth:`Sessions.login` the same way (no Auth frame, no reply).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from mpim.auth import mint
 from mpim.worker.channel import AUTHED
@@ -252,3 +252,17 @@ def test_odd_upgrade_requests_are_refused_with_401(headers: bytes, caplog: pytes
     with caplog.at_level(logging.INFO, "mpim"):
         run(scenario())
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_failed_upgrades_count_towards_the_per_ip_ban() -> None:
+    async def scenario() -> None:
+        limits = {"auth_failures": 2, "exempt": [], "ban_time": 60.0}
+        async with serving(limits=limits, **GZ) as srv:
+            for _ in range(2):
+                with pytest.raises(InvalidStatus):
+                    await GzClient.connect(gz_url(srv), {"key": "anonymous"})
+            with pytest.raises((OSError, InvalidMessage)):  # banned: closed at once, no HTTP answer
+                await GzClient.connect(gz_url(srv), {"mid": 5})
+            assert srv.hub.stats["bans"] == 1 and srv.hub.stats["opened_gozero"] == 0
+
+    run(scenario())
