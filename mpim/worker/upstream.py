@@ -75,7 +75,17 @@ class Message:
     """One client message: an ack client's op 4 (its JSON body), or a go-zero data frame."""
 
     __slots__ = (
-        *("ack_seq", "answers", "body", "first", "id", "last", "method", "online", "op", "reply", "rigor"),
+        "ack_seq",
+        "answers",
+        "body",
+        "first",
+        "id",
+        "last",
+        "method",
+        "online",
+        "op",
+        "reply",
+        "rigor",
         "to",
     )
 

@@ -384,3 +384,51 @@ def test_the_example_client_runs(masters: Any, mode: str) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "bob got: are you there?" in done.stdout
+
+
+def test_two_hosts_presence_chat_and_one_connection_per_user(tmp_path: Any, redis_private: Any) -> None:
+    """On two hosts (one Redis): user.online sees users on the other host, chat crosses it, and a
+    go-zero connection on one host closes the same user's on the other."""
+    hosts = []
+    for name in ("gz-a", "gz-b"):
+        (tmp_path / name).mkdir()
+        hosts.append(
+            start_master(
+                tmp_path / name,
+                1,
+                server={"name": name, "workers": 1, "graceful_timeout": 5.0},
+                cluster={"redis": redis_private.url, "timeout": 0.5},
+                gozero={"path": "/ws"},
+                upstream={"ack": "only"},
+            )
+        )
+    a, b = hosts
+
+    async def main() -> None:
+        for srv in hosts:
+            await Cluster(srv).wait_workers(1)
+        alice = await gz_user(a, 2301)
+        bob = await GoimUser.connect(b, 2302, "bob-2302", "only")
+
+        async def sees_bob() -> bool:
+            await alice.send(frameType=0, id="o", method="user.online", data=[2302, 2303, 2301])
+            answer = await alice.next(lambda f: f["id"] == "o" and f["frameType"] == 0)
+            return bool(answer["data"] == ["2302", "2301"])
+
+        await until(sees_bob, what="alice seeing bob on the other host")
+        await gz_chat(alice, "only", "x1", 2302, "across hosts")
+        _, env = await bob.message()
+        assert (env["id"], env["from"]) == ("x1", 2301)
+        again = await GzClient.connect(url(b), {"mid": 2301})  # alice again, on host B
+        left = await alice.closed()  # (what was queued before: her ack frame and her own copy)
+        assert [f["frameType"] for f in left if f["frameType"] not in (0, 2)] == []
+        await again.send(frameType=1)
+        await again.next(lambda f: f["frameType"] == 1)  # (after her unacked own copy, replayed)
+        await again.close()
+        await bob.close()
+
+    try:
+        run(main())
+    finally:
+        for srv in hosts:
+            srv.stop()
