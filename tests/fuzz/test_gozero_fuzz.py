@@ -34,7 +34,7 @@ FUZZ = settings(
         HealthCheck.function_scoped_fixture,
     ],
 )
-MAX_BODY = 4096
+MAX_BODY = 4096  # (this module's rigs' [protocol] max_body: the default)
 SENTINEL = {
     "frameType": 0,
     "id": "sentinel",
@@ -80,7 +80,9 @@ MESSAGES = st.one_of(
     st.builds(
         lambda d, o: nested(d, o).decode(), st.sampled_from([5, 1500]), st.sampled_from(["[", '{"a":'])
     ),
-    st.sampled_from(["", "{}", " ", "{", "null", '{"data": NaN}', '{"ackSeq": 1e999}', "x" * (MAX_BODY + 1)]),
+    st.sampled_from(
+        ["", "{}", " ", "{", "null", '{"data": NaN}', '{"ackSeq": 1e999}', "x" * (2 * MAX_BODY + 1)]
+    ),
     st.binary(max_size=40),
 )
 
@@ -92,9 +94,9 @@ def rig(request: pytest.FixtureRequest) -> Iterator[WorkerRig]:
         running.check_healthy()
 
 
-def is_frame(message: str | bytes) -> bool:
+def is_frame(message: str | bytes, max_body: int) -> bool:
     data = message.encode("utf-8", "surrogatepass") if isinstance(message, str) else message
-    if len(data) > MAX_BODY:
+    if len(data) > max_body:
         return False
     try:
         decode(data)
@@ -134,11 +136,14 @@ def check(rig: WorkerRig, messages: list[str | bytes]) -> None:
         assert list(frame)[:6] == list(FIELDS), frame
         assert frame["frameType"] in (0, 1, 2, 9), frame
         assert isinstance(frame["id"], str) and isinstance(frame["ackSeq"], int), frame
-    bad = [m for m in messages if not is_frame(m)]
+    bad = [m for m in messages if not is_frame(m, rig.cfg.protocol.max_body)]
     assert closed == bool(bad), (closed, bad, got)
     if closed:
         assert got and got[-1]["frameType"] == 9 and got[-1]["code"] == -400, got
     rig.check_healthy()
+
+
+TARGETS = [("worker.gozero", st.lists(MESSAGES, min_size=1, max_size=6), check)]  # (bench.fuzz_campaign)
 
 
 @FUZZ
