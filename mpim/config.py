@@ -249,6 +249,19 @@ class UpstreamSection:
 
 
 @dataclass(frozen=True)
+class GoZeroSection:
+    path: str = _opt(
+        "", doc="WebSocket path of the go-zero chat server's JSON frames (e.g. /ws); empty = off"
+    )
+    op: int = _opt(
+        1000, lo=-(1 << 31), hi=(1 << 31) - 1, doc="push op of their private messages and backend methods"
+    )
+    user_online: bool = _opt(
+        True, doc="answer user.online for the users a client names; false = the backend answers it"
+    )
+
+
+@dataclass(frozen=True)
 class ClusterSection:
     redis: str = _opt(
         "", doc="redis://host:port/db, rediss://..., unix:///path.sock; empty = one host, embedded"
@@ -282,6 +295,7 @@ class Config:
     inbox: InboxSection = field(default_factory=InboxSection)
     delivery: DeliverySection = field(default_factory=DeliverySection)
     upstream: UpstreamSection = field(default_factory=UpstreamSection)
+    gozero: GoZeroSection = field(default_factory=GoZeroSection)
     cluster: ClusterSection = field(default_factory=ClusterSection)
     source: str = "<defaults>"
 
@@ -368,6 +382,11 @@ def _check_addresses(source: str, cfg: Config) -> None:
             raise ConfigError(f"{source}: [websocket] {key}: {path!r} must start with '/'")
     if cfg.websocket.echo_path and cfg.websocket.echo_path == cfg.websocket.path:
         raise ConfigError(f"{source}: [websocket] echo_path: must differ from path")
+    gozero = cfg.gozero.path
+    if gozero and not gozero.startswith("/"):
+        raise ConfigError(f"{source}: [gozero] path: {gozero!r} must start with '/'")
+    if gozero and gozero in (cfg.websocket.path, cfg.websocket.echo_path):
+        raise ConfigError(f"{source}: [gozero] path: {gozero!r} is already [websocket] path or echo_path")
 
 
 _ZMQ_SCHEMES = ("tcp://", "ipc://", "inproc://")

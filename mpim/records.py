@@ -158,6 +158,16 @@ class Chat(Record, tag=13):
     reply: bool = False
 
 
+class Presence(Record, tag=14):
+    """Which of these users are online (a go-zero client's ``user.online``); answered by a
+    :class:`ChatAck` whose body is the JSON list of those online, in the order asked."""
+
+    req: int
+    key: str
+    mid: int
+    mids: list[int]
+
+
 # -- router -> worker (the link) -------------------------------------------------------------
 class PushKeys(Record, tag=20):
     """Write one frame to the connections with these keys (those watching ``op``).
@@ -247,8 +257,8 @@ class Replayed(Record, tag=28):
 
 
 class ChatAck(Record, tag=29):
-    """Answer to a :class:`Chat` with ``reply``: code 0 and the stream seq it got (or the
-    backend's answer body), or an error code and message."""
+    """Answer to a :class:`Chat` with ``reply`` (or to a :class:`Presence`): code 0 and the stream
+    seq it got (or the backend's answer body), or an error code and message."""
 
     req: int
     code: int
@@ -342,6 +352,7 @@ WorkerRecord = (
     | Resume
     | Acked
     | Chat
+    | Presence
 )
 RouterRecord = (
     PushKeys

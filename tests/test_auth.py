@@ -278,3 +278,15 @@ def test_small_rsa_and_other_curves_are_refused(tmp_path: Any) -> None:
         path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, spki))
         with pytest.raises(AuthKeyError, match=reason):
             load_public_key(str(path))
+
+
+def test_the_go_zero_endpoint_may_name_the_user_in_sub() -> None:
+    auth = Authenticator("jwt", SECRET)
+    assert auth.verify(_jwt({"sub": "77"}), subject=True).mid == 77
+    assert auth.verify(_jwt({"sub": "77", "mid": 5}), subject=True).mid == 5  # mid wins
+    assert Authenticator("json").verify(b'{"sub": "8"}', subject=True).mid == 8
+    for sub in ("x", "-1", "0", "1.5"):
+        with pytest.raises(AuthError, match="mid"):
+            auth.verify(_jwt({"sub": sub}), subject=True)
+    with pytest.raises(AuthError, match="no mid"):  # goim's Auth frame does not read sub
+        auth.verify(_jwt({"sub": "77"}))

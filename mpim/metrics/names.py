@@ -15,6 +15,7 @@ GAUGE_KEYS = frozenset(
         "rooms",
         "conns_tcp",
         "conns_ws",
+        "conns_gozero",
         "link_buffer",
         "now_ms",
         "room_window_us",
@@ -29,6 +30,24 @@ WORKER_COUNTERS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
         "Client connections accepted, by transport (those refused over the limit included)",
         "transport",
         [("opened_tcp", "tcp"), ("opened_ws", "ws")],
+    ),
+    (
+        "mpim_gozero_upgrades",
+        "WebSocket connections that upgraded on [gozero] path (also in mpim_connects, transport ws)",
+        "",
+        [("opened_gozero", "")],
+    ),
+    (
+        "mpim_gozero_frames",
+        "Frames from go-zero clients, by frameType (bad: not a go-zero frame, closed)",
+        "type",
+        [("gozero_data", "data"), ("gozero_pings", "ping"), ("gozero_acks", "ack"), ("gozero_bad", "bad")],
+    ),
+    (
+        "mpim_gozero_error_frames",
+        "Error frames (frameType 9) sent to go-zero clients",
+        "",
+        [("gozero_errors", "")],
     ),
     (
         "mpim_disconnects",
@@ -164,9 +183,9 @@ WORKER_COUNTERS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
 WORKER_GAUGES: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     (
         "mpim_connections",
-        "Open client connections, by transport",
+        "Open client connections, by transport (gozero: on [gozero] path; ws: the other WebSocket ones)",
         "transport",
-        [("conns_tcp", "tcp"), ("conns_ws", "ws")],
+        [("conns_tcp", "tcp"), ("conns_ws", "ws"), ("conns_gozero", "gozero")],
     ),
     ("mpim_online", "Authenticated client connections", "", [("online", "")]),
     ("mpim_worker_rooms", "Rooms with members on the worker", "", [("rooms", "")]),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import os
 import time
@@ -51,6 +52,7 @@ from mpim.records import (
     Hello,
     InboxEntry,
     Kick,
+    Presence,
     PushAll,
     PushKeys,
     PushMids,
@@ -332,6 +334,8 @@ class Router:
             self._spawn(self._resume(peer, record))  # type: ignore[arg-type]
         elif kind is Chat:
             self._spawn(self._chat(peer, record))  # type: ignore[arg-type]
+        elif kind is Presence:
+            self._presence(peer, record)  # type: ignore[arg-type]
         elif kind is BusSeen:
             peer.mark_seen = max(peer.mark_seen, record.mark)  # type: ignore[union-attr]
             self._answer_waiting()
@@ -438,6 +442,38 @@ class Router:
             ack = ChatAck(rec.req, exc.code, exc.message)
         if rec.reply:
             peer.link.send(records.encode(ack))
+
+    def _presence(self, peer: Peer, rec: Presence) -> None:
+        """``user.online``: which of the users asked about have a session, on this host (the
+        tables) or, with several hosts, on another one (the directory)."""
+        conns_of = self.store.conns_of
+        online = {mid for mid in rec.mids if conns_of(mid)}
+        others = [mid for mid in rec.mids if mid not in online]
+        if self.cluster is None or not others:
+            self._online_answer(peer, rec, online)
+        else:
+            self._spawn(self._presence_elsewhere(peer, rec, online, others))
+
+    async def _presence_elsewhere(
+        self, peer: Peer, rec: Presence, online: set[int], others: list[int]
+    ) -> None:
+        from redis.exceptions import RedisError
+
+        from mpim.cluster import ClusterError
+
+        assert self.cluster is not None
+        directory = self.cluster.directory
+        try:
+            found = await asyncio.gather(*(directory.servers_of_mids([mid]) for mid in others))
+        except (ClusterError, RedisError, OSError) as exc:  # this host's answer, the rest unknown
+            self.cluster._lost(exc)
+            found = []
+        online.update(mid for mid, servers in zip(others, found, strict=False) if servers)
+        self._online_answer(peer, rec, online)
+
+    def _online_answer(self, peer: Peer, rec: Presence, online: set[int]) -> None:
+        body = json.dumps([mid for mid in rec.mids if mid in online]).encode()
+        peer.link.send(records.encode(ChatAck(rec.req, 0, "", 0, body)))
 
     # -- registration: confirm once the worker's bus fence came through --------------------------
     def _confirm(self, peer: Peer, req: int, fence: int) -> None:

@@ -140,6 +140,8 @@ class Connections:
     def closed(self, channel: Channel) -> None:
         """The transport is gone (the adapter's ``connection_lost``)."""
         self.stats["closed_ws" if channel.is_ws else "closed_tcp"] += 1
+        if channel.is_gozero:
+            self.stats["closed_gozero"] += 1
         if channel.state != CLOSED:  # the client went first
             self.stats["client_closed"] += 1
             self._leave(channel)

@@ -69,6 +69,7 @@ class ClusterLink(Protocol):
     def chat(
         self, channel: Channel, op: int, body: bytes, msg_id: str, to: int, done: OnAck | None
     ) -> None: ...
+    def online(self, channel: Channel, mids: list[int], done: OnAck) -> None: ...
 
 
 class RoomCounter(Protocol):
@@ -135,3 +136,6 @@ class StandaloneLink:
         self.upstream(channel, op, body)
         if done is not None:
             done(ChatAck(0, 0))
+
+    def online(self, channel: Channel, mids: list[int], done: OnAck) -> None:
+        done(ChatAck(0, -501, "presence needs the router (run mpim master)"))

@@ -53,6 +53,7 @@ from mpim.records import (
     Hello,
     Kick,
     Mark,
+    Presence,
     PushAll,
     PushKeys,
     PushMids,
@@ -353,6 +354,22 @@ class HostLink:
         if not self._up():
             self.stats["chat_refused"] += 1
             done(ChatAck(req, -503, "the router is unreachable; resend the message with the same id"))
+            return
+        self._chats[req] = (channel, done)
+        self._due(req)
+        self._send(data)
+
+    def online(self, channel: Channel, mids: list[int], done: OnAck) -> None:
+        """Which of ``mids`` are online: answered like a message (a :class:`ChatAck`, its body the
+        JSON list), within ``[upstream] timeout``."""
+        req = next(self._req_ids)
+        data = self._encode(Presence(req, channel.key, channel.mid, mids))
+        if data is None:
+            done(ChatAck(req, -400, "the question could not be encoded"))
+            return
+        if not self._up():
+            self.stats["chat_refused"] += 1
+            done(ChatAck(req, -503, "the router is unreachable; ask again"))
             return
         self._chats[req] = (channel, done)
         self._due(req)

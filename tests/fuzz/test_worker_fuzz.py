@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -36,7 +37,11 @@ from tests.fuzz.worker_rig import WorkerRig
 # Large enough for JSON nested deeper than the recursion limit (Hypothesis raises it to ~2000 + depth).
 MAX_BODY = 8192
 MAX_MESSAGE = 16384
-RIG_SECTIONS = {"protocol": {"max_body": MAX_BODY}, "websocket": {"max_message": MAX_MESSAGE}}
+RIG_SECTIONS: dict[str, dict[str, Any]] = {
+    "protocol": {"max_body": MAX_BODY},
+    "websocket": {"max_message": MAX_MESSAGE},
+    "gozero": {"path": "/ws"},  # (bench.fuzz_campaign's rig serves tests/fuzz/test_gozero_fuzz too)
+}
 ENDINGS = st.sampled_from(["eof", "linger", "reset"])
 EXAMPLES = int(os.environ.get("MPIM_FUZZ_WORKER_EXAMPLES", "200"))
 WORKER = settings(
