@@ -38,8 +38,8 @@ import json
 import random
 import struct
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from bench.clients import TcpClient, WsClient
 from bench.tally import CAP, RESOLUTION, Tally
@@ -305,6 +305,9 @@ class AckTcpClient(TcpClient):
         super().data_received(data)
         self.rel.after_read(self)
 
+    def chat(self, to: int, now: float) -> None:
+        self.rel.send_chat(self, to, now)
+
 
 class AckWsClient(WsClient):
     __slots__ = ("rel",)
@@ -334,12 +337,24 @@ class AckWsClient(WsClient):
         super().data_received(data)
         self.rel.after_read(self)
 
+    def chat(self, to: int, now: float) -> None:
+        self.rel.send_chat(self, to, now)
+
 
 AckClient = AckTcpClient | AckWsClient
 
 
+class Chatter(Protocol):
+    """A chat client of :func:`chat_loop`: an ack client, or a go-zero one (:mod:`bench.gzclients`)."""
+
+    transport: Any
+    mid: int
+
+    def chat(self, to: int, now: float) -> None: ...
+
+
 async def chat_loop(
-    clients: list[AckClient],
+    clients: Sequence[Chatter],
     rate: float,
     duration: float,
     users: int,
@@ -373,7 +388,7 @@ async def chat_loop(
             mid = client.mid
             if mid not in known:
                 known[mid] = contacts(mid, users, contact_count)
-            client.rel.send_chat(client, recipient(mid, users, rng, known[mid]), _monotonic())
+            client.chat(recipient(mid, users, rng, known[mid]), _monotonic())
             sent += 1
         await asyncio.sleep(tick)
     return {"sent": sent, "skipped": n - sent, "seconds": loop.time() - start}

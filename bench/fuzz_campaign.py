@@ -32,6 +32,7 @@ from hypothesis.reporting import with_reporter
 from tests.fuzz import (
     test_auth_fuzz,
     test_config_fuzz,
+    test_gozero_fuzz,
     test_http_fuzz,
     test_proto_fuzz,
     test_proxyproto_fuzz,
@@ -61,7 +62,8 @@ def targets() -> list[Target]:
     out = []
     for module in (test_proto_fuzz, test_proxyproto_fuzz, test_auth_fuzz, test_config_fuzz, test_http_fuzz):
         out += [Target(name, strategy, check, False) for name, strategy, check in module.TARGETS]
-    out += [Target(name, strategy, check, True) for name, strategy, check in test_worker_fuzz.TARGETS]
+    for worker_module in (test_worker_fuzz, test_gozero_fuzz):
+        out += [Target(name, strategy, check, True) for name, strategy, check in worker_module.TARGETS]
     return out
 
 

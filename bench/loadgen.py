@@ -12,7 +12,9 @@ reply per command on stdout:
   replies ``{"ok", "failed", "seconds"}``.
   With ``"ack": true`` (tcp, ws) they are ack clients (:mod:`bench.ackclients`:
   caps ack, resume, acks), ready once resumed; ``"chat": true`` makes them
-  private-chat clients too.
+  private-chat clients too. ``"kind": "gozero"`` (``"path"``: ``[gozero] path``)
+  opens go-zero chat clients (:mod:`bench.gzclients`), ready once upgraded;
+  ``"noack": true`` when the server acks nothing (``[upstream] ack = "none"``).
 - ``{"cmd": "chat", "rate": R, "duration": S, "users": U, "contacts": K, "seed": N}``
   starts sending R private messages/s for S s from this process's chat clients
   to random users 1..U (or K contacts each) and replies at once;
@@ -42,8 +44,9 @@ from typing import Any
 
 import uvloop
 
-from bench.ackclients import AckClient, AckTally, ack_client, chat_loop
+from bench.ackclients import AckTally, AckTcpClient, AckWsClient, Chatter, ack_client, chat_loop
 from bench.clients import Client, NchanClient, TcpClient, WsClient
+from bench.gzclients import GzChatClient, gozero_url
 from bench.wire import HEARTBEAT, room_name
 
 HOST = "127.0.0.1"
@@ -55,7 +58,7 @@ class Generator:
         self.loop = asyncio.get_running_loop()
         self.tally = AckTally()  # a Tally with the ack clients' counters too
         self.clients: list[Client] = []
-        self.chatters: list[AckClient] = []
+        self.chatters: list[Chatter] = []
         self._chat: asyncio.Task[dict[str, Any]] | None = None
         self._beat: asyncio.Task[None] | None = None
         self.lost_reported = 0  # lost messages already reported by an earlier finish
@@ -81,7 +84,10 @@ class Generator:
             room = room_name(room_index) if rooms else ""
             ready: asyncio.Future[None] = loop.create_future()
             client: Client
-            if ack:
+            if kind == "gozero":
+                url = gozero_url(port, path, mid, HOST)
+                client = GzChatClient(self.tally, stream, ready, mid, url, bool(spec.get("noack")))
+            elif ack:
                 url = f"ws://{HOST}:{port}{path}"
                 client = ack_client(kind, self.tally, stream, room, ready, mid, url, chat)
             elif kind == "tcp":
@@ -101,7 +107,7 @@ class Generator:
                         client.transport.abort()
                     return
             self.clients.append(client)
-            if chat and isinstance(client, AckClient):
+            if chat and isinstance(client, AckTcpClient | AckWsClient | GzChatClient):
                 self.chatters.append(client)
 
         started = time.monotonic()

@@ -6,6 +6,12 @@ verifies a token carrying the same claims plus ``exp``: HS256 signed with
 business backend alone holds the private key). The algorithm a token names must
 be one the configured keys allow, so a public key is never taken for an HMAC
 secret. ``exp`` and ``nbf`` are checked with ``[auth] leeway`` seconds of skew.
+
+``mid`` is a user id, an integer from 1 to 2**63 - 1. A jwt must carry one. A json
+token may leave it out or give 0: goim's anonymous connection, which joins rooms and
+gets pushes by key, room and broadcast but has no user stream, so it cannot ask for
+the ``ack`` cap (nor, therefore, send private chat). A negative mid is refused in
+both modes.
 """
 
 from __future__ import annotations
@@ -65,12 +71,31 @@ def parse_ops(values: Any) -> frozenset[int]:
     return frozenset(ops)
 
 
-def identity_from_claims(claims: Any) -> Identity:
-    if not isinstance(claims, dict):
-        raise AuthError("token is not a JSON object")
+_NEED_MID = "jwt mode needs an integer mid > 0"
+
+
+def check_mid(claims: dict[str, Any], anonymous: bool) -> int:
+    """The token's ``mid``: a user id (1 .. 2**63 - 1). With ``anonymous`` (json mode, goim's own
+    tokens) a missing mid or mid 0 is an anonymous connection (mid 0); a negative one is refused."""
+    if "mid" not in claims and not anonymous:
+        raise AuthError(f"the token has no mid ({_NEED_MID})")
     mid = claims.get("mid", 0)
     if not isinstance(mid, int) or isinstance(mid, bool) or not in_range(mid, INT64):
         raise AuthError(f"mid {mid!r} is not an int64")
+    if mid > 0:
+        return mid
+    if not anonymous:
+        raise AuthError(f"mid {mid} is not a user id ({_NEED_MID})")
+    if mid < 0:
+        raise AuthError(f"mid {mid} is negative (a user id is > 0; no mid or 0 = an anonymous connection)")
+    return 0
+
+
+def identity_from_claims(claims: Any, anonymous: bool = True) -> Identity:
+    """The claims of a token as an :class:`Identity`; ``anonymous``: mid 0 (or none) is allowed."""
+    if not isinstance(claims, dict):
+        raise AuthError("token is not a JSON object")
+    mid = check_mid(claims, anonymous)
     fields = {}
     for name in ("key", "room_id", "platform"):
         value = claims.get(name) or ""
@@ -89,13 +114,18 @@ def identity_from_claims(claims: Any) -> Identity:
         accepts = parse_ops(claims.get("accepts") or [])
     except ValueError as exc:
         raise AuthError(str(exc)) from None
+    caps = parse_caps(claims.get("caps"))
+    if mid == 0 and "ack" in caps:
+        raise AuthError(
+            'the "ack" cap needs a user id (mid > 0): an anonymous connection (mid 0) has no stream'
+        )
     return Identity(
         mid=mid,
         key=fields["key"],
         room=sys.intern(room),
         platform=sys.intern(fields["platform"][:32]),
         accepts=accepts,
-        caps=parse_caps(claims.get("caps")),
+        caps=caps,
     )
 
 
@@ -161,7 +191,9 @@ class Authenticator:
         key, alg = load_public_key(section.public_key) if section.public_key else (None, "")
         return cls(section.mode, section.secret, key, alg, section.leeway)
 
-    def verify(self, token: bytes) -> Identity:
+    def verify(self, token: bytes, subject: bool = False) -> Identity:
+        """``subject``: a token without ``mid`` may name its user in ``sub`` (a decimal string), as
+        the go-zero chat server's tokens do."""
         if self.mode == "json":
             try:
                 claims = json.loads(token)
@@ -169,7 +201,7 @@ class Authenticator:
                 raise AuthError("token is not valid JSON") from None
             except RecursionError:
                 raise AuthError(_TOO_DEEP) from None
-            return identity_from_claims(claims)
+            return identity_from_claims(_subject(claims) if subject else claims)
         try:
             alg = jwt.get_unverified_header(token).get("alg")
             if not isinstance(alg, str) or alg not in self._keys:
@@ -186,7 +218,17 @@ class Authenticator:
             raise AuthError(f"jwt rejected: {exc}") from None
         except RecursionError:
             raise AuthError(_TOO_DEEP) from None
-        return identity_from_claims(claims)
+        return identity_from_claims(_subject(claims) if subject else claims, anonymous=False)
+
+
+def _subject(claims: Any) -> Any:
+    """The claims with ``mid`` taken from ``sub`` when they have no ``mid`` and ``sub`` is a user id."""
+    if not isinstance(claims, dict) or "mid" in claims:
+        return claims
+    sub = claims.get("sub")
+    if isinstance(sub, str) and sub.isascii() and sub.isdigit() and len(sub) <= 19:
+        return {**claims, "mid": int(sub)}
+    return claims
 
 
 def private_key_algorithm(pem: str) -> str:

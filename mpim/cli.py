@@ -174,6 +174,17 @@ def cmd_client(args: argparse.Namespace) -> int:
         return 0
 
 
+def user_id(text: str) -> int:
+    """``--mid`` of a token: a user id, 1 to 2**63 - 1 (jwt mode refuses a token without one)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer") from None
+    if not 0 < value < 1 << 63:
+        raise argparse.ArgumentTypeError(f"{value} is not a user id (an integer from 1 to {(1 << 63) - 1})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -221,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the connection and the Auth reply",
     )
     token = add("token", cmd_token, "mint a client token for jwt auth mode (HS256, or RS256/ES256)")
-    token.add_argument("--mid", type=int, required=True, help="user id")
+    token.add_argument("--mid", type=user_id, required=True, help="user id (> 0)")
     token.add_argument("--room", default="", help="room id, e.g. live://1000")
     token.add_argument("--key", default="", help="connection key (empty = server generates one)")
     token.add_argument("--platform", default="", help="platform, e.g. web")

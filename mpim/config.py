@@ -107,6 +107,9 @@ class RouterSection:
     push_timeout: float = _opt(
         3.0, lo=0.1, hi=60.0, doc="room/broadcast push: longest wait for the workers' confirmation"
     )
+    max_targets: int = _opt(
+        10000, lo=1, hi=1_000_000, doc="distinct mids (or keys) one push may name; more is refused (-400)"
+    )
 
 
 @dataclass(frozen=True)
@@ -220,9 +223,11 @@ class InboxSection:
 @dataclass(frozen=True)
 class DeliverySection:
     max_unacked: int = _opt(
-        512, lo=1, hi=1_000_000, doc="reliable pushes a client may leave unacked before it is closed"
+        512, lo=1, hi=1_000_000, doc="reliable pushes written and unacked at most; the rest wait for acks"
     )
     ack_timeout: float = _opt(30.0, lo=0.1, hi=86400.0, doc="oldest unacked push older than this: close")
+    ack_rate: float = _opt(1000.0, lo=1.0, hi=1e7, doc="acks (op 18) per second per connection")
+    ack_burst: int = _opt(2000, lo=1, hi=10_000_000, doc="acks allowed in a burst")
     replay_max: int = _opt(
         1000, lo=1, hi=1_000_000, doc="a resume missing more than this is not recovered (resync)"
     )
@@ -233,7 +238,9 @@ class DeliverySection:
 class UpstreamSection:
     ack: str = _opt("none", choices=("none", "only", "rigor"), doc="how client messages are acknowledged")
     url: str = _opt("", doc="POST client messages to this backend URL; empty = the receive hook")
-    timeout: float = _opt(5.0, lo=0.1, hi=300.0, doc="backend answer deadline, seconds")
+    timeout: float = _opt(
+        5.0, lo=0.1, hi=300.0, doc="backend answer deadline; a worker's wait for the router's answer, seconds"
+    )
     concurrency: int = _opt(64, lo=1, hi=10000, doc="backend requests in flight at most")
     resend: float = _opt(3.0, lo=0.05, hi=3600.0, doc="rigor: re-send an unconfirmed ack this often")
     confirm_timeout: float = _opt(30.0, lo=0.1, hi=86400.0, doc="rigor: unconfirmed message expires")
@@ -245,12 +252,29 @@ class UpstreamSection:
 
 
 @dataclass(frozen=True)
+class GoZeroSection:
+    path: str = _opt(
+        "", doc="WebSocket path of the go-zero chat server's JSON frames (e.g. /ws); empty = off"
+    )
+    op: int = _opt(
+        1000, lo=-(1 << 31), hi=(1 << 31) - 1, doc="push op of their private messages and backend methods"
+    )
+    user_online: bool = _opt(
+        True, doc="answer user.online for the users a client names; false = the backend answers it"
+    )
+
+
+@dataclass(frozen=True)
 class ClusterSection:
     redis: str = _opt(
         "", doc="redis://host:port/db, rediss://..., unix:///path.sock; empty = one host, embedded"
     )
     timeout: float = _opt(1.0, lo=0.01, hi=60.0, doc="seconds for every Redis call (connect, command)")
     key_prefix: str = _opt("", doc="prepended to every Redis key (several clusters in one Redis)")
+    lease_interval: float = _opt(1.0, lo=0.05, hi=60.0, doc="a host renews its lease this often, seconds")
+    lease_ttl: float = _opt(
+        4.0, lo=0.2, hi=600.0, doc="a host whose lease was not renewed for this long is dead to the others"
+    )
 
 
 @dataclass(frozen=True)
@@ -274,6 +298,7 @@ class Config:
     inbox: InboxSection = field(default_factory=InboxSection)
     delivery: DeliverySection = field(default_factory=DeliverySection)
     upstream: UpstreamSection = field(default_factory=UpstreamSection)
+    gozero: GoZeroSection = field(default_factory=GoZeroSection)
     cluster: ClusterSection = field(default_factory=ClusterSection)
     source: str = "<defaults>"
 
@@ -360,6 +385,11 @@ def _check_addresses(source: str, cfg: Config) -> None:
             raise ConfigError(f"{source}: [websocket] {key}: {path!r} must start with '/'")
     if cfg.websocket.echo_path and cfg.websocket.echo_path == cfg.websocket.path:
         raise ConfigError(f"{source}: [websocket] echo_path: must differ from path")
+    gozero = cfg.gozero.path
+    if gozero and not gozero.startswith("/"):
+        raise ConfigError(f"{source}: [gozero] path: {gozero!r} must start with '/'")
+    if gozero and gozero in (cfg.websocket.path, cfg.websocket.echo_path):
+        raise ConfigError(f"{source}: [gozero] path: {gozero!r} is already [websocket] path or echo_path")
 
 
 _ZMQ_SCHEMES = ("tcp://", "ipc://", "inproc://")
@@ -433,7 +463,13 @@ def redact_url(url: str) -> str:
 
 
 def _check_redis(source: str, cfg: Config) -> None:
-    url = cfg.cluster.redis
+    cc = cfg.cluster
+    if cc.lease_ttl < 2 * cc.lease_interval:
+        raise ConfigError(
+            f"{source}: [cluster] lease_ttl: {cc.lease_ttl:g} must be at least twice lease_interval"
+            f" ({cc.lease_interval:g}), or one late renewal kills a live host"
+        )
+    url = cc.redis
     if url:
         try:
             check_redis_url(url)

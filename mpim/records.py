@@ -118,7 +118,9 @@ class BusSeen(Record, tag=10):
 
 class Resume(Record, tag=11):
     """A reliable client's op 20: replay its stream after (``epoch``, ``seq``), or after its
-    device cursor when ``cursor`` is true (no position given)."""
+    device cursor when ``cursor`` is true (no position given). ``page``: a catch-up read of
+    a connection already resumed: up to ``[delivery] replay_max`` messages after ``seq``,
+    however far the stream went on (a resume missing more than that is not recovered)."""
 
     req: int
     key: str
@@ -126,6 +128,7 @@ class Resume(Record, tag=11):
     epoch: str
     seq: int
     cursor: bool
+    page: bool = False
 
 
 class AckEntry(msgspec.Struct, array_like=True):
@@ -153,6 +156,16 @@ class Chat(Record, tag=13):
     id: str = ""
     to: int = 0
     reply: bool = False
+
+
+class Presence(Record, tag=14):
+    """Which of these users are online (a go-zero client's ``user.online``); answered by a
+    :class:`ChatAck` whose body is the JSON list of those online, in the order asked."""
+
+    req: int
+    key: str
+    mid: int
+    mids: list[int]
 
 
 # -- router -> worker (the link) -------------------------------------------------------------
@@ -244,8 +257,8 @@ class Replayed(Record, tag=28):
 
 
 class ChatAck(Record, tag=29):
-    """Answer to a :class:`Chat` with ``reply``: code 0 and the stream seq it got (or the
-    backend's answer body), or an error code and message."""
+    """Answer to a :class:`Chat` with ``reply`` (or to a :class:`Presence`): code 0 and the stream
+    seq it got (or the backend's answer body), or an error code and message."""
 
     req: int
     code: int
@@ -339,6 +352,7 @@ WorkerRecord = (
     | Resume
     | Acked
     | Chat
+    | Presence
 )
 RouterRecord = (
     PushKeys

@@ -1,7 +1,9 @@
 """Where the processes of one mpim instance find each other.
 
 The master picks a run directory (``[server] run_dir``, or a private temp dir)
-before forking; every child derives the same ZeroMQ endpoints from it.
+before forking; every child derives the same ZeroMQ endpoints from it. The master
+also draws the instance's incarnation id, which a router restarted under the same
+master keeps (its cluster lease is this host's, not that process's).
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ class Endpoints:
     bus_in: str  # bus XSUB: publishers (router, ingress) connect here
     bus_out: str  # bus XPUB: workers subscribe here
     router: str  # router PULL: workers report sessions here
+    incarnation: str = ""  # this master's run (its cluster lease); "" = draw one per process
 
     @classmethod
-    def in_dir(cls, run_dir: str) -> Endpoints:
+    def in_dir(cls, run_dir: str, incarnation: str = "") -> Endpoints:
         base = os.path.abspath(run_dir)
         return cls(
             run_dir=base,
             bus_in=f"ipc://{base}/bus-in",
             bus_out=f"ipc://{base}/bus-out",
             router=f"ipc://{base}/router",
+            incarnation=incarnation,
         )
 
     def configured(self, cfg: Config) -> Endpoints:

@@ -48,6 +48,7 @@ from mpim.proto import Frame, Op
 log = logging.getLogger("mpim.sdk")
 
 OP_ACK, OP_RESUME, OP_RESUMED, OP_CONFIRM = 18, 20, 21, 22
+TRANSIENT = frozenset((-503, -504, -408))  # refusals a resend of the same id may get past
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class Session:
         backoff: tuple[float, float] = (0.2, 30.0),
         on_resume: Callable[[str, int, bool], None] | None = None,
         auth_timeout: float = 10.0,
+        resend_after: float = 10.0,
+        ack_every: int = 64,
     ) -> None:
         self.address = address
         if isinstance(token, dict):
@@ -102,6 +105,8 @@ class Session:
         self.backoff = backoff
         self.on_resume = on_resume
         self.auth_timeout = auth_timeout
+        self.resend_after = resend_after  # a message with no answer this long is sent again (same id)
+        self.ack_every = ack_every  # in a long run of messages (a replay), ack at least this often
         self.epoch = ""
         self.seq = 0  # the last message handled (and acked)
         self.resumed = False
@@ -110,7 +115,7 @@ class Session:
         self.connections = 0
         self.received = 0
         self.duplicates = 0
-        self._unacked = False
+        self._unacked = 0  # messages handled since the last ack
         self._client: Client | None = None
         self._closing = False
         self._ids = itertools.count(1)
@@ -167,6 +172,8 @@ class Session:
                 await self._handle(client, await client.recv_push(timeout=3 * self.heartbeat))
                 while client.pending:
                     await self._handle(client, await client.recv_push())
+                    if self._unacked >= self.ack_every:  # (a long replay: its window moves on)
+                        await self._ack(client)
                 await self._ack(client)
         finally:
             beat.cancel()
@@ -199,7 +206,7 @@ class Session:
             self.received += 1
             await self._call(Message(frame.seq, op, frame.body))
             self.seq = frame.seq
-            self._unacked = True
+            self._unacked += 1
 
     def _resumed(self, frame: Frame) -> None:
         info = json.loads(frame.body)
@@ -209,7 +216,7 @@ class Session:
         self.epoch = epoch
         self.resumed = True
         self.ready.set()
-        self._unacked = True
+        self._unacked += 1  # (ack the position: a skipped gap moves the device cursor past it)
         if self.on_resume is not None:
             self.on_resume(epoch, top, recovered)
 
@@ -221,26 +228,48 @@ class Session:
     async def _ack(self, client: Client) -> None:
         """Op 18, cumulative: its header seq is the last message handled (outside the seq-cap numbering)."""
         if self._unacked and self.seq:
-            self._unacked = False
+            self._unacked = 0
             await client.send(OP_ACK, b"", seq=self.seq)
 
     # -- messages -------------------------------------------------------------------------------
-    async def send(self, to: int = 0, op: int = 1000, body: Any = None, id: str | None = None) -> Ack:
+    async def send(
+        self, to: int = 0, op: int = 1000, body: Any = None, id: str | None = None, timeout: float = 60.0
+    ) -> Ack:
         """Send a private message to user ``to`` (or, with ``to=0``, a message for the backend).
 
-        Returns the server's acknowledgment; raises :class:`SendError` if it refused."""
+        Returns the server's acknowledgment; raises :class:`SendError` if it refused. The
+        message is sent again under the same id (the server stores it once) after every
+        reconnect, when no answer came within ``resend_after`` seconds, and after a
+        transient refusal (-503 router unreachable, -504 no answer in time, -408 receipt
+        not confirmed in time); past ``timeout`` seconds it raises ``SendError`` -504."""
         msg_id = id or f"m{next(self._ids)}-{random.getrandbits(32):08x}"
         payload: dict[str, Any] = {"id": msg_id, "op": op, "body": body}
         if to:
             payload["to"] = to
-        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        self._sending[msg_id] = (payload, future)
-        client = self._client
-        if client is not None and self.connected.is_set():
-            with contextlib.suppress(ConnectionClosedError, OSError):
-                await self._post(client, msg_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            return await future
+            while True:
+                future: asyncio.Future[Ack] = loop.create_future()
+                self._sending[msg_id] = (payload, future)
+                client = self._client
+                if client is not None and self.connected.is_set():
+                    with contextlib.suppress(ConnectionClosedError, OSError):
+                        await self._post(client, msg_id)
+                left = deadline - loop.time()
+                try:
+                    return await asyncio.wait_for(
+                        asyncio.shield(future), min(self.resend_after, max(0.0, left))
+                    )
+                except TimeoutError:
+                    pass
+                except SendError as exc:
+                    if exc.code not in TRANSIENT:
+                        raise
+                    log.info("message %s: %s; sending it again", msg_id, exc.message)
+                    await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
+                if loop.time() >= deadline:
+                    raise SendError(msg_id, -504, f"no answer within {timeout:g}s")
         finally:
             self._sending.pop(msg_id, None)
 

@@ -126,6 +126,53 @@ def test_caps_are_read_and_unknown_ones_ignored() -> None:
         auth.verify(b'{"mid": 1, "caps": "ack"}')
 
 
+# -- mid: a user id (> 0); json mode also takes 0 = an anonymous connection --------------------------
+
+
+def _jwt(claims: dict[str, Any]) -> bytes:
+    return jwt.encode({**claims, "exp": time.time() + 60}, SECRET, algorithm="HS256").encode()
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({}, r"the token has no mid \(jwt mode needs an integer mid > 0\)"),
+        ({"mid": None}, "mid None is not an int64"),
+        ({"mid": 0}, r"mid 0 is not a user id \(jwt mode needs an integer mid > 0\)"),
+        ({"mid": -3}, r"mid -3 is not a user id \(jwt mode needs an integer mid > 0\)"),
+        ({"mid": -(1 << 63)}, "is not a user id"),
+        ({"mid": 1 << 63}, "is not an int64"),
+        ({"mid": True}, "is not an int64"),
+        ({"mid": 0, "caps": ["ack"]}, "mid 0 is not a user id"),
+    ],
+)
+def test_jwt_mode_needs_a_user_id(claims: dict[str, Any], reason: str) -> None:
+    with pytest.raises(AuthError, match=reason):
+        Authenticator("jwt", SECRET).verify(_jwt(claims))
+
+
+def test_jwt_mode_takes_any_user_id() -> None:
+    auth = Authenticator("jwt", SECRET)
+    assert auth.verify(_jwt({"mid": 1})).mid == 1
+    assert auth.verify(_jwt({"mid": (1 << 63) - 1, "caps": ["ack"]})).mid == (1 << 63) - 1
+
+
+def test_json_mode_takes_mid_0_as_anonymous_without_a_stream() -> None:
+    auth = Authenticator("json")
+    assert auth.verify(b"{}").mid == 0 and auth.verify(b'{"mid":0}').mid == 0  # goim's clients and tools
+    assert auth.verify(b'{"mid":0,"caps":["seq"]}').caps == frozenset({"seq"})
+    assert auth.verify(b'{"mid":7,"caps":["ack"]}').caps == frozenset({"ack"})
+    for token in (b'{"caps":["ack"]}', b'{"mid":0,"caps":["seq","ack"]}'):
+        with pytest.raises(AuthError, match=r'the "ack" cap needs a user id \(mid > 0\)'):
+            auth.verify(token)
+
+
+@pytest.mark.parametrize("mid", [-1, -3, -(1 << 63)])
+def test_json_mode_refuses_a_negative_mid(mid: int) -> None:
+    with pytest.raises(AuthError, match=f"mid {mid} is negative"):
+        Authenticator("json").verify(b'{"mid":%d}' % mid)
+
+
 # -- public keys (RS256 / ES256), leeway, algorithm confusion ------------------------------------
 
 
@@ -231,3 +278,15 @@ def test_small_rsa_and_other_curves_are_refused(tmp_path: Any) -> None:
         path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, spki))
         with pytest.raises(AuthKeyError, match=reason):
             load_public_key(str(path))
+
+
+def test_the_go_zero_endpoint_may_name_the_user_in_sub() -> None:
+    auth = Authenticator("jwt", SECRET)
+    assert auth.verify(_jwt({"sub": "77"}), subject=True).mid == 77
+    assert auth.verify(_jwt({"sub": "77", "mid": 5}), subject=True).mid == 5  # mid wins
+    assert Authenticator("json").verify(b'{"sub": "8"}', subject=True).mid == 8
+    for sub in ("x", "-1", "0", "1.5"):
+        with pytest.raises(AuthError, match="mid"):
+            auth.verify(_jwt({"sub": sub}), subject=True)
+    with pytest.raises(AuthError, match="no mid"):  # goim's Auth frame does not read sub
+        auth.verify(_jwt({"sub": "77"}))

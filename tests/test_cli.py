@@ -25,6 +25,13 @@ def test_token_with_the_shipped_config_says_how_to_fix_it() -> None:
     assert done.stderr == f"mpim token: config.toml has no [auth] secret: {FIX}\n"
 
 
+def test_token_needs_a_user_id() -> None:
+    for mid in ("0", "-3", str(1 << 63)):
+        done = mpim("token", "--secret", "s" * 40, "--mid", mid)
+        assert done.returncode == 2 and f"argument --mid: {mid} is not a user id" in done.stderr
+        assert done.stdout == ""
+
+
 def test_token_without_any_secret_says_how_to_fix_it() -> None:
     done = mpim("token", "--mid", "123")
     assert done.returncode == 2 and done.stderr == f"mpim token: no --secret and no -c config: {FIX}\n"

@@ -181,3 +181,11 @@ def test_wss_listens_only_with_a_certificate(tmp_path: Path) -> None:
         ConfigError, match=r"\[http\] bind: 127.0.0.1:3103 is already used by \[websocket\] tls_bind"
     ):
         config.replace(config.Config(), tls=certs.tls(), http={"bind": "127.0.0.1:3103"})
+
+
+def test_max_targets_is_a_config_key_with_limits() -> None:
+    assert config.Config().router.max_targets == 10000
+    assert config.replace(config.Config(), router={"max_targets": 1}).router.max_targets == 1
+    for bad in (0, -1, 1_000_001):
+        with pytest.raises(config.ConfigError, match=r"\[router\] max_targets"):
+            config.replace(config.Config(), router={"max_targets": bad})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -60,8 +61,12 @@ def test_unix_socket_server_is_private(redis_unix: RedisServer) -> None:
 
 def test_a_server_that_cannot_start_fails_with_the_reason(tmp_path: Path) -> None:
     server = RedisServer(tmp_path)
-    server.port = -5  # redis-server refuses it and exits
-    with pytest.raises(pytest.fail.Exception) as info:
-        server.start()
-    assert "redis-server did not start" in str(info.value)
-    assert "exited" in str(info.value)
+    with socket.socket() as holder:  # the port is taken: redis-server cannot listen on it and exits
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        server.port = holder.getsockname()[1]
+        with pytest.raises(pytest.fail.Exception) as info:
+            server.start()
+    message = str(info.value)
+    assert "redis-server did not start" in message and "exited" in message
+    assert "already in use" in message  # the reason, from its log

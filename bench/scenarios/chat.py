@@ -1,7 +1,10 @@
 """Private chat, client -> server -> client: N ack clients send each other messages at a total rate.
 
 Every user (mid 1..N, half over TCP and half over WebSocket by default) is an
-ack client (caps ack, resume after auth, one cumulative ack per read). The load
+ack client (caps ack, resume after auth, one cumulative ack per read); with
+``--transport gozero`` every user is a go-zero client instead
+(:mod:`bench.gzclients`: JSON frames on ``[gozero] path``, ``conversation.chat``,
+acks of pushes by ``ackSeq``), for the same figures over the go-zero endpoint. The load
 generators send op 4 ``{"id", "to", "op": 1000, "body": [n, sent]}`` from random
 users to random other users (``--contacts K``: each user writes to K fixed
 others, so the order per sender -> recipient pair is checked on several
@@ -46,6 +49,8 @@ from bench.scenarios.push import profiled, quotient, rates_of, rates_text
 from bench.servers import MpimServer
 from bench.tally import hist_max, merge_counts, merge_hist, percentile
 
+GOZERO_PATH = "/ws"  # [gozero] path of the server (--transport gozero)
+
 HEADER = (
     "workers", "transport", "users", "messages/s", "deliveries/s", "server CPU %",
     "deliveries / server CPU-s", "router µs / message", "p50 ms", "p99 ms", "max ms", "own copy p99 ms",
@@ -60,7 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rates", type=rates_list, default=[], help="several rates, comma-separated (200,1000)")
     p.add_argument("--duration", type=float, default=10, help="seconds of sending measured (each rate)")
     p.add_argument(
-        "--transport", choices=["mixed", "tcp", "ws"], default="mixed", help="mixed: half TCP, half WebSocket"
+        "--transport",
+        choices=["mixed", "tcp", "ws", "gozero"],
+        default="mixed",
+        help="mixed: half TCP, half WebSocket (goim ack clients); gozero: go-zero clients on [gozero] path",
     )
     p.add_argument("--contacts", type=int, default=4, help="others each user writes to (0 = anyone)")
     p.add_argument(
@@ -216,6 +224,8 @@ async def case(args: Any, workers: int) -> list[ChatResult]:
         raise ValueError("chat needs at least 2 users")
     sections = mpim_overrides(args)
     sections["upstream"] = {"ack": args.upstream_ack}
+    if args.transport == "gozero":
+        sections["gozero"] = {"path": GOZERO_PATH}
     server = make_mpim(args, workers, sections)
     check_capacity(server, conns)
     if args.transport == "mixed":
@@ -231,8 +241,9 @@ async def case(args: Any, workers: int) -> list[ChatResult]:
         started = time.monotonic()
         for kind, count in kinds:
             port = server.tcp_port if kind == "tcp" else server.ws_port
-            spec = {"kind": kind, "port": port, "path": "/sub", "rooms": 0, "mode": "mid", "group": 1,
-                    "ack": True, "chat": True}  # fmt: skip
+            path = GOZERO_PATH if kind == "gozero" else "/sub"
+            spec = {"kind": kind, "port": port, "path": path, "rooms": 0, "mode": "mid", "group": 1,
+                    "ack": True, "chat": True, "noack": args.upstream_ack == "none"}  # fmt: skip
             replies = await fleet.connect(spec, count, first)
             failed = sum(int(r["failed"]) for r in replies)
             if failed:
@@ -308,7 +319,8 @@ async def run(args: Any) -> str:
         + f"; {args.duration:g} s measured after a {args.warm_seconds:g} s warm-up, each rate on the same "
         "connections. Deliveries count both copies of a message (the recipient's and the sender's own); "
         "p50/p99/max: send -> the recipient's receive; own copy: send -> the sender's receive; ack: send "
-        "-> op 5 (or the echo). Lost: copies of accepted messages that never came; reorder: per sender -> "
+        "-> op 5 (or the echo; go-zero: the ack frame). Lost: copies of accepted messages that never came; "
+        "reorder: per sender -> "
         "recipient pair and of the sender's own copies; seq gaps: stream seqs skipped in the users' headers. "
         "Server run-queue wait: the time the server processes were runnable but waited for a CPU "
         "(`/proc/<pid>/schedstat`), in % of the measured time summed over the processes: on this shared "
@@ -317,6 +329,7 @@ async def run(args: Any) -> str:
 
 
 def record(args: Any, text: str) -> None:
+    who = "go-zero users" if args.transport == "gozero" else "users"
     append(
-        f"Private chat: {args.conns:,} users, {rates_text(args)} messages/s, ack {args.upstream_ack}", text
+        f"Private chat: {args.conns:,} {who}, {rates_text(args)} messages/s, ack {args.upstream_ack}", text
     )

@@ -11,11 +11,14 @@ held the key before: when it is another host, the caller tells that host to kick
 connection. Lookups by mid drop fields whose ``key_`` says otherwise (stale after a host
 died or a key moved).
 
-Hosts: ``srv_<name>`` is a host's heartbeat (its owner token, address, ports, weight and
-counts, for ``/goim/nodes/weighted``), claimed and renewed by one owner only, so a second
-live host with the same ``[server] name`` is refused; ``ol_<server>`` holds its room
-counts (replaced whole by :meth:`Directory.put_online`), summed over live hosts for the
-cluster-wide numbers. The scripts and the key layout are in ``directory_lua.py``.
+Hosts: ``srv_<name>`` is a host's **lease** (its incarnation id, address, ports, weight
+and counts, for ``/goim/nodes/weighted``), claimed and renewed every ``lease_interval`` by
+one incarnation only and expiring after ``lease_ttl``, so a second live host with the same
+``[server] name`` is refused while a dead one's name is free again within seconds. A host
+without a lease is dead: lookups skip its entries (its users are offline, its keys free)
+and its counts drop out. ``ol_<server>`` holds a host's room counts (replaced whole by
+:meth:`Directory.put_online`), summed over live hosts for the cluster-wide numbers. The
+scripts and the key layout are in ``directory_lua.py``.
 
 Every call is bounded (``[cluster] timeout``) and fails with :class:`ClusterError`.
 """
@@ -60,6 +63,7 @@ class HostInfo:
     weight: int = 1
     conns: int = 0
     ips: int = 0
+    ready: int = 1  # 0 while the host files its sessions again (after Redis came back)
 
     def fields(self) -> list[str]:
         out: list[str] = []
@@ -103,6 +107,14 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
+class Claim(NamedTuple):
+    """The answer to a lease claim."""
+
+    taken: bool  # this incarnation holds the name now
+    other: str  # taken: the incarnation that held the name last ('' = none); else the live owner
+    fresh: bool  # taken, and the lease was not there: a first claim, or it had lapsed
+
+
 class Filing(NamedTuple):
     previous: str | None  # the server that held the key before
     held_by: int | None  # not None: another server holds the key for this mid; nothing filed
@@ -115,18 +127,23 @@ def _mid(mid: int) -> str:
 class Directory:
     """The cluster's session directory and host registry (see the module docstring)."""
 
-    def __init__(self, client: Redis, *, ttl: float, prefix: str = "", timeout: float = 1.0) -> None:
-        if not ttl > 0:
-            raise ValueError(f"ttl must be positive, got {ttl}")
+    def __init__(
+        self, client: Redis, *, ttl: float, lease: float = 4.0, prefix: str = "", timeout: float = 1.0
+    ) -> None:
+        if not ttl > 0 or not lease > 0:
+            raise ValueError(f"ttl and lease must be positive, got {ttl} and {lease}")
         self.client = client
         self.prefix = prefix
         self.ttl_ms = max(1, round(ttl * 1000))
-        self.owner = secrets.token_hex(8)  # this process's claim on its host name
+        self.lease_ms = max(1, round(lease * 1000))
+        self.owner = secrets.token_hex(8)  # this incarnation's id: its claim on its host name
         self._servers_key = f"{prefix}servers"
+        self._hosts_key = f"{prefix}hosts"
         self._connect = Script(lua.CONNECT)
         self._disconnect = Script(lua.DISCONNECT)
         self._renew = Script(lua.RENEW)
         self._mids = Script(lua.SERVERS_OF_MIDS)
+        self._keys = Script(lua.SERVERS_OF_KEYS)
         self._begin = Script(lua.REBUILD_BEGIN)
         self._sweep = Script(lua.REBUILD_SWEEP)
         self._claim = Script(lua.CLAIM)
@@ -192,7 +209,7 @@ class Directory:
         batch = list(entries)
         for start in range(0, len(batch), CHUNK):
             keys = [self.conns_key(server)]
-            args: list[str | int] = [server, self.ttl_ms]
+            args: list[str | int] = [server, self.ttl_ms, self.prefix]
             for key, mid in batch[start : start + CHUNK]:
                 keys += (self.key_key(key), self.mid_key(max(mid, 0)))
                 args += (key, _mid(mid))
@@ -242,12 +259,16 @@ class Directory:
         return out
 
     async def server_of_keys(self, keys: Iterable[str]) -> dict[str, str]:
-        """Where some keys are connected: key -> server (keys connected nowhere are left out)."""
+        """Where some keys are connected on live hosts: key -> server (the others are left out)."""
         wanted = list(dict.fromkeys(keys))
-        if not wanted:
-            return {}
-        found = await self.pipeline.call("server_of_keys", ("MGET", *map(self.key_key, wanted)))
-        return {key: _text(at) for key, at in zip(wanted, found, strict=True) if isinstance(at, bytes)}
+        out: dict[str, str] = {}
+        for start in range(0, len(wanted), CHUNK):
+            part = wanted[start : start + CHUNK]
+            found = await self.pipeline.script(
+                "server_of_keys", self._keys, [self.key_key(k) for k in part], [self.prefix]
+            )
+            out.update((key, _text(at)) for key, at in zip(part, found, strict=True) if at)
+        return out
 
     # -- online counts --------------------------------------------------------------------
     async def put_online(self, server: str, room_counts: Mapping[str, int], ttl: float) -> None:
@@ -258,14 +279,14 @@ class Directory:
             "put_online", self._put_online, [self.online_key(server)], [ttl_ms, *counts]
         )
 
-    async def online(self, rooms: Iterable[str]) -> dict[str, int]:
-        """Cluster-wide online count of each room (live hosts)."""
+    async def online(self, rooms: Iterable[str], exclude: str = "") -> dict[str, int]:
+        """Cluster-wide online count of each room (live hosts, but ``exclude``)."""
         wanted = list(dict.fromkeys(rooms))
         out: dict[str, int] = {}
         for start in range(0, len(wanted), CHUNK):
             part = wanted[start : start + CHUNK]
             counts = await self.pipeline.script(
-                "online", self._online, [self._servers_key], [self.prefix, *part]
+                "online", self._online, [self._servers_key], [self.prefix, exclude, *part]
             )
             out.update(zip(part, counts, strict=True))
         return out
@@ -285,13 +306,13 @@ class Directory:
         return Totals(sum(h.info.ips for h in hosts), sum(h.info.conns for h in hosts))
 
     # -- hosts ----------------------------------------------------------------------------
-    async def claim_name(self, server: str, info: HostInfo | None = None) -> bool:
-        """Take ``server`` for this directory's owner, or renew it (call it every ttl/3 or so,
-        with fresh counts). False while another live host holds the name."""
-        keys = [self.server_key(server), self._servers_key]
-        args: list[str | int] = [server, self.owner, self.ttl_ms, *(info or HostInfo()).fields()]
-        taken = await self.pipeline.script("claim_name", self._claim, keys, args)
-        return bool(taken)
+    async def claim_name(self, server: str, info: HostInfo | None = None) -> Claim:
+        """Take ``server``'s lease for this incarnation, or renew it (every ``lease_interval``,
+        with fresh counts). Not taken while another incarnation's lease lives."""
+        keys = [self.server_key(server), self._servers_key, self._hosts_key]
+        args: list[str | int] = [server, self.owner, self.lease_ms, *(info or HostInfo()).fields()]
+        taken, other, fresh = await self.pipeline.script("claim_name", self._claim, keys, args)
+        return Claim(bool(taken), _text(other) if isinstance(other, bytes) else str(other), bool(fresh))
 
     async def release_name(self, server: str) -> bool:
         """Give ``server`` up (a clean stop); False if this owner did not hold it."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from mpim.inbox.base import (
     SEQ_MAX,
+    Chatted,
     Inbox,
     InboxError,
     InboxLimits,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEQ_MAX",
+    "Chatted",
     "Inbox",
     "InboxError",
     "InboxLimits",

@@ -16,6 +16,17 @@ Rules every implementation keeps (``tests/inbox/contract.py`` checks them):
 - Trimming by count happens at append (the newest ``max_count`` per user stay);
   trimming by age happens in :meth:`Inbox.trim`. Both drop the oldest messages first, so
   a user's stored messages are always the range ``(trimmed, top]``.
+- The limits hold when the inbox is read, not only once trimmed: a read returns no
+  message older than ``max_age`` at read time and none but the newest ``max_count`` (a
+  store opened with a lower limit), and says ``complete=False`` when such a message comes
+  after ``after``: what a read gives does not depend on when :meth:`Inbox.trim` last ran.
+  The position (``top``) keeps the last seq.
+- A private message is appended with :meth:`Inbox.append_chat`, which records its id
+  ``(sender, msg_id)`` with the positions it got, atomically with the message (same
+  transaction, same script call). The same id within the window (also later in the same
+  write batch, also after the store was closed and opened again, or from another host on
+  Redis) appends nothing and gets the first positions back, flagged a duplicate. An id
+  is forgotten once its window is over (dropped at trim, or by its key's expiry).
 - Epochs are opaque short strings; a user never written to reports the store's epoch and
   seq 0, so the position a client saw before its first message stays valid after it.
 """
@@ -53,9 +64,16 @@ class Message(NamedTuple):
 
 
 class Page(NamedTuple):
-    messages: list[Message]  # seq > after, ascending, at most `limit`
+    messages: list[Message]  # seq > after, ascending, at most `limit`, none past the limits
     top: Position  # the stream's latest position when read
-    complete: bool  # False if some message with seq > after was already trimmed away
+    complete: bool  # False if some message with seq > after was trimmed away or is past the limits
+
+
+class Chatted(NamedTuple):
+    """What :meth:`Inbox.append_chat` did."""
+
+    positions: list[Position]  # each item's position; for a duplicate, those the first one got
+    duplicate: bool  # the id was seen within its window: nothing was appended
 
 
 @dataclass(frozen=True)
@@ -85,9 +103,21 @@ class Inbox(Protocol):
         position (epoch, its seq). When it returns, the items are durable for a durable store."""
         ...
 
+    async def append_chat(self, sender: int, msg_id: str, items: Sequence[Item], window: float) -> Chatted:
+        """Append a private message's items (the recipient's copy, the sender's own) unless
+        `sender` already sent `msg_id` within the last `window` seconds; either way the items'
+        positions, and whether it was such a retry (then the first positions, nothing appended).
+        The id is recorded with the items, atomically, in call order with the other writes."""
+        ...
+
+    async def find_chat(self, sender: int, msg_id: str) -> list[Position] | None:
+        """The positions `sender`'s message `msg_id` got, while its window lasts (else None)."""
+        ...
+
     async def read(self, mid: int, after: int, limit: int) -> Page:
-        """Up to `limit` messages with seq > `after`, oldest first, with the top and whether
-        nothing after `after` was trimmed."""
+        """Up to `limit` messages with seq > `after`, oldest first, none older than max_age nor
+        beyond the newest max_count; with the top, and whether nothing after `after` was trimmed
+        or is past those limits."""
         ...
 
     async def top(self, mid: int) -> Position:
@@ -103,7 +133,8 @@ class Inbox(Protocol):
         ...
 
     async def trim(self, now: float) -> int:
-        """Drop messages (and device cursors) older than max_age; returns how many messages."""
+        """Drop messages (and device cursors) older than max_age, and chat ids whose window is
+        over; returns how many messages."""
         ...
 
     async def close(self) -> None:
@@ -141,6 +172,29 @@ def check_items(items: Sequence[Item]) -> None:
             raise ValueError(f"inbox item sender {sender!r} is not an int64 mid")
 
 
+def check_chat(sender: int, msg_id: str, items: Sequence[Item], window: float) -> None:
+    """Refuse a malformed private message before it joins a batch that other callers share."""
+    check_mid(sender)
+    check_text("chat id", msg_id)
+    if not msg_id:
+        raise ValueError("a chat id must not be empty")
+    if not items:
+        raise ValueError("a chat needs at least one item")
+    if type(window) not in (int, float) or not window > 0:
+        raise ValueError(f"chat window {window!r} is not a positive number of seconds")
+    check_items(items)
+
+
+def check_text(what: str, value: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} {value!r} is not valid text") from None
+
+
 def check_mid(mid: int) -> None:
     if type(mid) is not int or not _MID_MIN <= mid <= _MID_MAX:
         raise ValueError(f"mid {mid!r} is not an int64")
@@ -156,13 +210,7 @@ def check_read(mid: int, after: int, limit: int) -> None:
 
 def check_ack(mid: int, device: str, seq: int) -> None:
     check_mid(mid)
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a string, got {type(device).__name__}")
-    if not device.isascii():
-        try:
-            device.encode()
-        except UnicodeEncodeError:
-            raise ValueError(f"device {device!r} is not valid text") from None
+    check_text("device", device)
     if type(seq) is not int:
         raise ValueError(f"ack seq {seq!r} is not an integer")
 
@@ -170,3 +218,32 @@ def check_ack(mid: int, device: str, seq: int) -> None:
 def clamp_ack(old: int, seq: int, top: int) -> int:
     """The cursor after acking `seq`: never backwards, never past top."""
     return max(old, min(seq, top))
+
+
+def read_floor(trimmed: int, top: int, limits: InboxLimits) -> int:
+    """Every seq at or below this is gone for a reader: trimmed, or beyond the newest max_count
+    (a store opened with a lower max_count than it was written with)."""
+    return max(trimmed, top - limits.max_count)
+
+
+def page_complete(after: int, floor: int, top: int, limit: int, seqs: Sequence[int]) -> bool:
+    """Whether a read lost nothing after `after`. `seqs` are what it found: the unexpired
+    messages after ``max(after, floor)``, oldest first, up to ``max(limit, 1)`` of them, out of
+    a stored range ``(floor, top]`` without holes; so a seq missing from the start or the
+    middle, or before top in a short page, expired."""
+    if after < floor:
+        return False
+    found = len(seqs)
+    if found and (seqs[0] != after + 1 or seqs[-1] != after + found):
+        return False
+    return found >= max(limit, 1) or after + found >= top
+
+
+def encode_positions(positions: Sequence[Position]) -> str:
+    """A chat id's positions as stored: ``"<epoch> <seq> <epoch> <seq>"`` (epochs have no spaces)."""
+    return " ".join(f"{p.epoch} {p.seq}" for p in positions)
+
+
+def decode_positions(text: str) -> list[Position]:
+    parts = text.split()
+    return [Position(parts[j], int(parts[j + 1])) for j in range(0, len(parts), 2)]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from mpim.inbox.base import (
     SEQ_MAX,
+    Chatted,
     InboxError,
     InboxLimits,
     Item,
@@ -21,11 +22,15 @@ from mpim.inbox.base import (
     Page,
     Position,
     check_ack,
+    check_chat,
     check_items,
     check_mid,
     check_read,
+    check_text,
     clamp_ack,
     new_epoch,
+    page_complete,
+    read_floor,
 )
 
 
@@ -57,6 +62,7 @@ class MemoryInbox:
         self._clock = clock
         self._epoch = new_epoch()
         self._streams: dict[int, _Stream] = {}
+        self._chats: dict[tuple[int, str], tuple[float, list[Position]]] = {}  # id -> (until, positions)
         self._closed = False
 
     def _stream(self, mid: int) -> _Stream:
@@ -72,6 +78,9 @@ class MemoryInbox:
     async def append(self, items: Sequence[Item]) -> list[Position]:
         self._check_open()
         check_items(items)
+        return self._append(items)
+
+    def _append(self, items: Sequence[Item]) -> list[Position]:
         now = self._clock()
         max_count = self._limits.max_count
         out = []
@@ -88,15 +97,46 @@ class MemoryInbox:
             out.append(Position(stream.epoch, seq))
         return out
 
+    async def append_chat(self, sender: int, msg_id: str, items: Sequence[Item], window: float) -> Chatted:
+        self._check_open()
+        check_chat(sender, msg_id, items, window)
+        first = self._first(sender, msg_id)
+        if first is not None:
+            return Chatted(first, True)
+        positions = self._append(items)
+        self._chats[sender, msg_id] = (self._clock() + window, positions)
+        return Chatted(positions, False)
+
+    async def find_chat(self, sender: int, msg_id: str) -> list[Position] | None:
+        self._check_open()
+        check_mid(sender)
+        check_text("chat id", msg_id)
+        return self._first(sender, msg_id)
+
+    def _first(self, sender: int, msg_id: str) -> list[Position] | None:
+        seen = self._chats.get((sender, msg_id))
+        if seen is None or seen[0] < self._clock():
+            return None
+        return list(seen[1])
+
     async def read(self, mid: int, after: int, limit: int) -> Page:
         self._check_open()
         check_read(mid, after, limit)
         stream = self._streams.get(mid)
         if stream is None:
             return Page([], Position(self._epoch, 0), True)
-        start = max(after, stream.trimmed) - stream.trimmed  # index of seq `after + 1`
-        messages = list(itertools.islice(stream.messages, start, start + limit))
-        return Page(messages, Position(stream.epoch, stream.seq), after >= stream.trimmed)
+        cutoff = self._clock() - self._limits.max_age
+        floor = read_floor(stream.trimmed, stream.seq, self._limits)
+        start = max(after, floor) - stream.trimmed  # index of seq `max(after, floor) + 1`
+        wanted = max(limit, 1)
+        messages: list[Message] = []
+        for message in itertools.islice(stream.messages, start, None):
+            if message.at >= cutoff:  # (what trim would keep)
+                messages.append(message)
+                if len(messages) == wanted:
+                    break
+        complete = page_complete(after, floor, stream.seq, limit, [m.seq for m in messages])
+        return Page(messages[:limit], Position(stream.epoch, stream.seq), complete)
 
     async def top(self, mid: int) -> Position:
         self._check_open()
@@ -135,6 +175,9 @@ class MemoryInbox:
             stale = [device for device, (_, seen) in stream.cursors.items() if seen < cutoff]
             for device in stale:
                 del stream.cursors[device]
+        over = [key for key, (until, _) in self._chats.items() if until < now]
+        for key in over:
+            del self._chats[key]
         return dropped
 
     async def close(self) -> None:

@@ -7,10 +7,13 @@ Redis as one pipeline, one batch in flight at a time, so Redis applies it in cal
 queues one pipeline entry that, when sent, takes every op pending by then and becomes
 ONE call of the write script (:data:`~mpim.inbox.redis_lua.WRITE`), which, atomically,
 per user reads the counter, XADDs each message with the explicit ID ``<seq>-0`` and
-``MAXLEN max_count``, moves cursors, and renews the keys' expiry. Reads are one call of
-the read script each (position, oldest stored seq and an XRANGE by seq, from one
-snapshot). :meth:`trim` visits only the users an index says have messages or cursors
-older than ``max_age`` and drops them with ``XTRIM MINID``.
+``MAXLEN max_count``, moves cursors, and renews the keys' expiry. A private message is an
+op of that call too: its id is looked up and, when new, recorded (a key expiring with the
+de-duplication window) by the call that appends it. Reads are one call of the read script
+each (position, oldest stored seq and an XRANGE by seq, from one snapshot, without the
+messages past ``max_age`` or beyond the newest ``max_count``). :meth:`trim` visits only
+the users an index says have messages or cursors older than ``max_age`` and drops them
+with ``XTRIM MINID``; chat ids go by their keys' expiry.
 
 Epochs. The store epoch is a key created at open (``SET NX``) and checked by every script:
 a Redis that lost its data (restart without persistence, FLUSHALL) has lost that key, the
@@ -41,6 +44,7 @@ from mpim.cluster.guard import RedisGuard
 from mpim.inbox import redis_lua
 from mpim.inbox.base import (
     SEQ_MAX,
+    Chatted,
     InboxError,
     InboxLimits,
     Item,
@@ -48,15 +52,20 @@ from mpim.inbox.base import (
     Page,
     Position,
     check_ack,
+    check_chat,
     check_items,
     check_mid,
     check_read,
+    check_text,
+    decode_positions,
     new_epoch,
+    page_complete,
 )
 from mpim.inbox.redis_write import (
     CHUNK,
     Ack,
     Append,
+    Chat,
     Layout,
     Op,
     Result,
@@ -227,6 +236,23 @@ class RedisInbox:
         assert isinstance(result, list)
         return result
 
+    async def append_chat(self, sender: int, msg_id: str, items: Sequence[Item], window: float) -> Chatted:
+        self._check_open()
+        check_chat(sender, msg_id, items, window)
+        result = await self._submit(Chat(sender, msg_id, tuple(items), window))
+        assert isinstance(result, Chatted)
+        return result
+
+    async def find_chat(self, sender: int, msg_id: str) -> list[Position] | None:
+        self._check_open()
+        check_mid(sender)
+        check_text("chat id", msg_id)
+        record = await self.pipeline.call("find_chat", ("GET", self._keys.chat(sender, msg_id)))
+        if record is None:
+            return None
+        until, _, positions = text(record).partition(" ")
+        return decode_positions(positions) if float(until) >= self._clock() else None
+
     async def ack(self, mid: int, device: str, seq: int) -> int:
         self._check_open()
         check_ack(mid, device, seq)
@@ -237,7 +263,9 @@ class RedisInbox:
     # -- reads ----------------------------------------------------------------------------
 
     async def _call_read(self, mid: int, what: str, after: int = 0, limit: int = 0) -> list[Any]:
+        cutoff = repr(self._clock() - self._limits.max_age)
         args: list[str | int] = [new_epoch(), user_bit(mid), new_epoch(), what, after, limit, self._ttl_ms]
+        args += (cutoff, self._limits.max_count)
         keys = [self._epoch_key, self._store_keys[1], *self._user_keys(mid)]
         reply: list[Any] = await self.pipeline.script(what, self._read, keys, args)
         self._seen(reply[0])
@@ -246,14 +274,15 @@ class RedisInbox:
     async def read(self, mid: int, after: int, limit: int) -> Page:
         self._check_open()
         check_read(mid, after, limit)
-        reply = await self._call_read(mid, "read", max(0, min(after, SEQ_MAX)), limit)
+        reply = await self._call_read(mid, "read", max(0, min(after, SEQ_MAX)), max(limit, 1))
         top = Position(text(reply[1]), reply[2])
         rest = reply[4:]
         messages = [
             Message(rest[j], int(rest[j + 1]), rest[j + 2], float(rest[j + 3]), int(rest[j + 4]))
             for j in range(0, len(rest), 5)
         ]
-        return Page(messages, top, after >= reply[3])
+        complete = page_complete(after, reply[3], top.seq, limit, [m.seq for m in messages])
+        return Page(messages[:limit], top, complete)
 
     async def top(self, mid: int) -> Position:
         self._check_open()

@@ -6,7 +6,14 @@ and ``P inbox:idle``, sorted sets mid -> append time of the user's oldest stored
 / a lower bound of its cursors' last-seen times (what :meth:`trim` visits); per user
 ``P inbox:{mid}`` a hash (``e`` epoch, ``s`` last seq, ``c:<device>`` cursor,
 ``t:<device>`` the cursor's last-seen time) and ``P inbox:{mid}:s`` the stream, entry ID
-``<seq>-0``, fields ``o`` op, ``b`` body, ``t`` append time, ``f`` sender.
+``<seq>-0``, fields ``o`` op, ``b`` body, ``t`` append time, ``f`` sender; per private
+message id ``P inbox:{sender}:id:<id>`` a string ``"<until> <epoch> <seq> ..."`` (the end of
+its de-duplication window, then the positions its items got), written by the script call
+that appends the items and expiring with the window.
+
+Reads honour the limits: the read script skips messages appended before the cutoff it is
+given (the stream's expired head, found by bisection since append times grow with seqs)
+and beyond the newest ``max_count``, and reports them as trimmed.
 
 Every script first reads the store epoch and, when the key is gone (Redis restarted
 without its data, FLUSHALL, eviction), writes the candidate it was given: from then on
@@ -32,18 +39,21 @@ end
 WRITE = (
     SEQ_MAX_LUA
     + """
--- Appends and acks of one batch, in call order.
+-- Appends, private messages and acks of one batch, in call order.
 -- KEYS: 1 store epoch, 2 users bitmap, 3 oldest zset, 4 idle zset,
---       then per user i (1..n): 3+2i meta hash, 4+2i stream.
+--       then per user i (1..n): 3+2i meta hash, 4+2i stream; then per chat id j: 4+2n+j.
 -- ARGV: 1 store epoch candidate, 2 now, 3 max_count, 4 ttl ms, 5 n,
 --       then per user i: 3i+3 bit, 3i+4 fresh epoch, 3i+5 mid;
---       then the ops: 'a', i, op, body, sender  |  'k', i, device, seq (clamped to 0..SEQ_MAX).
--- Returns: store epoch, then per op: epoch, seq (an append item) | cursor (an ack).
+--       then the ops: 'a', i, op, body, sender  |  'k', i, device, seq (clamped to 0..SEQ_MAX)
+--       |  'c', j, window ms, until, m, then m times: i, op, body, sender.
+-- Returns: store epoch, then per op: epoch, seq (an append item) | cursor (an ack)
+--       | duplicate (0/1), count, then count times: epoch, seq (a chat: its or the first positions).
 """
     + _STORE_EPOCH
     + """
 local now, max_count, ttl, n = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local epochs, seqs, fresh_used, appended, acked = {}, {}, {}, {}, {}
+local out = {store}
 
 local function fresh(i)
   local used = (fresh_used[i] or 0) + 1
@@ -93,17 +103,53 @@ local function add(i, op, body, sender)
   return s
 end
 
-local out = {store}
+local function chat(a)  -- a private message: appended unless its id is recorded and not over
+  local key, m = KEYS[4 + 2 * n + tonumber(ARGV[a + 1])], tonumber(ARGV[a + 4])
+  local first = redis.call('GET', key)
+  if first then
+    local parts = {}
+    for w in string.gmatch(first, '%S+') do parts[#parts + 1] = w end
+    if tonumber(parts[1]) >= tonumber(now) then
+      out[#out + 1] = 1
+      out[#out + 1] = (#parts - 1) / 2
+      for j = 2, #parts, 2 do
+        out[#out + 1] = parts[j]
+        out[#out + 1] = tonumber(parts[j + 1])
+      end
+      return
+    end
+  end
+  local record = {ARGV[a + 3]}
+  out[#out + 1] = 0
+  out[#out + 1] = m
+  for j = 0, m - 1 do
+    local b = a + 5 + 4 * j
+    local i = tonumber(ARGV[b])
+    load(i)
+    local s = add(i, ARGV[b + 1], ARGV[b + 2], ARGV[b + 3])
+    out[#out + 1] = epochs[i]
+    out[#out + 1] = s
+    record[#record + 1] = epochs[i]
+    record[#record + 1] = s
+  end
+  redis.call('SET', key, table.concat(record, ' '), 'PX', ARGV[a + 2])
+end
+
 local a = 3 * n + 6
 while a <= #ARGV do
-  local i = tonumber(ARGV[a + 1])
-  load(i)
-  if ARGV[a] == 'a' then
+  if ARGV[a] == 'c' then
+    chat(a)
+    a = a + 5 + 4 * tonumber(ARGV[a + 4])
+  elseif ARGV[a] == 'a' then
+    local i = tonumber(ARGV[a + 1])
+    load(i)
     local s = add(i, ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
     out[#out + 1] = epochs[i]
     out[#out + 1] = s
     a = a + 5
   else
+    local i = tonumber(ARGV[a + 1])
+    load(i)
     local meta, device = KEYS[3 + 2 * i], ARGV[a + 2]
     local old = tonumber(redis.call('HGET', meta, 'c:' .. device) or '0')
     local cursor = math.max(old, math.min(tonumber(ARGV[a + 3]), seqs[i]))
@@ -135,10 +181,12 @@ READ = (
 -- One user's position, messages or cursors.
 -- KEYS: 1 store epoch, 2 users bitmap, 3 meta hash, 4 stream.
 -- ARGV: 1 store epoch candidate, 2 bit, 3 fresh epoch, 4 what ('top' | 'read' | 'cursors'),
---       5 after (0..SEQ_MAX), 6 limit, 7 ttl ms.
+--       5 after (0..SEQ_MAX), 6 limit, 7 ttl ms, 8 cutoff (messages appended before are
+--       past max_age), 9 max_count.
 -- Returns: top -> store, epoch, seq;  cursors -> store, epoch, seq, then field, value pairs
--- of the hash;  read -> store, epoch, seq, trimmed (every seq <= trimmed is gone), then per
--- message: seq, op, body, at, sender.
+-- of the hash;  read -> store, epoch, seq, trimmed (every seq <= trimmed is gone for the
+-- reader: trimmed, past max_age at the stream's head, or beyond the newest max_count), then
+-- per unexpired message after max(after, trimmed), up to limit: seq, op, body, at, sender.
 """
     + _STORE_EPOCH
     + """
@@ -162,20 +210,39 @@ if what == 'cursors' then
   for j = 1, #h do out[#out + 1] = h[j] end
   return out
 end
+local cutoff = tonumber(ARGV[8])
 local trimmed = seq
 local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
 if #head > 0 then trimmed = tonumber(string.match(head[1][1], '^%d+')) - 1 end
+trimmed = math.max(trimmed, seq - tonumber(ARGV[9]))
+
+local function expired(s)  -- the message s is past max_age (a missing one is not)
+  local e = redis.call('XRANGE', stream, s .. '-0', s .. '-0')
+  return #e > 0 and tonumber(e[1][2][6]) < cutoff
+end
+
+if trimmed < seq and expired(trimmed + 1) then
+  -- the expired messages are the head of the stream: the last of them by bisection
+  local lo, hi = trimmed + 1, seq  -- lo is expired; the last expired one is in [lo, hi]
+  while lo < hi do
+    local mid = math.floor((lo + hi + 1) / 2)
+    if expired(mid) then lo = mid else hi = mid - 1 end
+  end
+  trimmed = lo
+end
 local out = {store, epoch, seq, trimmed}
 local start, limit = math.max(tonumber(ARGV[5]), trimmed) + 1, tonumber(ARGV[6])
 if limit > 0 and start <= seq then
   local entries = redis.call('XRANGE', stream, start .. '-0', '+', 'COUNT', limit)
   for _, e in ipairs(entries) do
     local f = e[2]
-    out[#out + 1] = tonumber(string.match(e[1], '^%d+'))
-    out[#out + 1] = f[2]
-    out[#out + 1] = f[4]
-    out[#out + 1] = f[6]
-    out[#out + 1] = f[8]
+    if tonumber(f[6]) >= cutoff then  -- (a clock that went back: an expired one past the head)
+      out[#out + 1] = tonumber(string.match(e[1], '^%d+'))
+      out[#out + 1] = f[2]
+      out[#out + 1] = f[4]
+      out[#out + 1] = f[6]
+      out[#out + 1] = f[8]
+    end
   end
 end
 return out

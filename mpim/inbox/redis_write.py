@@ -1,6 +1,6 @@
 """The Redis inbox's key layout and its write batch: ops in, script calls out, results back.
 
-A batch is the appends and acks of one loop turn, in call order. :func:`split` cuts it
+A batch is the appends, private messages and acks of one loop turn, in call order. :func:`split` cuts it
 into script calls of about :data:`CHUNK` arguments; :meth:`WriteEncoder.command` turns
 one call's ops into an ``EVALSHA`` of :data:`~mpim.inbox.redis_lua.WRITE` (users
 numbered in order of appearance, their keys declared, a fresh epoch candidate each, the
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from mpim.cluster.batch import Command, Script
-from mpim.inbox.base import SEQ_MAX, InboxLimits, Item, Position
+from mpim.inbox.base import SEQ_MAX, Chatted, InboxLimits, Item, Position
 
 USER_BITS = 24  # the "existed before" bitmap: 2**24 bits (2 MiB); a collision only costs a fresh epoch
 CHUNK = 2000  # script arguments per call of the write script; a bigger turn takes several calls
@@ -25,14 +25,23 @@ class Append(NamedTuple):
     items: tuple[Item, ...]
 
 
+class Chat(NamedTuple):
+    """A private message's items, appended once per id and window (see Inbox.append_chat)."""
+
+    sender: int
+    msg_id: str
+    items: tuple[Item, ...]
+    window: float
+
+
 class Ack(NamedTuple):
     mid: int
     device: str
     seq: int
 
 
-Op = Append | Ack
-Result = list[Position] | int
+Op = Append | Chat | Ack
+Result = list[Position] | int | Chatted
 
 
 class Layout:
@@ -50,6 +59,10 @@ class Layout:
         """The user's hash (epoch, seq, cursors) and stream."""
         meta = f"{self.base}{{{mid}}}"
         return meta, f"{meta}:s"
+
+    def chat(self, sender: int, msg_id: str) -> str:
+        """The record of a private message id (its window's end and its positions)."""
+        return f"{self.base}{{{sender}}}:id:{msg_id}"
 
 
 def user_bit(mid: int) -> int:
@@ -72,7 +85,12 @@ def split(ops: Sequence[Op]) -> list[list[Op]]:
     chunks: list[list[Op]] = [[]]
     size = 0
     for op in ops:
-        cost = 5 * len(op.items) if isinstance(op, Append) else 4
+        if isinstance(op, Append):
+            cost = 5 * len(op.items)
+        elif isinstance(op, Chat):
+            cost = 5 + 4 * len(op.items)
+        else:
+            cost = 4
         if chunks[-1] and size + cost > CHUNK:
             chunks.append([])
             size = 0
@@ -93,12 +111,19 @@ class WriteEncoder:
 
     def command(self, ops: Sequence[Op], now: float) -> Command:
         users: dict[int, int] = {}
+        chats: list[str] = []  # their keys follow the users' keys
         args: list[Any] = []
         for op in ops:
             if isinstance(op, Append):
                 for mid, code, body, sender in op.items:
                     i = users.setdefault(mid, len(users) + 1)
                     args += ("a", i, code, body, str(sender))
+            elif isinstance(op, Chat):
+                chats.append(self.keys.chat(op.sender, op.msg_id))
+                window_ms = max(1, round(op.window * 1000))
+                args += ("c", len(chats), window_ms, repr(now + op.window), len(op.items))
+                for mid, code, body, sender in op.items:
+                    args += (users.setdefault(mid, len(users) + 1), code, body, str(sender))
             else:
                 i = users.setdefault(op.mid, len(users) + 1)
                 args += ("k", i, op.device, max(0, min(op.seq, SEQ_MAX)))
@@ -108,7 +133,7 @@ class WriteEncoder:
         for mid, epoch in zip(users, fresh[1:], strict=True):
             keys += self.keys.user(mid)
             head += (user_bit(mid), epoch, mid)
-        return self.script.command(keys, head + args)
+        return self.script.command(keys + chats, head + args)
 
 
 def decode(ops: Sequence[Op], reply: list[Any]) -> list[Result]:
@@ -122,6 +147,12 @@ def decode(ops: Sequence[Op], reply: list[Any]) -> list[Result]:
                 positions.append(Position(text(reply[at]), reply[at + 1]))
                 at += 2
             out.append(positions)
+        elif isinstance(op, Chat):
+            duplicate, count = reply[at], reply[at + 1]
+            at += 2
+            chatted = [Position(text(reply[at + 2 * j]), int(reply[at + 2 * j + 1])) for j in range(count)]
+            at += 2 * count
+            out.append(Chatted(chatted, bool(duplicate)))
         else:
             out.append(reply[at])
             at += 1

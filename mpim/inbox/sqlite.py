@@ -24,15 +24,21 @@ kernel crash may lose the last commits (the file stays consistent). ``"power"`` 
 ``synchronous=FULL``: every commit waits for fsync of the WAL and survives power loss,
 at the price of one disk flush per loop turn.
 
-Schema (version 2): ``inbox_meta`` (schema version and the store epoch, drawn when the
+Schema (version 3): ``inbox_meta`` (schema version and the store epoch, drawn when the
 file is created), ``messages`` keyed (mid, seq) with an index on the append time for
 trimming by age, ``users`` (mid -> epoch and a floor for the last seq and the trimmed
 watermark; written only when a seq wraps or a trim by age empties a stream, never
 deleted, so seqs never go back: the rest comes from the user's messages, see
-:mod:`mpim.inbox.sqlwrite`), ``cursors`` keyed (mid, device) with the last-seen time.
-Version 1 (every append rewrote the user's row) is read as is and upgraded in place; a
-version-2 file is refused by version-1 code. One process writes the file; others may
-read it (WAL). A corrupt or foreign file is an InboxError naming it.
+:mod:`mpim.inbox.sqlwrite`), ``cursors`` keyed (mid, device) with the last-seen time,
+``chats`` keyed (sender, message id) with the positions the message got and the end of
+its de-duplication window (indexed, for trimming), written in the message's transaction.
+Versions 1 (every append rewrote the user's row) and 2 (no ``chats``) are read as is and
+upgraded in place; an upgraded file is refused by the older code. One process writes the
+file; others may read it (WAL). A corrupt or foreign file is an InboxError naming it.
+
+Reads apply the limits themselves (:mod:`mpim.inbox.base`): the messages query skips
+those appended before ``now - max_age``, and the newest ``max_count`` bound the range, so
+a read between two trims, or after ``max_count`` was lowered, is what it would be after one.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from mpim.inbox.base import (
+    Chatted,
     InboxError,
     InboxLimits,
     Item,
@@ -53,19 +60,33 @@ from mpim.inbox.base import (
     Page,
     Position,
     check_ack,
+    check_chat,
     check_items,
     check_mid,
     check_read,
+    check_text,
     new_epoch,
+    page_complete,
+    read_floor,
 )
 from mpim.inbox.checkpoint import Checkpointer
 from mpim.inbox.group import GroupCommit
-from mpim.inbox.sqlwrite import AckOp, AppendOp, Op, Result, UserCache, read_user, write_batch
+from mpim.inbox.sqlwrite import (
+    AckOp,
+    AppendOp,
+    ChatId,
+    Op,
+    Result,
+    UserCache,
+    find_chat,
+    read_user,
+    write_batch,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2"
-UPGRADES = {"1": "2"}  # an older schema this code reads as is: the version it becomes
+SCHEMA_VERSION = "3"
+UPGRADES = {"1": "3", "2": "3"}  # an older schema this code reads as is: the version it becomes
 DURABILITY = {"process": "NORMAL", "power": "FULL"}
 CHECKPOINT_EVERY = 2000  # messages and acks committed between two checkpoints (on their own thread)
 TRIM_CHUNK = 2000  # messages per trim transaction; the loop runs other work between chunks
@@ -82,8 +103,21 @@ _SCHEMA = (
     "CREATE TABLE cursors (mid INTEGER NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL,"
     " seen REAL NOT NULL, PRIMARY KEY (mid, device)) WITHOUT ROWID",
 )
+# version 3: private chat ids, each with the positions its message got, until its window ends
+_CHATS = (
+    "CREATE TABLE chats (sender INTEGER NOT NULL, id TEXT NOT NULL, until REAL NOT NULL,"
+    " positions TEXT NOT NULL, PRIMARY KEY (sender, id)) WITHOUT ROWID",
+    "CREATE INDEX chats_until ON chats (until)",
+)
 
-_READ = "SELECT seq, op, body, at, sender FROM messages WHERE mid = ? AND seq > ? ORDER BY seq LIMIT ?"
+_READ = (
+    "SELECT seq, op, body, at, sender FROM messages WHERE mid = ? AND seq > ? AND at >= ?"
+    " ORDER BY seq LIMIT ?"
+)
+_TRIM_CHATS = (
+    "DELETE FROM chats WHERE (sender, id) IN"
+    " (SELECT sender, id FROM chats WHERE until < ? ORDER BY until LIMIT ?)"
+)
 # a trim by age may remove every message of a user: the row keeps the floor (no row: the store's epoch)
 _TRIM_USER = (
     "INSERT INTO users (mid, epoch, seq, trimmed) VALUES (?, ?, ?, ?) ON CONFLICT (mid) DO UPDATE"
@@ -126,7 +160,7 @@ def _schema(conn: sqlite3.Connection, path: str) -> str:
     try:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
-            for statement in _SCHEMA:
+            for statement in _SCHEMA + _CHATS:
                 conn.execute(statement)
             epoch = new_epoch()
             conn.executemany(
@@ -140,6 +174,8 @@ def _schema(conn: sqlite3.Connection, path: str) -> str:
             meta = dict(conn.execute("SELECT key, value FROM inbox_meta").fetchall())
             version = meta.get("schema")
             if version in UPGRADES and "epoch" in meta:
+                for statement in _CHATS:  # (1 -> 2 changed how rows are used, not the tables)
+                    conn.execute(statement)
                 conn.execute("UPDATE inbox_meta SET value = ? WHERE key = 'schema'", (UPGRADES[version],))
                 log.info("inbox %s: schema %s upgraded to %s", path, version, UPGRADES[version])
             elif version != SCHEMA_VERSION or "epoch" not in meta:
@@ -303,6 +339,13 @@ class SqliteInbox:
             return fut
         return self._submit(AppendOp(tuple(items)))  # type: ignore[return-value]  # (an append: positions)
 
+    async def append_chat(self, sender: int, msg_id: str, items: Sequence[Item], window: float) -> Chatted:
+        self._check_open()
+        check_chat(sender, msg_id, items, window)
+        result = await self._submit(AppendOp(tuple(items), ChatId(sender, msg_id, window)))
+        assert isinstance(result, Chatted)
+        return result
+
     async def ack(self, mid: int, device: str, seq: int) -> int:
         self._check_open()
         check_ack(mid, device, seq)
@@ -318,13 +361,20 @@ class SqliteInbox:
     async def read(self, mid: int, after: int, limit: int) -> Page:
         self._check_open()
         check_read(mid, after, limit)
+        cutoff = self._clock() - self._limits.max_age
         with _failures(self.path, "read"):
             epoch, seq, trimmed = self._user(mid)
-            rows = self._conn.execute(
-                _READ,
-                (mid, max(after, trimmed), limit),
-            ).fetchall()
-        return Page([Message._make(row) for row in rows], Position(epoch, seq), after >= trimmed)
+            floor = read_floor(trimmed, seq, self._limits)
+            rows = self._conn.execute(_READ, (mid, max(after, floor), cutoff, max(limit, 1))).fetchall()
+        complete = page_complete(after, floor, seq, limit, [row[0] for row in rows])
+        return Page([Message._make(row) for row in rows[:limit]], Position(epoch, seq), complete)
+
+    async def find_chat(self, sender: int, msg_id: str) -> list[Position] | None:
+        self._check_open()
+        check_mid(sender)
+        check_text("chat id", msg_id)
+        with _failures(self.path, "read"):
+            return find_chat(self._conn, (sender, msg_id), self._clock())
 
     async def top(self, mid: int) -> Position:
         self._check_open()
@@ -356,6 +406,13 @@ class SqliteInbox:
             await asyncio.sleep(0)
         with _failures(self.path, "trim"):
             self._conn.execute("DELETE FROM cursors WHERE seen < ?", (cutoff,))
+        while True:  # chat ids whose window is over (each chunk its own transaction)
+            self._check_open()
+            with _failures(self.path, "trim"):
+                gone = self._conn.execute(_TRIM_CHATS, (now, TRIM_CHUNK)).rowcount
+            if gone < TRIM_CHUNK:
+                break
+            await asyncio.sleep(0)
         if dropped:
             log.debug(
                 "inbox %s: trimmed %d messages older than %.0f s", self.path, dropped, self._limits.max_age

@@ -15,6 +15,11 @@ seq wrap) and a floor for both when a trim by age removed every message. An appe
 touches one page of ``messages`` instead of that and the user's row (schema 2; a
 version-1 file, whose rows are exact, reads the same).
 
+A private message is an append with a :class:`ChatId`: the batch looks the id up (in the
+ids it recorded itself, then in ``chats``) and, unless it is there and its window not
+over, appends the items and records the id with their positions in the same
+transaction; a retry gets the first positions and appends nothing.
+
 The single writer may keep a :class:`UserCache`: each user's committed (epoch, seq,
 trimmed), so a batch reads a user's state only on a miss. It changes only after
 ``COMMIT`` (a rolled-back batch leaves it as it was); whoever else changes the users
@@ -28,11 +33,30 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from mpim.inbox.base import SEQ_MAX, InboxLimits, Item, Position, clamp_ack, new_epoch
+from mpim.inbox.base import (
+    SEQ_MAX,
+    Chatted,
+    InboxLimits,
+    Item,
+    Position,
+    clamp_ack,
+    decode_positions,
+    encode_positions,
+    new_epoch,
+)
+
+
+class ChatId(NamedTuple):
+    """A private message's id: an append that carries one is appended once per window."""
+
+    sender: int
+    msg_id: str
+    window: float  # seconds the id is remembered
 
 
 class AppendOp(NamedTuple):
     items: Sequence[Item]
+    chat: ChatId | None = None  # a private message: its id, recorded with it
 
 
 class AckOp(NamedTuple):
@@ -42,7 +66,7 @@ class AckOp(NamedTuple):
 
 
 Op = AppendOp | AckOp
-Result = list[Position] | int
+Result = list[Position] | int | Chatted
 UserRow = tuple[str, int, int]  # a user's committed (epoch, last seq, trimmed watermark)
 
 
@@ -93,6 +117,8 @@ _UPSERT_USER = (
     "INSERT INTO users (mid, epoch, seq, trimmed) VALUES (?, ?, ?, ?) ON CONFLICT (mid) DO UPDATE"
     " SET epoch = excluded.epoch, seq = excluded.seq, trimmed = excluded.trimmed"
 )
+_FIND_CHAT = "SELECT until, positions FROM chats WHERE sender = ? AND id = ?"
+_INSERT_CHAT = "INSERT OR REPLACE INTO chats (sender, id, until, positions) VALUES (?, ?, ?, ?)"
 _UPSERT_CURSOR = (
     "INSERT INTO cursors (mid, device, seq, seen) VALUES (?, ?, ?, ?) ON CONFLICT (mid, device)"
     " DO UPDATE SET seq = excluded.seq, seen = excluded.seen"
@@ -127,6 +153,7 @@ class _Batch:
         self.rows: list[tuple[int, int, int, bytes, float, int]] = []
         self.cursors: dict[tuple[int, str], int] = {}
         self.wiped: list[int] = []  # users whose seq wrapped: old epoch's rows and cursors go
+        self.chats: dict[tuple[int, str], tuple[float, list[Position]]] = {}  # ids recorded here
 
     def user(self, mid: int) -> _User:
         user = self.users.get(mid)
@@ -153,6 +180,15 @@ class _Batch:
             rows.append((mid, seq, op, body, now, sender))
             out.append(Position(user.epoch, seq))
         return out
+
+    def chat(self, items: Sequence[Item], chat: ChatId) -> Chatted:
+        key = (chat.sender, chat.msg_id)
+        first = find_chat(self.conn, key, self.now, self.chats)
+        if first is not None:
+            return Chatted(first, True)
+        positions = self.append(items)
+        self.chats[key] = (self.now + chat.window, positions)
+        return Chatted(positions, False)
 
     def wrap(self, mid: int, user: _User) -> None:
         user.epoch = new_epoch()
@@ -198,6 +234,11 @@ class _Batch:
             # keeps max_count >= 1 messages, whose range tells the rest)
             wrapped = [(mid, users[mid]) for mid in dict.fromkeys(self.wiped)]
             conn.executemany(_UPSERT_USER, [(mid, u.epoch, u.seq, u.trimmed) for mid, u in wrapped])
+        if self.chats:
+            conn.executemany(
+                _INSERT_CHAT,
+                [(s, i, until, encode_positions(p)) for (s, i), (until, p) in self.chats.items()],
+            )
         if self.cursors:
             now = self.now
             conn.executemany(
@@ -219,7 +260,9 @@ def write_batch(
     try:
         batch = _Batch(conn, limits, store_epoch, now, cache.rows if cache is not None else {})
         results: list[Result] = [
-            batch.append(op.items) if isinstance(op, AppendOp) else batch.ack(op.mid, op.device, op.seq)
+            (batch.append(op.items) if op.chat is None else batch.chat(op.items, op.chat))
+            if isinstance(op, AppendOp)
+            else batch.ack(op.mid, op.device, op.seq)
             for op in ops
         ]
         batch.write()
@@ -232,3 +275,21 @@ def write_batch(
     if cache is not None:
         cache.committed(batch.users)
     return results
+
+
+def find_chat(
+    conn: sqlite3.Connection,
+    key: tuple[int, str],
+    now: float,
+    pending: dict[tuple[int, str], tuple[float, list[Position]]] | None = None,
+) -> list[Position] | None:
+    """The positions recorded for the chat id `key` (sender, msg_id) while its window lasts:
+    in `pending` (a batch's own, not committed yet), else in the file."""
+    seen = pending.get(key) if pending else None
+    if seen is None:
+        row = conn.execute(_FIND_CHAT, key).fetchone()
+        if row is None:
+            return None
+        seen = (row[0], decode_positions(row[1]))
+    until, positions = seen
+    return list(positions) if until >= now else None

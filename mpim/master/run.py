@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -79,7 +80,7 @@ def run(cfg: Config, path: str | None) -> int:
         return EXIT_BOOT_ERROR
     _preload()
     with run_directory(cfg.server.run_dir) as run_dir:
-        host = ForkHost(path, Endpoints.in_dir(run_dir))
+        host = ForkHost(path, Endpoints.in_dir(run_dir, secrets.token_hex(8)))
         arbiter = Arbiter(cfg, host)
         host.install_signals()
         log.info(

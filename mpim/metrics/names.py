@@ -15,6 +15,7 @@ GAUGE_KEYS = frozenset(
         "rooms",
         "conns_tcp",
         "conns_ws",
+        "conns_gozero",
         "link_buffer",
         "now_ms",
         "room_window_us",
@@ -29,6 +30,24 @@ WORKER_COUNTERS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
         "Client connections accepted, by transport (those refused over the limit included)",
         "transport",
         [("opened_tcp", "tcp"), ("opened_ws", "ws")],
+    ),
+    (
+        "mpim_gozero_upgrades",
+        "WebSocket connections that upgraded on [gozero] path (also in mpim_connects, transport ws)",
+        "",
+        [("opened_gozero", "")],
+    ),
+    (
+        "mpim_gozero_frames",
+        "Frames from go-zero clients, by frameType (bad: not a go-zero frame, closed)",
+        "type",
+        [("gozero_data", "data"), ("gozero_pings", "ping"), ("gozero_acks", "ack"), ("gozero_bad", "bad")],
+    ),
+    (
+        "mpim_gozero_error_frames",
+        "Error frames (frameType 9) sent to go-zero clients",
+        "",
+        [("gozero_errors", "")],
     ),
     (
         "mpim_disconnects",
@@ -84,6 +103,24 @@ WORKER_COUNTERS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
         [("reliable_sent", "")],
     ),
     ("mpim_worker_resumes", "Resumes (op 20) the workers answered", "", [("resumes", "")]),
+    (
+        "mpim_reliable_catchups",
+        "Catch-up reads of a resumed client's stream (pushes left in the inbox while its window was full)",
+        "",
+        [("catchups", "")],
+    ),
+    (
+        "mpim_acks_clamped",
+        "Acks (op 18) above what the connection was sent (clamped), or before anything was sent (ignored)",
+        "",
+        [("acks_clamped", "")],
+    ),
+    (
+        "mpim_router_calls_failed",
+        "Messages and resumes the router did not answer: link down, or past [upstream] timeout",
+        "reason",
+        [("link_chat_refused", "link_down"), ("link_call_timeouts", "timeout")],
+    ),
     (
         "mpim_upstream_frames",
         "Client messages handled by the workers' upstream service; unconfirmed: rigor acks that expired",
@@ -146,9 +183,9 @@ WORKER_COUNTERS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
 WORKER_GAUGES: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     (
         "mpim_connections",
-        "Open client connections, by transport",
+        "Open client connections, by transport (gozero: on [gozero] path; ws: the other WebSocket ones)",
         "transport",
-        [("conns_tcp", "tcp"), ("conns_ws", "ws")],
+        [("conns_tcp", "tcp"), ("conns_ws", "ws"), ("conns_gozero", "gozero")],
     ),
     ("mpim_online", "Authenticated client connections", "", [("online", "")]),
     ("mpim_worker_rooms", "Rooms with members on the worker", "", [("rooms", "")]),
@@ -174,6 +211,16 @@ STREAM_COUNTERS = [
     ("mpim_resumes_unrecovered", "Resumes that could not recover every message", "unrecovered"),
     ("mpim_chats", "Private chat messages stored", "chats"),
     ("mpim_chat_duplicates", "Private chat messages recognized as retries (not delivered twice)", "dups"),
+    (
+        "mpim_inbox_write_failures",
+        "Inbox writes that failed (the push or message was refused, -503)",
+        "write_failures",
+    ),
+    (
+        "mpim_inbox_ack_failures",
+        "Acks the inbox could not apply (the device cursor did not move)",
+        "ack_failures",
+    ),
 ]
 # The embedded inbox store's own numbers (SqliteInbox.stats; absent with Redis): (metric, help, stat key)
 INBOX_COUNTERS = [
@@ -191,4 +238,9 @@ CLUSTER_COUNTERS = [
     ("mpim_cluster_published", "Pushes published to other hosts over Redis", "published"),
     ("mpim_cluster_received", "Pushes received from other hosts over Redis", "received"),
     ("mpim_cluster_rebuilds", "Directory rebuilds after Redis came back", "rebuilds"),
+    (
+        "mpim_cluster_lease_lapses",
+        "Times this host found its lease lapsed (it was dead to the others)",
+        "lapses",
+    ),
 ]

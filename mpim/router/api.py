@@ -8,23 +8,29 @@ HTTP adapter (:mod:`mpim.router.http`) only parses and writes bytes. Answers are
 ``{"code":-400,"message":"<what is wrong>"}`` with HTTP 200, as goim does. A push
 the router cannot promise to deliver is ``-503`` (HTTP 503: stopping, restarting,
 bus down) or ``-504`` (HTTP 504: not confirmed in time). Lists are repeated
-parameters (``mids=1&mids=2``).
+parameters (``mids=1&mids=2``). A mid is a user id (1 .. 2**63 - 1), and one push
+names at most ``[router] max_targets`` distinct mids or keys (:mod:`mpim.router.targets`).
+Every -400 is logged, one INFO line per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 from mpim.config import Config, parse_address
-from mpim.limits import INT32, INT64, BadRequest, check_room_id, parse_int
+from mpim.limits import INT32, BadRequest, check_room_id, parse_int
+from mpim.router import targets
 from mpim.router.core import Refused, Router
 from mpim.router.sse import EventStream
 from mpim.router.streams import ChatError
+
+log = logging.getLogger("mpim.http")
 
 MAX_TOP = 10000
 MAX_PAGE = 1000
@@ -142,6 +148,11 @@ def integer(
     return parse_int(name, one(params, name, None if default is None else str(default)), bounds)
 
 
+def user(params: dict[str, list[str]]) -> int:
+    """The ``mid`` parameter: a user id (1 .. 2**63 - 1)."""
+    return targets.parse_mid(one(params, "mid"), "mid")
+
+
 def many(params: dict[str, list[str]], name: str) -> list[str]:
     values = [v for v in params.get(name, ()) if v]
     if not values:
@@ -203,6 +214,7 @@ class PushApi:
         try:
             return handler(parse_query(query), body)
         except BadRequest as exc:
+            log.info("refusing %s %s: %s", method, path, exc)
             return error(exc.code, str(exc))
         except Refused as exc:
             return refused(exc)
@@ -210,12 +222,15 @@ class PushApi:
     # -- push ---------------------------------------------------------------------------------
     def push_keys(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
-        found = self.router.push_keys(op, many(params, "keys"), body)
+        keys = many(params, "keys")
+        targets.check_keys(keys, self.cfg.router.max_targets)
+        found = self.router.push_keys(op, keys, body)
         return _found(found) if isinstance(found, int) else settled(found, _found)
 
     def push_mids(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
-        mids = [parse_int("mids", text, INT64) for text in many(params, "mids")]
+        mids = [targets.parse_mid(text) for text in many(params, "mids")]
+        targets.check_count("mids", mids, self.cfg.router.max_targets)
         return settled(self.router.push_mids(op, mids, body), _stored)
 
     def push_room(self, params: dict[str, list[str]], body: bytes) -> Answer:
@@ -239,7 +254,7 @@ class PushApi:
 
         cluster = self.router.cluster
         if cluster is not None:
-            return self._cluster(cluster.directory.top_rooms(prefix, limit), shape)
+            return self._cluster(cluster.top_rooms(prefix, limit), shape)
         return shape(self.router.store.top_rooms(prefix, limit))
 
     def online_room(self, params: dict[str, list[str]], body: bytes) -> Answer:
@@ -251,7 +266,7 @@ class PushApi:
             def shape(counts: dict[str, int]) -> Reply:
                 return ok({room: counts.get(rid, 0) for room, rid in rooms.items()})
 
-            return self._cluster(cluster.directory.online(rooms.values()), shape)
+            return self._cluster(cluster.online_rooms(list(rooms.values())), shape)
         online = self.router.store.online
         return ok({room: online(rid) for room, rid in rooms.items()})
 
@@ -259,7 +274,7 @@ class PushApi:
         cluster = self.router.cluster
         if cluster is not None:
             return self._cluster(
-                cluster.directory.totals(), lambda t: ok({"ip_count": t.ip_count, "conn_count": t.conn_count})
+                cluster.totals(), lambda t: ok({"ip_count": t.ip_count, "conn_count": t.conn_count})
             )
         store = self.router.store
         return ok({"ip_count": store.ip_total, "conn_count": len(store)})
@@ -311,7 +326,7 @@ class PushApi:
                 }
             )
 
-        return self._cluster(cluster.directory.servers(), shape)
+        return self._cluster(cluster.hosts(), shape)
 
     def _nodes(self, domain: str, nodes: list[str]) -> dict[str, Any]:
         cfg = self.cfg
@@ -340,7 +355,7 @@ class PushApi:
             conn = store.conn_of(one(params, "key"))
             conns = [conn] if conn is not None else []
         else:
-            conns = store.conns_of(integer(params, "mid", INT64))
+            conns = store.conns_of(user(params))
         return ok(
             [
                 {"key": c.key, "mid": c.mid, "seq": c.seq, "worker": c.worker.id, "room": c.room, "ip": c.ip}
@@ -371,13 +386,13 @@ class PushApi:
             ]
             return ok(rows + others)
 
-        return self._cluster(cluster.directory.servers(), shape)
+        return self._cluster(cluster.hosts(), shape)
 
     def push_batch(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """Many pushes in one request (a JSON array of the ZeroMQ ingress's requests)."""
         from mpim.router import batch
 
-        items = batch.parse(body)
+        items = batch.parse(body, self.cfg.router.max_targets)
         task = self.router.loop.create_task(batch.push_batch(self.router, items, self.cfg.http.max_body))
         return settled(task, ok)
 
@@ -401,7 +416,7 @@ class PushApi:
 
     def inbox(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """``?mid=N&after=S&limit=L``: a user's stored stream after seq S (default 0, 100 at most)."""
-        mid = integer(params, "mid", INT64)
+        mid = user(params)
         after = integer(params, "after", (0, INT32[1]), 0)
         limit = integer(params, "limit", (1, MAX_PAGE), 100)
         task = self.router.loop.create_task(self.router.streams.page(mid, after, limit))
@@ -409,5 +424,5 @@ class PushApi:
 
     def cursors(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """``?mid=N``: the acked cursor of each of the user's devices (device = connection key)."""
-        task = self.router.loop.create_task(self.router.streams.cursors(integer(params, "mid", INT64)))
+        task = self.router.loop.create_task(self.router.streams.cursors(user(params)))
         return settled(task, ok)

@@ -4,11 +4,12 @@ How this works:
 
 - **Who is where.** Every session the router files is mirrored into the directory
   (:mod:`mpim.cluster.directory`, goim v2's layout) as it comes and goes; every third of
-  the session ttl the host renews all its entries and its name claim (``srv_<name>``,
-  with its ports and counts for ``/goim/nodes/weighted``) and replaces its room counts
-  (``ol_<name>``). A worker's full session report, a worker's death or Redis coming
-  back makes the host rebuild its entries whole. A host that dies leaves nothing once
-  the ttl has passed; a second live host with the same name is refused at start.
+  the session ttl the host renews all its entries. A worker's full session report, a
+  worker's death or Redis coming back makes the host rebuild its entries whole.
+- **Membership** (:mod:`mpim.router.membership`): a short lease, renewed every
+  ``[cluster] lease_interval`` with the host's ports and counts; a host whose lease
+  lapsed is dead to the others at once (its entries are skipped, its counts drop out),
+  and its name is free for its next incarnation.
 - **Pushes across hosts** go over Redis pub/sub: each host listens on its own channel
   (pushes by key and by mid, kicks), on the channel of every room it has members in,
   and on the broadcast channel. A push by key or mid looks up the other hosts holding
@@ -17,8 +18,9 @@ How this works:
   broadcast channel (each host paces its share of ``speed``). The ZeroMQ bus stays
   inside each host. Every publish goes out on one connection, in call order, so a
   room's pushes (and a user's) keep their order on every host.
-- **Counts.** Room counts sent to the workers (heartbeat replies) and the online API
-  are cluster-wide, read from the directory every ``online_interval``.
+- **Counts.** Every ``online_interval`` the host replaces its room counts (``ol_<name>``)
+  and reads the other live hosts'; heartbeat replies and the online API add this host's
+  own, current counts to them, so a cluster figure is never older than two intervals.
 - **Redis lost.** Local pushes keep working; the cross-host part of a push fails
   with a clear error (the answer says which part was delivered), logged once; when
   Redis answers again the host files everything again and subscribes again.
@@ -38,9 +40,10 @@ from redis.exceptions import RedisError
 
 from mpim import bus, records
 from mpim.cluster import ClusterError
-from mpim.cluster.directory import Directory, Entry, HostInfo
+from mpim.cluster.directory import Directory, Entry, Host, HostInfo, Totals
 from mpim.config import Config, parse_address
 from mpim.records import PushAll, PushRoom, RemoteAll, RemoteKeys, RemoteKick, RemoteMids, RemoteRoom
+from mpim.router.membership import Membership
 
 if TYPE_CHECKING:
     from mpim.router.core import Router
@@ -51,24 +54,35 @@ _decode = records.Decoder(records.RemoteRecord)
 
 
 class HostCluster:
-    def __init__(self, cfg: Config, router: Router, client: Redis, name: str) -> None:
+    def __init__(self, cfg: Config, router: Router, client: Redis, name: str, incarnation: str = "") -> None:
         self.cfg = cfg
         self.router = router
         self.client = client
         self.name = name
         self.prefix = cfg.cluster.key_prefix
         self.directory = Directory(
-            client, ttl=router.session_ttl, prefix=self.prefix, timeout=cfg.cluster.timeout
+            client,
+            ttl=router.session_ttl,
+            lease=cfg.cluster.lease_ttl,
+            prefix=self.prefix,
+            timeout=cfg.cluster.timeout,
         )
+        if incarnation:  # (the master's run: a restarted router renews the same lease)
+            self.directory.owner = incarnation
+        self.membership = Membership(cfg.cluster, self.directory, name, self.info, router.loop)
         self.pubsub: Any = client.pubsub(ignore_subscribe_messages=False)
         self.rooms: set[str] = set()  # room channels we listen on
         self._subscribing: dict[str, asyncio.Task[Any]] = {}
-        self.online: dict[str, int] = {}  # cluster-wide room counts, last read
+        self.online: dict[str, int] = {}  # the other hosts' room counts, last read
         self.up = True
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reader: asyncio.Task[None] | None = None
         self._rebuild_due = False
-        self.stats = dict.fromkeys(("published", "received", "errors", "rebuilds"), 0)
+        self.stats = dict.fromkeys(("published", "received", "errors", "rebuilds", "lapses"), 0)
+
+    def reconfigure(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.membership.reconfigure(cfg.cluster)
 
     # -- channels -------------------------------------------------------------------------------
     def host_channel(self, name: str) -> str:
@@ -83,16 +97,26 @@ class HostCluster:
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Claim this host's name (ClusterError if a live host holds it) and start listening."""
-        if not await self.directory.claim_name(self.name, self.info()):
-            raise ClusterError(
-                f"[server] name {self.name!r}: another live host of this cluster has that name; "
-                "give every host its own name"
+        """Claim this host's name (ClusterError if a live host keeps it) and start listening."""
+        claim = await self.membership.join()
+        stale = await self.directory.drop(self.name)  # (what a dead incarnation left)
+        if claim.other and claim.other != self.directory.owner:
+            log.info(
+                "host %s: took the name over from incarnation %s, which died (its lease lapsed);"
+                " dropped %d of its entries",
+                self.name,
+                claim.other,
+                stale,
             )
-        await self.directory.rebuild(self.name, [])
         await self.pubsub.subscribe(self.host_channel(self.name), self.all_channel)
         self._reader = asyncio.get_running_loop().create_task(self._read())
-        log.info("host %s joined the cluster on %s", self.name, self.cfg.cluster.redis.split("@")[-1])
+        self.membership.ready = True
+        log.info(
+            "host %s joined the cluster on %s as incarnation %s",
+            self.name,
+            self.cfg.cluster.redis.split("@")[-1],
+            self.directory.owner,
+        )
 
     async def stop(self) -> None:
         """A clean stop: this host's entries and name go at once (not after the ttl)."""
@@ -138,6 +162,8 @@ class HostCluster:
 
     def _lost(self, exc: BaseException) -> None:
         self.stats["errors"] += 1
+        if self.membership.settled:
+            self.membership.unsettle()  # (whatever comes back, the view is partial until settled)
         if self.up:
             self.up = False
             log.error("Redis lost (%s): this host serves its own clients; cross-host pushes fail", exc)
@@ -146,7 +172,7 @@ class HostCluster:
         if not self.up:
             self.up = True
             log.info("Redis is back: filing this host's sessions again")
-            self.rebuild_soon()
+            self._spawn(self.membership.settle(self._rebuild))
 
     # -- mirroring this host's sessions ----------------------------------------------------------------
     def connected(self, key: str, mid: int) -> asyncio.Task[Any]:
@@ -171,7 +197,7 @@ class HostCluster:
         self._spawn(self.directory.disconnect(key, mid, self.name))
 
     def rebuild_soon(self) -> None:
-        """A bulk change (a worker's full report, a worker gone, Redis back): file everything anew."""
+        """A bulk change (a worker's full report, a worker gone, a lapsed lease): file everything anew."""
         if not self._rebuild_due:
             self._rebuild_due = True
             asyncio.get_running_loop().call_later(0.2, lambda: self._spawn(self._rebuild()))
@@ -179,7 +205,6 @@ class HostCluster:
     async def _rebuild(self) -> None:
         self._rebuild_due = False
         self.stats["rebuilds"] += 1
-        await self.directory.claim_name(self.name, self.info())
         moved = await self.directory.rebuild(self.name, self._entries())
         await self._kick_here(moved)
         channels = [self.host_channel(self.name), self.all_channel, *map(self.room_channel, self.rooms)]
@@ -197,26 +222,67 @@ class HostCluster:
             self.router.kick_local(key)
 
     def heartbeat(self) -> None:
-        """Every ttl/3: renew the name and every entry, and replace the room counts."""
+        """Every ttl/3: renew every entry of this host."""
         self._spawn(self._heartbeat())
 
     async def _heartbeat(self) -> None:
-        if not await self.directory.claim_name(self.name, self.info()):
-            log.error("another live host took the name %r while Redis was out of reach", self.name)
         _, moved = await self.directory.renew(self.name, self._entries())
         await self._kick_here(moved)
-        await self.directory.put_online(
-            self.name, self.router.store.room_counts(), 3 * self.router.session_ttl
-        )
+
+    def renew_lease(self) -> None:
+        """Every lease_interval: this host is alive (with its current counts)."""
+        self._spawn(self.membership.renew(self._lapsed))
+
+    def _lapsed(self) -> None:
+        self.stats["lapses"] += 1
+        self.rebuild_soon()
+
+    def refusal(self) -> str:
+        """Why pushes must be refused now ("" = they need not): see :mod:`mpim.router.membership`.
+        While Redis is out of reach, pushes still serve this host (their answer says so)."""
+        return self.membership.refusal() if self.up else ""
+
+    def answered(self) -> str:
+        """A push's cross-host part came back: why it must not be answered ok ("" = it may)."""
+        self._back()
+        return self.membership.refusal()
 
     def refresh_online(self) -> None:
-        """Every online_interval: the cluster-wide counts of the rooms this host has members in."""
+        """Every online_interval: write this host's room counts, read the other hosts'."""
         self._spawn(self._refresh_online())
 
+    async def _put_online(self) -> None:
+        counts = self.router.store.room_counts()
+        await self.directory.put_online(self.name, counts, 3 * self.cfg.router.online_interval + 1.0)
+
     async def _refresh_online(self) -> None:
+        await self._put_online()
         rooms = list(self.router.store.room_counts())
-        self.online = await self.directory.online(rooms) if rooms else {}
+        self.online = await self.directory.online(rooms, exclude=self.name) if rooms else {}
+        self.membership.saw(await self.directory.servers())
         self._listen_rooms(set(rooms))
+
+    # -- cluster-wide numbers (this host's own are read here, current) -------------------------------
+    def room_online(self, room: str) -> int:
+        return self.router.store.online(room) + (self.online.get(room, 0) if self.up else 0)
+
+    async def online_rooms(self, rooms: list[str]) -> dict[str, int]:
+        remote = await self.directory.online(rooms, exclude=self.name)
+        online = self.router.store.online
+        return {room: remote.get(room, 0) + online(room) for room in rooms}
+
+    async def top_rooms(self, prefix: str, limit: int) -> list[tuple[str, int]]:
+        await self._put_online()  # (the ranking is Redis's: this host's counts as of now)
+        return await self.directory.top_rooms(prefix, limit)
+
+    async def hosts(self) -> list[Host]:
+        """The live hosts, this one with its current counts."""
+        me = self.info()
+        return [h._replace(info=me) if h.name == self.name else h for h in await self.directory.servers()]
+
+    async def totals(self) -> Totals:
+        hosts = await self.hosts()
+        return Totals(sum(h.info.ips for h in hosts), sum(h.info.conns for h in hosts))
 
     # -- room channels ------------------------------------------------------------------------------
     def _listen_rooms(self, rooms: set[str]) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import os
 import time
@@ -51,6 +52,7 @@ from mpim.records import (
     Hello,
     InboxEntry,
     Kick,
+    Presence,
     PushAll,
     PushKeys,
     PushMids,
@@ -332,6 +334,8 @@ class Router:
             self._spawn(self._resume(peer, record))  # type: ignore[arg-type]
         elif kind is Chat:
             self._spawn(self._chat(peer, record))  # type: ignore[arg-type]
+        elif kind is Presence:
+            self._presence(peer, record)  # type: ignore[arg-type]
         elif kind is BusSeen:
             peer.mark_seen = max(peer.mark_seen, record.mark)  # type: ignore[union-attr]
             self._answer_waiting()
@@ -411,7 +415,7 @@ class Router:
 
     async def _resume(self, peer: Peer, rec: Resume) -> None:
         try:
-            got = await self.streams.resume(rec.mid, rec.key, rec.epoch, rec.seq, rec.cursor)
+            got = await self.streams.resume(rec.mid, rec.key, rec.epoch, rec.seq, rec.cursor, rec.page)
         except Exception as exc:  # the store failed: the client cannot be told it recovered
             log.error("resume for mid=%d failed: %s", rec.mid, exc)
             got = None
@@ -438,6 +442,38 @@ class Router:
             ack = ChatAck(rec.req, exc.code, exc.message)
         if rec.reply:
             peer.link.send(records.encode(ack))
+
+    def _presence(self, peer: Peer, rec: Presence) -> None:
+        """``user.online``: which of the users asked about have a session, on this host (the
+        tables) or, with several hosts, on another one (the directory)."""
+        conns_of = self.store.conns_of
+        online = {mid for mid in rec.mids if conns_of(mid)}
+        others = [mid for mid in rec.mids if mid not in online]
+        if self.cluster is None or not others:
+            self._online_answer(peer, rec, online)
+        else:
+            self._spawn(self._presence_elsewhere(peer, rec, online, others))
+
+    async def _presence_elsewhere(
+        self, peer: Peer, rec: Presence, online: set[int], others: list[int]
+    ) -> None:
+        from redis.exceptions import RedisError
+
+        from mpim.cluster import ClusterError
+
+        assert self.cluster is not None
+        directory = self.cluster.directory
+        try:
+            found = await asyncio.gather(*(directory.servers_of_mids([mid]) for mid in others))
+        except (ClusterError, RedisError, OSError) as exc:  # this host's answer, the rest unknown
+            self.cluster._lost(exc)
+            found = []
+        online.update(mid for mid, servers in zip(others, found, strict=False) if servers)
+        self._online_answer(peer, rec, online)
+
+    def _online_answer(self, peer: Peer, rec: Presence, online: set[int]) -> None:
+        body = json.dumps([mid for mid in rec.mids if mid in online]).encode()
+        peer.link.send(records.encode(ChatAck(rec.req, 0, "", 0, body)))
 
     # -- registration: confirm once the worker's bus fence came through --------------------------
     def _confirm(self, peer: Peer, req: int, fence: int) -> None:
@@ -561,6 +597,10 @@ class Router:
             raise Refused(
                 -503, f"the router is rebuilding its tables ({synced} of {self.expect} workers reported)"
             )
+        refusal = self.cluster.refusal() if self.cluster is not None else ""
+        if refusal:
+            self.stats["refused"] += 1
+            raise Refused(-503, refusal)
 
     def _stamp(self) -> float:
         """When a push by key or mid is handed out: one in eight carries it (the latency metric)."""
@@ -597,12 +637,16 @@ class Router:
 
         from mpim.cluster import ClusterError
 
+        assert self.cluster is not None
         try:
-            return local + int(await remote)
+            found = local + int(await remote)
         except (ClusterError, RedisError, OSError) as exc:
-            assert self.cluster is not None
             self.cluster._lost(exc)
             raise Refused(-503, f"delivered on this host only ({local} connections): Redis: {exc}") from None
+        partial = self.cluster.answered()
+        if partial:  # (Redis answered, but the view of the other hosts is not whole yet)
+            raise Refused(-503, f"delivered on this host only ({local} connections): {partial}")
+        return found
 
     def push_mids(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[tuple[int, dict[int, int]]]:
         """Append to each user's stream, then hand to every connection of these users.
@@ -757,8 +801,8 @@ class Router:
     def room_online(self, room: str) -> int:
         """A room's count: cluster-wide with several hosts (as last read), else this host's."""
         cluster = self.cluster
-        if cluster is not None and cluster.up and room in cluster.online:
-            return cluster.online[room]
+        if cluster is not None:
+            return cluster.room_online(room)
         return self.store.online(room)
 
     def send_room_counts(self) -> None:

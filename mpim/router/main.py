@@ -124,6 +124,7 @@ class RouterProcess:
         self.http: HttpState | None = None
         self.ingress: Ingress | None = None
         self.console: Console | None = None
+        self._lease_timer: _Every | None = None
 
     # -- start --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -170,7 +171,9 @@ class RouterProcess:
             backend=self.backend,
         )
         if self.redis is not None:
-            router.cluster = HostCluster(cfg, router, self.redis, server_name(cfg))
+            router.cluster = HostCluster(
+                cfg, router, self.redis, server_name(cfg), self.endpoints.incarnation
+            )
             try:
                 await router.cluster.start()
             except (ClusterError, RedisError, OSError) as exc:
@@ -203,6 +206,8 @@ class RouterProcess:
             cluster = router.cluster
             self._timers.append(_Every(loop, max(1.0, router.session_ttl / 3), cluster.heartbeat))
             self._timers.append(_Every(loop, rc.online_interval, cluster.refresh_online))
+            self._lease_timer = _Every(loop, cfg.cluster.lease_interval, cluster.renew_lease)
+            self._timers.append(self._lease_timer)
         signals.install(loop, self._stop.set, self._stop.set, SIGHUP=self.reload, SIGUSR2=router.stop_pushes)
         log.info(
             "router up: http %s, zmq ingress %s, workers link at %s",
@@ -282,6 +287,9 @@ class RouterProcess:
         rc = new.router
         for timer, interval in zip(self._timers, (rc.sweep_interval, rc.online_interval), strict=False):
             timer.interval = interval
+        if self.router.cluster is not None and self._lease_timer is not None:
+            self.router.cluster.reconfigure(new)
+            self._lease_timer.interval = new.cluster.lease_interval
         mlog.set_level(new.log.level)
         log.info("router reloaded %s in place", new.source)
 

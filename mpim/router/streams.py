@@ -12,7 +12,10 @@ ignored), appends the message to the recipient's stream and to the sender's own 
 the sender's other devices), and pushes it to every connection of both. The stored
 and pushed body is a small JSON envelope ``{"id", "from", "to", "body"}``. A message
 id seen again from the same sender within ``[upstream] dedup_window`` gets the first
-answer again and is not delivered twice.
+answer again and is not delivered twice: the inbox records the id with the message
+(:meth:`~mpim.inbox.base.Inbox.append_chat`, one transaction or script call), so this
+holds across a restart of the router and between hosts. The router itself only joins a
+retry that arrives while the first is still being stored to it.
 """
 
 from __future__ import annotations
@@ -21,19 +24,20 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mpim.config import Config
 from mpim.inbox import Inbox, InboxError, Page
-from mpim.inbox.base import Item, Position
+from mpim.inbox.base import Item, Position, check_text
+from mpim.outage import OutageLog
 
 if TYPE_CHECKING:
     from mpim.router.core import Router
 
 log = logging.getLogger("mpim.router")
 
+T = TypeVar("T")
 SendKeys = Callable[[int, list[int], bytes, list[int]], int]
 Stored = tuple[int, dict[int, int]]  # a push by mid: connections, and each user's stream seq
 
@@ -69,10 +73,13 @@ class UserStreams:
         self.cfg = cfg
         self.inbox = inbox
         self.router = router
-        self._recent: OrderedDict[tuple[int, str], tuple[float, asyncio.Future[tuple[int, int]]]] = (
-            OrderedDict()
+        self._storing: dict[tuple[int, str], asyncio.Future[tuple[int, int]]] = {}  # chats in flight
+        self.stats = dict.fromkeys(
+            ("appends", "replays", "unrecovered", "acks", "chats", "dups", "write_failures", "ack_failures"),
+            0,
         )
-        self.stats = dict.fromkeys(("appends", "replays", "unrecovered", "acks", "chats", "dups"), 0)
+        self.outage = OutageLog(log, "inbox write", "pushes by mid and private chat are refused with -503")
+        self.ack_outage = OutageLog(log, "inbox ack", "device cursors do not move (clients may get repeats)")
 
     @property
     def enabled(self) -> bool:
@@ -101,7 +108,7 @@ class UserStreams:
         try:
             stored = append_soon(self.inbox, [(mid, op, body, 0) for mid in unique], router.loop)
         except (InboxError, OSError) as exc:
-            out.set_exception(_not_stored(exc))
+            out.set_exception(self._not_stored(exc))
             return out
 
         def then(done: asyncio.Future[list[Position]]) -> None:
@@ -109,8 +116,9 @@ class UserStreams:
                 return
             exc = done.exception() if not done.cancelled() else InboxError("the append was cancelled")
             if exc is not None:
-                out.set_exception(_not_stored(exc) if isinstance(exc, InboxError | OSError) else exc)
+                out.set_exception(self._not_stored(exc) if isinstance(exc, InboxError | OSError) else exc)
                 return
+            self.outage.ok()
             seqs = [p.seq for p in done.result()]
             self.stats["appends"] += len(unique)
             try:
@@ -123,68 +131,102 @@ class UserStreams:
         stored.add_done_callback(then)
         return out
 
-    async def _append(self, items: list[tuple[int, int, bytes, int]]) -> list[Any]:
+    async def _append(self, items: list[tuple[int, int, bytes, int]]) -> list[Position]:
         assert self.inbox is not None
-        try:
-            return await self.inbox.append(items)
-        except (InboxError, OSError) as exc:
-            raise _not_stored(exc) from None
+        return await self._stored(self.inbox.append(items))
 
     # -- private chat ---------------------------------------------------------------------------
     async def chat(self, sender: int, msg_id: str, to: int, op: int, body: Any) -> tuple[int, int]:
-        """Store and push a private message; returns (the sender's seq, the recipient's seq)."""
+        """Store and push a private message; returns (the sender's seq, the recipient's seq).
+        A retry of ``msg_id`` within ``[upstream] dedup_window`` gets the first answer."""
         if self.inbox is None:
             raise ChatError(-501, "private chat needs the inbox ([inbox] enabled = true)")
         if sender <= 0:
             raise ChatError(-403, "private chat needs an authenticated user (mid > 0)")
-        key = (sender, msg_id)
-        now = time.monotonic()
-        self._expire(now)
-        seen = self._recent.get(key) if msg_id else None
-        if seen is not None:
-            self.stats["dups"] += 1
-            return await asyncio.shield(seen[1])
-        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-        if msg_id and self.cfg.upstream.dedup_window > 0:
-            self._recent[key] = (now + self.cfg.upstream.dedup_window, future)
         try:
-            result = await self._store_chat(sender, msg_id, to, op, body)
+            check_text("message id", msg_id)
+        except (TypeError, ValueError) as exc:
+            raise ChatError(-400, str(exc)) from None
+        window = self.cfg.upstream.dedup_window if msg_id else 0.0
+        if window <= 0:
+            return await self._store_chat(sender, msg_id, to, op, body, 0.0)
+        key = (sender, msg_id)
+        storing = self._storing.get(key)
+        if storing is not None:  # the first is being stored: its answer is this one's
+            self.stats["dups"] += 1
+            return await asyncio.shield(storing)
+        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._storing[key] = future
+        try:
+            result = await self._store_chat(sender, msg_id, to, op, body, window)
         except BaseException as exc:
-            self._recent.pop(key, None)
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # (retrieved: a waiting duplicate re-raises it)
+            future.set_exception(exc)
+            future.exception()  # (retrieved: a waiting retry re-raises it)
             raise
-        future.set_result(result)
+        else:
+            future.set_result(result)
+        finally:
+            del self._storing[key]
         return result
 
-    async def _store_chat(self, sender: int, msg_id: str, to: int, op: int, body: Any) -> tuple[int, int]:
+    async def _store_chat(
+        self, sender: int, msg_id: str, to: int, op: int, body: Any, window: float
+    ) -> tuple[int, int]:
         assert self.inbox is not None
         limit = self.cfg.delivery.max_unread
         top, cursors = await self.inbox.top(to), await self.inbox.cursors(to)
         if top.seq - max(cursors.values(), default=0) >= limit and top.seq >= limit:
-            raise ChatError(-429, f"the recipient has {limit} unread messages; try later")
+            first = await self.inbox.find_chat(sender, msg_id) if window > 0 else None
+            if first is None:
+                raise ChatError(-429, f"the recipient has {limit} unread messages; try later")
+            self.stats["dups"] += 1  # (its first copy counts among the unread)
+            return first[-1].seq, first[0].seq
         data = envelope(msg_id, sender, to, body)
-        if to == sender:
-            (own,) = await self._append([(sender, op, data, sender)])
-            await self.router.deliver_mids(op, [sender], data, [own.seq])
-            self.stats["chats"] += 1
-            return own.seq, own.seq
-        theirs, own = await self._append([(to, op, data, sender), (sender, op, data, sender)])
-        await self.router.deliver_mids(op, [to, sender], data, [theirs.seq, own.seq])
+        mids = [sender] if to == sender else [to, sender]
+        items = [(mid, op, data, sender) for mid in mids]
+        if window > 0:
+            positions, duplicate = await self._stored(self.inbox.append_chat(sender, msg_id, items, window))
+        else:
+            positions, duplicate = await self._stored(self.inbox.append(items)), False
+        if duplicate:  # stored (and pushed) before, maybe by a router that died since
+            self.stats["dups"] += 1
+            return positions[-1].seq, positions[0].seq
+        await self.router.deliver_mids(op, mids, data, [p.seq for p in positions])
         self.stats["chats"] += 1
-        return own.seq, theirs.seq
+        return positions[-1].seq, positions[0].seq
 
-    def _expire(self, now: float) -> None:
-        recent = self._recent
-        while recent:
-            key, (expires, _) = next(iter(recent.items()))
-            if expires > now:
-                break
-            del recent[key]
+    async def _stored(self, write: Awaitable[T]) -> T:
+        try:
+            result = await write
+        except (InboxError, OSError) as exc:
+            raise self._not_stored(exc) from None
+        self.outage.ok()
+        return result
+
+    def _not_stored(self, exc: BaseException) -> Exception:
+        from mpim.router.core import Refused
+
+        self.stats["write_failures"] += 1
+        self.outage.failed(exc)
+        return Refused(-503, f"the inbox could not store the message (nothing was pushed): {exc}")
+
+    def _acked(self, task: asyncio.Future[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self.ack_outage.ok()
+        else:
+            self.stats["ack_failures"] += 1
+            self.ack_outage.failed(exc)
 
     # -- resume and acks ------------------------------------------------------------------------
-    async def resume(self, mid: int, device: str, epoch: str, seq: int, cursor: bool) -> Resumed:
+    async def resume(
+        self, mid: int, device: str, epoch: str, seq: int, cursor: bool, page: bool = False
+    ) -> Resumed:
+        """The stream after a position (or the device's cursor): up to ``replay_max`` messages.
+        A resume further back than that is not recovered (nothing replayed); a catch-up read
+        (``page``) of a connection that resumed gets the next ``replay_max`` and reads on."""
         if self.inbox is None or mid <= 0:
             return Resumed([], "", 0, False)
         if cursor:
@@ -192,22 +234,22 @@ class UserStreams:
             epoch = (await self.inbox.top(mid)).epoch
         top = await self.inbox.top(mid)
         cap = self.cfg.delivery.replay_max
-        if epoch != top.epoch or top.seq - seq > cap or seq > top.seq:
+        if epoch != top.epoch or (top.seq - seq > cap and not page) or seq > top.seq:
             self.stats["unrecovered"] += 1
             return Resumed([], top.epoch, top.seq, False)
-        page: Page = await self.inbox.read(mid, seq, cap)
-        self.stats["replays"] += len(page.messages)
-        if not page.complete:
+        got: Page = await self.inbox.read(mid, seq, cap)
+        self.stats["replays"] += len(got.messages)
+        if not got.complete:
             self.stats["unrecovered"] += 1
-        messages = [(m.seq, m.op, m.body) for m in page.messages]
-        return Resumed(messages, page.top.epoch, page.top.seq, page.complete)
+        messages = [(m.seq, m.op, m.body) for m in got.messages]
+        return Resumed(messages, got.top.epoch, got.top.seq, got.complete)
 
     def ack(self, mid: int, device: str, seq: int) -> None:
         if self.inbox is None or mid <= 0 or seq <= 0:
             return
         self.stats["acks"] += 1
         task = asyncio.ensure_future(self.inbox.ack(mid, device, seq))
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(self._acked)
 
     async def page(self, mid: int, after: int, limit: int) -> dict[str, Any]:
         """GET /mpim/inbox: a user's stored messages after a seq (bodies as text when they are UTF-8)."""
@@ -247,13 +289,6 @@ def append_soon(
     return loop.create_task(inbox.append(items))
 
 
-def _not_stored(exc: BaseException) -> Exception:
-    from mpim.router.core import Refused
-
-    log.error("inbox append failed: %s", exc)
-    return Refused(-503, f"the inbox could not store the message (nothing was pushed): {exc}")
-
-
 def _body(raw: bytes) -> dict[str, str]:
     try:
         return {"body": raw.decode()}
@@ -261,8 +296,3 @@ def _body(raw: bytes) -> dict[str, str]:
         import base64
 
         return {"body_base64": base64.b64encode(raw).decode()}
-
-
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("inbox ack failed: %s", task.exception())

@@ -12,7 +12,8 @@ plus optional ``"id"`` (any value, echoed in the reply) and ``"reply": false``
 (fire and forget: no answer is sent). With ``[ingress] api_key`` set, every
 request must carry it as ``"api_key"`` (compared in constant time), or it is
 refused with -401. ``body`` may be bytes or a UTF-8 string;
-``room`` is a full room id (``type://id``). The reply is one msgpack map
+``room`` is a full room id (``type://id``); ``mids`` are user ids (1 .. 2**63 - 1),
+at most ``[router] max_targets`` distinct ones (keys too). The reply is one msgpack map
 ``{"id": ..., "code": 0, "message": "", "data": ...}`` with the HTTP API's codes:
 -400 for a malformed request, -413 for a body over ``[http] max_body``, -503 /
 -504 when the push cannot be promised (see :mod:`mpim.router.core`); ``data`` is
@@ -32,13 +33,13 @@ from typing import Annotated, Any
 
 import msgspec
 
-from mpim.limits import INT32, INT64, BadRequest, check_room_id
+from mpim.limits import INT32, BadRequest, check_room_id
+from mpim.router import targets
 from mpim.router.core import Refused, Router
 
 log = logging.getLogger("mpim.ingress")
 
 Op = Annotated[int, msgspec.Meta(ge=INT32[0], le=INT32[1])]
-Mid = Annotated[int, msgspec.Meta(ge=INT64[0], le=INT64[1])]
 
 
 class _Request(msgspec.Struct, tag_field="kind", kw_only=True):
@@ -54,7 +55,7 @@ class KeysRequest(_Request, tag="keys"):
 
 
 class MidsRequest(_Request, tag="mids"):
-    mids: Annotated[list[Mid], msgspec.Meta(min_length=1)]
+    mids: Annotated[list[int], msgspec.Meta(min_length=1)]  # user ids: checked by execute()
 
 
 class RoomRequest(_Request, tag="room"):
@@ -99,16 +100,20 @@ def _request_id(payload: bytes) -> Any:
 def execute(router: Router, req: Request, max_body: int) -> Any:
     """Carry out one typed push request: its answer's data, or a future of it.
 
-    Raises :class:`BadRequest` (-400 / -413) or :class:`~mpim.router.core.Refused`."""
+    Raises :class:`BadRequest` (-400 / -413) or :class:`~mpim.router.core.Refused`. Every mid
+    must be a user id, and at most ``[router] max_targets`` distinct mids or keys are named
+    (:mod:`mpim.router.targets`)."""
     body = req.body.encode() if isinstance(req.body, str) else req.body
     if not isinstance(body, bytes):
         raise BadRequest(f"body: expected bytes or a string, got {type(body).__name__}")
     if len(body) > max_body:
         raise BadRequest(f"body of {len(body)} bytes is over the {max_body}-byte limit", -413)
     if isinstance(req, KeysRequest):
+        targets.check_keys(req.keys, router.cfg.router.max_targets)
         found = router.push_keys(req.op, req.keys, body)
         return {"connections": found} if isinstance(found, int) else found
     if isinstance(req, MidsRequest):
+        targets.check_mids(req.mids, router.cfg.router.max_targets)
         return router.push_mids(req.op, req.mids, body)
     if isinstance(req, RoomRequest):
         try:

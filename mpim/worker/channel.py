@@ -101,6 +101,18 @@ class SessionService(Protocol):
     def upstream(self, channel: Channel, frame: Frame) -> None: ...
 
 
+class _AllOps(frozenset[int]):
+    """The watch set of a client that takes every push op (the go-zero endpoint's)."""
+
+    __slots__ = ()
+
+    def __contains__(self, op: object) -> bool:
+        return True
+
+
+ALL_OPS: frozenset[int] = _AllOps()
+
+
 def parse_op_list(body: bytes) -> frozenset[int]:
     """A Sub/Unsub body: comma-separated int32 ops. Raises ValueError."""
     text = body.decode("ascii").strip()
@@ -120,6 +132,7 @@ class Channel:
     flow: ClassVar[Flow]
     sessions: ClassVar[SessionService]
     is_ws: ClassVar[bool]
+    is_gozero: ClassVar[bool] = False  # a WebSocket connection on [gozero] path (mpim.worker.gzchannel)
     transport: Any
     key: str
     mid: int
@@ -129,7 +142,7 @@ class Channel:
     wheel_slot: int
     state: int
     paused_at: float
-    held: list[Frame] | None
+    held: list[Any] | None  # goim frames (or the go-zero endpoint's) held while a request waits
     pending: Any
     caps: int  # mpim.worker.reliable.CAP_* bits the client asked for
     rel: Any  # an ack client's Reliable state (mpim.worker.reliable), else None

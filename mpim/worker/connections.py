@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from mpim.proto import Op, encode
-from mpim.worker.channel import CLOSED
+from mpim.worker.channel import AUTHED, CLOSED
 from mpim.worker.limits import IpLimits
 
 if TYPE_CHECKING:
@@ -140,6 +140,8 @@ class Connections:
     def closed(self, channel: Channel) -> None:
         """The transport is gone (the adapter's ``connection_lost``)."""
         self.stats["closed_ws" if channel.is_ws else "closed_tcp"] += 1
+        if channel.is_gozero:
+            self.stats["closed_gozero"] += 1
         if channel.state != CLOSED:  # the client went first
             self.stats["client_closed"] += 1
             self._leave(channel)
@@ -166,13 +168,14 @@ class Connections:
         self.close(channel)
 
     def reject(self, channel: Channel, reason: str) -> None:
-        """The peer broke the protocol: log once and close cleanly."""
+        """The peer broke the protocol: log once and close cleanly. A client that asked for caps
+        hears op 6 first (it reconnects and resumes); a goim client gets goim's plain close."""
         if channel.state == CLOSED:
             return
         self.stats["bad_input"] += 1
         self.stats["rejected"] += 1
         log.info("closing %s: %s", channel.peer(), reason)
-        self.close(channel)
+        self.close(channel, notify=channel.state == AUTHED and channel.caps != 0)
 
     # -- internals --------------------------------------------------------------------
     def _leave(self, channel: Channel) -> None:

@@ -4,6 +4,7 @@
 - :class:`~mpim.worker.deadlines.Deadlines` — handshake/heartbeat deadlines, slow consumers;
 - :class:`~mpim.worker.sessions.Sessions` — auth with the router, keys (buckets), rooms, kicks;
 - :class:`~mpim.worker.delivery.Delivery` — pushes by key, to rooms, to everyone;
+- :class:`~mpim.worker.gzservice.GoZeroService` — the go-zero endpoint's upgrade and frames;
 - the :class:`~mpim.worker.link.ClusterLink` — the router and the bus (or nothing, standalone).
 
 Channels see only the narrow protocols of :mod:`mpim.worker.channel`; the link
@@ -25,6 +26,8 @@ from mpim.worker.channel import CLOSED, Channel
 from mpim.worker.connections import Connections
 from mpim.worker.deadlines import Deadlines
 from mpim.worker.delivery import Delivery
+from mpim.worker.gzchannel import GoZeroChannel
+from mpim.worker.gzservice import GoZeroService
 from mpim.worker.limits import STATS as LIMIT_STATS
 from mpim.worker.link import ClusterLink, StandaloneLink
 from mpim.worker.meter import Meter
@@ -46,9 +49,14 @@ STATS = (
         "unconfirmed",
         "rate_cut",
         "replay_cut",
+        "catchups",
+        "acks_clamped",
     ),
     # connections accepted / lost per transport, and why each one closed (the metrics)
     *("opened_tcp", "opened_ws", "closed_tcp", "closed_ws", "client_closed", "rejected", "drained"),
+    # the go-zero endpoint: upgrades on its path (also in opened_ws), closes (also in closed_ws), frames
+    *("opened_gozero", "closed_gozero", "gozero_data", "gozero_pings", "gozero_acks", "gozero_bad"),
+    "gozero_errors",
     *("handshake_timeout", "register_timeout", "heartbeat_timeout", "limit_closed", "ip_closed"),
     "slow_cut_bytes",
 )
@@ -86,6 +94,10 @@ class Hub:
             self.upstream,
         )
         self.delivery = Delivery(loop, self.buckets, self.rooms, self.reliable)
+        self.gozero = GoZeroService(
+            cfg, self.registry, self.deadlines, self.sessions, self.reliable, self.upstream, self.link, stats
+        )
+        self.gozero.channel_class = self.channel_class(GoZeroChannel)
         self.deadlines.on_tick(self.reliable.tick)
         self.deadlines.on_tick(self.upstream.tick)
         self.registry.on_open(self.deadlines.handshake)
@@ -112,6 +124,7 @@ class Hub:
         self.sessions.reconfigure(cfg)
         self.reliable.reconfigure(cfg)
         self.upstream.reconfigure(cfg)
+        self.gozero.reconfigure(cfg)
         self.rooms.reconfigure(cfg.room)
 
     def channel_class(self, base: type[Any]) -> type[Any]:
@@ -121,6 +134,7 @@ class Hub:
             "registry": self.registry,
             "flow": self.deadlines,
             "sessions": self.sessions,
+            "gozero": self.gozero,
             "__module__": base.__module__,
         }
         return type(base.__name__, (base,), bound)
@@ -155,13 +169,15 @@ class Hub:
     def counters(self) -> dict[str, int]:
         """Monotonic counters and a few gauges (connections, online, rooms, conns_*), for reports."""
         stats = self.stats
+        gozero = stats["opened_gozero"] - stats["closed_gozero"]
         return {
             **stats,
             **self.meter.counters(),
             "bytes_in": self.registry.bytes_in,
             "connections": len(self.registry),
             "conns_tcp": stats["opened_tcp"] - stats["closed_tcp"],
-            "conns_ws": stats["opened_ws"] - stats["closed_ws"],
+            "conns_ws": stats["opened_ws"] - stats["closed_ws"] - gozero,
+            "conns_gozero": gozero,
             "online": self.online,
             "rooms": len(self.rooms),
             **self.rooms.counters(),

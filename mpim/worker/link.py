@@ -62,11 +62,14 @@ class ClusterLink(Protocol):
     def room_opened(self, room_id: str) -> None: ...
     def room_closed(self, room_id: str) -> None: ...
     async def drain_barrier(self, timeout: float) -> None: ...
-    def resume(self, channel: Channel, epoch: str, seq: int, cursor: bool, done: OnReplayed) -> None: ...
+    def resume(
+        self, channel: Channel, epoch: str, seq: int, cursor: bool, done: OnReplayed, page: bool = False
+    ) -> None: ...
     def ack(self, channel: Channel, seq: int) -> None: ...
     def chat(
         self, channel: Channel, op: int, body: bytes, msg_id: str, to: int, done: OnAck | None
     ) -> None: ...
+    def online(self, channel: Channel, mids: list[int], done: OnAck) -> None: ...
 
 
 class RoomCounter(Protocol):
@@ -117,7 +120,9 @@ class StandaloneLink:
     async def drain_barrier(self, timeout: float) -> None:
         pass
 
-    def resume(self, channel: Channel, epoch: str, seq: int, cursor: bool, done: OnReplayed) -> None:
+    def resume(
+        self, channel: Channel, epoch: str, seq: int, cursor: bool, done: OnReplayed, page: bool = False
+    ) -> None:
         done(Replayed(0, [], "", 0, False))  # no inbox without a router: never recovered
 
     def ack(self, channel: Channel, seq: int) -> None:
@@ -131,3 +136,6 @@ class StandaloneLink:
         self.upstream(channel, op, body)
         if done is not None:
             done(ChatAck(0, 0))
+
+    def online(self, channel: Channel, mids: list[int], done: OnAck) -> None:
+        done(ChatAck(0, -501, "presence needs the router (run mpim master)"))

@@ -1,27 +1,33 @@
 """Reliable delivery on a worker: clients that opted in with the ``ack`` cap.
 
-Such a client gets every push by mid (and private message) with its stream seq in
-the frame header. After its Auth reply it sends op 20 (resume) once; until the
-router's replay comes back, its reliable pushes are held here. The replay is
-written first (the missing messages in seq order), then op 21 with the stream's
-position, then the held live pushes above that position — so nothing is lost or
-written twice across the replay. The client acks cumulatively (op 18, header seq =
-the highest seq it processed); acks go to the router, which moves this device's
-cursor in the inbox. The server never resends on a connection: a client with more
-than ``[delivery] max_unacked`` pushes unacked, or one unacked for longer than
-``ack_timeout``, is told op 6 and closed, and resumes on its next connection.
+How this works. Such a client gets every push by mid (and private message) with its
+stream seq in the frame header. After its Auth reply it sends op 20 (resume) once; the
+router reads the user's stream after the client's position (or its device's cursor) and
+the worker writes the missing messages, then op 21 with the stream's position, then the
+live pushes above it — nothing lost or written twice across the replay. The client acks
+cumulatively (op 18, header seq = the highest seq it processed); acks go to the router,
+which moves this device's cursor in the inbox.
+
+Each connection's stream goes through an :class:`~mpim.worker.outbox.Outbox`: at most
+``[delivery] max_unacked`` pushes are written and unacked at any time, the rest leave as
+acks arrive, so a replay of any length is paced by the client and always ends in op 21.
+A live push that finds the outbox full is left in the inbox and read again from there
+once the client caught up. The server never resends on a connection: a client that
+leaves its oldest push unacked for ``ack_timeout`` is told op 6 and closed, and resumes
+on its next connection.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
+import string
 from typing import TYPE_CHECKING, Any
 
 from mpim.proto import RemoteProtocolError, encode
 from mpim.records import Replayed
 from mpim.worker.channel import CLOSED
+from mpim.worker.outbox import Item, Outbox
 from mpim.worker.room import ws_batch
 from mpim.worker.wsframe import binary_frame
 
@@ -37,20 +43,10 @@ log = logging.getLogger("mpim.worker")
 
 CAP_ACK, CAP_SEQ = 1, 2
 OP_ACK, OP_RESUME, OP_RESUMED, OP_CONFIRM = 18, 20, 21, 22
+MAX_EPOCH = 64
+_EPOCH_CHARS = frozenset(string.ascii_letters + string.digits + "._-:")
 
-
-class Reliable:
-    """One ack client's delivery state."""
-
-    __slots__ = ("acked", "held", "reply", "requested", "resumed", "unacked")
-
-    def __init__(self) -> None:
-        self.resumed = False
-        self.requested = False
-        self.reply = (1, 0)  # ver and seq of the op-20 frame, echoed by op 21
-        self.held: list[tuple[int, int, bytes]] = []  # (seq, op, body) pushed before the replay
-        self.unacked: collections.deque[tuple[int, float]] = collections.deque()  # (seq, written at)
-        self.acked = 0
+Reliable = Outbox  # (what a channel's ``rel`` holds)
 
 
 class ReliableDelivery:
@@ -70,22 +66,40 @@ class ReliableDelivery:
         self.awaiting: set[Channel] = set()  # channels with unacked pushes
 
     def reconfigure(self, cfg: Config) -> None:
-        self.max_unacked = cfg.delivery.max_unacked
+        self.window = cfg.delivery.max_unacked
         self.ack_timeout = cfg.delivery.ack_timeout
+        self.ack_rate = cfg.delivery.ack_rate
+        self.ack_burst = float(cfg.delivery.ack_burst)
 
     # -- pushes ---------------------------------------------------------------------------------
     def push(self, channel: Channel, op: int, body: bytes, seq: int) -> None:
-        rel: Reliable = channel.rel
-        if not rel.resumed:
-            rel.held.append((seq, op, body))
-            if len(rel.held) > self.max_unacked:
-                self._cut(channel, f"{len(rel.held)} pushes waiting for its resume (op 20)")
-            return
-        self._write(channel, rel, [(seq, op, body)])
+        rel: Outbox = channel.rel
+        rel.offer((seq, op, body), self.window)
+        if rel.queued or rel.gap:
+            self._pump(channel, rel)
 
-    def _write(self, channel: Channel, rel: Reliable, items: list[tuple[int, int, bytes]]) -> None:
-        if not items:
-            return
+    def _pump(self, channel: Channel, rel: Outbox) -> None:
+        """Write what the window allows, then op 21 when it is due, then a catch-up read if one is."""
+        answer = rel.owed()
+        if answer is None:
+            items = rel.take(self.window)
+            if items:
+                self._write(channel, rel, items)
+            answer = rel.owed()
+        if answer is not None:
+            body = json.dumps({"epoch": answer.epoch, "seq": answer.top, "recovered": answer.recovered})
+            channel.send_frame(encode(OP_RESUMED, body.encode(), rel.reply[0], rel.reply[1]))
+            self.stats["resumes"] += 1
+            if not answer.recovered:
+                self.stats["unrecovered"] += 1
+            items = rel.take(self.window)  # (live pushes queued behind the replay)
+            if items:
+                self._write(channel, rel, items)
+        if rel.wants_read() and channel.state != CLOSED:
+            self._read(channel, rel, rel.epoch, rel.last, cursor=False, page=True)
+            self.stats["catchups"] += 1
+
+    def _write(self, channel: Channel, rel: Outbox, items: list[Item]) -> None:
         frames = [encode(op, body, seq=seq) for seq, op, body in items]
         if channel.is_ws:
             channel.write(binary_frame(frames[0]) if len(frames) == 1 else ws_batch(b"".join(frames)))
@@ -95,51 +109,80 @@ class ReliableDelivery:
         rel.unacked.extend((seq, now) for seq, _, _ in items)
         self.awaiting.add(channel)
         self.stats["reliable_sent"] += len(items)
-        if len(rel.unacked) > self.max_unacked and channel.state != CLOSED:
-            self._cut(channel, f"{len(rel.unacked)} pushes unacked")
 
     # -- resume ---------------------------------------------------------------------------------
     def resume(self, channel: Channel, frame: Frame) -> None:
-        rel: Reliable = channel.rel
+        rel: Outbox = channel.rel
         if rel.requested:
             log.info("ignoring a second resume (op 20) from %s key=%s", channel.peer(), channel.key)
             return
         epoch, seq, cursor = parse_resume(frame.body)
         rel.requested = True
         rel.reply = (frame.ver, frame.seq)
+        self._read(channel, rel, epoch, seq, cursor, page=False)
 
-        def replayed(rec: Replayed) -> None:
-            self.replayed(channel, rec)
+    def _read(self, channel: Channel, rel: Outbox, epoch: str, seq: int, cursor: bool, page: bool) -> None:
+        rel.fetching = True
 
-        self.link.resume(channel, epoch, seq, cursor, replayed)
+        def answered(rec: Replayed) -> None:
+            self.answered(channel, rec)
 
-    def replayed(self, channel: Channel, rec: Replayed) -> None:
-        """The router's answer: the missing messages, op 21, then what was held above the top."""
-        rel: Reliable | None = channel.rel
-        if channel.state == CLOSED or rel is None or rel.resumed:
+        self.link.resume(channel, epoch, seq, cursor, answered, page)
+
+    def answered(self, channel: Channel, rec: Replayed) -> None:
+        """The router's read of the stream: the resume's, or a catch-up after a gap."""
+        rel: Outbox | None = channel.rel
+        if channel.state == CLOSED or rel is None or not rel.fetching:
             return
-        rel.resumed = True
-        self._write(channel, rel, [(m.seq, m.op, m.body) for m in rec.messages])
-        body = json.dumps({"epoch": rec.epoch, "seq": rec.top, "recovered": rec.recovered}).encode()
-        channel.send_frame(encode(OP_RESUMED, body, rel.reply[0], rel.reply[1]))
-        held, rel.held = rel.held, []
-        self._write(channel, rel, [item for item in held if item[0] > rec.top])
-        self.stats["resumes"] += 1
-        if not rec.recovered:
-            self.stats["unrecovered"] += 1
+        items = [(m.seq, m.op, m.body) for m in rec.messages]
+        why = rel.answered(items, rec.epoch, rec.top, rec.recovered, self.window)
+        if why:
+            self._cut(channel, why)
+            return
+        self._pump(channel, rel)
 
     # -- acks -----------------------------------------------------------------------------------
+    def admit_ack(self, channel: Channel) -> bool:
+        """Acks have a token bucket of their own (``[delivery] ack_rate`` / ``ack_burst``)."""
+        rel: Outbox = channel.rel
+        now = self.loop.time()
+        if rel.ack_at == 0.0:
+            rel.ack_quota, rel.ack_at = self.ack_burst, now
+        rel.ack_quota = min(self.ack_burst, rel.ack_quota + (now - rel.ack_at) * self.ack_rate) - 1.0
+        rel.ack_at = now
+        if rel.ack_quota < 0:
+            self.stats["rate_cut"] += 1
+            log.warning(
+                "closing %s key=%s: over the ack rate (%g acks/s)", channel.peer(), channel.key, self.ack_rate
+            )
+            self.registry.close(channel, notify=True)
+            return False
+        return True
+
     def ack(self, channel: Channel, seq: int) -> None:
-        rel: Reliable = channel.rel
-        if seq <= rel.acked:
+        rel: Outbox = channel.rel
+        if seq > rel.written:
+            self.stats["acks_clamped"] += 1
+        if seq > rel.written and not rel.noted:  # (one line per connection)
+            rel.noted = True
+            if rel.written:
+                log.info(
+                    "ack of seq %d from %s key=%s, which was sent up to %d: taken as %d",
+                    seq, channel.peer(), channel.key, rel.written, rel.written,
+                )  # fmt: skip
+            else:
+                log.info(
+                    "ignoring an ack (seq %d) from %s key=%s: nothing was sent to it yet (acks follow op 20)",
+                    seq, channel.peer(), channel.key,
+                )  # fmt: skip
+        acked = rel.ack(seq)
+        if not acked:
             return
-        rel.acked = seq
-        unacked = rel.unacked
-        while unacked and unacked[0][0] <= seq:
-            unacked.popleft()
-        if not unacked:
+        if not rel.unacked:
             self.awaiting.discard(channel)
-        self.link.ack(channel, seq)
+        self.link.ack(channel, acked)
+        if rel.queued:
+            self._pump(channel, rel)
 
     def tick(self) -> None:
         """Close the clients whose oldest unacked push is older than the ack timeout."""
@@ -169,8 +212,13 @@ def parse_resume(body: bytes) -> tuple[str, int, bool]:
     if not value:
         return "", 0, True
     epoch, seq = value.get("epoch"), value.get("seq")
-    if not isinstance(epoch, str) or len(epoch) > 64 or type(seq) is not int or not 0 <= seq < 1 << 31:
+    if not isinstance(epoch, str) or type(seq) is not int or not 0 <= seq < 1 << 31:
         raise RemoteProtocolError('resume (op 20) body must be {"epoch": "<str>", "seq": <int32 >= 0>} or {}')
+    if len(epoch) > MAX_EPOCH or not _EPOCH_CHARS.issuperset(epoch):
+        raise RemoteProtocolError(
+            f"resume (op 20) epoch {epoch[:MAX_EPOCH]!a} is not one the server gave"
+            f" (at most {MAX_EPOCH} letters, digits and ._-:)"
+        )
     return epoch, seq, False
 
 

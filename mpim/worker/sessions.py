@@ -6,6 +6,8 @@ when the router confirms (its tables hold the key and mid, and the room's bus
 subscription is live) does the client enter the buckets and its room and get
 the Auth reply. ChangeRoom works the same way. A key that is confirmed again
 here kicks the older connection with that key (the router kicks one elsewhere).
+The go-zero endpoint authenticates at its WebSocket upgrade and files its
+clients through :meth:`Sessions.login` the same way (no Auth frame, no reply).
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from collections.abc import Callable
 from itertools import count
 from typing import TYPE_CHECKING
 
-from mpim.auth import Authenticator, AuthError
+from mpim.auth import Authenticator, AuthError, Identity
 from mpim.limits import check_room_id
 from mpim.proto import Frame, Op, RemoteProtocolError, encode
 from mpim.records import Entry
-from mpim.worker.channel import AUTHED, CLOSED, REGISTERING, Channel, parse_op_list
+from mpim.worker.channel import ALL_OPS, AUTHED, CLOSED, REGISTERING, Channel, parse_op_list
 from mpim.worker.reliable import CAP_ACK, OP_ACK, OP_CONFIRM, OP_RESUME, Reliable, caps_bits
 
 if TYPE_CHECKING:
@@ -39,12 +41,15 @@ log = logging.getLogger("mpim.worker")
 class Pending:
     """A request of one channel that waits for the router: its reply and the room it reserved."""
 
-    __slots__ = ("reply", "room", "seq")
+    __slots__ = ("reply", "room", "seq", "then")
 
-    def __init__(self, reply: bytes, room: Room | None, seq: int = 0) -> None:
-        self.reply = reply
+    def __init__(
+        self, reply: bytes, room: Room | None, seq: int = 0, then: Callable[[], None] | None = None
+    ) -> None:
+        self.reply = reply  # the goim frame to write once confirmed (b"": none)
         self.room = room
         self.seq = seq  # the request frame's header seq (where a seq client's numbering starts)
+        self.then = then  # called once confirmed, after the reply
 
 
 class Sessions:
@@ -75,6 +80,7 @@ class Sessions:
         self._accepts: dict[frozenset[int], frozenset[int]] = {}
         self._key_prefix = secrets.token_hex(6) + "-"
         self._key_seq = count(1)
+        self.registering: dict[str, Channel] = {}  # key -> its connection waiting for the router
         self.on_auth_failed: Callable[[Channel], None] = lambda channel: None  # per-IP failure count
 
     def reconfigure(self, cfg: Config) -> None:
@@ -91,11 +97,27 @@ class Sessions:
         try:
             ident = self.auth.verify(frame.body)
         except AuthError as exc:
-            self.stats["auth_fail"] += 1
-            log.warning("auth refused from %s: %s", channel.peer(), exc)
-            self.on_auth_failed(channel)
+            self.refused(channel, str(exc))
             self.registry.close(channel)
             return
+        self.login(channel, ident, encode(Op.AUTH_REPLY, b"", frame.ver, frame.seq), frame.seq)
+
+    def refused(self, channel: Channel, why: str, where: str = "") -> None:
+        """A token was refused: counted, logged, held against the client's IP (the caller closes)."""
+        self.stats["auth_fail"] += 1
+        log.warning("auth refused from %s%s: %s", channel.peer(), where, why)
+        self.on_auth_failed(channel)
+
+    def login(
+        self,
+        channel: Channel,
+        ident: Identity,
+        reply: bytes,
+        seq: int = 0,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """An authenticated client: filed with the router; once it confirms, ``reply`` is written
+        and ``then()`` called (frames that arrive meanwhile are held)."""
         self.stats["auth_ok"] += 1
         channel.key = ident.key or f"{self._key_prefix}{next(self._key_seq):x}"
         channel.mid = ident.mid
@@ -104,8 +126,9 @@ class Sessions:
         if channel.caps & CAP_ACK:
             channel.rel = Reliable()
         channel.state = REGISTERING
+        self.registering[channel.key] = channel
         room = self.rooms.reserve(ident.room) if ident.room else None
-        channel.pending = Pending(encode(Op.AUTH_REPLY, b"", frame.ver, frame.seq), room, frame.seq)
+        channel.pending = Pending(reply, room, seq, then)
         channel.hold()
         self.link.register(channel, ident.room, channel.peer_ip())
 
@@ -117,6 +140,7 @@ class Sessions:
         channel.pending = None
         room = pending.room
         if channel.state == REGISTERING:
+            self._registered(channel)
             channel.state = AUTHED
             self.deadlines.beat(channel)
             self.messages.start(channel, pending.seq)
@@ -130,7 +154,10 @@ class Sessions:
         if room is not None:
             channel.room = self.rooms.join(room.id, channel)
             self.rooms.unreserve(room)
-        channel.send_frame(pending.reply)
+        if pending.reply:
+            channel.send_frame(pending.reply)
+        if pending.then is not None:
+            pending.then()
         channel.release()
 
     def denied(self, channel: Channel, reason: str) -> None:
@@ -167,6 +194,8 @@ class Sessions:
 
     def intern_accepts(self, accepts: frozenset[int]) -> frozenset[int]:
         """Share one frozenset between all channels watching the same ops."""
+        if accepts is ALL_OPS:
+            return accepts
         return self._accepts.setdefault(accepts, accepts)
 
     def watch(self, channel: Channel, frame: Frame) -> None:
@@ -181,6 +210,8 @@ class Sessions:
         channel.accepts = self.intern_accepts(accepts)
 
     def admit(self, channel: Channel, frame: Frame) -> bool:
+        if frame.op == OP_ACK and channel.rel is not None:  # (acks: a bucket of their own)
+            return self.delivery.admit_ack(channel)
         return self.messages.admit(channel, frame)
 
     def upstream(self, channel: Channel, frame: Frame) -> None:
@@ -189,6 +220,8 @@ class Sessions:
     def reliable(self, channel: Channel, frame: Frame) -> None:
         """Ops 18 (ack), 20 (resume) and 22 (confirm) of an ack client."""
         if frame.op == OP_ACK:
+            if frame.body:
+                raise RemoteProtocolError(f"ack (op 18) must have an empty body, got {len(frame.body)} bytes")
             self.delivery.ack(channel, frame.seq)
         elif frame.op == OP_RESUME:
             self.delivery.resume(channel, frame)
@@ -201,9 +234,15 @@ class Sessions:
         log.info("closing %s key=%s: %s", channel.peer(), channel.key, why)
         self.registry.close(channel, notify=True)
 
+    def _registered(self, channel: Channel) -> None:
+        if self.registering.get(channel.key) is channel:
+            del self.registering[channel.key]
+
     def kick(self, keys: list[str]) -> None:
+        """The key connected elsewhere (another worker or host): close it here, also while its
+        own registration is still on its way (the kick may overtake it)."""
         for key in keys:
-            channel = self.buckets.get(key)
+            channel = self.buckets.get(key) or self.registering.get(key)
             if channel is not None:
                 self.stats["kicked"] += 1
                 log.info("key %s connected on another worker; kicking %s", key, channel.peer())
@@ -225,6 +264,8 @@ class Sessions:
 
     def forget(self, channel: Channel) -> None:
         """A closing channel leaves the buckets, its room, and any request it had pending."""
+        if channel.state == REGISTERING:
+            self._registered(channel)
         if channel.rel is not None:
             self.delivery.forget(channel)
         self.messages.forget(channel)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from mpim.proto import RemoteProtocolError, decode
 from mpim.worker.channel import CHANNEL_SLOTS, CLOSED, Channel
+
+log = logging.getLogger("mpim.worker")
 
 
 class TcpChannel(Channel, asyncio.Protocol):
@@ -33,6 +36,9 @@ class TcpChannel(Channel, asyncio.Protocol):
                     return
         except RemoteProtocolError as exc:
             self.registry.reject(self, exc.reason)
+        except Exception:  # a bug of ours: this connection goes, the worker and the others stay
+            log.exception("error handling a frame from %s; closing it", self.peer())
+            self.registry.reject(self, "internal error (logged)")
 
     def eof_received(self) -> bool:
         if self._tail and self.state != CLOSED:

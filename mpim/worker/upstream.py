@@ -25,13 +25,17 @@ Messages (any op that is not part of the protocol):
   is it processed and answered ``"state": "done"``; an unconfirmed one expires after
   ``confirm_timeout`` with op 5 ``{"id", "code": -408}``. A retried id is answered
   again but processed once (here while it waits, on the router afterwards).
+
+The go-zero endpoint (:mod:`mpim.worker.gzservice`) hands its data frames to
+:meth:`UpstreamService.submit` as :class:`Message` s with answers of its own, so
+both protocols share the admission, the rigor wait and the router calls.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mpim.limits import INT32, INT64, in_range
 from mpim.proto import Op, RemoteProtocolError, encode
@@ -50,19 +54,64 @@ if TYPE_CHECKING:
 log = logging.getLogger("mpim.worker")
 
 MAX_ID = 64
+MAX_UNCONFIRMED = 256  # rigor: messages of one client waiting for its confirmation
+
+
+class Answers(Protocol):
+    """How a client hears about its message: goim's op 5 (:class:`GoimAnswers`), or the go-zero
+    endpoint's frames (:mod:`mpim.worker.gzservice`)."""
+
+    def received(self, channel: Channel, msg: Message) -> None:
+        """Rigor: the message is held until the client confirms this (sent again every ``resend``)."""
+
+    def done(self, channel: Channel, msg: Message, ack: ChatAck) -> None:
+        """The router's answer: processed (code 0), or an error code."""
+
+    def refused(self, channel: Channel, msg: Message, code: int, message: str) -> None:
+        """Not processed: -429 too many unconfirmed, -408 not confirmed in time."""
 
 
 class Message:
-    """One ack client message (parsed from op 4's JSON body)."""
+    """One client message: an ack client's op 4 (its JSON body), or a go-zero data frame."""
 
-    __slots__ = ("body", "first", "id", "last", "op", "reply", "to")
+    __slots__ = (
+        "ack_seq",
+        "answers",
+        "body",
+        "first",
+        "id",
+        "last",
+        "method",
+        "online",
+        "op",
+        "reply",
+        "rigor",
+        "to",
+    )
 
-    def __init__(self, msg_id: str, to: int, op: int, body: bytes, reply: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        msg_id: str,
+        to: int,
+        op: int,
+        body: bytes,
+        reply: tuple[int, int],
+        answers: Answers,
+        *,
+        method: str = "",
+        ack_seq: int = 0,
+        online: list[int] | None = None,
+    ) -> None:
         self.id = msg_id
         self.to = to
         self.op = op
         self.body = body
         self.reply = reply  # ver and seq of the client's frame, echoed by op 5
+        self.answers = answers
+        self.method = method  # (go-zero) the frame's method
+        self.ack_seq = ack_seq  # (go-zero) the ackSeq of the acks owed to it; -1: none (NoAck)
+        self.online = online  # (go-zero) user.online: the users asked about, instead of a chat
+        self.rigor = False  # it waited for the client's confirmation
         self.first = self.last = 0.0
 
 
@@ -77,16 +126,39 @@ def parse_message(raw: bytes) -> tuple[str, int, int, bytes]:
     msg_id, to, op = value.get("id"), value.get("to", 0), value.get("op")
     if not isinstance(msg_id, str) or not 0 < len(msg_id) <= MAX_ID:
         raise ValueError(f"id must be a string of 1 to {MAX_ID} characters")
-    try:
-        msg_id.encode()
-    except UnicodeEncodeError:
-        raise ValueError("id is not valid UTF-8 text") from None
+    if not _utf8(msg_id):
+        raise ValueError("id is not valid UTF-8 text")
     if type(to) is not int or to < 0 or not in_range(to, INT64):
         raise ValueError("to must be a user id (mid > 0), or absent for the backend")
     if type(op) is not int or not in_range(op, INT32):
         raise ValueError("op must be an int32 (the push op the recipient watches)")
-    body = json.dumps(value.get("body"), separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        body = json.dumps(value.get("body"), separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("body is not valid UTF-8 text (a lone surrogate)") from None
     return msg_id, to, op, body
+
+
+def parse_confirm(raw: bytes) -> str:
+    """Op 22's body ``{"id": "<message id>"}`` -> the id; RemoteProtocolError says what is wrong."""
+    try:
+        value: Any = json.loads(raw)
+    except (ValueError, RecursionError):
+        value = None
+    msg_id = value.get("id") if isinstance(value, dict) else None
+    if not isinstance(msg_id, str) or not 0 < len(msg_id) <= MAX_ID or not _utf8(msg_id):
+        raise RemoteProtocolError(
+            f'confirm (op 22) body must be {{"id": "<message id, 1 to {MAX_ID} characters>"}}'
+        )
+    return msg_id
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class UpstreamService:
@@ -123,18 +195,7 @@ class UpstreamService:
         channel.useq = auth_seq if channel.caps & CAP_SEQ else -1
 
     def admit(self, channel: Channel, frame: Frame) -> bool:
-        now = self.loop.time()
-        elapsed = now - channel.quota_at
-        channel.quota_at = now
-        quota = min(self.burst, channel.quota + elapsed * self.rate) - 1.0
-        size = 16 + len(frame.body)
-        quota_bytes = min(self.bytes_burst, channel.quota_bytes + elapsed * self.bytes_rate) - size
-        channel.quota, channel.quota_bytes = quota, quota_bytes
-        if quota < 0 or quota_bytes < 0:
-            self.stats["rate_cut"] += 1
-            self._cut(
-                channel, f"over the upstream rate ({self.rate:g} frames/s, {self.bytes_rate:g} bytes/s)"
-            )
+        if not self.take(channel, 16 + len(frame.body)):
             return False
         if channel.useq >= 0 and frame.op != OP_ACK:  # (an ack's header seq is the seq it acks)
             expected = (channel.useq + 1) & 0x7FFFFFFF
@@ -143,6 +204,22 @@ class UpstreamService:
                 self._cut(channel, f"frame seq {frame.seq}, expected {expected} (replayed or skipped)")
                 return False
             channel.useq = expected
+        return True
+
+    def take(self, channel: Channel, size: int) -> bool:
+        """One frame of ``size`` bytes from the client's buckets; over them: op 6, close, False."""
+        now = self.loop.time()
+        elapsed = now - channel.quota_at
+        channel.quota_at = now
+        quota = min(self.burst, channel.quota + elapsed * self.rate) - 1.0
+        quota_bytes = min(self.bytes_burst, channel.quota_bytes + elapsed * self.bytes_rate) - size
+        channel.quota, channel.quota_bytes = quota, quota_bytes
+        if quota < 0 or quota_bytes < 0:
+            self.stats["rate_cut"] += 1
+            self._cut(
+                channel, f"over the upstream rate ({self.rate:g} frames/s, {self.bytes_rate:g} bytes/s)"
+            )
+            return False
         return True
 
     def _cut(self, channel: Channel, why: str) -> None:
@@ -157,18 +234,22 @@ class UpstreamService:
         try:
             msg_id, to, op, body = parse_message(frame.body)
         except ValueError as exc:
-            self._answer(
+            _answer(
                 channel, (frame.ver, frame.seq), {"id": _id_of(frame.body), "code": -400, "message": str(exc)}
             )
             return
-        msg = Message(msg_id, to, op, body, (frame.ver, frame.seq))
+        msg = Message(msg_id, to, op, body, (frame.ver, frame.seq), GOIM)
         if self.mode == "none":
             channel.send_frame(encode(frame.op, b"", frame.ver, frame.seq))
-            self._send(channel, msg, reply=False)
-        elif self.mode == "only":
-            self._send(channel, msg, reply=True)
-        else:
+        self.submit(channel, msg, hold=self.mode == "rigor", reply=self.mode != "none")
+
+    def submit(self, channel: Channel, msg: Message, *, hold: bool, reply: bool) -> None:
+        """Process a message now (``reply``: its answer goes to ``msg.answers.done``), or ``hold``
+        it until the client confirms (rigor), then process it and answer."""
+        if hold:
             self._hold(channel, msg)
+        else:
+            self._send(channel, msg, reply)
 
     def _goim(self, channel: Channel, frame: Frame) -> None:
         if not self.answers:
@@ -189,46 +270,41 @@ class UpstreamService:
         self.stats["messages"] += 1
 
         def done(ack: ChatAck) -> None:
-            answer: dict[str, Any] = {"id": msg.id, "code": ack.code, "message": ack.message, "seq": ack.seq}
-            if ack.body:
-                answer["body"] = ack.body.decode("utf-8", "replace")
-            answer["state"] = "done"
-            self._answer(channel, msg.reply, answer)
+            if channel.state != CLOSED:
+                msg.answers.done(channel, msg, ack)
 
-        self.link.chat(channel, msg.op, msg.body, msg.id, msg.to, done if reply else None)
-
-    def _answer(self, channel: Channel, reply: tuple[int, int], answer: dict[str, Any]) -> None:
-        if channel.state == CLOSED:
-            return
-        body = json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode()
-        channel.send_frame(encode(Op.SEND_MSG_REPLY, body, reply[0], reply[1]))
+        if msg.online is not None:
+            self.link.online(channel, msg.online, done)
+        else:
+            self.link.chat(channel, msg.op, msg.body, msg.id, msg.to, done if reply else None)
 
     # -- rigor ---------------------------------------------------------------------------------
     def _hold(self, channel: Channel, msg: Message) -> None:
         waiting = self.pending.setdefault(channel, {})
         known = waiting.get(msg.id)
         if known is None:
-            if len(waiting) >= 256:
-                self._answer(
-                    channel, msg.reply, {"id": msg.id, "code": -429, "message": "too many unconfirmed"}
-                )
+            if len(waiting) >= MAX_UNCONFIRMED:
+                msg.answers.refused(channel, msg, -429, "too many unconfirmed")
                 return
             msg.first = self.loop.time()
+            msg.rigor = True
             waiting[msg.id] = known = msg
         known.last = self.loop.time()
-        self._answer(channel, known.reply, {"id": known.id, "code": 0, "state": "received"})
+        known.answers.received(channel, known)
 
     def confirm(self, channel: Channel, frame: Frame) -> None:
         """Op 22 ``{"id": ...}``: the client saw our ack; now the message is processed."""
-        try:
-            value = json.loads(frame.body)
-            msg_id = value["id"] if isinstance(value, dict) else None
-        except (ValueError, RecursionError):
-            msg_id = None
-        if not isinstance(msg_id, str):
-            raise RemoteProtocolError('confirm (op 22) body must be {"id": "<message id>"}')
+        self.confirmed(channel, parse_confirm(frame.body))
+
+    def waiting(self, channel: Channel, msg_id: str) -> Message | None:
+        """The message ``msg_id`` of this client that waits for its confirmation (rigor), if any."""
+        waiting = self.pending.get(channel)
+        return waiting.get(msg_id) if waiting is not None else None
+
+    def confirmed(self, channel: Channel, msg_id: str) -> None:
+        """The client confirmed ``msg_id``: process it (a late or repeated confirm changes nothing)."""
         msg = self.pending.get(channel, {}).pop(msg_id, None)
-        if msg is not None:  # (a late or repeated confirm changes nothing)
+        if msg is not None:
             self._send(channel, msg, reply=True)
 
     def tick(self) -> None:
@@ -239,12 +315,12 @@ class UpstreamService:
                 if now - msg.first >= self.confirm_timeout:
                     del waiting[msg.id]
                     self.stats["unconfirmed"] += 1
-                    self._answer(
-                        channel, msg.reply, {"id": msg.id, "code": -408, "message": "not confirmed in time"}
-                    )
+                    if channel.state != CLOSED:
+                        msg.answers.refused(channel, msg, -408, "not confirmed in time")
                 elif now - msg.last >= self.resend:
                     msg.last = now
-                    self._answer(channel, msg.reply, {"id": msg.id, "code": 0, "state": "received"})
+                    if channel.state != CLOSED:
+                        msg.answers.received(channel, msg)
             if not waiting:
                 del self.pending[channel]
 
@@ -252,9 +328,38 @@ class UpstreamService:
         self.pending.pop(channel, None)
 
 
+def _answer(channel: Channel, reply: tuple[int, int], answer: dict[str, Any]) -> None:
+    """Op 5 with the JSON ``answer``, echoing the message's ver and seq."""
+    if channel.state == CLOSED:
+        return
+    body = json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode()
+    channel.send_frame(encode(Op.SEND_MSG_REPLY, body, reply[0], reply[1]))
+
+
+class GoimAnswers:
+    """An ack client's op 5 answers (the README's "Reliable delivery and chat")."""
+
+    def received(self, channel: Channel, msg: Message) -> None:
+        _answer(channel, msg.reply, {"id": msg.id, "code": 0, "state": "received"})
+
+    def done(self, channel: Channel, msg: Message, ack: ChatAck) -> None:
+        answer: dict[str, Any] = {"id": msg.id, "code": ack.code, "message": ack.message, "seq": ack.seq}
+        if ack.body:
+            answer["body"] = ack.body.decode("utf-8", "replace")
+        answer["state"] = "done"
+        _answer(channel, msg.reply, answer)
+
+    def refused(self, channel: Channel, msg: Message, code: int, message: str) -> None:
+        _answer(channel, msg.reply, {"id": msg.id, "code": code, "message": message})
+
+
+GOIM = GoimAnswers()
+
+
 def _id_of(raw: bytes) -> Any:
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError):
         return None
-    return value.get("id") if isinstance(value, dict) and isinstance(value.get("id"), str) else None
+    msg_id = value.get("id") if isinstance(value, dict) else None
+    return msg_id if isinstance(msg_id, str) and len(msg_id) <= MAX_ID and _utf8(msg_id) else None

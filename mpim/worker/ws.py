@@ -10,7 +10,10 @@ once (:mod:`mpim.worker.wsframe`) and written straight to the transport, which i
 safe because whatever the library produces is flushed before we return.
 
 ``GET [websocket] path`` (``/sub``) is the goim endpoint; the optional
-``[websocket] echo_path`` echoes messages for Autobahn conformance runs.
+``[websocket] echo_path`` echoes messages for Autobahn conformance runs, and
+``[gozero] path`` (off unless set) is the go-zero chat server's JSON endpoint: its
+upgrade goes to :meth:`GoZeroUpgrades.upgrade`, which turns the channel into a
+:class:`~mpim.worker.gzchannel.GoZeroChannel`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import asyncio
 import codecs
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
@@ -32,8 +35,9 @@ from mpim.worker.channel import CHANNEL_SLOTS, CLOSED, Channel
 if TYPE_CHECKING:
     from mpim.worker.hub import Hub
 
-_UPGRADING, _GOIM, _ECHO, _FRESH = 0, 1, 2, 3  # _FRESH: upgrading, nothing received yet
+_UPGRADING, _GOIM, _ECHO, _FRESH, _GOZERO = 0, 1, 2, 3, 4  # _FRESH: upgrading, nothing received yet
 _METHOD_START = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # an HTTP request starts with its method
+_log = logging.getLogger("mpim.worker")
 _wslog = logging.getLogger("websockets.server")
 _wslog.setLevel(logging.WARNING)  # the library logs every open and close at INFO
 
@@ -54,9 +58,17 @@ class _Message:
             self.utf8.decode(data, final)  # raises UnicodeDecodeError
 
 
+class GoZeroUpgrades(Protocol):
+    """The go-zero endpoint's service, as the WebSocket adapter sees it."""
+
+    def upgrade(self, channel: WsChannel, ws: ServerProtocol, request: Request) -> bool: ...
+    def receive(self, channel: WsChannel, payload: bytes) -> None: ...
+
+
 class WsChannel(Channel, asyncio.Protocol):
     __slots__ = (*CHANNEL_SLOTS, "ws", "_mode", "_message", "_head_tail")
     is_ws = True
+    gozero: ClassVar[GoZeroUpgrades]
 
     def connection_made(self, transport: Any) -> None:
         cfg = self.sessions.cfg
@@ -109,7 +121,7 @@ class WsChannel(Channel, asyncio.Protocol):
                 elif not isinstance(event, Frame):
                     continue
                 elif event.opcode is Opcode.CLOSE:
-                    if self._mode == _GOIM:
+                    if self._mode in (_GOIM, _GOZERO):
                         self.registry.peer_closed(self)
                 elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
                     self._data_frame(event)
@@ -119,6 +131,9 @@ class WsChannel(Channel, asyncio.Protocol):
             self.registry.reject(self, exc.reason)
         except UnicodeDecodeError as exc:
             ws.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+        except Exception:  # a bug of ours: this connection goes, the worker and the others stay
+            _log.exception("error handling a frame from %s; closing it", self.peer())
+            self.registry.reject(self, "internal error (logged)")
         if self.state != CLOSED and self._mode != _ECHO:
             if ws.handshake_exc is not None:
                 self.registry.reject(self, f"websocket handshake failed: {ws.handshake_exc}")
@@ -129,10 +144,15 @@ class WsChannel(Channel, asyncio.Protocol):
     def _upgrade(self, ws: ServerProtocol, request: Request) -> None:
         cfg = self.sessions.cfg.websocket
         path = request.path.partition("?")[0]
+        gozero = self.sessions.cfg.gozero.path
         if path == cfg.path:
             mode = _GOIM
         elif cfg.echo_path and path == cfg.echo_path:
             mode = _ECHO
+        elif gozero and path == gozero:
+            if self.gozero.upgrade(self, ws, request):
+                self._mode = _GOZERO
+            return
         else:
             ws.send_response(ws.reject(404, "Not Found\n"))
             self.registry.reject(self, f"websocket upgrade for unknown path {path[:64]!r}")

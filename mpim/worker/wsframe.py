@@ -12,6 +12,7 @@ import struct
 _LEN16 = struct.Struct(">BBH")
 _LEN64 = struct.Struct(">BBQ")
 _FIN_BINARY = 0x82
+_FIN_TEXT = 0x81
 
 
 def binary_frame(payload: bytes) -> bytes:
@@ -22,3 +23,13 @@ def binary_frame(payload: bytes) -> bytes:
     if size < 65536:
         return _LEN16.pack(_FIN_BINARY, 126, size) + payload
     return _LEN64.pack(_FIN_BINARY, 127, size) + payload
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented text frame carrying ``payload`` (UTF-8 text)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((_FIN_TEXT, size)) + payload
+    if size < 65536:
+        return _LEN16.pack(_FIN_TEXT, 126, size) + payload
+    return _LEN64.pack(_FIN_TEXT, 127, size) + payload

@@ -22,8 +22,10 @@ How this works:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import math
 import os
 from itertools import count
 from typing import TYPE_CHECKING
@@ -51,6 +53,7 @@ from mpim.records import (
     Hello,
     Kick,
     Mark,
+    Presence,
     PushAll,
     PushKeys,
     PushMids,
@@ -126,7 +129,11 @@ class HostLink:
         self.reader: bus.SocketReader[bytes] | None = None
         self.conn: _RouterConn | None = None
         self.stats = dict.fromkeys(
-            ("bad_records", "bad_messages", "syncs", "dropped_reports", "bus_messages"), 0
+            (
+                *("bad_records", "bad_messages", "syncs", "dropped_reports", "bus_messages"),
+                *("chat_refused", "call_timeouts"),
+            ),
+            0,
         )
         self._reqs: dict[int, Channel] = {}
         self._req_of: dict[Channel, int] = {}
@@ -143,8 +150,10 @@ class HostLink:
         self._drains: dict[int, asyncio.Future[int]] = {}
         self._resumes: dict[int, tuple[Channel, OnReplayed]] = {}
         self._chats: dict[int, tuple[Channel, OnAck]] = {}
+        self._deadlines: collections.deque[tuple[float, int]] = collections.deque()  # (when, req), in order
+        self._expiry: asyncio.TimerHandle | None = None
         self._acks: dict[tuple[int, str], int] = {}  # this turn's acks, per device
-        self._rooms_at = 0.0
+        self._rooms_at = -math.inf  # the first report carries the counts, however young the clock
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._alive_handle: asyncio.TimerHandle | None = None
@@ -165,6 +174,8 @@ class HostLink:
         self._closing = True
         if self._alive_handle is not None:
             self._alive_handle.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
         for task in self._tasks:
             task.cancel()
         if self.reader is not None:
@@ -299,10 +310,25 @@ class HostLink:
                 self.sessions.confirmed(channel)
 
     # -- reliable delivery and client messages --------------------------------------------------
-    def resume(self, channel: Channel, epoch: str, seq: int, cursor: bool, done: OnReplayed) -> None:
+    # Every call that waits for the router's answer (a resume, a message with an ack) gets one
+    # within ``[upstream] timeout``: the router's, or ours when the link is down or too slow.
+    def _up(self) -> bool:
+        conn = self.conn
+        return conn is not None and not conn.closed
+
+    def resume(
+        self, channel: Channel, epoch: str, seq: int, cursor: bool, done: OnReplayed, page: bool = False
+    ) -> None:
+        assert self.sessions is not None
         req = next(self._req_ids)
+        data = self._encode(Resume(req, channel.key, channel.mid, epoch, seq, cursor, page))
+        if data is None or not self._up():
+            why = "its resume could not be sent" if data is None else "the router is unreachable"
+            self.sessions.lost(channel, f"{why}; it resumes on its next connection")
+            return
         self._resumes[req] = (channel, done)
-        self._send(self._encode(Resume(req, channel.key, channel.mid, epoch, seq, cursor)))
+        self._due(req)
+        self._send(data)
 
     def ack(self, channel: Channel, seq: int) -> None:
         if not self._acks:
@@ -318,9 +344,69 @@ class HostLink:
 
     def chat(self, channel: Channel, op: int, body: bytes, msg_id: str, to: int, done: OnAck | None) -> None:
         req = next(self._req_ids)
-        if done is not None:
-            self._chats[req] = (channel, done)
-        self._send(self._encode(Chat(req, channel.key, channel.mid, op, body, msg_id, to, done is not None)))
+        data = self._encode(Chat(req, channel.key, channel.mid, op, body, msg_id, to, done is not None))
+        if done is None:
+            self._send(data)  # (no answer owed: at most once, as goim's upstream)
+            return
+        if data is None:
+            done(ChatAck(req, -400, "the message could not be encoded"))
+            return
+        if not self._up():
+            self.stats["chat_refused"] += 1
+            done(ChatAck(req, -503, "the router is unreachable; resend the message with the same id"))
+            return
+        self._chats[req] = (channel, done)
+        self._due(req)
+        self._send(data)
+
+    def online(self, channel: Channel, mids: list[int], done: OnAck) -> None:
+        """Which of ``mids`` are online: answered like a message (a :class:`ChatAck`, its body the
+        JSON list), within ``[upstream] timeout``."""
+        req = next(self._req_ids)
+        data = self._encode(Presence(req, channel.key, channel.mid, mids))
+        if data is None:
+            done(ChatAck(req, -400, "the question could not be encoded"))
+            return
+        if not self._up():
+            self.stats["chat_refused"] += 1
+            done(ChatAck(req, -503, "the router is unreachable; ask again"))
+            return
+        self._chats[req] = (channel, done)
+        self._due(req)
+        self._send(data)
+
+    def _due(self, req: int) -> None:
+        """The router owes an answer to ``req`` within ``[upstream] timeout``."""
+        timeout = self.cfg.upstream.timeout
+        self._deadlines.append((self.loop.time() + timeout, req))
+        if self._expiry is None:
+            self._expiry = self.loop.call_later(timeout, self._expire)
+
+    def _expire(self) -> None:
+        """Answer the calls the router left unanswered past their deadline."""
+        assert self.sessions is not None
+        self._expiry = None
+        now = self.loop.time()
+        deadlines = self._deadlines
+        timeout = self.cfg.upstream.timeout
+        while deadlines and deadlines[0][0] <= now:
+            _, req = deadlines.popleft()
+            resume = self._resumes.pop(req, None)
+            if resume is not None and resume[0].state != CLOSED:
+                self.stats["call_timeouts"] += 1
+                self.sessions.lost(resume[0], f"the router did not answer its resume within {timeout:g}s")
+            chat = self._chats.pop(req, None)
+            if chat is not None and chat[0].state != CLOSED:
+                self.stats["call_timeouts"] += 1
+                chat[1](
+                    ChatAck(
+                        req, -504, f"no answer from the router within {timeout:g}s; resend with the same id"
+                    )
+                )
+        while deadlines and deadlines[0][1] not in self._resumes and deadlines[0][1] not in self._chats:
+            deadlines.popleft()  # (answered already)
+        if deadlines:
+            self._expiry = self.loop.call_later(max(0.0, deadlines[0][0] - now), self._expire)
 
     def _replayed(self, record: Replayed) -> None:
         call = self._resumes.pop(record.req, None)

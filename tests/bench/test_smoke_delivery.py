@@ -61,3 +61,16 @@ def test_private_chat_with_goims_echo() -> None:
     a.upstream_ack = "none"
     [r] = uvloop.run(chat.case(a, 1))
     assert r.acked == r.sent > 0 and r.received == 2 * r.sent and r.lost == 0
+
+
+def test_private_chat_between_go_zero_clients() -> None:
+    for ack in ("only", "none"):
+        a = args("chat", "--conns", "20", "--rate", "60", "--duration", "1", "--transport", "gozero")
+        a.upstream_ack = ack
+        [r] = uvloop.run(chat.case(a, 2))
+        assert r.sent > 0 and r.acked == r.sent and r.refused == 0, r.first_refusal
+        assert r.received == r.expected == 2 * r.sent and r.own == r.sent
+        assert (r.lost, r.dup, r.reorder, r.seq_gaps, r.closed) == (0, 0, 0, 0, 0)
+        assert 0 < r.acks <= r.received
+        if ack == "only":
+            assert math.isfinite(r.ack_p99) and r.ack_p50 <= r.ack_p99 <= r.ack_max

@@ -25,19 +25,25 @@ TTL = 60.0
 
 @asynccontextmanager
 async def directory(
-    url: str, ttl: float = TTL, prefix: str = "", timeout: float = 2.0
+    url: str, ttl: float = TTL, prefix: str = "", timeout: float = 2.0, lease: float = 0.0
 ) -> AsyncIterator[Directory]:
     cfg = config.replace(config.Config(), cluster={"redis": url, "timeout": timeout}).cluster
     client = redis_client(cfg)
     try:
-        yield Directory(client, ttl=ttl, prefix=prefix, timeout=timeout)
+        yield Directory(client, ttl=ttl, lease=lease or ttl, prefix=prefix, timeout=timeout)
     finally:
         await client.aclose()
 
 
-def with_directory(url: str, body: Callable[[Directory], Awaitable[T]], **kwargs: Any) -> T:
+def with_directory(
+    url: str, body: Callable[[Directory], Awaitable[T]], alive: tuple[str, ...] = (), **kwargs: Any
+) -> T:
+    """Run ``body`` with a directory whose owner holds the leases of the ``alive`` hosts."""
+
     async def main() -> T:
         async with directory(url, **kwargs) as d:
+            for name in alive:
+                assert (await d.claim_name(name)).taken
             return await body(d)
 
     return run(main())
@@ -81,7 +87,7 @@ def test_a_key_connecting_on_another_server_names_the_one_to_kick(redis_url: str
         assert await d.server_of_keys(["k"]) == {"k": "B"}
         assert await d.servers_of_mids([7]) == {"B": ["k"]}
 
-    with_directory(redis_url, body)
+    with_directory(redis_url, body, alive=("A", "B", "C"))
     with sync(redis_url) as r:
         assert r.hgetall("mid_7") == {"k": "B"}
         assert r.hgetall("conns_A") == {} and r.hgetall("conns_B") == {"k": "7"}
@@ -100,7 +106,7 @@ def test_another_user_cannot_take_a_key_another_server_holds(redis_url: str) -> 
         assert await d.connect("k", 8, "C") == Filing(None, None)  # free again
         assert await d.servers_of_mids([7, 8]) == {"C": ["k"]}
 
-    with_directory(redis_url, body)
+    with_directory(redis_url, body, alive=("A", "B", "C"))
     with sync(redis_url) as r:
         assert r.hgetall("mid_8") == {"k": "C"} and r.hgetall("conns_C") == {"k": "8"}
 
@@ -114,7 +120,7 @@ def test_disconnect_forgets_the_connection(redis_url: str) -> None:
         assert await d.servers_of_mids([7]) == {"A": ["k2"]}
         assert await d.server_of_keys(["k1", "k2", "nope"]) == {"k2": "A"}
 
-    with_directory(redis_url, body)
+    with_directory(redis_url, body, alive=("A", "B", "C"))
     with sync(redis_url) as r:
         assert r.hgetall("conns_A") == {"k2": "7"}
 
@@ -131,7 +137,7 @@ def test_lookups_group_by_server_and_drop_stale_fields(redis_url: str) -> None:
             assert r.hgetall("mid_3") == {}  # the stale field is gone
         assert await d.server_of_keys([]) == {} and await d.servers_of_mids([]) == {}
 
-    with_directory(redis_url, body)
+    with_directory(redis_url, body, alive=("A", "B", "C"))
 
 
 def test_renew_extends_expiry_refiles_and_reports_taken_keys(redis_url: str) -> None:
@@ -155,19 +161,19 @@ def test_renew_extends_expiry_refiles_and_reports_taken_keys(redis_url: str) -> 
         found = await d.servers_of_mids(range(1200))
         assert len(found["A"]) == 1200 and found["B"] == ["k3"]  # m1..m1199 and k1
 
-    with_directory(redis_url, body)
+    with_directory(redis_url, body, alive=("A", "B", "C"))
 
 
 def test_a_host_that_dies_leaves_nothing_after_the_expiry(redis_url: str) -> None:
     async def body(d: Directory) -> None:
-        assert await d.claim_name("A", HostInfo(conns=3))
+        assert (await d.claim_name("A", HostInfo(conns=3))).taken
         for i in range(3):
             await d.connect(f"k{i}", i + 1, "A")
         await d.put_online("A", {"live://1": 3}, ttl=0.2)
         assert [h.name for h in await d.servers()] == ["A"]
         # host A stops renewing here
-        with sync(redis_url) as r:
-            await wait_until(lambda: r.dbsize() == 0, "keys expired")
+        with sync(redis_url) as r:  # (but the record of who held the name last)
+            await wait_until(lambda: r.keys("*") == ["hosts"], "keys expired")
         assert await d.servers() == []
         assert await d.online(["live://1"]) == {"live://1": 0}
         assert await d.servers_of_mids([1, 2, 3]) == {}
@@ -180,6 +186,7 @@ def test_two_hosts_racing_for_keys_one_wins_the_other_is_told(redis_url: str) ->
 
     async def main() -> None:
         async with directory(redis_url) as a, directory(redis_url) as b:
+            assert (await a.claim_name("A")).taken and (await b.claim_name("B")).taken
             calls = []
             for key in keys:
                 pair = [(a, "A"), (b, "B")]
@@ -195,6 +202,8 @@ def test_two_hosts_racing_for_keys_one_wins_the_other_is_told(redis_url: str) ->
             # many hosts on one key: exactly one saw it free, every other was told who held it
             many = [directory(redis_url) for _ in range(8)]
             dirs = [await m.__aenter__() for m in many]
+            for i, d in enumerate(dirs):
+                assert (await d.claim_name(f"H{i}")).taken
             try:
                 filed = await asyncio.gather(*(d.connect("hot", 9, f"H{i}") for i, d in enumerate(dirs)))
                 told = [f.previous for f in filed]
@@ -215,19 +224,19 @@ def test_a_second_live_host_with_the_same_name_is_refused(redis_url: str) -> Non
             info = HostInfo(
                 domain="a.example", addresses=("10.0.0.1", "10.0.0.2"), tcp_port=3101, ws_port=3102
             )
-            assert await a.claim_name("host1", info)
-            assert not await b.claim_name("host1", HostInfo(domain="b.example"))
-            assert await a.claim_name("host1", info)  # its owner renews it
+            assert (await a.claim_name("host1", info)).taken
+            assert not (await b.claim_name("host1", HostInfo(domain="b.example"))).taken
+            assert (await a.claim_name("host1", info)).taken  # its owner renews it
             (host,) = await b.servers()
             assert host.name == "host1" and host.info == info and host.updated > 1e9
             with sync(redis_url) as r:
                 r.pexpire("srv_host1", 1)  # A stopped renewing: its claim lapses
                 await wait_until(lambda: not r.exists("srv_host1"), "claim expired")
-            assert await b.claim_name("host1", HostInfo(domain="b.example"))
-            assert not await a.claim_name("host1", info)
+            assert (await b.claim_name("host1", HostInfo(domain="b.example"))).taken
+            assert not (await a.claim_name("host1", info)).taken
             assert not await a.release_name("host1")
             assert [h.info.domain for h in await a.servers()] == ["b.example"]
-            assert await a.claim_name("host2", info)
+            assert (await a.claim_name("host2", info)).taken
             with sync(redis_url) as r:
                 r.delete("srv_host2")  # as its expiry does; the set still names it
                 assert sorted(r.smembers("servers")) == ["host1", "host2"]
@@ -242,8 +251,8 @@ def test_a_second_live_host_with_the_same_name_is_refused(redis_url: str) -> Non
 
 def test_online_counts_are_summed_over_live_hosts(redis_url: str) -> None:
     async def body(d: Directory) -> None:
-        assert await d.claim_name("A", HostInfo(conns=4, ips=2))
-        assert await d.claim_name("B", HostInfo(conns=7, ips=3))
+        assert (await d.claim_name("A", HostInfo(conns=4, ips=2))).taken
+        assert (await d.claim_name("B", HostInfo(conns=7, ips=3))).taken
         await d.put_online("A", {"live://1": 3, "live://2": 1, "empty": 0}, ttl=60)
         await d.put_online("B", {"live://1": 2, "chat://x": 5}, ttl=60)
         await d.put_online("Z", {"live://1": 100}, ttl=60)  # no live claim: not counted
@@ -290,7 +299,7 @@ def test_rebuild_replaces_exactly_the_servers_entries(redis_url: str) -> None:
         with sync(redis_url) as r:
             assert r.hlen("conns_A") == 10 and len(r.keys("key_x*")) == 10
 
-    with_directory(redis_url, body)
+    with_directory(redis_url, body, alive=("A", "B", "C"))
 
 
 def test_drop_removes_a_server_and_nothing_else(redis_url: str) -> None:
@@ -301,7 +310,7 @@ def test_drop_removes_a_server_and_nothing_else(redis_url: str) -> None:
         assert await d.drop("A") == 1
         assert await d.servers_of_mids([1]) == {"B": ["b"]}
 
-    with_directory(redis_url, body)
+    with_directory(redis_url, body, alive=("A", "B", "C"))
     with sync(redis_url) as r:
         assert not r.exists("key_a", "ol_A", "conns_A")
 
@@ -309,10 +318,11 @@ def test_drop_removes_a_server_and_nothing_else(redis_url: str) -> None:
 def test_key_prefixes_keep_clusters_apart(redis_url: str) -> None:
     async def main() -> None:
         async with directory(redis_url, prefix="c1:") as one, directory(redis_url, prefix="c2:") as two:
+            assert (await one.claim_name("A")).taken
             await one.connect("k", 7, "A")
             assert (await two.connect("k", 7, "B")).previous is None
             assert await one.servers_of_mids([7]) == {"A": ["k"]}
-            assert await one.claim_name("A") and await two.claim_name("A")
+            assert (await one.claim_name("A")).taken and (await two.claim_name("A")).taken
 
     run(main())
     with sync(redis_url) as r:
@@ -325,7 +335,7 @@ def test_over_a_unix_socket(redis_unix: RedisServer) -> None:
         assert (await d.connect("k", 7, "A")).previous is None
         assert await d.servers_of_mids([7]) == {"A": ["k"]}
 
-    with_directory(redis_unix.url, body)
+    with_directory(redis_unix.url, body, alive=("A",))
 
 
 def test_redis_restart_is_a_cluster_error_then_rebuild_works(redis_private: RedisServer) -> None:
@@ -333,7 +343,7 @@ def test_redis_restart_is_a_cluster_error_then_rebuild_works(redis_private: Redi
 
     async def main() -> None:
         async with directory(redis_private.url, timeout=0.3) as d:
-            assert await d.claim_name("A")
+            assert (await d.claim_name("A")).taken
             for key, mid in entries:
                 await d.connect(key, mid, "A")
             await asyncio.to_thread(redis_private.kill)
@@ -356,7 +366,7 @@ def test_redis_restart_is_a_cluster_error_then_rebuild_works(redis_private: Redi
             assert str(results[0]).startswith("directory: connect failed: Redis redis://127.0.0.1:")
             await asyncio.to_thread(redis_private.restart, keep_data=False)
             assert await d.servers_of_mids([1, 2, 3]) == {}  # Redis came back empty
-            assert await d.claim_name("A")
+            assert (await d.claim_name("A")).taken
             assert await d.rebuild("A", entries) == []
             found = await d.servers_of_mids([1, 2, 3])
             assert sorted(found["A"]) == sorted(e.key for e in entries)
@@ -396,7 +406,7 @@ def test_calls_of_one_loop_turn_are_one_pipeline_in_call_order(redis_url: str) -
         assert results[-1] == Filing(None, None)
         assert await d.servers_of_mids(range(1, 201)) == {"B": ["k0"]}
 
-    with_directory(redis_url, body)
+    with_directory(redis_url, body, alive=("A", "B", "C"))
 
 
 def test_an_error_reply_fails_only_its_caller(redis_url: str) -> None:
@@ -426,4 +436,60 @@ def test_scripts_flushed_behind_its_back_are_loaded_again(redis_url: str) -> Non
         assert d.pipeline.batches == before + 1
         assert sorted((await d.servers_of_mids([1]))["A"]) == ["k", "k2"]
 
-    with_directory(redis_url, body)
+    with_directory(redis_url, body, alive=("A", "B", "C"))
+
+
+# -- leases: a host is alive while its lease is ------------------------------------------------------
+
+
+def test_a_dead_hosts_entries_are_skipped_at_once_and_its_keys_are_free(redis_url: str) -> None:
+    """B's lease lapses (kill -9): lookups stop naming it, its counts drop out, another user may
+    take a key it held, and A takes back a key B had taken from it; B's entries stay for B's
+    next incarnation (or their own, longer expiry)."""
+
+    async def main() -> None:
+        async with directory(redis_url, lease=60) as a, directory(redis_url, lease=0.3) as b:
+            assert (await a.claim_name("A", HostInfo(conns=1))).taken
+            assert (await b.claim_name("B", HostInfo(conns=5))).taken
+            await a.connect("a1", 1, "A")
+            await b.connect("b1", 1, "B")
+            await b.connect("b2", 2, "B")
+            await b.connect("shared", 3, "B")
+            await a.put_online("A", {"live://1": 1}, ttl=60)
+            await b.put_online("B", {"live://1": 5}, ttl=60)
+            assert await a.servers_of_mids([1, 2]) == {"A": ["a1"], "B": ["b1", "b2"]}
+            assert await a.online(["live://1"]) == {"live://1": 6}
+            assert await a.online(["live://1"], exclude="A") == {"live://1": 5}
+            assert await a.connect("b2", 9, "A") == Filing("B", 2)  # B alive: another user is denied
+            with sync(redis_url) as r:
+                await wait_until(lambda: not r.exists("srv_B"), "B's lease lapsed")
+                assert r.get("key_b1") == "B"  # the entry itself lives on
+            assert await a.servers_of_mids([1, 2]) == {"A": ["a1"]}
+            assert await a.server_of_keys(["a1", "b1", "b2"]) == {"a1": "A"}
+            assert await a.online(["live://1"]) == {"live://1": 1}
+            assert await a.totals() == Totals(ip_count=0, conn_count=1)
+            assert await a.connect("b2", 9, "A") == Filing("B", None)  # a dead host's key is free
+            restored, lost = await a.renew("A", [Entry("shared", 3)])  # held by dead B: ours again
+            assert (restored, lost) == (["shared"], [])
+            assert await a.server_of_keys(["shared", "b2"]) == {"shared": "A", "b2": "A"}
+
+    run(main())
+
+
+def test_a_claim_says_whose_name_it_took_and_whether_the_lease_had_lapsed(redis_url: str) -> None:
+    async def main() -> None:
+        async with directory(redis_url, lease=0.3) as first, directory(redis_url, lease=60) as second:
+            claim = await first.claim_name("H")
+            assert claim == (True, "", True)  # a first claim: nobody before
+            assert await first.claim_name("H") == (True, first.owner, False)  # a renewal
+            refused = await second.claim_name("H")
+            assert refused == (False, first.owner, False)  # alive: refused, naming the owner
+            with sync(redis_url) as r:
+                await wait_until(lambda: not r.exists("srv_H"), "H's lease lapsed")
+            taken = await second.claim_name("H")
+            assert taken == (True, first.owner, True)  # took over from a dead incarnation
+            with sync(redis_url) as r:
+                r.delete("srv_H")  # (its own lease lapsed: paused, or cut off)
+            assert await second.claim_name("H") == (True, second.owner, True)
+
+    run(main())

@@ -21,9 +21,11 @@ JWT_AUTH = Authenticator("jwt", SECRET)
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def check_identity(ident: Identity) -> None:
-    """What the rest of the server relies on: sizes, ranges, text that encodes to UTF-8."""
-    assert isinstance(ident.mid, int) and -(1 << 63) <= ident.mid < 1 << 63
+def check_identity(ident: Identity, anonymous: bool) -> None:
+    """What the rest of the server relies on: sizes, ranges, text that encodes to UTF-8; a user id
+    (> 0) in jwt mode, and in json mode 0 (anonymous) only without the ack cap."""
+    assert isinstance(ident.mid, int) and (0 if anonymous else 1) <= ident.mid < 1 << 63
+    assert ident.mid > 0 or "ack" not in ident.caps
     for text in (ident.key, ident.room, ident.platform):
         assert isinstance(text, str)
         text.encode("utf-8")  # msgpack and the bus need strict UTF-8
@@ -37,7 +39,7 @@ def check_token(auth: Authenticator, token: bytes) -> None:
         ident = auth.verify(token)
     except AuthError:
         return
-    check_identity(ident)
+    check_identity(ident, auth.mode == "json")
 
 
 def _b64(data: bytes) -> bytes:

@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -36,7 +37,11 @@ from tests.fuzz.worker_rig import WorkerRig
 # Large enough for JSON nested deeper than the recursion limit (Hypothesis raises it to ~2000 + depth).
 MAX_BODY = 8192
 MAX_MESSAGE = 16384
-RIG_SECTIONS = {"protocol": {"max_body": MAX_BODY}, "websocket": {"max_message": MAX_MESSAGE}}
+RIG_SECTIONS: dict[str, dict[str, Any]] = {
+    "protocol": {"max_body": MAX_BODY},
+    "websocket": {"max_message": MAX_MESSAGE},
+    "gozero": {"path": "/ws"},  # (bench.fuzz_campaign's rig serves tests/fuzz/test_gozero_fuzz too)
+}
 ENDINGS = st.sampled_from(["eof", "linger", "reset"])
 EXAMPLES = int(os.environ.get("MPIM_FUZZ_WORKER_EXAMPLES", "200"))
 WORKER = settings(
@@ -219,7 +224,7 @@ def check_tcp(rig: WorkerRig, stream: bytes, cuts: list[int], ending: str) -> No
     model = ChannelModel(Authenticator("json"))
     decoded, bad_at = reference(stream, MAX_BODY)
     model.frames([f for _, f in decoded])
-    check_prefix(as_replies(frames), model.replies)
+    check_prefix(as_replies(frames), model.replies, model.opaque)
     clean = bad_at is None and not model.closed and (decoded[-1][0] if decoded else 0) == len(stream)
     if ending == "eof" and clean:
         assert how == "closed" and len(frames) == len(model.replies), (how, frames, model.replies)
@@ -271,7 +276,7 @@ def check_ws_goim(rig: WorkerRig, messages: list[tuple[bytes, bytes]], cuts: lis
         decoded, bad_at = reference(message, 1 << 20)
         assert bad_at is None and decoded and decoded[-1][0] == len(message), message
         frames += [f for _, f in decoded]
-    check_prefix(as_replies(frames), model.replies)
+    check_prefix(as_replies(frames), model.replies, model.opaque)
     if ending == "eof" and not model.closed:
         assert how == "closed" and len(frames) == len(model.replies), (how, frames, model.replies)
     rig.check_healthy()

@@ -63,6 +63,7 @@ class InboxCase:
         self.tmp = tmp
         self.redis_url = redis_url
         self.clock = FakeClock()
+        self.durable = name != "memory"  # a store opened again (``run`` once more) finds what was written
 
     def run(self, body: Callable[[Inbox], Awaitable[None]], limits: InboxLimits | None = None) -> None:
         async def main() -> None:

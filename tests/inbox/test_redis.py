@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from mpim import config
 from mpim.cluster import redis_client
-from mpim.inbox import InboxError, InboxLimits, Position
+from mpim.inbox import InboxError, InboxLimits, Position, redis_write
 from mpim.inbox.redis import RedisInbox, open_redis_inbox
 from mpim.inbox.redis_write import CHUNK, user_bit
 from tests.redis_support import RedisServer
@@ -305,3 +305,63 @@ def test_open_from_the_config_sections(redis_url: str) -> None:
             assert 0 < conn.pttl("c1:inbox:{1}:s") <= 60_000
 
     run(check())
+
+
+def test_a_lowered_max_count_holds_for_reads_of_another_store_on_the_same_redis(redis_url: str) -> None:
+    async def first(store: RedisInbox) -> None:
+        await store.append([(1, 1000, b"%d" % i, 0) for i in range(1, 11)])
+
+    async def second(store: RedisInbox) -> None:  # (a config change, then a restart)
+        page = await store.read(1, 0, 100)
+        assert [m.seq for m in page.messages] == [8, 9, 10] and not page.complete
+        assert page.top.seq == 10
+        assert (await store.read(1, 7, 100)).complete
+        assert not (await store.read(1, 6, 1)).complete
+        await store.append([(1, 1000, b"11", 0)])  # MAXLEN trims the stream down
+        assert [m.seq for m in (await store.read(1, 0, 100)).messages] == [9, 10, 11]
+
+    with_store(redis_url, first, limits=InboxLimits(max_count=10))
+    with_store(redis_url, second, limits=InboxLimits(max_count=3))
+
+
+def test_a_chat_id_is_a_key_expiring_with_its_window_and_every_host_sees_it(redis_url: str) -> None:
+    items = [(2, 1000, b"hi", 1), (1, 1000, b"hi", 1)]
+
+    async def check() -> None:
+        a, b = await opened(redis_url, prefix="p:"), await opened(redis_url, prefix="p:")
+        try:
+            first = await a.append_chat(1, "m 1", items, 30.0)  # (any text is an id)
+            assert await b.append_chat(1, "m 1", items, 30.0) == (first.positions, True)
+            assert await b.find_chat(1, "m 1") == first.positions
+            assert [m.seq for m in (await b.read(2, 0, 10)).messages] == [1]
+        finally:
+            await a.close()
+            await b.close()
+        with redis.Redis.from_url(redis_url) as conn:
+            assert 0 < conn.pttl("p:inbox:{1}:id:m 1") <= 30_000
+            until, *positions = conn.get("p:inbox:{1}:id:m 1").decode().split(" ")
+            assert float(until) > 0  # the window's end by the store's clock (the key's expiry is Redis's)
+            assert positions == [first.positions[0].epoch, "1", first.positions[1].epoch, "1"]
+
+    run(check())
+
+
+def test_a_retry_in_another_script_call_of_the_same_batch_is_a_duplicate(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_write, "CHUNK", 12)  # a few ops per call of the write script
+
+    async def body(store: RedisInbox) -> None:
+        await store.top(1)  # scripts loaded
+        before = evalsha_calls(redis_url)
+        chat = [(2, 1000, b"hi", 1), (1, 1000, b"hi", 1)]
+        results = await asyncio.gather(
+            store.append_chat(1, "m1", chat, 60.0),
+            *(store.append([(3, 1000, b"%d" % i, 0)]) for i in range(4)),
+            store.append_chat(1, "m1", chat, 60.0),
+        )
+        assert evalsha_calls(redis_url) - before > 1
+        assert results[-1] == (results[0].positions, True) and not results[0].duplicate
+        assert [m.seq for m in (await store.read(2, 0, 10)).messages] == [1]
+
+    with_store(redis_url, body)

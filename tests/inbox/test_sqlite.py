@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -359,12 +360,14 @@ def test_reopening_derives_each_stream_from_its_messages(tmp_path: Path) -> None
 def test_a_version_1_file_is_read_as_is_and_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "inbox.sqlite3"
     run(SqliteInbox(path, LIMITS).close)
-    with sqlite3.connect(path) as conn:  # what version 1 wrote: every user's exact row
+    with sqlite3.connect(path) as conn:  # what version 1 wrote: every user's exact row, no chats
         epoch = conn.execute("SELECT value FROM inbox_meta WHERE key = 'epoch'").fetchone()[0]
         conn.execute("UPDATE inbox_meta SET value = '1' WHERE key = 'schema'")
+        conn.execute("DROP TABLE chats")
         conn.execute("INSERT INTO users VALUES (1, ?, 5, 3)", (epoch,))
         conn.executemany(
-            "INSERT INTO messages VALUES (1, ?, 1000, ?, 0, 0)", [(seq, b"m%d" % seq) for seq in (4, 5)]
+            "INSERT INTO messages VALUES (1, ?, 1000, ?, ?, 0)",
+            [(seq, b"m%d" % seq, time.time()) for seq in (4, 5)],
         )
     conn.close()
 
@@ -378,7 +381,7 @@ def test_a_version_1_file_is_read_as_is_and_upgraded(tmp_path: Path) -> None:
 
     run(body)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT value FROM inbox_meta WHERE key = 'schema'").fetchone()[0] == "2"
+        assert conn.execute("SELECT value FROM inbox_meta WHERE key = 'schema'").fetchone()[0] == "3"
     conn.close()
 
 
@@ -465,3 +468,111 @@ def test_the_log_stays_bounded_under_a_steady_stream_of_writes(tmp_path: Path) -
 
     largest = run(body)
     assert largest < 4 << 20, f"the log reached {largest:,} bytes"  # unbounded: ~37 MB here
+
+
+def test_a_version_2_file_is_upgraded_in_place_with_the_chat_ids_table(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+
+    async def older() -> None:
+        store = SqliteInbox(path, LIMITS)
+        await store.append([(1, 1000, b"a", 0), (2, 1000, b"b", 0)])
+        await store.close()
+
+    run(older)
+    with sqlite3.connect(path) as conn:  # what version 2 wrote: the same, without chats
+        conn.execute("DROP TABLE chats")
+        conn.execute("UPDATE inbox_meta SET value = '2' WHERE key = 'schema'")
+    conn.close()
+
+    async def body() -> None:
+        store = SqliteInbox(path, LIMITS)
+        assert [m.body for m in (await store.read(1, 0, 10)).messages] == [b"a"]
+        first = await store.append_chat(1, "m1", [(2, 1000, b"hi", 1), (1, 1000, b"hi", 1)], 300.0)
+        assert [p.seq for p in first.positions] == [2, 2] and not first.duplicate
+        await store.close()
+        store = SqliteInbox(path, LIMITS)
+        again = await store.append_chat(1, "m1", [(2, 1000, b"hi", 1), (1, 1000, b"hi", 1)], 300.0)
+        assert again == (first.positions, True)
+        await store.close()
+
+    run(body)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM inbox_meta WHERE key = 'schema'").fetchone()[0] == "3"
+        assert conn.execute("SELECT sender, id FROM chats").fetchall() == [(1, "m1")]
+    conn.close()
+
+
+def test_a_chat_id_is_in_the_messages_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both or neither: a batch that fails leaves no id behind (the retry is appended), and one
+    that commits has both (the retry is not)."""
+    path = tmp_path / "inbox.sqlite3"
+    store = SqliteInbox(path, LIMITS)
+    real = sqlwrite._Batch.write
+    items = [(2, 1000, b"hi", 1), (1, 1000, b"hi", 1)]
+
+    def failing(batch: sqlwrite._Batch) -> None:
+        real(batch)  # every row written, then the commit does not happen
+        raise sqlite3.OperationalError("disk full")
+
+    async def body() -> list[Position]:
+        monkeypatch.setattr(sqlwrite._Batch, "write", failing)
+        with pytest.raises(InboxError, match="disk full"):
+            await store.append_chat(1, "m1", items, 300.0)
+        monkeypatch.setattr(sqlwrite._Batch, "write", real)
+        assert await store.find_chat(1, "m1") is None
+        assert (await store.read(2, 0, 10)).messages == []
+        first = await store.append_chat(1, "m1", items, 300.0)
+        assert [p.seq for p in first.positions] == [1, 1] and not first.duplicate
+        await store.close()
+        return first.positions
+
+    positions = run(body)
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT sender, id, positions FROM chats").fetchall()
+        assert rows == [(1, "m1", " ".join(f"{p.epoch} {p.seq}" for p in positions))]
+        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 2
+    conn.close()
+
+
+def test_trim_drops_chat_ids_whose_window_is_over_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "TRIM_CHUNK", 3)
+    path = tmp_path / "inbox.sqlite3"
+    clock = FakeClock()
+    store = SqliteInbox(path, LIMITS, clock)
+
+    def ids() -> list[str]:
+        return [row[0] for row in store._conn.execute("SELECT id FROM chats ORDER BY id")]
+
+    async def body() -> None:
+        for i in range(8):
+            await store.append_chat(1, f"short-{i}", [(2, 1000, b"x", 1)], 10.0)
+        await store.append_chat(1, "long", [(2, 1000, b"x", 1)], 100.0)
+        await store.trim(clock.now + 10)  # (a window's last moment still counts)
+        assert len(ids()) == 9
+        await store.trim(clock.now + 11)
+        assert ids() == ["long"]
+        await store.close()
+
+    run(body)
+
+
+def test_a_lowered_max_count_holds_for_reads_of_a_reopened_file(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+
+    async def body() -> None:
+        store = SqliteInbox(path, InboxLimits(max_count=10))
+        await store.append([(1, 1000, b"%d" % i, 0) for i in range(1, 11)])
+        await store.close()
+        store = SqliteInbox(path, InboxLimits(max_count=3))  # (a config change, then a restart)
+        page = await store.read(1, 0, 100)
+        assert [m.seq for m in page.messages] == [8, 9, 10] and not page.complete
+        assert page.top.seq == 10
+        assert (await store.read(1, 7, 100)).complete
+        assert not (await store.read(1, 6, 1)).complete
+        await store.append([(1, 1000, b"11", 0)])  # the append trims the file down
+        assert [m.seq for m in (await store.read(1, 0, 100)).messages] == [9, 10, 11]
+        await store.close()
+
+    run(body)

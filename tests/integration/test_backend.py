@@ -12,6 +12,7 @@ from aiohttp import web
 
 from mpim.client import connect_tcp
 from mpim.proto import Op
+from tests.gzclient import GzClient
 from tests.integration.cluster import Cluster, start_master
 from tests.support import ServerProcess, free_port, run
 
@@ -57,7 +58,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc
     ready.wait(10)
     tmp: Path = tmp_path_factory.mktemp("backend")
     url = f"http://127.0.0.1:{backend.port}/messages"
-    server = start_master(tmp, 1, upstream={"url": url, "timeout": 1.0, "ack": "only"})
+    server = start_master(
+        tmp, 1, upstream={"url": url, "timeout": 1.0, "ack": "only"}, gozero={"path": "/ws", "op": 4001}
+    )
     try:
         run(Cluster(server).wait_workers(1))
         yield server, backend
@@ -125,3 +128,28 @@ def test_a_slow_or_failing_backend_is_an_error_for_the_client(setup: tuple[Serve
 
     run(main())
     srv.wait_log("did not answer")
+
+
+def test_a_go_zero_clients_methods_go_to_the_backend_and_its_answer_comes_back(
+    setup: tuple[ServerProcess, Backend],
+) -> None:
+    srv, backend = setup
+
+    async def main() -> None:
+        client = await GzClient.connect(f"ws://127.0.0.1:{srv.ws_port}/ws", {"mid": 73})
+        await client.send(frameType=0, id="f1", method="friend.list", data={"page": 1})
+        ack = await client.recv()  # [upstream] ack = "only": acked once the backend answered
+        assert (ack["frameType"], ack["id"], ack["ackSeq"]) == (2, "f1", 1)
+        answer = await client.recv()
+        assert (answer["frameType"], answer["id"], answer["method"], answer["formId"]) == (
+            0, "f1", "friend.list", "root",
+        )  # fmt: skip
+        sent = {"id": "f1", "method": "friend.list", "data": {"page": 1}}
+        assert answer["data"] == "ok:" + json.dumps(sent, separators=(",", ":"))
+        assert {"mid": "73", "key": "gozero-73", "op": "4001", "body": answer["data"][3:]} in backend.seen
+        await client.send(frameType=3, id="f2", method="friend.add", data="fail")  # no ack asked
+        error = await client.recv()
+        assert (error["frameType"], error["id"], error["code"]) == (9, "f2", -502)
+        await client.close()
+
+    run(main())

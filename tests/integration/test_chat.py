@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -257,3 +260,52 @@ def test_rigor_resends_the_receipt_until_confirmed_and_expires_it_after(masters:
         await client.close()
 
     run(main())
+
+
+def test_a_retry_after_kill_9_of_the_router_gets_the_first_seq_and_is_stored_once(tmp_path: Path) -> None:
+    """The de-dup ids are in the inbox with the messages: a router started again after kill -9
+    answers a retried id with the first seq, and the recipient's inbox holds it once."""
+    srv = start_master(tmp_path, 2, upstream={"ack": "only"})
+    sender, recipient = 400, 401
+
+    async def send_m1(key: str) -> dict[str, Any]:
+        client = await connect_tcp("127.0.0.1", srv.tcp_port)
+        try:
+            await client.auth({"mid": sender, "key": key, "caps": ["ack"]})
+            message = {"id": "m1", "to": recipient, "op": 1000, "body": "once"}
+            seq = await client.send(Op.SEND_MSG, json.dumps(message).encode())
+            while True:  # (a push of its own copy may come first)
+                frame = await client.recv(timeout=10)
+                if (frame.op, frame.seq) == (Op.SEND_MSG_REPLY, seq):
+                    return dict(json.loads(frame.body))
+        finally:
+            await client.close()
+
+    async def main() -> None:
+        c = Cluster(srv)
+        await c.wait_workers(2)
+        first = await send_m1("a-phone")
+        assert (first["id"], first["code"], first["state"]) == ("m1", 0, "done") and first["seq"] > 0
+        (router,) = [pid for pid, title in srv.children().items() if title.startswith("mpim: router")]
+        os.kill(router, signal.SIGKILL)
+
+        async def back() -> bool:
+            try:
+                here = [w for w in await c.get("/mpim/workers") if w["pid"]]
+            except (OSError, AssertionError, ValueError):  # not listening yet, or not whole
+                return False
+            routers = [pid for pid, title in srv.children().items() if title.startswith("mpim: router")]
+            return bool(routers) and router not in routers and len(here) == 2 and all(w["bus"] for w in here)
+
+        await until(back, 30, "a new router process and the workers reporting to it")
+        again = await send_m1("a-laptop")
+        assert again == first
+        page = await c.get(f"/mpim/inbox?mid={recipient}")
+        assert [json.loads(m["body"])["id"] for m in page["messages"]] == ["m1"]
+        own = await c.get(f"/mpim/inbox?mid={sender}")
+        assert [m["seq"] for m in own["messages"]] == [first["seq"]]
+
+    try:
+        run(main())
+    finally:
+        srv.stop()

@@ -164,9 +164,10 @@ def test_a_dead_host_leaves_nothing_and_its_users_messages_wait(
 
         await until(delivered, what="the push through host B")
         children = list(b.children())
-        b.signal(signal.SIGKILL)  # the whole host: master, router, bus, worker
+        b.signal(signal.SIGSTOP)  # the whole host at once: master, router, bus, worker
         for pid in children:
             os.kill(pid, signal.SIGKILL)
+        b.signal(signal.SIGKILL)
 
         async def gone() -> bool:
             return bool(

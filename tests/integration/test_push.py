@@ -330,3 +330,36 @@ def test_a_key_connecting_again_on_any_worker_kicks_the_older_connection(srv: Se
         await older.close()
 
     with_cluster(srv, body)
+
+
+def test_anonymous_connections_get_pushes_by_key_and_room_and_a_push_to_mid_0_is_refused(
+    srv: ServerProcess,
+) -> None:
+    """goim's json token without a mid (or mid 0): an anonymous connection, reached by key, room and
+    broadcast; no push by mid names it (mids are user ids), and it cannot ask for acks."""
+
+    async def body(c: Cluster) -> None:
+        anonymous, _ = await c.join("anon-1", 0, "anon://1")
+        user, _ = await c.join("anon-user", 62, "anon://1")
+        for target in (
+            "/goim/push/mids?operation=1000&mids=0",
+            "/goim/push/mids?operation=1000&mids=62&mids=-3",
+        ):
+            status, answer = await http_json(srv.http_port, "POST", target, b"to-nobody")
+            assert status == 200 and answer["code"] == -400 and "is not a user id" in answer["message"]
+        with Pusher(srv.ingress) as pusher:
+            with pytest.raises(PushError) as info:
+                await asyncio.to_thread(pusher.mids, 1000, [0], b"to-nobody")
+            assert info.value.code == -400 and info.value.message.startswith("mids: 0 is not a user id")
+        assert await c.post("/goim/push/keys?operation=1000&keys=anon-1", b"by-key") == {"connections": 1}
+        await c.post("/goim/push/room?operation=1000&type=anon&room=1", b"to-room")
+        assert sorted(f.body for f in await pushes(anonymous, 2)) == [b"by-key", b"to-room"]
+        assert [f.body for f in await pushes(user, 1)] == [b"to-room"]
+        assert (await c.get("/mpim/inbox?mid=62"))["top"] == 0  # the refused push stored nothing
+        for client in (anonymous, user):
+            await nothing_more(client)
+        refused = await connect_tcp("127.0.0.1", srv.tcp_port)
+        await refused.send(Op.AUTH, b'{"caps":["ack"]}')
+        assert await refused.expect_closed() == []
+
+    with_cluster(srv, body)

@@ -10,6 +10,7 @@ import msgspec
 from mpim import config, records
 from mpim.config import Config
 from mpim.inbox import Inbox, InboxLimits, MemoryInbox
+from mpim.inbox.base import Item, Position
 from mpim.records import Connect, Hello, Sync
 from mpim.router.core import Router
 from mpim.router.tables import SessionTable
@@ -123,6 +124,18 @@ class FakeLink:
     def req(self) -> int:
         self._req += 1
         return self._req
+
+
+class RecordingInbox(MemoryInbox):
+    """A memory inbox that keeps every item it was asked to append (to prove nothing was stored)."""
+
+    def __init__(self) -> None:
+        super().__init__(InboxLimits())
+        self.appended: list[Item] = []
+
+    async def append(self, items: Any) -> list[Position]:
+        self.appended.extend(items)
+        return await super().append(items)
 
 
 class Harness:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 from mpim import bus, config
 from mpim.records import PushAll, PushKeys, PushMids, PushRoom
 from mpim.router.api import PushApi, Reply, parse_query
-from tests.router.fakes import FakeLink, Harness
+from tests.router.fakes import FakeLink, Harness, RecordingInbox
+
+MID_MAX = (1 << 63) - 1
 
 
 class Api:
@@ -23,6 +26,16 @@ class Api:
         self.sent = self.h.bus.published
         self.links: dict[str, FakeLink] = {}
         self.api = PushApi(cfg, self.router)
+
+    def spy(self) -> RecordingInbox:
+        """From now on the router's inbox records every append (to prove nothing was stored)."""
+        inbox = RecordingInbox()
+        self.router.streams.inbox = inbox
+        return inbox
+
+    def pushed(self) -> list[Any]:
+        """What the workers were handed since the last call (pushes by key and by mid)."""
+        return [r for link in self.links.values() for r in link.take() if isinstance(r, (PushKeys, PushMids))]
 
     def connect(self, worker: str, key: str, mid: int, room: str, ip: str = "10.0.0.1") -> None:
         if worker not in self.links:
@@ -215,3 +228,121 @@ def test_batch_push_refuses_a_malformed_body_whole(body: bytes, message: str) ->
     a = Api()
     status, answer = a.call("POST", "/mpim/push", body)
     assert status == 200 and answer["code"] == -400 and message in answer["message"]
+
+
+# -- who a push names: mids are user ids (> 0), at most [router] max_targets of them --------------
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("refusing")]
+
+
+@pytest.mark.parametrize("bad", [0, -3, -(1 << 63), 1 << 63, 1 << 70])
+def test_push_by_mid_refuses_a_mid_that_is_not_a_user_id(bad: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    a = Api()
+    a.connect("w1", "k1", 5, "")
+    a.connect("w1", "anonymous", 0, "")
+    inbox = a.spy()
+    a.pushed()
+    status, answer = a.call("POST", f"/goim/push/mids?operation=1000&mids=5&mids={bad}", b"m")
+    assert (status, answer["code"]) == (200, -400)
+    assert answer["message"] == f"mids: {bad} is not a user id (a mid is an integer from 1 to {MID_MAX})"
+    assert inbox.appended == [] and a.pushed() == []  # nothing stored, nothing sent (not even to mid 5)
+    assert refusals(caplog) == [f"refusing POST /goim/push/mids: {answer['message']}"]
+
+
+def test_push_by_mid_of_many_mids_is_bounded_by_max_targets(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    a = Api(router={"max_targets": 3})
+    inbox = a.spy()
+    status, answer = a.call("POST", "/goim/push/mids?operation=1000&mids=1&mids=2&mids=3&mids=4", b"m")
+    assert (status, answer["code"]) == (200, -400)
+    assert answer["message"] == "4 mids in one push; the limit is 3 ([router] max_targets)"
+    assert inbox.appended == [] and len(refusals(caplog)) == 1
+    # a mid named twice is stored once, so it counts once
+    _, answer = a.call("POST", "/goim/push/mids?operation=1000&mids=1&mids=2&mids=1&mids=3&mids=2", b"m")
+    assert answer["code"] == 0 and answer["data"]["seqs"] == {"1": 1, "2": 1, "3": 1}
+    assert [mid for mid, *_ in inbox.appended] == [1, 2, 3]
+
+
+def test_push_by_key_of_many_keys_is_bounded_by_max_targets() -> None:
+    a = Api(router={"max_targets": 2})
+    a.connect("w1", "k1", 5, "")
+    a.pushed()
+    _, answer = a.call("POST", "/goim/push/keys?operation=1000&keys=k1&keys=k2&keys=k3", b"m")
+    assert answer == {"code": -400, "message": "3 keys in one push; the limit is 2 ([router] max_targets)"}
+    assert a.pushed() == []
+    _, answer = a.call("POST", "/goim/push/keys?operation=1000&keys=k1&keys=k2&keys=k1", b"m")
+    assert answer["data"] == {"connections": 1}
+
+
+def test_batch_items_with_a_bad_mid_are_refused_and_the_others_go(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    a = Api()
+    a.connect("w1", "k1", 5, "")
+    inbox = a.spy()
+    a.pushed()
+    body = json.dumps(
+        [
+            {"kind": "mids", "op": 1000, "mids": [5, 0], "body": "zero"},
+            {"kind": "mids", "op": 1000, "mids": [5], "body": "fine"},
+            {"kind": "mids", "op": 1000, "mids": [-3, 5], "body": "negative"},
+            {"kind": "mids", "op": 1000, "mids": [1 << 63], "body": "too big"},
+        ]
+    ).encode()
+    status, answer = a.call("POST", "/mpim/push", body)
+    assert status == 200 and answer["code"] == 0
+    zero, fine, negative, big = answer["data"]
+    assert zero == {
+        "code": -400,
+        "message": f"mids: 0 is not a user id (a mid is an integer from 1 to {MID_MAX})",
+    }
+    assert fine["data"] == {"connections": 1, "seqs": {"5": 1}}
+    assert negative["code"] == -400 and negative["message"].startswith("mids: -3 is not a user id")
+    assert big["code"] == -400 and big["message"].startswith(f"mids: {1 << 63} is not a user id")
+    assert [(mid, body) for mid, _, body, _ in inbox.appended] == [(5, b"fine")]
+    assert [r.body for r in a.pushed()] == [b"fine"]
+    # one line for the request, saying how many items were refused and why the first was
+    assert refusals(caplog) == [f"refusing 3 of 4 items of POST /mpim/push: item 0: {zero['message']}"]
+
+
+def test_batch_is_bounded_by_max_targets_per_item_and_in_total(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    a = Api(router={"max_targets": 3})
+    inbox = a.spy()
+
+    def push(*items: dict[str, Any]) -> dict[str, Any]:
+        status, answer = a.call("POST", "/mpim/push", json.dumps(list(items)).encode())
+        assert status == 200
+        return answer  # type: ignore[no-any-return]
+
+    assert push(
+        {"kind": "keys", "op": 1, "keys": ["a"]}, {"kind": "mids", "op": 1, "mids": [1, 2, 3, 4]}
+    ) == {
+        "code": -400,
+        "message": "item 1: 4 mids in one push; the limit is 3 ([router] max_targets)",
+    }
+    assert push({"kind": "mids", "op": 1, "mids": [1, 2]}, {"kind": "keys", "op": 1, "keys": ["a", "b"]}) == {
+        "code": -400,
+        "message": "4 mids and keys in one request (over its 2 items); the limit is 3 ([router] max_targets)",
+    }
+    assert inbox.appended == [] and len(refusals(caplog)) == 2
+    # duplicates within an item count once; the same mid in two items is two pushes (stored twice)
+    answer = push({"kind": "mids", "op": 1, "mids": [1, 1, 2, 2]}, {"kind": "mids", "op": 1, "mids": [1]})
+    assert [item["code"] for item in answer["data"]] == [0, 0]
+    assert [mid for mid, *_ in inbox.appended] == [1, 2, 1]
+
+
+def test_one_batch_item_naming_100000_users_is_refused_whole() -> None:
+    """The report: 672 KiB of mids in one item made the router write 100,000 inbox rows."""
+    a = Api()
+    inbox = a.spy()
+    body = json.dumps([{"kind": "mids", "op": 1000, "mids": list(range(1, 100_001)), "body": "x"}]).encode()
+    assert len(body) > 600_000
+    _, answer = a.call("POST", "/mpim/push", body)
+    assert answer == {
+        "code": -400,
+        "message": "item 0: 100000 mids in one push; the limit is 10000 ([router] max_targets)",
+    }
+    assert inbox.appended == []

@@ -13,15 +13,35 @@ from mpim import bus, config
 from mpim.records import PushAll, PushRoom
 from mpim.router.api import PushApi
 from mpim.router.http import HttpProtocol, HttpState
-from tests.router.fakes import Harness, MockTransport
+from tests.router.fakes import Harness, MockTransport, RecordingInbox
+
+
+class FakeClock:
+    """Stands in for the loop in HttpState, which reads only ``time()``. It starts at 0, as the
+    monotonic clock of a machine that just booted: no test may assume that clock is large."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def time(self) -> float:
+        return self.t
 
 
 class Conn:
-    def __init__(self, loop: asyncio.AbstractEventLoop, **http: Any) -> None:
-        cfg = config.replace(config.Config(), http={"max_body": 100, "max_header": 512, **http})
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        clock: FakeClock | None = None,
+        router: dict[str, Any] | None = None,
+        **http: Any,
+    ) -> None:
+        """``clock``: the HttpState reads its time from it from the start (the connection included)."""
+        cfg = config.replace(
+            config.Config(), http={"max_body": 100, "max_header": 512, **http}, router=router or {}
+        )
         self.harness = Harness(cfg)
         self.sent = self.harness.bus.published
-        self.state = HttpState(cfg, PushApi(cfg, self.harness.router), loop)
+        self.state = HttpState(cfg, PushApi(cfg, self.harness.router), clock or loop)  # type: ignore[arg-type]
         self.proto = HttpProtocol(self.state)
         self.transport = MockTransport()
         self.proto.connection_made(self.transport)
@@ -205,22 +225,9 @@ def test_expect_100_continue_gets_the_go_ahead(loop: asyncio.AbstractEventLoop) 
     assert c.responses()[0][0] == 413  # refused before the client sends the body
 
 
-class FakeClock:
-    """Stands in for the loop in HttpState, which reads only ``time()``."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def time(self) -> float:
-        return self.t
-
-
 def clocked(loop: asyncio.AbstractEventLoop, **http: Any) -> tuple[Conn, FakeClock]:
-    c = Conn(loop, **http)
     clock = FakeClock()
-    c.state.loop = clock  # type: ignore[assignment]
-    c.state.tick()
-    return c, clock
+    return Conn(loop, clock, **http), clock
 
 
 def advance(c: Conn, clock: FakeClock, seconds: float) -> None:
@@ -403,3 +410,79 @@ def test_without_a_key_configured_no_header_is_needed(loop: asyncio.AbstractEven
     c = Conn(loop)
     c.feed(GET_TOTAL + b"Authorization: Bearer anything\r\n\r\n")
     assert c.responses()[0][0] == 200
+
+
+# -- who a push names ------------------------------------------------------------------------------
+
+MID_RULE = "is not a user id (a mid is an integer from 1 to 9223372036854775807)"
+
+
+def push(target: bytes, body: bytes) -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (target, len(body), body)
+
+
+def test_a_push_to_a_mid_that_is_not_a_user_id_is_400_and_stores_nothing(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mpim.http")
+    c = Conn(loop)
+    inbox = RecordingInbox()
+    c.harness.router.streams.inbox = inbox
+    c.feed(
+        push(b"/goim/push/mids?operation=1000&mids=7&mids=0", b"m")
+        + push(b"/goim/push/mids?operation=1000&mids=-3", b"m")
+        + push(b"/mpim/push", b'[{"kind":"mids","op":1000,"mids":[0],"body":"m"}]')
+        + GOIM_ROOM
+    )
+    for _ in range(3):  # the batch runs as a task on the router's loop
+        c.harness.settle()
+    answers = [(status, body) for status, _, body in c.responses()]
+    assert answers[:2] == [
+        (200, {"code": -400, "message": f"mids: 0 {MID_RULE}"}),
+        (200, {"code": -400, "message": f"mids: -3 {MID_RULE}"}),
+    ]
+    assert answers[2] == (
+        200,
+        {"code": 0, "message": "", "data": [{"code": -400, "message": f"mids: 0 {MID_RULE}"}]},
+    )
+    assert answers[3] == (200, {"code": 0, "message": "", "data": None})  # the connection is still served
+    assert not c.transport.closed and inbox.appended == []
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refusing")]
+    assert lines == [
+        f"refusing POST /goim/push/mids: mids: 0 {MID_RULE}",
+        f"refusing POST /goim/push/mids: mids: -3 {MID_RULE}",
+        f"refusing 1 of 1 items of POST /mpim/push: item 0: mids: 0 {MID_RULE}",
+    ]
+
+
+def test_a_batch_naming_100000_users_is_refused_before_anything_is_stored(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    c = Conn(loop, max_body=1 << 20)
+    inbox = RecordingInbox()
+    c.harness.router.streams.inbox = inbox
+    mids = ",".join(str(mid) for mid in range(1, 100_001)).encode()
+    c.feed(push(b"/mpim/push", b'[{"kind":"mids","op":1000,"mids":[%s],"body":"x"}]' % mids) + GOIM_ROOM)
+    [(status, _, refused), (_, _, served)] = c.responses()
+    assert (status, refused) == (
+        200,
+        {
+            "code": -400,
+            "message": "item 0: 100000 mids in one push; the limit is 10000 ([router] max_targets)",
+        },
+    )
+    assert served["code"] == 0 and not c.transport.closed and inbox.appended == []
+
+
+def test_max_targets_bounds_pushes_by_key_and_by_mid(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop, router={"max_targets": 2})
+    c.feed(
+        push(b"/goim/push/keys?operation=1&keys=a&keys=b&keys=c", b"m")
+        + push(b"/goim/push/mids?operation=1&mids=1&mids=2&mids=3", b"m")
+        + push(b"/goim/push/keys?operation=1&keys=a&keys=b&keys=a", b"m")
+    )
+    assert [body for _, _, body in c.responses()] == [
+        {"code": -400, "message": "3 keys in one push; the limit is 2 ([router] max_targets)"},
+        {"code": -400, "message": "3 mids in one push; the limit is 2 ([router] max_targets)"},
+        {"code": 0, "message": "", "data": {"connections": 0}},
+    ]

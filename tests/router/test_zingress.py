@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgpack
@@ -8,12 +9,14 @@ import pytest
 from mpim import bus, config
 from mpim.records import PushAll, PushKeys, PushMids, PushRoom
 from mpim.router.zingress import Ingress
-from tests.router.fakes import Harness
+from tests.router.fakes import Harness, RecordingInbox
+
+MID_MAX = (1 << 63) - 1
 
 
 class Setup:
-    def __init__(self) -> None:
-        self.h = Harness(config.Config())
+    def __init__(self, **sections: Any) -> None:
+        self.h = Harness(config.replace(config.Config(), **sections))
         self.link = self.h.worker("w1")
         self.h.connect(self.link, "k1", 5)
         self.link.take()
@@ -112,3 +115,35 @@ def test_without_a_key_configured_a_key_in_the_request_is_ignored() -> None:
     s = Setup()
     stored, _ = s.ask({"kind": "mids", "op": 1, "mids": [5], "api_key": "x"})
     assert s.h.wait(stored)["code"] == 0
+
+
+@pytest.mark.parametrize("bad", [0, -3, -(1 << 63), 1 << 63, (1 << 64) - 1])
+def test_push_by_mid_refuses_a_mid_that_is_not_a_user_id(bad: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "mpim.ingress")
+    s = Setup()
+    inbox = RecordingInbox()
+    s.h.router.streams.inbox = inbox
+    reply, wants = s.ask({"kind": "mids", "op": 1000, "mids": [5, bad], "body": b"m", "id": 9})
+    message = f"mids: {bad} is not a user id (a mid is an integer from 1 to {MID_MAX})"
+    assert (reply, wants) == ({"id": 9, "code": -400, "message": message}, True)
+    assert inbox.appended == [] and s.link.take() == []  # nothing stored, nothing sent (not even to 5)
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("refusing a ZeroMQ push (") and line.endswith(f" bytes): {message}")
+
+
+def test_pushes_by_mid_and_by_key_are_bounded_by_max_targets() -> None:
+    s = Setup(router={"max_targets": 2})
+    inbox = RecordingInbox()
+    s.h.router.streams.inbox = inbox
+    reply, _ = s.ask({"kind": "mids", "op": 1000, "mids": [1, 2, 3]})
+    assert reply == {
+        "id": None,
+        "code": -400,
+        "message": "3 mids in one push; the limit is 2 ([router] max_targets)",
+    }
+    reply, _ = s.ask({"kind": "keys", "op": 1000, "keys": ["k1", "k2", "k3"]})
+    assert reply["message"] == "3 keys in one push; the limit is 2 ([router] max_targets)"
+    assert inbox.appended == [] and s.link.take() == []
+    stored, _ = s.ask({"kind": "mids", "op": 1000, "mids": [5, 6, 5, 6, 5]})  # duplicates count once
+    assert s.h.wait(stored)["data"] == {"connections": 1, "seqs": {"5": 1, "6": 1}}
+    assert s.ask({"kind": "keys", "op": 1000, "keys": ["k1", "x", "k1"]})[0]["data"] == {"connections": 1}

@@ -4,6 +4,7 @@ line; the worker keeps serving everyone else."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import struct
@@ -255,3 +256,62 @@ def test_token_with_a_lone_surrogate_is_refused(field: str, caplog: pytest.LogCa
     with caplog.at_level(logging.INFO, logger="mpim.worker"):
         run(scenario)
     assert len(closing_lines(caplog, f"{field} is not valid UTF-8")) == 1
+
+
+BAD_RELIABLE = {
+    "confirm without id": (22, b"{}", "confirm (op 22) body must be"),
+    "confirm not JSON": (22, b"{", "confirm (op 22) body must be"),
+    "confirm id not text": (22, b'{"id": 5}', "confirm (op 22) body must be"),
+    "confirm id surrogate": (22, b'{"id": "\\ud800"}', "confirm (op 22) body must be"),
+    "resume epoch surrogate": (20, b'{"epoch": "\\ud800", "seq": 1}', "is not one the server gave"),
+    "resume epoch too long": (20, b'{"epoch": "%s", "seq": 1}' % (b"a" * 65), "is not one the server gave"),
+    "resume seq negative": (20, b'{"epoch": "ab", "seq": -1}', "resume (op 20) body must be"),
+    "resume not an object": (20, b"[1]", "resume (op 20) body must be a JSON object"),
+    "ack with a body": (18, b"7", "ack (op 18) must have an empty body"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RELIABLE))
+@pytest.mark.parametrize("kind", ["tcp", "ws"])
+def test_a_bad_reliable_frame_gets_op_6_a_close_and_one_line(
+    kind: str, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every field of ops 18, 20 and 22 is checked at the edge: no traceback, no hang."""
+    op, body, reason = BAD_RELIABLE[case]
+
+    async def scenario() -> None:
+        async with serving(upstream={"ack": "rigor"}) as srv:
+            calm = await bystander(srv)
+            client = await srv.authed(kind, mid=2, key="bad", caps=["ack"])
+            await client.send(op, body)
+            assert [f.op for f in await client.expect_closed()] == [Op.DISCONNECT_REPLY]
+            await still_served(srv, calm)
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    assert len(closing_lines(caplog, reason)) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'{"id": "a", "to": 5, "op": 1000, "body": "\\ud800"}', "body is not valid UTF-8"),
+        (b'{"id": "\\ud800", "op": 1000}', "id is not valid UTF-8"),
+    ],
+)
+def test_a_bad_message_body_is_answered_400_and_the_connection_stays(
+    body: bytes, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        async with serving(upstream={"ack": "only"}) as srv:
+            client = await srv.authed("tcp", mid=2, key="msg", caps=["ack"])
+            await client.send(Op.SEND_MSG, body)
+            answer = await client.recv()
+            assert answer.op == Op.SEND_MSG_REPLY
+            assert json.loads(answer.body)["code"] == -400 and why in json.loads(answer.body)["message"]
+            assert await client.heartbeat() == 0
+
+    with caplog.at_level(logging.INFO, logger="mpim.worker"):
+        run(scenario)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

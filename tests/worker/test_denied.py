@@ -56,3 +56,41 @@ def test_a_denied_client_is_closed_and_the_others_served(caplog: pytest.LogCaptu
     run(scenario)
     assert "auth denied for 127.0.0.1:" in caplog.text
     assert "key=taken mid=2: key 'taken' is held by another user (mid 1)" in caplog.text
+
+
+class HoldingLink(StandaloneLink):
+    """Keeps registrations waiting (the router has not filed them yet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[Channel] = []
+
+    def register(self, channel: Channel, room: str, ip: str) -> None:
+        self.waiting.append(channel)
+
+
+def test_a_kick_that_overtakes_the_registration_closes_it() -> None:
+    """The same key connected on another host a moment later and that host's kick arrives
+    before our router filed our connection: ours closes (op 6), it never goes live."""
+
+    async def scenario() -> None:
+        cfg = local_config()
+        link = HoldingLink()
+        worker = Worker(cfg, asyncio.get_running_loop(), link=link)
+        await worker.start()
+        try:
+            host, port = parse_address(cfg.tcp.bind[0])
+            client = await connect_tcp(host, port)
+            await client.send(Op.AUTH, b'{"mid":2,"key":"raced"}')
+            while not link.waiting:
+                await asyncio.sleep(0.01)
+            worker.hub.sessions.kick(["raced"])
+            assert [f.op for f in await client.expect_closed()] == [Op.DISCONNECT_REPLY]
+            assert not worker.hub.sessions.registering
+            worker.hub.sessions.confirmed(link.waiting[0])  # a late confirmation changes nothing
+            assert worker.hub.online == 0 and worker.hub.stats["kicked"] == 1
+        finally:
+            worker.stop(graceful=False)
+            await worker.wait_stopped()
+
+    run(scenario)

@@ -14,7 +14,7 @@ from mpim.worker.limits import STATS, IpLimits
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.now = 0.0  # a machine that just booted: nothing may take a small clock for "long ago"
 
     def __call__(self) -> float:
         return self.now

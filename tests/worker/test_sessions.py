@@ -340,3 +340,31 @@ def test_frames_pipelined_after_auth_are_answered_in_order_after_the_auth_reply(
             assert int.from_bytes(frames[2].body, "big") == 1  # already in the room it asked for
 
     run(scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_anonymous_connection_is_served_but_cannot_ask_for_acks(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """json mode: mid 0 (or none) is goim's anonymous connection; it has no user stream, so an Auth
+    asking for the ack cap is refused like a bad token (logged, counted towards a ban), as is a
+    negative mid."""
+
+    async def scenario() -> None:
+        async with serving(limits={"exempt": [], "auth_failures": 3}) as srv:
+            anonymous = await srv.authed(kind, key="anon", room_id="live://1", accepts=[1000])
+            channel = srv.hub.buckets.get("anon")
+            assert channel is not None and channel.mid == 0 and channel.room is not None
+            for token in (b'{"caps":["ack"]}', b'{"mid":0,"key":"a2","caps":["seq","ack"]}', b'{"mid":-3}'):
+                refused = await srv.client(kind)
+                await refused.send(Op.AUTH, token)
+                assert await refused.expect_closed() == []  # no Auth reply
+            assert srv.hub.stats["auth_fail"] == 3 and srv.hub.stats["bans"] == 1
+            assert srv.hub.online == 1 and await anonymous.heartbeat() == 1
+
+    with caplog.at_level(logging.WARNING, logger="mpim.worker"):
+        run(scenario)
+    refused = [r.getMessage() for r in caplog.records if "auth refused" in r.getMessage()]
+    assert len(refused) == 3
+    assert 'the "ack" cap needs a user id (mid > 0)' in refused[0]
+    assert "mid -3 is negative" in refused[2]

@@ -13,6 +13,8 @@ import pytest
 from mpim import bus, config, records
 from mpim.records import (
     BusSeen,
+    Chat,
+    ChatAck,
     Confirmed,
     Connect,
     Denied,
@@ -25,6 +27,7 @@ from mpim.records import (
     PushKeys,
     PushMids,
     PushRoom,
+    Resume,
     Resync,
     RoomChange,
     RoomCounts,
@@ -41,6 +44,7 @@ class FakeTargets:
         self.calls: list[tuple[Any, ...]] = []
         self.online = 0
         self.sessions: list[Entry] = []
+        self.rooms: dict[str, int] = {}
 
     # SessionTarget
     def confirmed(self, channel: Any) -> None:
@@ -79,7 +83,7 @@ class FakeTargets:
 
     # RoomCounter
     def local_counts(self) -> dict[str, int]:
-        return {}
+        return dict(self.rooms)
 
     def counters(self) -> dict[str, int]:
         return {}
@@ -202,6 +206,32 @@ def test_a_cancelled_request_is_not_confirmed(tmp_path: Path) -> None:
     with_link(tmp_path, scenario)
 
 
+@pytest.mark.parametrize("now", [0.0, 1.0, 1e6])
+def test_the_first_report_carries_the_room_counts_whatever_the_clock_reads(
+    tmp_path: Path, now: float
+) -> None:
+    """A worker started right after boot (loop time below the online interval) reports its rooms
+    at once, as one started later does; the next reports within the interval leave them out."""
+
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        t.rooms = {"live://1": 2}
+        loop = asyncio.get_running_loop()
+        clock = [now]
+        loop.time = lambda: clock[0]  # type: ignore[method-assign]
+        try:
+            for _ in range(2):  # two reports, as their timer would run them
+                assert link._alive_handle is not None
+                link._alive_handle.cancel()
+                link._alive()
+                clock[0] += link.cfg.router.report_interval
+        finally:
+            del loop.time  # the loop's own clock again
+        first, second = conn.take()
+        assert (first.rooms, second.rooms) == ({"live://1": 2}, None)
+
+    with_link(tmp_path, scenario)
+
+
 def test_greeting_sends_hello_sessions_and_waiting_requests(tmp_path: Path) -> None:
     async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
         t.sessions = [Entry("s", 5, "", "ip")]
@@ -251,3 +281,73 @@ def test_malformed_bus_messages_are_counted_and_ignored(tmp_path: Path, message:
         assert t.calls[-1] == ("all", 1, 0, b"still works")
 
     with_link(tmp_path, scenario)
+
+
+# -- calls that wait for the router: every one gets an answer -----------------------------------------
+
+
+def quick(tmp_path: Path) -> HostLink:
+    cfg = config.replace(config.Config(), upstream={"timeout": 0.1})
+    return HostLink(cfg, Endpoints.in_dir(str(tmp_path)), "3")
+
+
+def with_quick_link(
+    tmp_path: Path, scenario: Callable[[HostLink, FakeTargets, FakeConn], Awaitable[None]]
+) -> None:
+    async def main() -> None:
+        link = quick(tmp_path)
+        targets = FakeTargets()
+        link.attach(targets, targets, targets)  # type: ignore[arg-type]
+        conn = FakeConn()
+        link.conn = conn  # type: ignore[assignment]
+        try:
+            await scenario(link, targets, conn)
+        finally:
+            await link.close()
+
+    asyncio.run(main())
+
+
+class Open(Channel):
+    state = 2  # (not CLOSED)
+
+
+def test_a_message_while_the_router_is_unreachable_is_refused_at_once(tmp_path: Path) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        link.conn = None
+        answers: list[ChatAck] = []
+        link.chat(Open("a"), 1000, b"{}", "m1", 5, answers.append)  # type: ignore[arg-type]
+        assert [(a.code, "same id" in a.message) for a in answers] == [(-503, True)]
+        assert link.stats["chat_refused"] == 1
+
+    with_quick_link(tmp_path, scenario)
+
+
+def test_a_message_the_router_never_answers_gets_504_within_the_timeout(tmp_path: Path) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        answers: list[ChatAck] = []
+        link.chat(Open("a"), 1000, b"{}", "m1", 5, answers.append)  # type: ignore[arg-type]
+        link.chat(Open("b"), 1000, b"{}", "m2", 5, answers.append)  # type: ignore[arg-type]
+        assert [type(r) for r in conn.take()] == [Chat, Chat]
+        link.on_router(ChatAck(2, 0, "", 7))  # the second is answered in time
+        await asyncio.sleep(0.3)
+        assert [(a.req, a.code) for a in answers] == [(2, 0), (1, -504)]
+        link.on_router(ChatAck(1, 0, "", 8))  # too late: changes nothing
+        assert len(answers) == 2 and link.stats["call_timeouts"] == 1
+
+    with_quick_link(tmp_path, scenario)
+
+
+def test_a_resume_the_router_cannot_answer_closes_the_client(tmp_path: Path) -> None:
+    async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
+        waiting, unsent, down = Open("w"), Open("u"), Open("d")
+        link.resume(waiting, "", 0, True, lambda rec: None)  # type: ignore[arg-type]
+        assert conn.take() == [Resume(1, "w", 1, "", 0, True)]
+        link.resume(unsent, "\ud800", 0, False, lambda rec: None)  # type: ignore[arg-type]  # cannot be encoded
+        link.conn = None
+        link.resume(down, "", 0, True, lambda rec: None)  # type: ignore[arg-type]
+        assert t.calls == [("lost", unsent), ("lost", down)]
+        await asyncio.sleep(0.3)
+        assert t.calls[-1] == ("lost", waiting)
+
+    with_quick_link(tmp_path, scenario)
