@@ -49,6 +49,7 @@ log = logging.getLogger("mpim.sdk")
 
 OP_ACK, OP_RESUME, OP_RESUMED, OP_CONFIRM = 18, 20, 21, 22
 TRANSIENT = frozenset((-503, -504, -408))  # refusals a resend of the same id may get past
+STABLE = 10.0  # seconds a connection must have served before the reconnect backoff starts over
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Session:
         auth_timeout: float = 10.0,
         resend_after: float = 10.0,
         ack_every: int = 64,
+        ack_interval: float = 0.02,
     ) -> None:
         self.address = address
         if isinstance(token, dict):
@@ -107,6 +109,7 @@ class Session:
         self.auth_timeout = auth_timeout
         self.resend_after = resend_after  # a message with no answer this long is sent again (same id)
         self.ack_every = ack_every  # in a long run of messages (a replay), ack at least this often
+        self.ack_interval = ack_interval  # ... but never more often than this: acks are cumulative
         self.epoch = ""
         self.seq = 0  # the last message handled (and acked)
         self.resumed = False
@@ -116,6 +119,8 @@ class Session:
         self.received = 0
         self.duplicates = 0
         self._unacked = 0  # messages handled since the last ack
+        self._acked_at = -1e9  # loop time of the last ack sent
+        self._ack_later: asyncio.Task[None] | None = None  # an ack held back by ack_interval
         self._client: Client | None = None
         self._closing = False
         self._ids = itertools.count(1)
@@ -126,10 +131,11 @@ class Session:
     async def run(self) -> None:
         """Connect, and reconnect, until :meth:`close`."""
         delay = self.backoff[0]
+        loop = asyncio.get_running_loop()
         while not self._closing:
+            started = loop.time()
             try:
                 await self._session()
-                delay = self.backoff[0]
             except (
                 OSError,
                 ConnectionClosedError,
@@ -139,6 +145,10 @@ class Session:
             ) as exc:
                 log.info("connection to %s lost: %s", self.address, exc or type(exc).__name__)
             finally:
+                if self.ready.is_set() and loop.time() - started >= STABLE:
+                    delay = self.backoff[0]  # (it served a while: start the backoff over)
+                if self._ack_later is not None:
+                    self._ack_later.cancel()
                 self.connected.clear()
                 self.ready.clear()
                 self.resumed = False
@@ -225,11 +235,31 @@ class Session:
         if result is not None:
             await result
 
-    async def _ack(self, client: Client) -> None:
-        """Op 18, cumulative: its header seq is the last message handled (outside the seq-cap numbering)."""
-        if self._unacked and self.seq:
-            self._unacked = 0
-            await client.send(OP_ACK, b"", seq=self.seq)
+    async def _ack(self, client: Client, now: bool = False) -> None:
+        """Op 18, cumulative: its header seq is the last message handled (outside the seq-cap
+        numbering); at most one per ``ack_interval`` (the server limits acks per second), the
+        rest coalesced into one sent when the interval is over."""
+        if not (self._unacked and self.seq):
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._acked_at + self.ack_interval - loop.time()
+        if wait > 0 and not now:
+            if self._ack_later is None or self._ack_later.done():
+                self._ack_later = loop.create_task(self._ack_after(client, wait))
+            return
+        self._unacked = 0
+        self._acked_at = loop.time()
+        await client.send(OP_ACK, b"", seq=self.seq)
+
+    async def _ack_after(self, client: Client, wait: float) -> None:
+        """The held-back ack, and the ones asked for while it was on its way (each call of
+        :meth:`_ack` meanwhile found this task running and left its ack to it)."""
+        await asyncio.sleep(wait)
+        with contextlib.suppress(ConnectionClosedError, OSError):
+            while self._unacked and self.seq:
+                await self._ack(client, now=True)
+                if self._unacked:
+                    await asyncio.sleep(self.ack_interval)
 
     # -- messages -------------------------------------------------------------------------------
     async def send(
@@ -310,7 +340,7 @@ class Session:
         client = self._client
         if client is not None:
             with contextlib.suppress(Exception):
-                await self._ack(client)
+                await self._ack(client, now=True)
                 await client.close()
 
 
