@@ -1,0 +1,63 @@
+"""mpim.sdk.Session against a scripted goim server on a real loopback socket (no mpim server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from mpim.proto import Decoder, Op, encode
+from mpim.sdk import Message, Session
+from tests.support import run
+
+
+def test_a_replay_cut_before_the_first_op_21_is_not_handed_to_the_handler_twice() -> None:
+    """Found by ``python -m bench chaos``: a new Session knows no epoch until its first op 21, and
+    dropped nothing as a duplicate until then, so a replay cut short and sent again from the
+    device's cursor reached the handler twice."""
+
+    async def main() -> None:
+        connections = 0
+        resumes: list[bytes] = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            first = connections == 1
+            decoder = Decoder(max_body=1 << 20)
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                for frame in decoder.feed(data):
+                    if frame.op == Op.AUTH:
+                        writer.write(encode(Op.AUTH_REPLY, b"", seq=frame.seq))
+                    elif frame.op == 20:  # resume: from the device's cursor (0) both times
+                        resumes.append(frame.body)
+                        for seq in (1, 2, 3) if first else (1, 2, 3, 4):
+                            writer.write(encode(1000, b"m%d" % seq, seq=seq))
+                        if first:  # cut before op 21 (a worker killed mid-replay)
+                            await writer.drain()
+                            writer.close()
+                            return
+                        top = {"epoch": "e1", "seq": 4, "recovered": True}
+                        writer.write(encode(21, json.dumps(top).encode(), seq=frame.seq))
+                await writer.drain()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        handled: list[int] = []
+
+        def handler(message: Message) -> None:
+            handled.append(message.seq)
+
+        session = Session(f"127.0.0.1:{port}", {"mid": 5, "key": "k"}, handler, backoff=(0.01, 0.02))
+        task = asyncio.get_running_loop().create_task(session.run())
+        await asyncio.wait_for(session.ready.wait(), 10)
+        await session.close()
+        await asyncio.wait_for(task, 10)
+        server.close()
+        assert resumes == [b"{}", b"{}"]  # (no epoch known yet: from the cursor both times)
+        assert handled == [1, 2, 3, 4]
+        assert (session.epoch, session.seq) == ("e1", 4)
+
+    run(main())
