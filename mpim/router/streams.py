@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mpim.config import Config
-from mpim.inbox import Inbox, InboxError, Page
+from mpim.inbox import Inbox, InboxError, InboxUnknown, Page
 from mpim.inbox.base import Item, Position, check_text
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class UserStreams:
     ) -> tuple[int, int]:
         assert self.inbox is not None
         limit = self.cfg.delivery.max_unread
-        top, cursors = await self.inbox.top(to), await self.inbox.cursors(to)
+        top, cursors = await self._stored(self.inbox.top(to)), await self._stored(self.inbox.cursors(to))
         if top.seq - max(cursors.values(), default=0) >= limit and top.seq >= limit:
             first = await self.inbox.find_chat(sender, msg_id) if window > 0 else None
             if first is None:
@@ -267,6 +267,8 @@ def _not_stored(exc: BaseException) -> Exception:
     from mpim.router.core import Refused
 
     log.error("inbox append failed: %s", exc)
+    if isinstance(exc, InboxUnknown):  # (it may run yet: a retry could store it twice)
+        return Refused(-504, f"the inbox did not confirm the write; the message may have been stored: {exc}")
     return Refused(-503, f"the inbox could not store the message (nothing was pushed): {exc}")
 
 
