@@ -167,7 +167,11 @@ class UserStreams:
     ) -> tuple[int, int]:
         assert self.inbox is not None
         limit = self.cfg.delivery.max_unread
-        top, cursors = await self._stored(self.inbox.top(to)), await self._stored(self.inbox.cursors(to))
+        try:
+            top, cursors = await self.inbox.top(to), await self.inbox.cursors(to)
+        except (InboxError, OSError) as exc:  # (nothing is written yet)
+            log.error("inbox read failed: %s", exc)
+            raise ChatError(-503, f"the inbox could not be read (nothing was stored): {exc}") from None
         if top.seq - max(cursors.values(), default=0) >= limit and top.seq >= limit:
             first = await self.inbox.find_chat(sender, msg_id) if window > 0 else None
             if first is None:
