@@ -49,6 +49,7 @@ ONE_HOST = (
 )
 TWO_HOSTS = ("kill-redis", "pause-redis", "partition-redis", "delay-redis", "drop-redis")
 RECOVERY = 45.0  # seconds a fault may take to be healed and the system to serve again
+NAME_HELD = "another live host of this cluster has that name"  # (the router's boot error, issue 22)
 
 
 def applicable(hosts: int) -> tuple[str, ...]:
@@ -82,10 +83,18 @@ class Nemesis:
         values: dict[str, Any] = {}
         action: Callable[[dict[str, Any]], Awaitable[None]] = getattr(self, "_" + name.replace("-", "_"))
         self.count += 1
+        claims = {h.label: h.log_count(NAME_HELD) for h in self.topology.hosts}
         await action(values)
         values.setdefault("applied", start)
         values.setdefault("healed", values["applied"])
         ok, state = await self.prober.healthy(RECOVERY)
+        refused = {h.label: h.log_count(NAME_HELD) - claims[h.label] for h in self.topology.hosts}
+        if (
+            any(refused.values()) and "refused" not in values
+        ):  # (a restarted router, held off by its own name)
+            values["refused"] = [
+                f"host {label}: {n} router start(s) refused: {NAME_HELD}" for label, n in refused.items() if n
+            ]
         values["waited"] = round(history.now() - values["healed"], 2)
         if not ok:
             values["state"] = state

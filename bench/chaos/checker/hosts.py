@@ -15,8 +15,8 @@ Rules:
 - ``one-key`` [issue 22 across hosts] — two connections of one key both alive for more
   than ``kick_grace`` outside fault windows ("a key that connects again kicks the older");
 - ``recovery`` — a fault after which the system did not serve again within the harness's
-  wait; ``host-restart`` [issue 22] — a host killed with kill -9 was refused a restart
-  because "another live host" had its name.
+  wait; ``host-restart`` [issue 22] — a host (or its router) killed with kill -9 was
+  refused a restart because "another live host" had its name: its own dead incarnation.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def _end(c: Conn, last: float) -> float:
 
 def _targets(model: Model, p: Push) -> list[Conn]:
     if p.target == "mid":
-        return [c for c in model.conns.values() if c.mid in p.mids]
-    return [c for c in model.conns.values() if c.key in p.keys]
+        return [c for mid in dict.fromkeys(p.mids) for c in model.by_mid(mid)]
+    return [c for key in dict.fromkeys(p.keys) for c in model.by_key(key)]
 
 
 def _unreachable(model: Model, c: Conn, p: Push, grace: float) -> bool:
@@ -183,8 +183,8 @@ def _recovery(model: Model) -> list[Violation]:
             out.append(
                 Violation(
                     "host-restart",
-                    f"host {f.host} was killed (every process gone), then refused {len(refused)} restart(s):"
-                    f" {refused[0]}",
+                    f"after {f.name} on host {f.host} (the killed processes gone), starts were refused"
+                    f" because a live host held the name: {'; '.join(str(r) for r in refused[:2])}",
                     [f.op],
                     ISSUE_22,
                 )

@@ -133,6 +133,21 @@ class Model:
     counts: list[Op]
     inbox: list[Op]
     finals: list[Op]
+    _indexes: dict[str, dict[object, list[Conn]]] = field(default_factory=dict)
+
+    def by_mid(self, mid: int) -> list[Conn]:
+        return self._index("mid").get(mid, [])
+
+    def by_key(self, key: str) -> list[Conn]:
+        return self._index("key").get(key, [])
+
+    def _index(self, field_name: str) -> dict[object, list[Conn]]:
+        index = self._indexes.get(field_name)
+        if index is None:
+            index = self._indexes[field_name] = {}
+            for c in self.conns.values():
+                index.setdefault(getattr(c, field_name), []).append(c)
+        return index
 
     def calm(self, lo: float, hi: float) -> bool:
         """No fault window (applied ... recovered) touches [lo, hi]."""

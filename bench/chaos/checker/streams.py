@@ -47,12 +47,16 @@ class Facts:
     at: dict[int, dict[tuple[str, int], dict[str, Op]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(dict))
     )
+    where: dict[int, dict[str, dict[tuple[str, int], Op]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
+    )
 
     def add(self, mid: int, epoch: str, seq: int, item: str, op: Op) -> None:
         self.at[mid][(epoch, seq)].setdefault(item, op)
+        self.where[mid][item].setdefault((epoch, seq), op)
 
     def seqs_of(self, mid: int, item: str) -> dict[tuple[str, int], Op]:
-        return {pos: ops[item] for pos, ops in self.at[mid].items() if item in ops}
+        return self.where[mid].get(item, {})
 
 
 @dataclass
