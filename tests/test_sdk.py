@@ -61,3 +61,42 @@ def test_a_replay_cut_before_the_first_op_21_is_not_handed_to_the_handler_twice(
         assert (session.epoch, session.seq) == ("e1", 4)
 
     run(main())
+
+
+def test_an_op_6_instead_of_the_auth_reply_is_a_reconnect_not_a_crash() -> None:
+    """Found by ``python -m bench chaos``: a worker that drains answers an Auth with op 6 (go
+    elsewhere); the client library raised AssertionError, which ended Session.run for good."""
+
+    async def main() -> None:
+        connections = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            first = connections == 1
+            decoder = Decoder(max_body=1 << 20)
+            while data := await reader.read(65536):
+                for frame in decoder.feed(data):
+                    if frame.op == Op.AUTH and first:  # draining: go elsewhere
+                        writer.write(encode(Op.DISCONNECT_REPLY))
+                        await writer.drain()
+                        writer.close()
+                        return
+                    if frame.op == Op.AUTH:
+                        writer.write(encode(Op.AUTH_REPLY, b"", seq=frame.seq))
+                    elif frame.op == 20:
+                        top = {"epoch": "e1", "seq": 0, "recovered": True}
+                        writer.write(encode(21, json.dumps(top).encode(), seq=frame.seq))
+                await writer.drain()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        session = Session(f"127.0.0.1:{port}", {"mid": 5, "key": "k"}, lambda m: None, backoff=(0.01, 0.02))
+        task = asyncio.get_running_loop().create_task(session.run())
+        await asyncio.wait_for(session.ready.wait(), 10)
+        assert connections == 2 and not task.done()
+        await session.close()
+        await asyncio.wait_for(task, 10)
+        server.close()
+
+    run(main())
