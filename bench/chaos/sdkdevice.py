@@ -129,6 +129,7 @@ class SdkDevice:
             self.session = session
             loop = asyncio.get_running_loop()
             runner = loop.create_task(session.run())
+            runner.add_done_callback(self._crashed)
             chats = loop.create_task(self._chats(session))
             final = self.ctx.final.is_set()
             with contextlib.suppress(TimeoutError):
@@ -138,8 +139,12 @@ class SdkDevice:
                 await self.ctx.closing.wait()  # (final: stay online until everyone closes)
             session.leaving = FINAL if self.ctx.closing.is_set() else CLIENT
             await session.close()
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            try:
                 await asyncio.wait_for(runner, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+            except Exception:  # (recorded by _crashed when it happened)
+                pass
             chats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await chats
@@ -150,6 +155,14 @@ class SdkDevice:
             away = rng.uniform(8, 16) if rng.random() < 0.25 else rng.uniform(1, 5)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.ctx.final.wait(), away)
+
+    def _crashed(self, runner: asyncio.Task[None]) -> None:
+        """Session.run ended by itself (it must run until close()): record it at once."""
+        if runner.cancelled() or runner.exception() is None or self.ctx.closing.is_set():
+            return
+        exc = runner.exception()
+        values = {"life": str(self.life), "error": f"{type(exc).__name__}: {exc}"}
+        self.ctx.history.record(self.process, "crash", "info", values)
 
     async def _chats(self, session: RecordingSession) -> None:
         rng = self.rng

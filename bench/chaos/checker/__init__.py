@@ -20,6 +20,7 @@ RULES = (
     "reliable-order",
     "reliable-mismatch",
     "resume-op21",
+    "client-crash",
     "unexpected",
     "refused-delivered",
     "at-most-once",

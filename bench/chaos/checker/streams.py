@@ -21,7 +21,7 @@ Rules: ``reliable-order`` (a skipped seq, a replay that said recovered but was n
 SDK handing a seq twice), ``reliable-lost`` (an ok'd message a device never handled,
 without an excuse), ``reliable-mismatch`` (one seq, two messages), ``resume-op21``
 (a resume cut before op 21 with no fault or kick to explain it, or a device that did not
-catch up once faults stopped).
+catch up once faults stopped), ``client-crash`` (the SDK's ``Session.run`` ended by itself).
 """
 
 from __future__ import annotations
@@ -370,6 +370,16 @@ def _resume(model: Model) -> list[Violation]:
                 [c.connect, *c.frames[-2:], *([c.close] if c.close is not None else [])],
             )
         )
+    for o in model.ops:
+        if o.kind == "crash":
+            out.append(
+                Violation(
+                    "client-crash",
+                    f"{o.process}: Session.run ended by itself ({o.values.get('error')}); it must reconnect"
+                    " until close()",
+                    [o],
+                )
+            )
     for o in model.finals:
         if o.outcome != OK:
             out.append(

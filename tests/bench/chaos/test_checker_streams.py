@@ -161,3 +161,12 @@ def test_a_device_that_does_not_catch_up_once_faults_stop() -> None:
     report = h.check()
     assert rules(report) == ["resume-op21"]
     assert report.failing[0].ops[0].kind == "final"
+
+
+def test_an_sdk_session_that_ends_by_itself() -> None:
+    h = H(devices={"sdk-1": (1, "sdk")})
+    crash = h.op(
+        "sdk:sdk-1", "crash", "info", {"life": "1", "error": "AssertionError: expected auth reply"}, 3.0
+    )
+    report = h.check()
+    assert rules(report) == ["client-crash"] and report.failing[0].ops == [crash]
