@@ -80,7 +80,9 @@ class History:
     def __init__(self, path: Path | None = None) -> None:
         self.t0 = time.monotonic()
         self.ops: list[Op] = []
-        self._file: IO[str] | None = open(path, "w", encoding="utf-8") if path is not None else None  # noqa: SIM115
+        self._file: IO[str] | None = None
+        if path is not None:  # (line-buffered: what happened is on disk even if the run is killed)
+            self._file = open(path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
 
     def now(self) -> float:
         return time.monotonic() - self.t0

@@ -295,8 +295,10 @@ class RawDevice:
             values.update(code=code, message=str(answer.get("message", "")))
             if answer.get("seq") is not None:
                 values["seq"] = int(answer["seq"])
-            if code == 0:
-                history.record(self.process, "chat", OK, values, time=start)
+            if code == 0:  # (mode none: goim's echo, sent before the message is processed: no promise)
+                echo = self.ctx.upstream_ack == "none"
+                values["echo"] = echo
+                history.record(self.process, "chat", INFO if echo else OK, values, time=start)
                 self.done.append((start, msg_id, to, body))
                 return
             history.record(self.process, "chat", INFO if code in TRANSIENT else FAIL, values, time=start)

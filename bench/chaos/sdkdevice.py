@@ -211,8 +211,12 @@ class SdkDevice:
             values["error"] = "given up: the session closed"
             history.record(self.process, "chat", INFO, values, time=start, end=None)
             raise
-        values.update(code=0, seq=ack.seq)
-        history.record(self.process, "chat", OK, values, time=start)
+        if self.ctx.upstream_ack == "none":  # goim's echo, sent before the message is processed
+            values.update(code=0, echo=True)
+            history.record(self.process, "chat", INFO, values, time=start)
+        else:
+            values.update(code=0, seq=ack.seq)
+            history.record(self.process, "chat", OK, values, time=start)
         self.done.append((start, msg_id, to, body))
 
     def settled(self, epoch: str, top: int) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -57,6 +58,13 @@ def filtered(
             else:
                 dropped.append(f"[{name}] {key}")
     return kept, dropped
+
+
+def _die_with_the_harness() -> None:
+    """In the child before exec: SIGKILL when the harness dies, so no server outlives a killed
+    run (prctl PR_SET_PDEATHSIG; mpim's children follow their master)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 def alive(pid: int) -> bool:
@@ -124,7 +132,7 @@ class Host:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "mpim", "master", "-c", str(self.config_path),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                cwd=self.dir, env=env,
+                cwd=self.dir, env=env, preexec_fn=_die_with_the_harness,
             )  # fmt: skip
         finally:
             out.close()
@@ -253,7 +261,7 @@ class Redis:
         argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
         self.proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_the_harness,
         )  # fmt: skip
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

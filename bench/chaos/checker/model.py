@@ -153,9 +153,6 @@ class Model:
         """No fault window (applied ... recovered) touches [lo, hi]."""
         return not any(f.overlaps(lo, hi) for f in self.faults)
 
-    def conns_of(self, process: str) -> list[Conn]:
-        return [c for c in self.conns.values() if c.process == process]
-
     def item_of(self, frame: Op) -> tuple[str, Push | None, dict[str, Any] | None]:
         """What a received frame carries: ("push", push, None), ("chat", None, envelope),
         or ("?", None, None) for a body nobody sent."""
