@@ -101,9 +101,8 @@ class Workload:
                     continue
                 done, state[key] = self._caught_up(device, top)
                 if done:
-                    history.record(
-                        "harness", "final", "ok", {"device": key, "top": top, "state": state[key]}, time=start
-                    )
+                    values = {"device": key, "epoch": top["epoch"], "top": top["top"], "state": state[key]}
+                    history.record("harness", "final", "ok", values, time=start)
                     del pending[key]
             await asyncio.sleep(0.25)
         for key in pending:
