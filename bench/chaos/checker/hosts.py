@@ -93,7 +93,11 @@ def _counted(model: Model) -> list[Violation]:
             rule, issue, why = "dead-host", ISSUE_22, "the others were on a host that was dead or cut off"
         else:
             rule, issue, why = "overcount", None, "no other connection of them was open"
-        shown = sorted(alive, key=lambda c: c.connect.index)[-3:]
+        latest: dict[str, Conn] = {}  # each named key's last connection authenticated before the push
+        for c in sorted(_targets(model, p), key=lambda c: c.connect.index):
+            if c.authed is not None and c.authed <= p.op.end:
+                latest[c.key] = c
+        shown = list(latest.values())[-3:]
         out.append(
             Violation(
                 rule,
