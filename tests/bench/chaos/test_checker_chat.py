@@ -70,22 +70,23 @@ def test_the_envelope_names_the_real_sender() -> None:
     h.chat(1.0, "m1", 1, 2, seq=1)
     forged = H.envelope("m1", 99, 2)
     h.recv("raw-1#1", 1.1, H.envelope("m1", 1, 2), seq=1)
-    h.recv("raw-2#1", 1.1, forged, seq=1)
+    got = h.recv("raw-2#1", 1.1, forged, seq=1)
     for c in ("raw-1#1", "raw-2#1"):
         h.close(c, 9.0)
     report = h.check()
     assert rules(report) == ["chat-sender"]
-    assert "as from 99" in report.failing[0].message
+    assert "as from 99" in report.failing[0].message and report.failing[0].ops[-1] == got
 
 
 def test_a_message_refused_every_time_must_not_arrive() -> None:
     h = H(devices=DEVICES)
     both_online(h)
-    h.chat(1.0, "m1", 1, 2, outcome="fail", code=-429)
-    h.recv("raw-2#1", 1.1, H.envelope("m1", 1, 2), seq=1)
+    refused = h.chat(1.0, "m1", 1, 2, outcome="fail", code=-429)
+    got = h.recv("raw-2#1", 1.1, H.envelope("m1", 1, 2), seq=1)
     for c in ("raw-1#1", "raw-2#1"):
         h.close(c, 9.0)
-    assert rules(h.check()) == ["refused-delivered"]
+    report = h.check()
+    assert rules(report) == ["refused-delivered"] and report.failing[0].ops == [refused, got]
 
 
 def test_a_done_message_missing_at_the_recipient_is_lost() -> None:

@@ -91,6 +91,7 @@ def test_two_live_connections_of_one_key() -> None:
     report = h.check()
     assert rules(report) == ["one-key"]
     assert report.failing[0].issue == 22 and "g1#2 (host A) and g1#3 (host B)" in report.failing[0].message
+    assert {o.values["conn"] for o in report.failing[0].ops} == {"g1#2", "g1#3"}
 
 
 def test_no_recovery_and_a_restart_refused_for_a_dead_host_s_name() -> None:

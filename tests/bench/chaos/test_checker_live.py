@@ -130,9 +130,10 @@ def test_a_goim_connection_gets_seq_0() -> None:
     h = H(devices={})
     goim(h, "g1#1", 0.5, mid=7)
     h.push(1.0, "P1", mids=[7], connections=1, seqs={7: 4})
-    h.recv("g1#1", 1.1, "P1", seq=4, op=1000)
+    frame = h.recv("g1#1", 1.1, "P1", seq=4, op=1000)
     h.close("g1#1", 5.0)
-    assert rules(h.check()) == ["goim-seq"]
+    report = h.check()
+    assert rules(report) == ["goim-seq"] and report.failing[0].ops == [frame]
 
 
 def test_room_order_in_real_time_and_the_same_for_every_client() -> None:
