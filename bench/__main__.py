@@ -16,6 +16,7 @@ from typing import Any
 
 import uvloop
 
+from bench.chaos import cli as chaos_cli
 from bench.scenarios import broadcast, capacity, chat, fanout, flood, hosts, idle, ingress, reliable, unicast
 from bench.scenarios.common import setting
 from bench.servers import Missing
@@ -73,11 +74,19 @@ def parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
         module.add_arguments(p)
+    chaos = sub.add_parser(
+        "chaos",
+        help="faults while a workload runs; every operation recorded and the history checked",
+        description=chaos_cli.__doc__,
+    )
+    chaos_cli.add_arguments(chaos)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.scenario == "chaos":
+        return chaos_cli.main(args)
     module = SCENARIOS[args.scenario]
     run: Callable[[Any], Coroutine[Any, Any, str]] = module.run
     try:

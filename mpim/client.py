@@ -103,6 +103,8 @@ class Client:
             token = token.encode()
         seq = await self.send(Op.AUTH, token)
         reply = await self.recv(timeout)
+        if reply.op == Op.DISCONNECT_REPLY:  # (a draining worker, a kick: connect again)
+            raise ConnectionClosedError("the server answered Auth with op 6 (disconnect)")
         if reply.op != Op.AUTH_REPLY or reply.seq != seq:
             raise AssertionError(f"expected auth reply for seq {seq}, got {reply}")
         return reply

@@ -94,6 +94,11 @@ class InboxError(Exception):
     """The store failed (I/O error, corrupt file, closed); the message says which and where."""
 
 
+class InboxUnknown(InboxError):
+    """The store did not answer in time (or the connection broke after the request left): a
+    write may or may not have been applied."""
+
+
 class Inbox(Protocol):
     """Per-user message streams with device cursors (bounded by :class:`InboxLimits`)."""
 

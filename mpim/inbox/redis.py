@@ -47,6 +47,7 @@ from mpim.inbox.base import (
     Chatted,
     InboxError,
     InboxLimits,
+    InboxUnknown,
     Item,
     Message,
     Page,
@@ -107,7 +108,7 @@ class RedisInbox:
         self._epoch_key = keys.epoch
         self._store_keys = [keys.epoch, keys.users, keys.oldest, keys.idle]
         self._ttl_ms = max(1, round(limits.max_age * 1000))
-        self._guard = RedisGuard("inbox", client, timeout, InboxError)
+        self._guard = RedisGuard("inbox", client, timeout, InboxError, unknown=InboxUnknown)
         self._write = Script(redis_lua.WRITE)
         self._encoder = WriteEncoder(keys, limits, self._ttl_ms, self._write)
         self._read = Script(redis_lua.READ)

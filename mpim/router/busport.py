@@ -4,7 +4,11 @@ Publishing: the records for one topic in one loop turn go out as one bus message
 (topic + msgpack array), in order; a topic that grows past ``limit`` bytes is sent
 at once. A turn that asked for a mark ends with one numbered
 :class:`~mpim.records.Mark` on the broadcast topic, after everything else, so a
-worker that reports that mark has taken every message published before it.
+worker that reports that mark has taken every message published before it. Marks
+only grow, across router restarts too: a worker keeps the highest mark it saw and
+ignores lower ones, so each router numbers its marks from the wall clock in
+microseconds, above anything an earlier router can have sent (it would have to
+publish a million marks a second to catch up with the clock).
 
 Reading: the XPUB receives, from the forwarder, the workers' subscriptions
 (ignored: libzmq applies them) and their :class:`~mpim.records.BusFence` records.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -49,7 +54,7 @@ class BusPort:
         self._sizes: dict[bytes, int] = {}
         self._scheduled = False
         self._mark_due = False
-        self.next_mark = 1
+        self.first_mark = self.next_mark = time.time_ns() // 1000  # (see the module docstring)
         self.connected = False
         self.stats = {"published": 0, "bad_fences": 0}
         self._monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)

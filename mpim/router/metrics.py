@@ -136,6 +136,7 @@ class Collector:
         router = src.router
         now = router.now
         next_mark = getattr(src.busport, "next_mark", 1)
+        first_mark = getattr(src.busport, "first_mark", 1)
         buffers = GaugeMetricFamily(
             "mpim_link_buffer_bytes",
             "Bytes waiting on a worker's link to the router, by direction",
@@ -155,7 +156,7 @@ class Collector:
             queued = transport.get_write_buffer_size() if transport is not None else 0
             buffers.add_metric([host, slot, "to_worker"], queued)
             buffers.add_metric([host, slot, "to_router"], peer.stats.get("link_buffer", 0))
-            lag.add_metric([host, slot], max(0, next_mark - 1 - peer.mark_seen))
+            lag.add_metric([host, slot], max(0, next_mark - 1 - max(peer.mark_seen, first_mark - 1)))
             age.add_metric([host, slot], round(now - peer.last_seen, 3))
             states["linked"] += 1
             states["draining"] += peer.draining

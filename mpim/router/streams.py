@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mpim.config import Config
-from mpim.inbox import Inbox, InboxError, Page
+from mpim.inbox import Inbox, InboxError, InboxUnknown, Page
 from mpim.inbox.base import Item, Position, check_text
 from mpim.outage import OutageLog
 
@@ -174,7 +174,11 @@ class UserStreams:
     ) -> tuple[int, int]:
         assert self.inbox is not None
         limit = self.cfg.delivery.max_unread
-        top, cursors = await self.inbox.top(to), await self.inbox.cursors(to)
+        try:
+            top, cursors = await self.inbox.top(to), await self.inbox.cursors(to)
+        except (InboxError, OSError) as exc:  # (nothing is written yet)
+            log.error("inbox read failed: %s", exc)
+            raise ChatError(-503, f"the inbox could not be read (nothing was stored): {exc}") from None
         if top.seq - max(cursors.values(), default=0) >= limit and top.seq >= limit:
             first = await self.inbox.find_chat(sender, msg_id) if window > 0 else None
             if first is None:
@@ -208,6 +212,8 @@ class UserStreams:
 
         self.stats["write_failures"] += 1
         self.outage.failed(exc)
+        if isinstance(exc, InboxUnknown):  # (it may run yet: a retry could store it twice)
+            return Refused(-504, f"the inbox did not confirm the write; the message may have been stored: {exc}")
         return Refused(-503, f"the inbox could not store the message (nothing was pushed): {exc}")
 
     def _acked(self, task: asyncio.Future[Any]) -> None:

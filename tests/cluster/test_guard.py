@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import pytest
+import redis.exceptions
 from redis.asyncio import Redis
 
 from mpim import config
@@ -67,3 +68,23 @@ def test_where_hides_nothing_but_the_password() -> None:
     assert RedisGuard("s", client, 1.0, StoreError).where == "redis://example.invalid:6390"
     unix = Redis.from_url("unix:///tmp/r.sock")
     assert RedisGuard("s", unix, 1.0, StoreError).where == "unix:///tmp/r.sock"
+
+
+def test_a_failure_that_may_have_run_in_redis_is_the_unknown_error() -> None:
+    class Unknown(StoreError):
+        pass
+
+    guard = RedisGuard("inbox", Redis(), 1.0, StoreError, unknown=Unknown)
+    ran_maybe = [
+        redis.exceptions.TimeoutError("Timeout reading from 127.0.0.1:6379"),
+        redis.exceptions.ConnectionError("Connection closed by server."),
+        TimeoutError(),  # the guard's own bound
+    ]
+    never_ran = [
+        redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+        redis.exceptions.TimeoutError("Timeout connecting to server"),
+        redis.exceptions.ResponseError("NOSCRIPT No matching script"),
+        ConnectionRefusedError(111, "Connection refused"),
+    ]
+    assert all(type(guard.failed("write", exc)) is Unknown for exc in ran_maybe)
+    assert all(type(guard.failed("write", exc)) is StoreError for exc in never_ran)

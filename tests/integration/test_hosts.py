@@ -319,3 +319,71 @@ def test_a_reliable_client_moving_from_one_host_to_the_other_resumes_with_no_gap
 
 async def _have(box: list[Message], n: int) -> bool:
     return len(box) >= n
+
+
+def test_a_write_redis_did_not_answer_in_time_is_not_called_refused(
+    tmp_path: Path, redis_private: RedisServer
+) -> None:
+    """Found by ``python -m bench chaos``: with Redis stalled (SIGSTOP) past ``[cluster] timeout``,
+    a push by mid was answered -503 "nothing was pushed", yet Redis ran the append once it went
+    on, and the message was delivered. A write whose fate is unknown is answered -504 (it may
+    have been stored); -503 stays for what surely did not happen (Redis refused or unreachable)."""
+    a = host(tmp_path, "host-a", redis_private)
+    try:
+
+        async def main() -> None:
+            await Cluster(a).wait_workers(1)
+            os.kill(redis_private.pid, signal.SIGSTOP)
+            try:
+                status, answer = await _post(a, "/goim/push/mids?operation=1000&mids=21", b"stalled")
+            finally:
+                os.kill(redis_private.pid, signal.SIGCONT)
+
+            async def stored() -> Any:
+                data = await Cluster(a).get("/mpim/inbox?mid=21")
+                return [m["body"] for m in data["messages"]]
+
+            assert await until(stored, what="the stalled append to run") == ["stalled"]
+            assert (status, answer["code"]) == (504, -504), answer
+            assert "may have been stored" in answer["message"]
+            redis_private.kill()  # unreachable: nothing can be stored, and the answer says so
+            status, answer = await _post(a, "/goim/push/mids?operation=1000&mids=21", b"refused")
+            assert (status, answer["code"]) == (503, -503), answer
+
+        run(main())
+    finally:
+        a.stop()
+
+
+def test_a_chat_whose_recipient_redis_cannot_read_is_answered_503_at_once(
+    tmp_path: Path, redis_private: RedisServer
+) -> None:
+    """Found by ``python -m bench chaos``: the unread count read before a private message's write
+    failed unhandled ("router task failed"), so the sender heard only the worker's -504 after
+    ``[upstream] timeout``; nothing was written, so the answer is -503."""
+    a = host(tmp_path, "host-a", redis_private, upstream={"ack": "only", "timeout": 20.0})
+    try:
+
+        async def main() -> None:
+            await Cluster(a).wait_workers(1)
+            client = await connect_tcp("127.0.0.1", a.tcp_port)
+            await client.auth({"mid": 31, "key": "k31", "accepts": [1000], "caps": ["ack"]})
+            await client.send(20, b"{}")
+            while (await client.recv_push()).op != 21:
+                pass
+            os.kill(redis_private.pid, signal.SIGSTOP)
+            try:
+                seq = await client.send(
+                    Op.SEND_MSG, json.dumps({"id": "m1", "to": 32, "op": 1000, "body": "hi"}).encode()
+                )
+                reply = await client.recv_push(timeout=15)
+            finally:
+                os.kill(redis_private.pid, signal.SIGCONT)
+            assert (reply.op, reply.seq) == (Op.SEND_MSG_REPLY, seq)
+            answer = json.loads(reply.body)
+            assert answer["code"] == -503 and "nothing was stored" in answer["message"], answer
+            await client.close()
+
+        run(main())
+    finally:
+        a.stop()

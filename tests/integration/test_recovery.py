@@ -141,3 +141,40 @@ def test_kill_9_of_the_bus_and_pushes_flow_again(tmp_path: Path) -> None:
             assert sorted(f.body for f in await pushes(client, 2)) == [b"mid", b"room"]
 
     in_cluster(tmp_path, 2, scenario)
+
+
+def test_room_pushes_are_confirmed_at_once_by_a_restarted_router_however_long_the_old_one_ran(
+    tmp_path: Path,
+) -> None:
+    """Found by ``python -m bench chaos``: the workers keep the highest bus mark they saw, and a new
+    router numbered its marks from 1 again, so the workers ignored its marks (and confirmed none of
+    its room pushes: -504) until it had published as many as the old one had."""
+
+    async def scenario(srv: ServerProcess, c: Cluster) -> None:
+        spread = await c.spread("km", 13, "mark://1", 4, 2)
+        for n in range(60):  # the old router's marks: one per push, at least
+            await c.post("/goim/push/room?operation=1000&type=mark&room=1", b"before-%d" % n)
+        for client, _, _ in spread:
+            assert len(await pushes(client, 60)) == 60
+        (router,) = [pid for pid, title in srv.children().items() if title.startswith("mpim: router")]
+        os.kill(router, signal.SIGKILL)
+        answers: list[tuple[int, int]] = []
+
+        async def answered() -> bool:
+            try:
+                status, answer = await http_json(
+                    srv.http_port, "POST", "/goim/push/room?operation=1000&type=mark&room=1", b"after"
+                )
+            except OSError:  # the new router is not listening yet
+                return False
+            if answer["code"] == -503:  # rebuilding its tables, or a worker not on the bus yet
+                return False
+            answers.append((status, answer["code"]))
+            return True
+
+        await until(answered, timeout=20, what="the restarted router to answer a room push")
+        assert answers == [(200, 0)], answers  # not -504: every worker confirmed it in time
+        for client, _, _ in spread:
+            assert [f.body for f in await pushes(client, 1)] == [b"after"]
+
+    in_cluster(tmp_path, 2, scenario)
