@@ -213,7 +213,9 @@ class UserStreams:
         self.stats["write_failures"] += 1
         self.outage.failed(exc)
         if isinstance(exc, InboxUnknown):  # (it may run yet: a retry could store it twice)
-            return Refused(-504, f"the inbox did not confirm the write; the message may have been stored: {exc}")
+            return Refused(
+                -504, f"the inbox did not confirm the write; the message may have been stored: {exc}"
+            )
         return Refused(-503, f"the inbox could not store the message (nothing was pushed): {exc}")
 
     def _acked(self, task: asyncio.Future[Any]) -> None:

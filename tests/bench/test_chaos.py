@@ -14,12 +14,6 @@ import pytest
 
 from bench.servers import ROOT
 
-# The two-host guarantees of issue 22 (host leases: "nothing answered delivered went to a host
-# that was dead", counts within their window, one key one connection across hosts, a killed
-# host restarting at once) fail on today's main. Their checks still run and are printed; this
-# flag only keeps them from failing the run. Remove it once issue 22 has landed.
-ISSUE_22_PENDING = ["--known-pending", "issue-22"]
-
 
 def chaos(out: Path, *argv: str) -> tuple[int, str]:
     proc = subprocess.run(
@@ -47,4 +41,4 @@ def test_one_host_under_faults_keeps_every_guarantee(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(600)
 def test_two_hosts_on_redis_under_faults_keep_every_guarantee(tmp_path: Path) -> None:
-    assert_valid(*chaos(tmp_path, "--hosts", "2", "--seed", "1", *ISSUE_22_PENDING))
+    assert_valid(*chaos(tmp_path, "--hosts", "2", "--seed", "1"))

@@ -269,13 +269,18 @@ def _answers(model: Model, facts: Facts) -> None:
                 facts.add(s.sender, next(iter(facts.epochs[s.sender])), s.seq, "C:" + s.id, s.op)
 
 
-def _owed(model: Model, facts: Facts, mid: int) -> list[tuple[str, int | None, str | None, Op]]:
-    """Every message of the user's stream that was answered ok: (item, seq, epoch, the answer)."""
+Owed = tuple[str, int | None, str | None, Op, float]
+
+
+def _owed(model: Model, facts: Facts, mid: int) -> list[Owed]:
+    """Every message of the user's stream that was answered ok: (item, seq, epoch, the answer,
+    since when it may have been stored: a chat's from its first attempt, whose answer may
+    have been lost while a retry's was a de-duplicated one)."""
     single = next(iter(facts.epochs[mid])) if len(facts.epochs[mid]) == 1 else None
-    owed: list[tuple[str, int | None, str | None, Op]] = []
+    owed: list[Owed] = []
     for p in model.pushes:
         if p.ok and p.target == "mid" and mid in p.mids:
-            owed.append(("P:" + p.body, p.seqs.get(mid), single, p.op))
+            owed.append(("P:" + p.body, p.seqs.get(mid), single, p.op, p.op.time))
     for msg_id, sends in model.chats.items():
         done = [s for s in sends if s.outcome == OK]
         if not done or mid not in (done[0].sender, done[0].to):
@@ -286,7 +291,7 @@ def _owed(model: Model, facts: Facts, mid: int) -> list[tuple[str, int | None, s
             seen = sorted(facts.seqs_of(mid, item))
             if single is not None and seen:
                 seq = seen[0][1]
-        owed.append((item, seq, single, done[0].op))
+        owed.append((item, seq, single, done[0].op, min(s.op.time for s in sends)))
     return owed
 
 
@@ -295,8 +300,8 @@ def _lost(model: Model, devices: list[Device], facts: Facts) -> list[Violation]:
     for device in devices:
         missing = [
             (item, seq, answer)
-            for item, seq, epoch, answer in _owed(model, facts, device.mid)
-            if item not in device.handled and not device.excused(epoch, seq, answer.time)
+            for item, seq, epoch, answer, since in _owed(model, facts, device.mid)
+            if item not in device.handled and not device.excused(epoch, seq, since)
         ]
         if missing:
             known = [seq for _, seq, _ in missing if seq]

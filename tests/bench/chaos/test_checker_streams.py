@@ -170,3 +170,25 @@ def test_an_sdk_session_that_ends_by_itself() -> None:
     )
     report = h.check()
     assert rules(report) == ["client-crash"] and report.failing[0].ops == [crash]
+
+
+def test_a_chat_stored_by_an_attempt_before_a_recovered_false_is_excused() -> None:
+    """The first attempt's answer was lost (info); the device then resumed in a new epoch, not
+    recovered, past the message; the retry was answered with the first attempt's seq, below
+    that top. The device was told of the loss after the message was stored: excused. A message
+    first sent after that resume, answered ok and never handled, is not."""
+    h = H()
+    h.connect("raw-1#1", 1.0)
+    h.resumed("raw-1#1", 1.1, 0, True, epoch="e1")
+    h.chat(2.0, "m1", 1, 2, outcome="info")  # stored at seq 3 in a new epoch; the answer was lost
+    h.close("raw-1#1", 2.5, "op6")
+    h.connect("raw-1#2", 3.0)
+    h.resumed("raw-1#2", 3.1, 5, False, epoch="e2")
+    h.chat(4.0, "m1", 1, 2, seq=3)  # the retry: de-duplicated, the first seq
+    h.close("raw-1#2", 9.0)
+    h.final(9.5, "raw-1")
+    assert h.check().valid
+    h.chat(6.0, "m2", 1, 2, seq=6)  # sent after the resume, answered ok, never handled
+    report = h.check()
+    assert rules(report) == ["reliable-lost"]
+    assert "C:m2@6" in report.failing[0].message and "C:m1" not in report.failing[0].message
