@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bench.chaos.checker import chat, hosts, live, order, streams
+from bench.chaos.checker import chat, hosts, live, order, resume, streams
 from bench.chaos.checker.base import Report, Violation
 from bench.chaos.checker.model import Model, build
 from bench.chaos.history import Op
@@ -45,6 +45,7 @@ def check(ops: list[Op], known_pending: Iterable[int] = ()) -> Report:
     facts = streams.Facts()
     violations: list[Violation] = []
     violations += streams.check(model, facts)
+    violations += resume.check(model)
     violations += live.check(model)
     violations += order.check(model)
     violations += chat.check(model, facts)
