@@ -1,7 +1,8 @@
 """The checker: judges a whole chaos history against mpim's contract (pure: no I/O, no clocks).
 
 :func:`check` builds the model (:mod:`.model`) and runs every rule module: the reliable
-streams (:mod:`.streams`), seq-0 pushes (:mod:`.live`), room order (:mod:`.order`),
+streams (:mod:`.streams`), resumes (:mod:`.resume`), seq-0 pushes (:mod:`.live`), room order
+(:mod:`.order`),
 private chat (:mod:`.chat`), connections, counts and hosts (:mod:`.hosts`). Each rule is
 documented in its module; the README's "Proving it" lists them.
 """
