@@ -87,9 +87,10 @@ def plot(ops: list[Op], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     pushes = {str(o.values.get("body")): o for o in ops if o.kind == "push"}
-    authed = {str(o.values.get("conn")): o.end for o in ops if o.kind == "connect" and o.outcome == OK}
     last = max((o.end or o.time for o in ops), default=1.0)
-    width = max(1, math.ceil(last))
+    step = max(1, math.ceil(last / 300))  # seconds per point: ~300 points whatever the length
+    authed = {str(o.values.get("conn")): o.end for o in ops if o.kind == "connect" and o.outcome == OK}
+    width = max(1, math.ceil(last / step))
     lat_t: list[float] = []
     lat_ms: list[float] = []
     per_sec: dict[int, list[float]] = defaultdict(list)
@@ -98,7 +99,7 @@ def plot(ops: list[Op], path: Path, title: str) -> None:
     for o in ops:
         if o.kind != "recv":
             continue
-        deliveries[min(width, int(o.time))] += 1
+        deliveries[min(width, int(o.time / step))] += 1
         push = pushes.get(str(o.values.get("body")))
         where = (str(o.values.get("body")), o.process)
         up = authed.get(str(o.values.get("conn")))
@@ -108,36 +109,48 @@ def plot(ops: list[Op], path: Path, title: str) -> None:
         ms = max(0.01, (o.time - push.time) * 1000)
         lat_t.append(o.time)
         lat_ms.append(ms)
-        per_sec[int(o.time)].append(ms)
+        per_sec[int(o.time / step)].append(ms)
     rates = {outcome: [0] * (width + 1) for outcome in (OK, INFO, FAIL)}
     for o in pushes.values():
-        rates[o.outcome][min(width, int(o.time))] += 1
+        rates[o.outcome][min(width, int(o.time / step))] += 1
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 7), sharex=True, height_ratios=[3, 2])
-    top.scatter(lat_t, lat_ms, s=2, alpha=0.25, color="tab:blue", label="live delivery (first per client)")
+    every = max(1, len(lat_t) // 20_000)  # (a soak's dots: every n-th, the lines use them all)
+    top.scatter(
+        lat_t[::every],
+        lat_ms[::every],
+        s=2,
+        alpha=0.25,
+        color="tab:blue",
+        label="live delivery (first per client)",
+    )
     secs = sorted(per_sec)
-    top.plot(secs, [_pct(per_sec[s], 50) for s in secs], color="tab:green", label="p50 per second")
-    top.plot(secs, [_pct(per_sec[s], 99) for s in secs], color="tab:red", label="p99 per second")
+    xs_lat = [s * step for s in secs]
+    per = "per second" if step == 1 else f"per {step} s"
+    top.plot(xs_lat, [_pct(per_sec[s], 50) for s in secs], color="tab:green", label=f"p50 {per}")
+    top.plot(xs_lat, [_pct(per_sec[s], 99) for s in secs], color="tab:red", label=f"p99 {per}")
     top.set_yscale("log")
     top.set_ylabel("push -> client (ms)")
     top.legend(loc="upper left", fontsize=8)
-    xs = list(range(width + 1))
-    bottom.plot(xs, deliveries, color="tab:blue", label="deliveries / s")
-    bottom.plot(xs, rates[OK], color="tab:green", label="pushes ok / s")
-    bottom.plot(xs, rates[INFO], color="tab:orange", label="pushes unknown (info) / s")
-    bottom.plot(xs, rates[FAIL], color="tab:red", label="pushes refused / s")
+    xs = [i * step for i in range(width + 1)]
+    bottom.plot(xs, [n / step for n in deliveries], color="tab:blue", label="deliveries / s")
+    bottom.plot(xs, [n / step for n in rates[OK]], color="tab:green", label="pushes ok / s")
+    bottom.plot(xs, [n / step for n in rates[INFO]], color="tab:orange", label="pushes unknown (info) / s")
+    bottom.plot(xs, [n / step for n in rates[FAIL]], color="tab:red", label="pushes refused / s")
     bottom.set_ylabel("per second")
     bottom.set_xlabel("seconds since the start of the run")
     bottom.legend(loc="upper left", fontsize=8)
-    for o in ops:
-        if o.process != "nemesis":
-            continue
+    faults = [o for o in ops if o.process == "nemesis"]
+    for o in faults:
         end = o.end if o.end is not None else last
         for ax in (top, bottom):
             ax.axvspan(o.time, end, color="grey" if o.outcome == OK else "red", alpha=0.15, lw=0)
-        top.text(o.time, 1.0, o.kind, rotation=90, fontsize=6, va="top", transform=top.get_xaxis_transform())
+        if len(faults) <= 40:  # (a soak's hundreds of names would be a black band)
+            top.text(
+                o.time, 1.0, o.kind, rotation=90, fontsize=6, va="top", transform=top.get_xaxis_transform()
+            )
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 

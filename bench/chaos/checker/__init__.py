@@ -1,7 +1,8 @@
 """The checker: judges a whole chaos history against mpim's contract (pure: no I/O, no clocks).
 
 :func:`check` builds the model (:mod:`.model`) and runs every rule module: the reliable
-streams (:mod:`.streams`), seq-0 pushes (:mod:`.live`), room order (:mod:`.order`),
+streams (:mod:`.streams`), resumes (:mod:`.resume`), seq-0 pushes (:mod:`.live`), room order
+(:mod:`.order`),
 private chat (:mod:`.chat`), connections, counts and hosts (:mod:`.hosts`). Each rule is
 documented in its module; the README's "Proving it" lists them.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bench.chaos.checker import chat, hosts, live, order, streams
+from bench.chaos.checker import chat, hosts, live, order, resume, streams
 from bench.chaos.checker.base import Report, Violation
 from bench.chaos.checker.model import Model, build
 from bench.chaos.history import Op
@@ -45,6 +46,7 @@ def check(ops: list[Op], known_pending: Iterable[int] = ()) -> Report:
     facts = streams.Facts()
     violations: list[Violation] = []
     violations += streams.check(model, facts)
+    violations += resume.check(model)
     violations += live.check(model)
     violations += order.check(model)
     violations += chat.check(model, facts)

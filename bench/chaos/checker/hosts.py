@@ -6,9 +6,12 @@ Rules:
 - ``overcount`` — a push by key or mid answered ``connections: n`` while fewer of the
   connections it named could have been open (a connection counts from its dial until
   ``dead_grace`` after its client saw it close);
-- ``dead-host`` [issue 22] — the same, where the excess are connections of a host that was
-  dead (killed) or cut off (from Redis, or Redis itself down) for at least ``dead_grace``
-  during the whole push: "nothing answered delivered went to a host that was dead";
+- ``dead-host`` [issue 22] — the same (with several hosts), where the excess are connections
+  of another host that was cut off (from Redis, or Redis itself down) for at least
+  ``dead_grace`` during the whole push, or that left while their host could not tell the
+  others (its master or router killed or stopped, or it was cut off) and are still counted
+  ``dead_grace`` later: "nothing answered delivered went to a host that was dead" (a host
+  whose lease lapsed is dead to the others at once);
 - ``counts-converge`` [issue 22 with several hosts] — once no connection came or went for
   two ``online_interval`` (plus two reports and a second), ``/goim/online/total`` and
   ``/goim/online/room`` on every host equal the connections the clients hold;
@@ -29,9 +32,10 @@ from bench.chaos.checker.model import Conn, Model, Push
 from bench.chaos.history import FAIL, OK
 
 ISSUE_22 = 22
-HOST_DEATHS = ("kill-master", "term")  # the whole host gone (then restarted on the same data)
 CUT_OFF = ("partition-redis",)  # one host cut from Redis (fault.host)
 REDIS_DOWN = ("kill-redis", "pause-redis")  # every host cut from the others
+# a host that cannot tell the cluster its connections left: its router (its membership) down or cut off
+SILENT = ("kill-master", "term", "kill-router", "pause-router", "pause-master", *CUT_OFF)
 
 
 def check(model: Model) -> list[Violation]:
@@ -65,6 +69,19 @@ def _unreachable(model: Model, c: Conn, p: Push, grace: float) -> bool:
     return False
 
 
+def _silenced(model: Model, c: Conn, p: Push, last: float) -> bool:
+    """``c`` left while its host could not tell the others (its router or master down, the host
+    or Redis cut off) and the push came through another host: the others counted a dead host's
+    entry, which leases (issue 22) end within the grace."""
+    if c.host == p.host or c.dialed > p.op.time:
+        return False
+    gone = _end(c, last)
+    return any(
+        (f.name in REDIS_DOWN or (f.name in SILENT and f.host == c.host)) and f.overlaps(gone, p.op.time)
+        for f in model.faults
+    )
+
+
 def _counted(model: Model) -> list[Violation]:
     out: list[Violation] = []
     grace = model.meta.dead_grace
@@ -81,15 +98,8 @@ def _counted(model: Model) -> list[Violation]:
         reach = [c for c in alive if not (several and _unreachable(model, c, p, grace))]
         if p.connections <= len(reach):
             continue
-        dead_hosts = {
-            f.host
-            for f in model.faults
-            if f.name in HOST_DEATHS and f.host != p.host and f.applied <= p.op.time <= f.end
-        }
-        dead = p.connections > len(alive) and any(
-            c.host in dead_hosts for c in _targets(model, p) if c.dialed <= p.op.end
-        )
-        if p.connections <= len(alive) or dead:
+        stale = [c for c in _targets(model, p) if c not in alive and _silenced(model, c, p, last)]
+        if p.connections <= len(alive) or (several and stale):
             rule, issue, why = "dead-host", ISSUE_22, "the others were on a host that was dead or cut off"
         else:
             rule, issue, why = "overcount", None, "no other connection of them was open"

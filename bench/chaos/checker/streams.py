@@ -19,9 +19,8 @@ handled must follow each other: after seq n comes n + 1, except
 
 Rules: ``reliable-order`` (a skipped seq, a replay that said recovered but was not, the
 SDK handing a seq twice), ``reliable-lost`` (an ok'd message a device never handled,
-without an excuse), ``reliable-mismatch`` (one seq, two messages), ``resume-op21``
-(a resume cut before op 21 with no fault or kick to explain it, or a device that did not
-catch up once faults stopped), ``client-crash`` (the SDK's ``Session.run`` ended by itself).
+without an excuse), ``reliable-mismatch`` (one seq, two messages); the resumes themselves
+are :mod:`.resume`'s.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from bench.chaos.checker.base import Violation
-from bench.chaos.checker.model import CLIENT, FINAL, Conn, Model
+from bench.chaos.checker.model import Conn, Model
 from bench.chaos.history import OK, Op
 
 Excuse = tuple[str, int, float, float]  # (epoch, after seq, up to seq, when told)
@@ -239,7 +238,6 @@ def check(model: Model, facts: Facts) -> list[Violation]:
     _answers(model, facts)
     out += _lost(model, devices, facts)
     out += _mismatch(model, facts)
-    out += _resume(model)
     return out
 
 
@@ -348,51 +346,4 @@ def _mismatch(model: Model, facts: Facts) -> list[Violation]:
                         ops,
                     )
                 )
-    return out
-
-
-def _resume(model: Model) -> list[Violation]:
-    out: list[Violation] = []
-    by_key: dict[str, list[Conn]] = defaultdict(list)
-    for c in model.conns.values():
-        by_key[c.key].append(c)
-    for c in model.conns.values():
-        if not c.ack or c.authed is None or c.resumed or c.closed is None or c.why in (FINAL, CLIENT):
-            continue
-        if not model.calm(c.dialed, c.closed):
-            continue
-        kicked = any(  # another connection of the key while this one lived (a kick, a race)
-            o.id != c.id and o.dialed <= c.closed and (o.closed is None or o.closed >= c.dialed)
-            for o in by_key[c.key]
-        )
-        if kicked:
-            continue
-        out.append(
-            Violation(
-                "resume-op21",
-                f"device {c.key}: the server closed connection {c.id} ({c.why}) {c.closed - c.authed:.1f}s"
-                f" after its Auth reply without op 21, with no fault and no other connection of the key",
-                [c.connect, *c.frames[-2:], *([c.close] if c.close is not None else [])],
-            )
-        )
-    for o in model.ops:
-        if o.kind == "crash":
-            out.append(
-                Violation(
-                    "client-crash",
-                    f"{o.process}: Session.run ended by itself ({o.values.get('error')}); it must reconnect"
-                    " until close()",
-                    [o],
-                )
-            )
-    for o in model.finals:
-        if o.outcome != OK:
-            out.append(
-                Violation(
-                    "resume-op21",
-                    f"device {o.values.get('device')}: once faults stopped it did not get op 21 and catch up"
-                    f" within {o.values.get('waited', '?')}s ({o.values.get('state', '')})",
-                    [o],
-                )
-            )
     return out

@@ -41,6 +41,22 @@ def test_a_dead_host_s_connections_counted_after_the_grace_is_issue_22() -> None
     assert line.startswith("valid: ") and "1 known-pending (issue 22: dead-host 1)" in line
 
 
+def test_a_connection_that_left_while_its_router_was_down_is_still_counted_by_the_other_host() -> None:
+    h = H(hosts=("A", "B"), devices={})
+    goim(h, "g1#1", 0.5, host="A", mid=7)
+    h.fault("kill-router", 10.0, 30.0, host="A")  # A cannot tell Redis that g1#1 left
+    h.close("g1#1", 12.0, "client")
+    h.push(20.0, "P1", mids=[7], connections=1, seqs={7: 1}, host="B")
+    report = h.check()
+    assert rules(report) == ["dead-host"] and report.failing[0].issue == 22
+    h = H(devices={})  # one host: the router knows, there is no excuse
+    goim(h, "g1#1", 0.5, mid=7)
+    h.fault("kill-router", 10.0, 30.0)
+    h.close("g1#1", 12.0, "client")
+    h.push(20.0, "P1", mids=[7], connections=1, seqs={7: 1})
+    assert rules(h.check()) == ["overcount"]
+
+
 def test_a_host_cut_off_from_redis_is_dead_to_the_others() -> None:
     h = H(hosts=("A", "B"), devices={})
     goim(h, "g1#1", 0.5, host="B", mid=7)
