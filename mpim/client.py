@@ -140,7 +140,14 @@ class TcpClient(Client):
                 return frames
 
     async def send_raw(self, data: bytes) -> None:
-        self._writer.write(data)
+        # uvloop raises RuntimeError for a write on a transport that the peer already
+        # closed; to a caller that is the same event as a reset connection.
+        if self._writer.is_closing():
+            raise ConnectionClosedError("the connection is closed")
+        try:
+            self._writer.write(data)
+        except RuntimeError as exc:
+            raise ConnectionClosedError(str(exc)) from None
         await self._writer.drain()
 
     async def close(self) -> None:

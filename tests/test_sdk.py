@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
+from mpim.client import ConnectionClosedError, connect_tcp
 from mpim.proto import Decoder, Op, encode
 from mpim.sdk import Message, Session
 from tests.support import run
@@ -97,6 +99,37 @@ def test_an_op_6_instead_of_the_auth_reply_is_a_reconnect_not_a_crash() -> None:
         assert connections == 2 and not task.done()
         await session.close()
         await asyncio.wait_for(task, 10)
+        server.close()
+
+    run(main())
+
+
+def test_a_write_after_the_server_closed_is_a_closed_connection_not_a_runtime_error() -> None:
+    """Found by a 30-minute chaos soak: ``Session.send`` raised uvloop's RuntimeError ("the
+    handler is closed") out of a write racing the server's close, instead of sending the
+    message again after the reconnect."""
+
+    async def main() -> None:
+        closed = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+            closed.set()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = await connect_tcp("127.0.0.1", port)
+        await closed.wait()
+        with contextlib.suppress(ConnectionClosedError):
+            await client.recv_push(timeout=5)  # reads the EOF: the transport is closed now
+        for _ in range(3):
+            try:
+                await client.send(Op.HEARTBEAT)
+            except ConnectionClosedError:
+                pass
+            except OSError:
+                pass  # a reset seen by the kernel first is a closed connection as well
+        await client.close()
         server.close()
 
     run(main())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from bench.chaos.checker.model import CLIENT, FINAL
@@ -22,6 +23,8 @@ from bench.chaos.history import FAIL, INFO, OK
 from mpim.client import Client, ConnectionClosedError
 from mpim.proto import Frame
 from mpim.sdk import TRANSIENT, Message, SendError, Session
+
+log = logging.getLogger(__name__)
 
 
 class RecordingSession(Session):
@@ -211,6 +214,11 @@ class SdkDevice:
             values["error"] = "given up: the session closed"
             history.record(self.process, "chat", INFO, values, time=start, end=None)
             raise
+        except Exception as exc:  # the SDK promises SendError only: keep the run, say it loudly
+            log.error("chat %s: Session.send raised %r", msg_id, exc)
+            values["error"] = f"Session.send raised {exc!r}"
+            history.record(self.process, "chat", INFO, values, time=start)
+            return
         if self.ctx.upstream_ack == "none":  # goim's echo, sent before the message is processed
             values.update(code=0, echo=True)
             history.record(self.process, "chat", INFO, values, time=start)

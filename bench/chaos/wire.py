@@ -68,6 +68,8 @@ class RawConnection:
         if seq is None:
             self.seq += 1
             seq = self.seq
+        if self.writer.is_closing():  # uvloop raises RuntimeError for a write after the close
+            raise ConnectionResetError("the connection is closed")
         self.writer.write(frame(op, body, seq))
         return seq
 
