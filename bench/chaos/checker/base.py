@@ -1,10 +1,11 @@
 """What a rule finds: a :class:`Violation` names the rule, says what went wrong and lists the
 operations involved; the :class:`Report` gathers them and gives the verdict.
 
-Some rules check guarantees that another issue is still building (issue 22: host leases,
-counts within their window). Their violations carry that issue's number; a run started
-with ``--known-pending issue-22`` still finds and prints them, but lists them apart as
-known-pending instead of failing the verdict. Nothing else is relaxed by that flag.
+Some rules check guarantees that an issue added (issue 22: host leases, counts within
+their window). Their violations carry that issue's number; a run started with
+``--known-pending issue-22`` (against a checkout from before it) still finds and prints
+them, but lists them apart as known-pending instead of failing the verdict. Nothing else
+is relaxed by that flag.
 """
 
 from __future__ import annotations

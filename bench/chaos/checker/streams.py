@@ -15,7 +15,12 @@ handled must follow each other: after seq n comes n + 1, except
 - a jump inside a replay is allowed when that replay's op 21 says ``recovered: false``
   (trimmed messages), or when the connection ended before its op 21 (unknown);
 - op 21 moves the position: to ``top`` when not recovered or in a new epoch; when
-  recovered, the replay must have reached ``top`` before it.
+  recovered, the replay must have reached ``top`` before it. An op 21 with no epoch (the
+  server could not read the stream) is "not recovered" from an unknown position.
+
+Past its op 21 a connection's own seqs follow each other (live pushes and catch-up
+reads); this is checked per connection, since a same-key race can keep two connections
+of one life open for a moment.
 
 Rules: ``reliable-order`` (a skipped seq, a replay that said recovered but was not, the
 SDK handing a seq twice), ``reliable-lost`` (an ok'd message a device never handled,
@@ -90,6 +95,7 @@ class _Life:
         self.epoch: str | None = None
         self.pos: int | None = None
         self.live: set[str] = set()  # connections past their op 21
+        self.last: dict[str, int | None] = {}  # a live connection's own last seq (None: unknown)
         self.start: dict[str, int] = {}  # the seq a connection resumed after (0 = unknown)
         self.gaps: dict[str, list[tuple[int, int, Op]]] = defaultdict(list)
         self.soft: dict[str, tuple[int, int, Op]] = {}  # a fresh life's first seq (its cursor is unknown)
@@ -116,15 +122,17 @@ class _Life:
             return
         if self.pos is None and seq > 1 and conn.id not in self.live:
             self.soft[conn.id] = (0, seq, f)
-        if self.pos is not None and seq > self.pos + 1:
-            if conn.id in self.live:
+        if conn.id in self.live:  # (its own stream: a same-key race may run two connections)
+            last = self.last.get(conn.id)
+            if last is not None and seq > last + 1:
                 self._violation(
                     "reliable-order",
-                    f"seqs {self.pos + 1}..{seq - 1} skipped on a live connection (after op 21)",
+                    f"seqs {last + 1}..{seq - 1} skipped on a live connection (after op 21)",
                     [conn.connect, *conn.resumed[:1], f],
                 )
-            else:
-                self.gaps[conn.id].append((self.pos, seq, f))
+            self.last[conn.id] = seq if last is None else max(last, seq)
+        elif self.pos is not None and seq > self.pos + 1:
+            self.gaps[conn.id].append((self.pos, seq, f))
         self.pos = seq
         if item is not None:
             self.device.handled.add(item)
@@ -136,6 +144,12 @@ class _Life:
         self.live.add(conn.id)
         gaps, self.gaps[conn.id] = self.gaps[conn.id], []
         self.soft.pop(conn.id, None)  # (it started at the device's cursor, which op 21 vouches for)
+        if not epoch:  # the stream could not be read: not recovered, and no position either
+            self.last[conn.id] = None
+            if self.epoch is not None:
+                self.device.excuses.append((self.epoch, self.pos or 0, math.inf, r.time))
+            return
+        self.last[conn.id] = top
         if self.epoch is None:
             self.epoch = epoch
             for seq, item, f in self.unplaced:

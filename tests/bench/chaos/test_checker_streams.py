@@ -192,3 +192,33 @@ def test_a_chat_stored_by_an_attempt_before_a_recovered_false_is_excused() -> No
     report = h.check()
     assert rules(report) == ["reliable-lost"]
     assert "C:m2@6" in report.failing[0].message and "C:m1" not in report.failing[0].message
+
+
+def test_a_same_key_race_whose_loser_hears_an_unknown_stream_does_not_reset_the_winner() -> None:
+    """Found by a 30-minute two-host soak: the raw client raced two connections of one key (one
+    per host); the one on a host cut off from Redis got op 21 with no epoch (the stream could
+    not be read: not recovered) while the other, live, went on with seq n + 1. Each connection's
+    own stream was whole; the checker had mixed them."""
+    h = H()
+    pushed(h, [1, 2, 3, 4])
+    device_got(h, "raw-1#1", 5.0, [1, 2, 3], 3)
+    h.connect("raw-1#2", 5.6, host="B")
+    h.resumed("raw-1#2", 5.8, 0, recovered=False, epoch="")
+    h.recv("raw-1#1", 6.0, "P4", seq=4)
+    h.close("raw-1#2", 6.5, "client")
+    h.close("raw-1#1", 9.0)
+    h.final(9.5, "raw-1")
+    assert h.check().valid
+
+
+def test_a_skip_on_the_live_winner_of_a_race_is_still_found() -> None:
+    h = H()
+    pushed(h, [1, 2, 3, 4, 5])
+    device_got(h, "raw-1#1", 5.0, [1, 2, 3], 3)
+    h.connect("raw-1#2", 5.6, host="B")
+    h.resumed("raw-1#2", 5.8, 0, recovered=False, epoch="")
+    h.recv("raw-1#1", 6.0, "P5", seq=5)  # 4 never came on the live connection
+    h.close("raw-1#2", 6.5, "client")
+    h.close("raw-1#1", 9.0)
+    report = h.check()
+    assert any("seqs 4..4 skipped on a live connection" in v.message for v in report.failing), report.failing
