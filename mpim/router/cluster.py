@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -43,10 +43,13 @@ from mpim.cluster import ClusterError
 from mpim.cluster.directory import Directory, Entry, Host, HostInfo, Totals
 from mpim.config import Config, parse_address
 from mpim.records import PushAll, PushRoom, RemoteAll, RemoteKeys, RemoteKick, RemoteMids, RemoteRoom
+from mpim.router.errors import Refused
+from mpim.router.fabric import Here
 from mpim.router.membership import Membership
 
 if TYPE_CHECKING:
     from mpim.router.core import Router
+    from mpim.router.streams import Stored
 
 log = logging.getLogger("mpim.cluster")
 
@@ -175,7 +178,7 @@ class HostCluster:
             self._spawn(self.membership.settle(self._rebuild))
 
     # -- mirroring this host's sessions ----------------------------------------------------------------
-    def connected(self, key: str, mid: int) -> asyncio.Task[Any]:
+    def file(self, key: str, mid: int) -> asyncio.Future[int | None]:
         """File a new connection in Redis. The task's result: the mid of another user who holds
         ``key`` on another host (deny the connect: nothing was filed), else None (also while Redis
         is out of reach: the host then serves alone)."""
@@ -193,7 +196,7 @@ class HostCluster:
             await self._publish(self.host_channel(previous), RemoteKick([key]))
         return None
 
-    def disconnected(self, key: str, mid: int) -> None:
+    def unfile(self, key: str, mid: int) -> None:
         self._spawn(self.directory.disconnect(key, mid, self.name))
 
     def rebuild_soon(self) -> None:
@@ -219,7 +222,7 @@ class HostCluster:
     async def _kick_here(self, keys: Iterable[str]) -> None:
         """Keys another host holds now: our older connections with them go."""
         for key in keys:
-            self.router.kick_local(key)
+            self.router.workers.kick_key(key)
 
     def heartbeat(self) -> None:
         """Every ttl/3: renew every entry of this host."""
@@ -307,6 +310,55 @@ class HostCluster:
         task.add_done_callback(lambda _: self._subscribing.pop(room, None))
         return task
 
+    # -- the Fabric: pushes that concern every host ----------------------------------------------
+    def sessions_changed(self) -> None:
+        self.rebuild_soon()
+
+    def push_keys(self, local: int, op: int, keys: list[str], body: bytes) -> asyncio.Future[int]:
+        return self.router.loop.create_task(self._with_remote(local, self.publish_keys(op, keys, body)))
+
+    def push_mids(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[Stored]:
+        return self.router.loop.create_task(self.router.streams.push_mids(op, mids, body))
+
+    def deliver_mids(
+        self, local: int, op: int, mids: list[int], body: bytes, seqs: list[int]
+    ) -> Awaitable[int]:
+        return self._with_remote(local, self.publish_mids(op, mids, body, seqs))
+
+    def push_room(self, op: int, room: str, body: bytes, here: Here) -> asyncio.Future[None]:
+        # one order for every host: each one (this one too) takes it from Redis
+        return self.router.loop.create_task(self._published(self.publish_room(op, room, body)))
+
+    def push_all(
+        self, op: int, speed: int, body: bytes, here: Callable[[int], asyncio.Future[None]]
+    ) -> asyncio.Future[None]:
+        # every host, this one included, takes its share from Redis
+        return self.router.loop.create_task(self._published(self.publish_all(op, speed, body)))
+
+    async def _published(self, remote: Awaitable[int]) -> None:
+        await self._with_remote(0, remote)
+
+    async def _with_remote(self, local: int, remote: Awaitable[int]) -> int:
+        """Add what other hosts took; a Redis failure is a clear error naming what was done here."""
+        try:
+            found = local + int(await remote)
+        except (ClusterError, RedisError, OSError) as exc:
+            self._lost(exc)
+            raise Refused(-503, f"delivered on this host only ({local} connections): Redis: {exc}") from None
+        partial = self.answered()
+        if partial:  # (Redis answered, but the view of the other hosts is not whole yet)
+            raise Refused(-503, f"delivered on this host only ({local} connections): {partial}")
+        return found
+
+    async def online_elsewhere(self, mids: list[int]) -> set[int]:
+        """Of these users, those with a session on another host (none known while Redis is out)."""
+        try:
+            found = await asyncio.gather(*(self.directory.servers_of_mids([mid]) for mid in mids))
+        except (ClusterError, RedisError, OSError) as exc:  # this host's answer, the rest unknown
+            self._lost(exc)
+            return set()
+        return {mid for mid, servers in zip(mids, found, strict=False) if servers}
+
     # -- pushes to the other hosts ------------------------------------------------------------------
     async def _publish(self, channel: str, record: Any) -> int:
         """PUBLISH through the directory's turn pipeline: one connection, so Redis gets this
@@ -318,7 +370,7 @@ class HostCluster:
         )
         return receivers
 
-    async def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
+    async def publish_keys(self, op: int, keys: list[str], body: bytes) -> int:
         """Keys held on other hosts; returns how many."""
         where = await self.directory.server_of_keys(keys)
         groups: dict[str, list[str]] = {}
@@ -329,7 +381,7 @@ class HostCluster:
             await self._publish(self.host_channel(server), RemoteKeys(op, group, body))
         return sum(len(g) for g in groups.values())
 
-    async def push_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
+    async def publish_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
         """The connections of these users on other hosts; returns how many."""
         servers = await self.directory.servers_of_mids(mids)
         count = 0
@@ -340,10 +392,10 @@ class HostCluster:
             count += len(keys)
         return count
 
-    async def push_room(self, op: int, room: str, body: bytes) -> int:
+    async def publish_room(self, op: int, room: str, body: bytes) -> int:
         return await self._publish(self.room_channel(room), RemoteRoom(op, room, body))
 
-    async def push_all(self, op: int, speed: int, body: bytes) -> int:
+    async def publish_all(self, op: int, speed: int, body: bytes) -> int:
         hosts = max(1, len(await self.directory.servers()))
         share = -(-speed // hosts) if speed > 0 else 0
         return await self._publish(self.all_channel, RemoteAll(op, share, body))
@@ -374,18 +426,18 @@ class HostCluster:
     def _deliver(self, record: Any) -> None:
         router = self.router
         if isinstance(record, RemoteMids):
-            router.send_mids(record.op, record.mids, record.body, record.seqs)
+            router.push.send_mids(record.op, record.mids, record.body, record.seqs)
         elif isinstance(record, RemoteKeys):
-            router.send_keys_local(record.op, record.keys, record.body)
+            router.push.send_keys(record.op, record.keys, record.body)
         elif isinstance(record, RemoteRoom):
             # (stamped when this host publishes it: the latency metric, on this host's clock)
             pushed = PushRoom(record.op, record.body, time.monotonic())
             router.bus.publish(bus.room_topic(record.room), records.encode(pushed))
         elif isinstance(record, RemoteAll):
-            workers = max(1, len(router.by_id))
+            workers = max(1, len(router.workers.by_id))
             share = -(-record.speed // workers) if record.speed > 0 else 0
             pushed_all = PushAll(record.op, share, record.body, time.monotonic())
             router.bus.publish(bus.BROADCAST, records.encode(pushed_all))
         elif isinstance(record, RemoteKick):
             for key in record.keys:
-                router.kick_local(key)
+                router.workers.kick_key(key)

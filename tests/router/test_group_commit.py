@@ -40,9 +40,9 @@ class FramedLink(FrameProtocol):
         self.transport_ = Transport()
         self._req = 0
         self.connection_made(self.transport_)
-        h.router.attach(self)
+        h.router.workers.attach(self)
         h.router.on_records(self, [Hello("h", name, 1), Sync([])])
-        h.router.on_bus_fence(self.id, 0)
+        h.router.confirms.on_bus_fence(self.id, 0)
         h.settle()
         self.take()
 
@@ -95,7 +95,7 @@ def test_a_push_after_a_quiet_spell_commits_in_its_own_loop_turn(h: Harness) -> 
     w1.take()
 
     async def go() -> Any:
-        push = h.router.push_mids(1000, [7], b"x")
+        push = h.router.push.mids(1000, [7], b"x")
         for _ in range(3):  # a few loop turns and no timer: the clock does not move
             await asyncio.sleep(0)
         assert push.done() and commits(h) == 1
@@ -114,7 +114,7 @@ def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Ha
     w1.take(), w2.take()
 
     async def go() -> list[Any]:
-        await h.router.push_mids(1000, [1], b"first")  # quiet: commits at once
+        await h.router.push.mids(1000, [1], b"first")  # quiet: commits at once
         assert commits(h) == 1
         await asyncio.sleep(0)  # (its link frame)
         w1.take()
@@ -122,7 +122,7 @@ def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Ha
         # backends): they wait for the window's end, and the pushes of the next turns join them
         burst = []
         for n, mid in enumerate([1, 3, 2, 1, 3, 1]):
-            burst.append(h.router.push_mids(1000, [mid], b"m%d" % n))
+            burst.append(h.router.push.mids(1000, [mid], b"m%d" % n))
             if n > 0:
                 await asyncio.sleep(0)
         assert not any(p.done() for p in burst) and commits(h) == 1
@@ -155,7 +155,7 @@ def test_a_backend_that_waits_for_each_answer_is_never_held_by_the_window(h: Har
 
     async def go() -> None:
         for n in range(10):  # each push soon after the last commit, alone: the clock never moves
-            push = h.router.push_mids(1000, [7], b"m%d" % n)
+            push = h.router.push.mids(1000, [7], b"m%d" % n)
             for _ in range(3):
                 await asyncio.sleep(0)
             assert push.done(), f"push {n} waited"
@@ -182,13 +182,13 @@ def test_a_push_the_inbox_cannot_store_is_refused_and_not_sent(
 
     async def go() -> None:
         with pytest.raises(Refused) as failed:
-            await h.router.push_mids(1000, [7], b"x")
+            await h.router.push.mids(1000, [7], b"x")
         assert failed.value.code == -503 and "disk I/O error" in failed.value.message
         inbox = h.router.streams.inbox
         assert inbox is not None
         await inbox.close()
         with pytest.raises(Refused, match="closed"):  # refused at once, before any loop turn
-            h.router.push_mids(1000, [7], b"y").result()
+            h.router.push.mids(1000, [7], b"y").result()
 
     inside(h, go())
     h.settle()
@@ -203,7 +203,7 @@ def test_stats_count_commits_and_link_frames(h: Harness) -> None:
     w1.take()
     api = PushApi(h.cfg, h.router)
     before = json.loads(api.handle("GET", "/mpim/stats", b"", b"").body)["data"]  # type: ignore[union-attr]
-    h.wait(h.router.push_mids(1000, [1, 2], b"x"))
+    h.wait(h.router.push.mids(1000, [1, 2], b"x"))
     h.settle()
     after = json.loads(api.handle("GET", "/mpim/stats", b"", b"").body)["data"]  # type: ignore[union-attr]
     assert after["inbox"]["commits"] - before["inbox"]["commits"] == 1
