@@ -44,6 +44,7 @@ from mpim.router.hook import HookError, Receiver, load_hook
 from mpim.router.http import HttpProtocol, HttpState
 from mpim.router.links import WorkerConn
 from mpim.router.metrics import Sources
+from mpim.router.redisfabric import RedisFabric
 from mpim.router.tables import SessionTable
 from mpim.router.totals import WorkerTotals
 from mpim.router.zingress import Ingress
@@ -175,7 +176,7 @@ class RouterProcess:
             cluster = self.cluster = HostCluster(
                 cfg, router, self.redis, server_name(cfg), self.endpoints.incarnation
             )
-            router.fabric = cluster
+            router.fabric = RedisFabric(cluster, store, router.streams, loop)
             try:
                 await cluster.start()
             except (ClusterError, RedisError, OSError) as exc:
