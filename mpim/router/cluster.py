@@ -327,7 +327,7 @@ class HostCluster:
         router = self.router
         match record:
             case RemoteMids():
-                router.push.send_mids(record.op, record.mids, record.body, record.seqs)
+                router.push.send_mids(record.op, record.mids, record.seqs, record.body)
             case RemoteKeys():
                 router.push.send_keys(record.op, record.keys, record.body)
             case RemoteRoom():

@@ -61,7 +61,7 @@ class Fabric(Protocol):
         ...
 
     def deliver_mids(
-        self, local: int, op: int, mids: list[int], body: bytes, seqs: list[int]
+        self, local: int, op: int, mids: list[int], seqs: list[int], body: bytes
     ) -> int | Awaitable[int]:
         """A stored message that ``local`` connections took here; add the other hosts'."""
         ...
@@ -127,7 +127,7 @@ class LocalFabric:
     def push_mids(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[Stored]:
         return self.streams.push_mids_here(op, mids, body)
 
-    def deliver_mids(self, local: int, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
+    def deliver_mids(self, local: int, op: int, mids: list[int], seqs: list[int], body: bytes) -> int:
         return local
 
     def push_room(self, op: int, room: str, body: bytes, here: Here) -> asyncio.Future[None]:

@@ -141,11 +141,11 @@ class Pushes:
         self.counts["mids"] += 1
         return self.fabric.push_mids(op, mids, body)
 
-    def deliver_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int | Awaitable[int]:
+    def deliver_mids(self, op: int, mids: list[int], seqs: list[int], body: bytes) -> int | Awaitable[int]:
         """A stored message to every connection of these users, on this host and the others."""
-        return self.fabric.deliver_mids(self.send_mids(op, mids, body, seqs), op, mids, body, seqs)
+        return self.fabric.deliver_mids(self.send_mids(op, mids, seqs, body), op, mids, seqs, body)
 
-    def send_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
+    def send_mids(self, op: int, mids: list[int], seqs: list[int], body: bytes) -> int:
         """Hand a stored message (its seq per user, 0 = none) to this host's connections of these
         users: one record per worker holding some of them, the keys in the order of the users."""
         found = 0
@@ -163,7 +163,7 @@ class Pushes:
         for worker_id, (keys, key_seqs) in targets.items():
             peer = by_id.get(worker_id)
             if peer is not None and not peer.draining:
-                peer.send(PushMids(op, body, keys, key_seqs, at))
+                peer.send(PushMids(op, keys, key_seqs, body, at))
                 found += len(keys)
         return found
 

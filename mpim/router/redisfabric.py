@@ -62,9 +62,9 @@ class RedisFabric:
         return self.loop.create_task(self.streams.push_mids(op, mids, body))
 
     def deliver_mids(
-        self, local: int, op: int, mids: list[int], body: bytes, seqs: list[int]
+        self, local: int, op: int, mids: list[int], seqs: list[int], body: bytes
     ) -> Awaitable[int]:
-        return self._with_remote(local, self.publish_mids(op, mids, body, seqs))
+        return self._with_remote(local, self.publish_mids(op, mids, seqs, body))
 
     def push_room(self, op: int, room: str, body: bytes, here: Here) -> asyncio.Future[None]:
         # one order for every host: each one (this one too) takes it from Redis
@@ -136,7 +136,7 @@ class RedisFabric:
             await self.cluster.publish(self.cluster.host_channel(server), RemoteKeys(op, group, body))
         return sum(len(g) for g in groups.values())
 
-    async def publish_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
+    async def publish_mids(self, op: int, mids: list[int], seqs: list[int], body: bytes) -> int:
         """The connections of these users on other hosts; returns how many."""
         servers = await self.cluster.directory.servers_of_mids(mids)
         count = 0

@@ -91,15 +91,15 @@ class UserStreams:
         """Append for every user, then push live with each one's seq; (connections, {mid: seq})."""
         unique = list(dict.fromkeys(mids))
         if self.inbox is None:
-            return await self._deliver(op, unique, body, [0] * len(unique)), {}
+            return await self._deliver(op, unique, [0] * len(unique), body), {}
         positions = await self._append([(mid, op, body, 0) for mid in unique])
         seqs = [p.seq for p in positions]
         self.stats["appends"] += len(unique)
-        return await self._deliver(op, unique, body, seqs), dict(zip(unique, seqs, strict=True))
+        return await self._deliver(op, unique, seqs, body), dict(zip(unique, seqs, strict=True))
 
-    async def _deliver(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
+    async def _deliver(self, op: int, mids: list[int], seqs: list[int], body: bytes) -> int:
         """A stored message to every connection of these users, on this host and the others."""
-        found = self.router.push.deliver_mids(op, mids, body, seqs)
+        found = self.router.push.deliver_mids(op, mids, seqs, body)
         return found if isinstance(found, int) else await found
 
     def push_mids_here(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[Stored]:
@@ -109,7 +109,7 @@ class UserStreams:
         router = self.router
         out: asyncio.Future[Stored] = router.loop.create_future()
         if self.inbox is None:
-            out.set_result((router.push.send_mids(op, unique, body, [0] * len(unique)), {}))
+            out.set_result((router.push.send_mids(op, unique, [0] * len(unique), body), {}))
             return out
         try:
             stored = append_soon(self.inbox, [(mid, op, body, 0) for mid in unique], router.loop)
@@ -128,7 +128,7 @@ class UserStreams:
             seqs = [p.seq for p in done.result()]
             self.stats["appends"] += len(unique)
             try:
-                found = router.push.send_mids(op, unique, body, seqs)
+                found = router.push.send_mids(op, unique, seqs, body)
             except Exception as error:  # (a bug: the caller hears of it rather than the loop's log)
                 out.set_exception(error)
                 return
@@ -201,7 +201,7 @@ class UserStreams:
         if duplicate:  # stored (and pushed) before, maybe by a router that died since
             self.stats["dups"] += 1
             return positions[-1].seq, positions[0].seq
-        await self._deliver(op, mids, data, [p.seq for p in positions])
+        await self._deliver(op, mids, [p.seq for p in positions], data)
         self.stats["chats"] += 1
         return positions[-1].seq, positions[0].seq
 

@@ -55,7 +55,7 @@ def test_connect_is_confirmed_and_pushes_by_key_and_mid_go_to_the_right_links(h:
     assert w2.take() == [PushKeys(1000, ["c"], b"hi")]
     assert h.mids(1001, [7], b"x") == 2
     # stored first: both connections of user 7 get its stream seq 1
-    assert w1.take() == [PushMids(1001, b"x", ["a"], [1])] and w2.take() == [PushMids(1001, b"x", ["b"], [1])]
+    assert w1.take() == [PushMids(1001, ["a"], [1], b"x")] and w2.take() == [PushMids(1001, ["b"], [1], b"x")]
     assert h.mids(1001, [99], b"x") == 0 and w1.take() == w2.take() == []
 
 

@@ -63,7 +63,7 @@ class FramedLink(FrameProtocol):
 
 def _unstamp(record: Any) -> Any:
     return (
-        PushMids(record.op, record.body, record.keys, record.seqs) if isinstance(record, PushMids) else record
+        PushMids(record.op, record.keys, record.seqs, record.body) if isinstance(record, PushMids) else record
     )
 
 
@@ -103,7 +103,7 @@ def test_a_push_after_a_quiet_spell_commits_in_its_own_loop_turn(h: Harness) -> 
 
     assert inside(h, go()) == (1, {7: 1})
     h.settle()
-    assert w1.take() == [[PushMids(1000, b"x", ["a"], [1])]]
+    assert w1.take() == [[PushMids(1000, ["a"], [1], b"x")]]
 
 
 def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Harness) -> None:
@@ -138,13 +138,13 @@ def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Ha
     # one frame per worker, each user's pushes in seq order
     assert w1.take() == [
         [
-            PushMids(1000, b"m0", ["a"], [2]),
-            PushMids(1000, b"m2", ["b"], [1]),
-            PushMids(1000, b"m3", ["a"], [3]),
-            PushMids(1000, b"m5", ["a"], [4]),
+            PushMids(1000, ["a"], [2], b"m0"),
+            PushMids(1000, ["b"], [1], b"m2"),
+            PushMids(1000, ["a"], [3], b"m3"),
+            PushMids(1000, ["a"], [4], b"m5"),
         ]
     ]
-    assert w2.take() == [[PushMids(1000, b"m1", ["c"], [1]), PushMids(1000, b"m4", ["c"], [2])]]
+    assert w2.take() == [[PushMids(1000, ["c"], [1], b"m1"), PushMids(1000, ["c"], [2], b"m4")]]
 
 
 def test_a_backend_that_waits_for_each_answer_is_never_held_by_the_window(h: Harness) -> None:
@@ -164,7 +164,7 @@ def test_a_backend_that_waits_for_each_answer_is_never_held_by_the_window(h: Har
     inside(h, go())
     h.settle()
     assert commits(h) == 10
-    assert w1.take() == [[PushMids(1000, b"m%d" % n, ["a"], [n + 1])] for n in range(10)]
+    assert w1.take() == [[PushMids(1000, ["a"], [n + 1], b"m%d" % n)] for n in range(10)]
 
 
 def test_a_push_the_inbox_cannot_store_is_refused_and_not_sent(
@@ -210,4 +210,4 @@ def test_stats_count_commits_and_link_frames(h: Harness) -> None:
     assert after["inbox"]["writes"] - before["inbox"]["writes"] == 1  # one append of two messages
     assert after["links"]["frames"] - before["links"]["frames"] == 1
     assert after["links"]["records"] - before["links"]["records"] == 1  # both users' keys in one record
-    assert w1.take() == [[PushMids(1000, b"x", ["a", "b"], [1, 1])]]
+    assert w1.take() == [[PushMids(1000, ["a", "b"], [1, 1], b"x")]]
