@@ -3,7 +3,10 @@
 Every record is a msgspec ``Struct`` encoded as a compact msgpack array whose
 first item is the record's tag, so a record is decoded (and validated) once, by
 type, at the edge of the process that receives it. Argument order is the same
-everywhere: ``op``, then the target (keys, room, speed), then ``body``.
+everywhere: ``op``, then the target (keys, mids and their seqs, room, speed), then ``body``
+(also in the router's and the worker's push methods). One exception: :class:`RemoteMids`
+keeps the order hosts of earlier releases decode (``body`` before ``seqs``), so a
+cluster can be upgraded one host at a time.
 
 Two paths carry them:
 
@@ -191,9 +194,9 @@ class PushMids(Record, tag=30):
     a user once per push (the API folds repeated mids)."""
 
     op: int
-    body: bytes
     keys: list[str]
     seqs: list[int]
+    body: bytes
     at: float = 0.0
 
 

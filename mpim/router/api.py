@@ -16,6 +16,7 @@ Every -400 is logged, one INFO line per request.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import socket
@@ -224,27 +225,27 @@ class PushApi:
         op = integer(params, "operation", INT32)
         keys = many(params, "keys")
         targets.check_keys(keys, self.cfg.router.max_targets)
-        found = self.router.push_keys(op, keys, body)
+        found = self.router.push.keys(op, keys, body)
         return _found(found) if isinstance(found, int) else settled(found, _found)
 
     def push_mids(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
         mids = [targets.parse_mid(text) for text in many(params, "mids")]
         targets.check_count("mids", mids, self.cfg.router.max_targets)
-        return settled(self.router.push_mids(op, mids, body), _stored)
+        return settled(self.router.push.mids(op, mids, body), _stored)
 
     def push_room(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
         rid = room_id(one(params, "type"), one(params, "room"))
-        return settled(self.router.push_room(op, rid, body))
+        return settled(self.router.push.room(op, rid, body))
 
     def push_all(self, params: dict[str, list[str]], body: bytes) -> Answer:
         op = integer(params, "operation", INT32)
         speed = integer(params, "speed", (0, INT32[1]), 0)
-        return settled(self.router.push_all(op, speed, body))
+        return settled(self.router.push.all(op, speed, body))
 
     # -- online ---------------------------------------------------------------------------------
-    # (with several hosts these read the directory in Redis: the whole cluster's numbers)
+    # (the fabric's numbers: this host's, or with several hosts the whole cluster's from Redis)
     def online_top(self, params: dict[str, list[str]], body: bytes) -> Answer:
         prefix = one(params, "type") + "://"
         limit = integer(params, "limit", (1, MAX_TOP))
@@ -252,41 +253,32 @@ class PushApi:
         def shape(top: list[tuple[str, int]]) -> Reply:
             return ok([{"room_id": rid[len(prefix) :], "count": n} for rid, n in top])
 
-        cluster = self.router.cluster
-        if cluster is not None:
-            return self._cluster(cluster.top_rooms(prefix, limit), shape)
-        return shape(self.router.store.top_rooms(prefix, limit))
+        return self._fabric(self.router.fabric.top_rooms(prefix, limit), shape)
 
     def online_room(self, params: dict[str, list[str]], body: bytes) -> Answer:
         typ = one(params, "type")
         rooms = {room: f"{typ}://{room}" for room in many(params, "rooms")}
-        cluster = self.router.cluster
-        if cluster is not None:
 
-            def shape(counts: dict[str, int]) -> Reply:
-                return ok({room: counts.get(rid, 0) for room, rid in rooms.items()})
+        def shape(counts: dict[str, int]) -> Reply:
+            return ok({room: counts.get(rid, 0) for room, rid in rooms.items()})
 
-            return self._cluster(cluster.online_rooms(list(rooms.values())), shape)
-        online = self.router.store.online
-        return ok({room: online(rid) for room, rid in rooms.items()})
+        return self._fabric(self.router.fabric.online_rooms(list(rooms.values())), shape)
 
     def online_total(self, params: dict[str, list[str]], body: bytes) -> Answer:
-        cluster = self.router.cluster
-        if cluster is not None:
-            return self._cluster(
-                cluster.totals(), lambda t: ok({"ip_count": t.ip_count, "conn_count": t.conn_count})
-            )
-        store = self.router.store
-        return ok({"ip_count": store.ip_total, "conn_count": len(store)})
+        return self._fabric(
+            self.router.fabric.totals(), lambda t: ok({"ip_count": t.ip_count, "conn_count": t.conn_count})
+        )
 
-    def _cluster(self, coro: Any, shape: Callable[[Any], Reply]) -> Answer:
-        """A question for the cluster's directory; -503 if Redis cannot answer."""
+    def _fabric(self, answer: Any, shape: Callable[[Any], Reply]) -> Answer:
+        """The fabric's answer, known now or once Redis answered (-503 if it cannot)."""
+        if not inspect.isawaitable(answer):
+            return shape(answer)
 
         async def ask() -> Reply:
             from mpim.cluster import ClusterError
 
             try:
-                return shape(await coro)
+                return shape(await answer)
             except ClusterError as exc:
                 return error(-503, f"the cluster's numbers are unavailable: {exc}", 503)
 
@@ -299,8 +291,8 @@ class PushApi:
         platform = one(params, "platform", "")
         nodes = [domain] if platform == "web" or not nc.addresses else list(nc.addresses)
         answer = self._nodes(domain, nodes)
-        cluster = self.router.cluster
-        if cluster is None:
+        hosts = self.router.fabric.hosts()
+        if hosts is None:  # this host is the only one
             return ok(answer)
 
         def shape(hosts: list[Any]) -> Reply:
@@ -326,7 +318,7 @@ class PushApi:
                 }
             )
 
-        return self._cluster(cluster.hosts(), shape)
+        return self._fabric(hosts, shape)
 
     def _nodes(self, domain: str, nodes: list[str]) -> dict[str, Any]:
         cfg = self.cfg
@@ -365,9 +357,10 @@ class PushApi:
 
     def workers(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """This host's workers in detail; with several hosts also one row per other live host."""
-        rows = self.router.workers()
-        cluster = self.router.cluster
-        if cluster is None:
+        rows = self.router.workers.view()
+        fabric = self.router.fabric
+        hosts = fabric.hosts()
+        if hosts is None:
             return ok(rows)
 
         def shape(hosts: list[Any]) -> Reply:
@@ -382,11 +375,11 @@ class PushApi:
                     "last_seen": 0.0,
                 }
                 for h in hosts
-                if h.name != cluster.name
+                if h.name != fabric.name
             ]
             return ok(rows + others)
 
-        return self._cluster(cluster.hosts(), shape)
+        return self._fabric(hosts, shape)
 
     def push_batch(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """Many pushes in one request (a JSON array of the ZeroMQ ingress's requests)."""
@@ -402,8 +395,8 @@ class PushApi:
         router = self.router
         inbox = getattr(router.streams.inbox, "stats", None)
         links = {
-            "frames": sum(getattr(link, "frames_out", 0) for link in router.peers),
-            "records": sum(getattr(link, "records_out", 0) for link in router.peers),
+            "frames": sum(getattr(link, "frames_out", 0) for link in router.workers.peers),
+            "records": sum(getattr(link, "records_out", 0) for link in router.workers.peers),
         }
         return ok(
             {

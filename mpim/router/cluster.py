@@ -24,6 +24,10 @@ How this works:
 - **Redis lost.** Local pushes keep working; the cross-host part of a push fails
   with a clear error (the answer says which part was delivered), logged once; when
   Redis answers again the host files everything again and subscribes again.
+
+The router's pieces never call this class for a push: they speak the
+:class:`~mpim.router.fabric.Fabric` protocol, whose Redis side is
+:class:`~mpim.router.redisfabric.RedisFabric` (built on this class).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from redis.exceptions import RedisError
 
 from mpim import bus, records
 from mpim.cluster import ClusterError
-from mpim.cluster.directory import Directory, Entry, Host, HostInfo, Totals
+from mpim.cluster.directory import Directory, Entry, HostInfo
 from mpim.config import Config, parse_address
 from mpim.records import PushAll, PushRoom, RemoteAll, RemoteKeys, RemoteKick, RemoteMids, RemoteRoom
 from mpim.router.membership import Membership
@@ -155,12 +159,12 @@ class HostCluster:
         try:
             result = await coro
         except (ClusterError, RedisError, OSError) as exc:
-            self._lost(exc)
+            self.lost(exc)
             return None
         self._back()
         return result
 
-    def _lost(self, exc: BaseException) -> None:
+    def lost(self, exc: BaseException) -> None:
         self.stats["errors"] += 1
         if self.membership.settled:
             self.membership.unsettle()  # (whatever comes back, the view is partial until settled)
@@ -175,7 +179,7 @@ class HostCluster:
             self._spawn(self.membership.settle(self._rebuild))
 
     # -- mirroring this host's sessions ----------------------------------------------------------------
-    def connected(self, key: str, mid: int) -> asyncio.Task[Any]:
+    def file(self, key: str, mid: int) -> asyncio.Future[int | None]:
         """File a new connection in Redis. The task's result: the mid of another user who holds
         ``key`` on another host (deny the connect: nothing was filed), else None (also while Redis
         is out of reach: the host then serves alone)."""
@@ -190,10 +194,10 @@ class HostCluster:
             return filing.held_by
         previous = filing.previous
         if previous and previous != self.name:  # the key was on another host: it kicks its own
-            await self._publish(self.host_channel(previous), RemoteKick([key]))
+            await self.publish(self.host_channel(previous), RemoteKick([key]))
         return None
 
-    def disconnected(self, key: str, mid: int) -> None:
+    def unfile(self, key: str, mid: int) -> None:
         self._spawn(self.directory.disconnect(key, mid, self.name))
 
     def rebuild_soon(self) -> None:
@@ -219,7 +223,7 @@ class HostCluster:
     async def _kick_here(self, keys: Iterable[str]) -> None:
         """Keys another host holds now: our older connections with them go."""
         for key in keys:
-            self.router.kick_local(key)
+            self.router.workers.kick_key(key)
 
     def heartbeat(self) -> None:
         """Every ttl/3: renew every entry of this host."""
@@ -251,38 +255,16 @@ class HostCluster:
         """Every online_interval: write this host's room counts, read the other hosts'."""
         self._spawn(self._refresh_online())
 
-    async def _put_online(self) -> None:
+    async def put_online(self) -> None:
         counts = self.router.store.room_counts()
         await self.directory.put_online(self.name, counts, 3 * self.cfg.router.online_interval + 1.0)
 
     async def _refresh_online(self) -> None:
-        await self._put_online()
+        await self.put_online()
         rooms = list(self.router.store.room_counts())
         self.online = await self.directory.online(rooms, exclude=self.name) if rooms else {}
         self.membership.saw(await self.directory.servers())
         self._listen_rooms(set(rooms))
-
-    # -- cluster-wide numbers (this host's own are read here, current) -------------------------------
-    def room_online(self, room: str) -> int:
-        return self.router.store.online(room) + (self.online.get(room, 0) if self.up else 0)
-
-    async def online_rooms(self, rooms: list[str]) -> dict[str, int]:
-        remote = await self.directory.online(rooms, exclude=self.name)
-        online = self.router.store.online
-        return {room: remote.get(room, 0) + online(room) for room in rooms}
-
-    async def top_rooms(self, prefix: str, limit: int) -> list[tuple[str, int]]:
-        await self._put_online()  # (the ranking is Redis's: this host's counts as of now)
-        return await self.directory.top_rooms(prefix, limit)
-
-    async def hosts(self) -> list[Host]:
-        """The live hosts, this one with its current counts."""
-        me = self.info()
-        return [h._replace(info=me) if h.name == self.name else h for h in await self.directory.servers()]
-
-    async def totals(self) -> Totals:
-        hosts = await self.hosts()
-        return Totals(sum(h.info.ips for h in hosts), sum(h.info.conns for h in hosts))
 
     # -- room channels ------------------------------------------------------------------------------
     def _listen_rooms(self, rooms: set[str]) -> None:
@@ -308,7 +290,7 @@ class HostCluster:
         return task
 
     # -- pushes to the other hosts ------------------------------------------------------------------
-    async def _publish(self, channel: str, record: Any) -> int:
+    async def publish(self, channel: str, record: Any) -> int:
         """PUBLISH through the directory's turn pipeline: one connection, so Redis gets this
         host's publishes in call order (a room's pushes stay in order on every host) and a
         backlog of pushes never takes one pooled connection each."""
@@ -318,43 +300,13 @@ class HostCluster:
         )
         return receivers
 
-    async def push_keys(self, op: int, keys: list[str], body: bytes) -> int:
-        """Keys held on other hosts; returns how many."""
-        where = await self.directory.server_of_keys(keys)
-        groups: dict[str, list[str]] = {}
-        for key, server in where.items():
-            if server != self.name:
-                groups.setdefault(server, []).append(key)
-        for server, group in groups.items():
-            await self._publish(self.host_channel(server), RemoteKeys(op, group, body))
-        return sum(len(g) for g in groups.values())
-
-    async def push_mids(self, op: int, mids: list[int], body: bytes, seqs: list[int]) -> int:
-        """The connections of these users on other hosts; returns how many."""
-        servers = await self.directory.servers_of_mids(mids)
-        count = 0
-        for server, keys in servers.items():
-            if server == self.name:
-                continue
-            await self._publish(self.host_channel(server), RemoteMids(op, mids, body, seqs))
-            count += len(keys)
-        return count
-
-    async def push_room(self, op: int, room: str, body: bytes) -> int:
-        return await self._publish(self.room_channel(room), RemoteRoom(op, room, body))
-
-    async def push_all(self, op: int, speed: int, body: bytes) -> int:
-        hosts = max(1, len(await self.directory.servers()))
-        share = -(-speed // hosts) if speed > 0 else 0
-        return await self._publish(self.all_channel, RemoteAll(op, share, body))
-
     # -- pushes from the other hosts --------------------------------------------------------------------
     async def _read(self) -> None:
         while True:
             try:
                 message = await self.pubsub.get_message(timeout=1.0)
             except (RedisError, OSError) as exc:
-                self._lost(exc)
+                self.lost(exc)
                 await asyncio.sleep(0.5)
                 if self.up is False:
                     with contextlib.suppress(RedisError, OSError, ClusterError):
@@ -373,19 +325,20 @@ class HostCluster:
 
     def _deliver(self, record: Any) -> None:
         router = self.router
-        if isinstance(record, RemoteMids):
-            router.send_mids(record.op, record.mids, record.body, record.seqs)
-        elif isinstance(record, RemoteKeys):
-            router.send_keys_local(record.op, record.keys, record.body)
-        elif isinstance(record, RemoteRoom):
-            # (stamped when this host publishes it: the latency metric, on this host's clock)
-            pushed = PushRoom(record.op, record.body, time.monotonic())
-            router.bus.publish(bus.room_topic(record.room), records.encode(pushed))
-        elif isinstance(record, RemoteAll):
-            workers = max(1, len(router.by_id))
-            share = -(-record.speed // workers) if record.speed > 0 else 0
-            pushed_all = PushAll(record.op, share, record.body, time.monotonic())
-            router.bus.publish(bus.BROADCAST, records.encode(pushed_all))
-        elif isinstance(record, RemoteKick):
-            for key in record.keys:
-                router.kick_local(key)
+        match record:
+            case RemoteMids():
+                router.push.send_mids(record.op, record.mids, record.seqs, record.body)
+            case RemoteKeys():
+                router.push.send_keys(record.op, record.keys, record.body)
+            case RemoteRoom():
+                # (stamped when this host publishes it: the latency metric, on this host's clock)
+                pushed = PushRoom(record.op, record.body, time.monotonic())
+                router.bus.publish(bus.room_topic(record.room), records.encode(pushed))
+            case RemoteAll():
+                workers = max(1, len(router.workers.by_id))
+                share = -(-record.speed // workers) if record.speed > 0 else 0
+                pushed_all = PushAll(record.op, share, record.body, time.monotonic())
+                router.bus.publish(bus.BROADCAST, records.encode(pushed_all))
+            case RemoteKick():
+                for key in record.keys:
+                    router.workers.kick_key(key)

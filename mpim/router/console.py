@@ -139,7 +139,7 @@ class Console:
     # -- the tick --------------------------------------------------------------------------------
     def tick(self) -> None:
         """Once a second: rates, warnings, and a snapshot to every open stream."""
-        now = self.router.now
+        now = self.router.loop.time()
         self.totals.sync()
         counters = self.totals.counters()
         self._rates(now)
@@ -154,7 +154,7 @@ class Console:
                 stream.send("snapshot", data)
 
     def _rates(self, now: float) -> None:
-        pushes = sum(self.router.pushes.values())
+        pushes = sum(self.router.push.counts.values())
         if self._last_tick is not None and now > self._last_tick:
             self.rates["pushes"] = (pushes - self._pushes) / (now - self._last_tick)
         self._last_tick, self._pushes = now, pushes
@@ -199,8 +199,7 @@ class Console:
             if n > 0:
                 self._event(level, text.format(n=n))
         self._router_seen = dict(stats)
-        cluster = getattr(self.router, "cluster", None)
-        errors = cluster.stats.get("errors", 0) if cluster is not None else 0
+        errors = self.router.fabric.stats.get("errors", 0)
         if errors > self._redis_errors:
             self._event(
                 "warning", f"Redis failed {errors - self._redis_errors} time(s): this host serves alone"
@@ -284,7 +283,7 @@ class Console:
         rooms = set().union(*(w.room_count for w in store.workers.values()))
         return {
             "t": round(time.time(), 3),
-            "host": router.host,
+            "host": router.workers.host,
             "total": len(store),
             "ips": store.ip_total,
             "workers": workers,

@@ -20,7 +20,7 @@ class WorkerConn(FrameProtocol):
 
     def connection_made(self, transport: object) -> None:
         super().connection_made(transport)
-        self.router.attach(self)
+        self.router.workers.attach(self)
 
     def on_frame(self, payload: bytes) -> None:
         try:
@@ -33,4 +33,4 @@ class WorkerConn(FrameProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self.router.detach(self)
+        self.router.workers.detach(self)

@@ -44,6 +44,7 @@ from mpim.router.hook import HookError, Receiver, load_hook
 from mpim.router.http import HttpProtocol, HttpState
 from mpim.router.links import WorkerConn
 from mpim.router.metrics import Sources
+from mpim.router.redisfabric import RedisFabric
 from mpim.router.tables import SessionTable
 from mpim.router.totals import WorkerTotals
 from mpim.router.zingress import Ingress
@@ -118,6 +119,7 @@ class RouterProcess:
         self.receiver: Receiver | None = None
         self.inbox: Inbox | None = None
         self.redis: Redis | None = None
+        self.cluster: HostCluster | None = None
         self.backend: Backend | None = None
         self.router: Router | None = None
         self.busport: BusPort | None = None
@@ -171,11 +173,12 @@ class RouterProcess:
             backend=self.backend,
         )
         if self.redis is not None:
-            router.cluster = HostCluster(
+            cluster = self.cluster = HostCluster(
                 cfg, router, self.redis, server_name(cfg), self.endpoints.incarnation
             )
+            router.fabric = RedisFabric(cluster, store, router.streams, loop)
             try:
-                await router.cluster.start()
+                await cluster.start()
             except (ClusterError, RedisError, OSError) as exc:
                 http_sock.close()
                 raise BindError(str(exc)) from None
@@ -199,16 +202,16 @@ class RouterProcess:
             _Every(loop, rc.online_interval, router.send_room_counts),
             _Every(loop, TICK, router.tick),
             _Every(loop, 1.0, self.http.tick),
-            _Every(loop, TRIM_EVERY, lambda: router._spawn(router.streams.trim())),
+            _Every(loop, TRIM_EVERY, lambda: router.requests.spawn(router.streams.trim())),
             _Every(loop, 1.0, console.tick),
         ]
-        if router.cluster is not None:
-            cluster = router.cluster
+        if self.cluster is not None:
+            cluster = self.cluster
             self._timers.append(_Every(loop, max(1.0, router.session_ttl / 3), cluster.heartbeat))
             self._timers.append(_Every(loop, rc.online_interval, cluster.refresh_online))
             self._lease_timer = _Every(loop, cfg.cluster.lease_interval, cluster.renew_lease)
             self._timers.append(self._lease_timer)
-        signals.install(loop, self._stop.set, self._stop.set, SIGHUP=self.reload, SIGUSR2=router.stop_pushes)
+        signals.install(loop, self._stop.set, self._stop.set, SIGHUP=self.reload, SIGUSR2=router.push.stop)
         log.info(
             "router up: http %s, zmq ingress %s, workers link at %s",
             cfg.http.bind,
@@ -236,7 +239,7 @@ class RouterProcess:
 
     def _on_fence(self, worker: str, fence: int) -> None:
         assert self.router is not None
-        self.router.on_bus_fence(worker, fence)
+        self.router.confirms.on_bus_fence(worker, fence)
 
     def _on_bus(self, connected: bool) -> None:
         assert self.router is not None
@@ -268,7 +271,7 @@ class RouterProcess:
                 old_receiver, self.receiver = self.receiver, Receiver(load_hook(new.router.receive_hook))
                 if old_receiver is not None:  # its counts go on (metrics)
                     self.receiver.calls, self.receiver.failed = old_receiver.calls, old_receiver.failed
-                self.router.receive = self.receiver
+                self.router.requests.receive = self.receiver
                 if self.backend is not None:
                     self.backend.receiver = self.receiver
             except HookError as exc:
@@ -278,7 +281,7 @@ class RouterProcess:
         if new.ingress.zmq_bind != old.ingress.zmq_bind:
             self._rebind_ingress(old, new)
         self.router.reconfigure(new)
-        self.router.host = server_name(new)
+        self.router.workers.host = server_name(new)
         self.http.reconfigure(new)
         self.http.api.cfg = new
         self.ingress.max_body = new.http.max_body
@@ -287,8 +290,8 @@ class RouterProcess:
         rc = new.router
         for timer, interval in zip(self._timers, (rc.sweep_interval, rc.online_interval), strict=False):
             timer.interval = interval
-        if self.router.cluster is not None and self._lease_timer is not None:
-            self.router.cluster.reconfigure(new)
+        if self.cluster is not None and self._lease_timer is not None:
+            self.cluster.reconfigure(new)
             self._lease_timer.interval = new.cluster.lease_interval
         mlog.set_level(new.log.level)
         log.info("router reloaded %s in place", new.source)
@@ -338,8 +341,8 @@ class RouterProcess:
             reader.stop()
         if self.busport is not None:
             self.busport.close()
-        if self.router is not None and self.router.cluster is not None:
-            await self.router.cluster.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.backend is not None:
             await self.backend.close()
         elif self.receiver is not None:

@@ -89,7 +89,7 @@ class Collector:
         if store is not None:  # (the SQLite store; the Redis one counts in Redis)
             for name, doc, key in INBOX_COUNTERS:
                 yield _one("counter", name, doc, store.get(key, 0))
-        cluster = getattr(getattr(router, "cluster", None), "stats", {})
+        cluster = router.fabric.stats  # (empty on one host)
         for name, doc, key in CLUSTER_COUNTERS:
             yield _one("counter", name, doc, cluster.get(key, 0))
         info = GaugeMetricFamily("mpim_build_info", "mpim version", labels=["version"])
@@ -134,7 +134,7 @@ class Collector:
         """What the router sees of each live worker: its link, its bus position, its reports."""
         src = self.sources
         router = src.router
-        now = router.now
+        now = router.loop.time()
         next_mark = getattr(src.busport, "next_mark", 1)
         first_mark = getattr(src.busport, "first_mark", 1)
         buffers = GaugeMetricFamily(
@@ -178,7 +178,7 @@ class Collector:
         stats = router.stats
         store = router.store
         pushes = CounterMetricFamily("mpim_pushes", "Pushes the router accepted, by kind", labels=["kind"])
-        for kind, n in router.pushes.items():
+        for kind, n in router.push.counts.items():
             pushes.add_metric([kind], n)
         yield pushes
         yield _one("counter", "mpim_pushes_refused", "Pushes refused with -503", stats["refused"])
@@ -186,7 +186,7 @@ class Collector:
             "counter", "mpim_push_timeouts", "Room/broadcast pushes answered -504", stats["push_timeouts"]
         )
         yield _one(
-            "gauge", "mpim_push_waiting", "Room/broadcast pushes waiting for workers", router.waiting_pushes
+            "gauge", "mpim_push_waiting", "Room/broadcast pushes waiting for workers", router.push.waiting
         )
         yield _one("gauge", "mpim_sessions", "Sessions in the router's tables", len(store))
         rooms = set().union(*(w.room_count for w in store.workers.values()))
@@ -216,7 +216,7 @@ class Collector:
             )
         if src.ingress is not None:
             yield _one("counter", "mpim_ingress_requests", "ZeroMQ push requests", src.ingress.requests)
-        receiver = router.receive  # the Receiver in the router process: it counts
+        receiver = router.requests.receive  # the Receiver in the router process: it counts
         calls, failed = getattr(receiver, "calls", 0), getattr(receiver, "failed", 0)
         yield _one("counter", "mpim_upstream_messages", "Client messages to the receive hook", calls)
         yield _one("counter", "mpim_upstream_hook_errors", "Receive hook failures", failed)

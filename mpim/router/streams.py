@@ -31,6 +31,7 @@ from mpim.config import Config
 from mpim.inbox import Inbox, InboxError, InboxUnknown, Page
 from mpim.inbox.base import Item, Position, check_text
 from mpim.outage import OutageLog
+from mpim.router.errors import Refused
 
 if TYPE_CHECKING:
     from mpim.router.core import Router
@@ -90,11 +91,16 @@ class UserStreams:
         """Append for every user, then push live with each one's seq; (connections, {mid: seq})."""
         unique = list(dict.fromkeys(mids))
         if self.inbox is None:
-            return await self.router.deliver_mids(op, unique, body, [0] * len(unique)), {}
+            return await self._deliver(op, unique, [0] * len(unique), body), {}
         positions = await self._append([(mid, op, body, 0) for mid in unique])
         seqs = [p.seq for p in positions]
         self.stats["appends"] += len(unique)
-        return await self.router.deliver_mids(op, unique, body, seqs), dict(zip(unique, seqs, strict=True))
+        return await self._deliver(op, unique, seqs, body), dict(zip(unique, seqs, strict=True))
+
+    async def _deliver(self, op: int, mids: list[int], seqs: list[int], body: bytes) -> int:
+        """A stored message to every connection of these users, on this host and the others."""
+        found = self.router.push.deliver_mids(op, mids, seqs, body)
+        return found if isinstance(found, int) else await found
 
     def push_mids_here(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[Stored]:
         """:meth:`push_mids` on one host, without a task: the append's future calls back, and
@@ -103,7 +109,7 @@ class UserStreams:
         router = self.router
         out: asyncio.Future[Stored] = router.loop.create_future()
         if self.inbox is None:
-            out.set_result((router.send_mids(op, unique, body, [0] * len(unique)), {}))
+            out.set_result((router.push.send_mids(op, unique, [0] * len(unique), body), {}))
             return out
         try:
             stored = append_soon(self.inbox, [(mid, op, body, 0) for mid in unique], router.loop)
@@ -122,7 +128,7 @@ class UserStreams:
             seqs = [p.seq for p in done.result()]
             self.stats["appends"] += len(unique)
             try:
-                found = router.send_mids(op, unique, body, seqs)
+                found = router.push.send_mids(op, unique, seqs, body)
             except Exception as error:  # (a bug: the caller hears of it rather than the loop's log)
                 out.set_exception(error)
                 return
@@ -195,7 +201,7 @@ class UserStreams:
         if duplicate:  # stored (and pushed) before, maybe by a router that died since
             self.stats["dups"] += 1
             return positions[-1].seq, positions[0].seq
-        await self.router.deliver_mids(op, mids, data, [p.seq for p in positions])
+        await self._deliver(op, mids, [p.seq for p in positions], data)
         self.stats["chats"] += 1
         return positions[-1].seq, positions[0].seq
 
@@ -208,8 +214,6 @@ class UserStreams:
         return result
 
     def _not_stored(self, exc: BaseException) -> Exception:
-        from mpim.router.core import Refused
-
         self.stats["write_failures"] += 1
         self.outage.failed(exc)
         if isinstance(exc, InboxUnknown):  # (it may run yet: a retry could store it twice)

@@ -32,7 +32,7 @@ class WorkerTotals:
 
     def sync(self) -> None:
         """Fold the last counts of every worker that left since the last call."""
-        live = {p for p in self.router.peers.values() if p.info is not None}
+        live = {p for p in self.router.workers.peers.values() if p.info is not None}
         for peer, slot in list(self._live.items()):
             if peer not in live:
                 del self._live[peer]

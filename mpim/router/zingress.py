@@ -110,18 +110,18 @@ def execute(router: Router, req: Request, max_body: int) -> Any:
         raise BadRequest(f"body of {len(body)} bytes is over the {max_body}-byte limit", -413)
     if isinstance(req, KeysRequest):
         targets.check_keys(req.keys, router.cfg.router.max_targets)
-        found = router.push_keys(req.op, req.keys, body)
+        found = router.push.keys(req.op, req.keys, body)
         return {"connections": found} if isinstance(found, int) else found
     if isinstance(req, MidsRequest):
         targets.check_mids(req.mids, router.cfg.router.max_targets)
-        return router.push_mids(req.op, req.mids, body)
+        return router.push.mids(req.op, req.mids, body)
     if isinstance(req, RoomRequest):
         try:
             check_room_id(req.room)
         except ValueError as exc:
             raise BadRequest(f"room: {exc}") from None
-        return router.push_room(req.op, req.room, body)
-    return router.push_all(req.op, req.speed, body)
+        return router.push.room(req.op, req.room, body)
+    return router.push.all(req.op, req.speed, body)
 
 
 def outcome_data(result: Any) -> Any:

@@ -185,19 +185,19 @@ class Harness:
 
     def mids(self, op: int, mids: list[int], body: bytes) -> int:
         """A push by mid, waited for; how many connections it was handed to."""
-        connections, _ = self.wait(self.router.push_mids(op, mids, body))
+        connections, _ = self.wait(self.router.push.mids(op, mids, body))
         return int(connections)
 
     def worker(self, name: str, pid: int = 1, *, bus: bool = True, sync: bool = True) -> FakeLink:
         """A worker that linked, (optionally) synced an empty session list and came up on the bus."""
         link = FakeLink(name, pid)
-        self.router.attach(link)
+        self.router.workers.attach(link)
         batch: list[Any] = [Hello("h", name, pid)]
         if sync:
             batch.append(Sync([]))
         self.router.on_records(link, batch)
         if bus:
-            self.router.on_bus_fence(link.id, 0)
+            self.router.confirms.on_bus_fence(link.id, 0)
         link.take()
         return link
 

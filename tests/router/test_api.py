@@ -72,8 +72,8 @@ def test_push_keys_mids_all() -> None:
     }
     assert [r for link in a.links.values() for r in link.take() if isinstance(r, (PushKeys, PushMids))] == [
         PushKeys(1000, ["k1"], b"m"),
-        PushMids(1000, b"m", ["k1"], [1]),
-        PushMids(1000, b"m", ["k2"], [1]),
+        PushMids(1000, ["k1"], [1], b"m"),
+        PushMids(1000, ["k2"], [1], b"m"),
     ]
     all_50 = a.api.handle("POST", "/goim/push/all", b"operation=1000&speed=50", b"m")
     all_0 = a.api.handle("POST", "/goim/push/all", b"operation=1000", b"m")

@@ -215,7 +215,7 @@ def test_rates_come_from_each_worker_s_own_clock(rig: Rig) -> None:
     rig.tick()
     _report(rig, a, 10_500, room_deliveries=1500)  # 500 in half a second
     _report(rig, b, 52_000, keys_deliveries=400, all_deliveries=100)  # 500 in two seconds
-    rig.h.router.pushes["room"] += 30
+    rig.h.router.push.counts["room"] += 30
     rig.tick(2.0)
     assert rig.console.rates == {"pushes": 15.0, "deliveries": 1250.0}
     assert rig.console.history[-1][1:] == [15.0, 1250.0]
@@ -235,7 +235,7 @@ def test_warnings_from_what_changed(rig: Rig) -> None:
     assert "worker h/1: 3 connection(s) refused over the connection limit" in texts
     assert "1 room/broadcast push(es) not confirmed in time (-504)" in texts
     assert "bus connection lost" in texts
-    rig.h.router.detach(link)
+    rig.h.router.workers.detach(link)
     rig.tick()
     assert rig.console.events[-1]["text"] == "worker h/1/10 left"
     assert [e["id"] for e in rig.console.events] == sorted({e["id"] for e in rig.console.events})

@@ -50,12 +50,12 @@ def test_connect_is_confirmed_and_pushes_by_key_and_mid_go_to_the_right_links(h:
     h.connect(w2, "b", 7)
     h.connect(w2, "c", 8)
     w2.take()
-    assert h.router.push_keys(1000, ["a", "c", "c", "nobody"], b"hi") == 2
+    assert h.router.push.keys(1000, ["a", "c", "c", "nobody"], b"hi") == 2
     assert w1.take() == [PushKeys(1000, ["a"], b"hi")]
     assert w2.take() == [PushKeys(1000, ["c"], b"hi")]
     assert h.mids(1001, [7], b"x") == 2
     # stored first: both connections of user 7 get its stream seq 1
-    assert w1.take() == [PushMids(1001, b"x", ["a"], [1])] and w2.take() == [PushMids(1001, b"x", ["b"], [1])]
+    assert w1.take() == [PushMids(1001, ["a"], [1], b"x")] and w2.take() == [PushMids(1001, ["b"], [1], b"x")]
     assert h.mids(1001, [99], b"x") == 0 and w1.take() == w2.take() == []
 
 
@@ -82,7 +82,7 @@ def test_pushes_by_mid_reach_each_connection_once_in_seq_order(
         expected: dict[str, list[tuple[bytes, int]]] = {key: [] for key in owner}
         for i, mids in enumerate(pushes):
             body = b"%d" % i
-            found, seqs = h.wait(h.router.push_mids(1000, mids, body))
+            found, seqs = h.wait(h.router.push.mids(1000, mids, body))
             named = [key for key, (mid, _) in owner.items() if mid in mids]
             assert found == len(named) and sorted(seqs) == sorted(set(mids))
             for key in named:
@@ -107,8 +107,8 @@ def test_room_and_all_wait_for_the_workers_marks(h: Harness) -> None:
     w1, w2 = h.worker("w1"), h.worker("w2")
     h.connect(w1, "a", 1, "live://1")
     h.connect(w2, "b", 2, "")
-    room = h.router.push_room(5, "live://1", b"r")
-    everyone = h.router.push_all(6, 101, b"a")
+    room = h.router.push.room(5, "live://1", b"r")
+    everyone = h.router.push.all(6, 101, b"a")
     mark = h.bus.end_turn()
     assert h.bus.take() == [
         (bus.room_topic("live://1"), PushRoom(5, b"r")),
@@ -124,14 +124,14 @@ def test_room_and_all_wait_for_the_workers_marks(h: Harness) -> None:
 
 def test_a_room_with_no_members_anywhere_is_answered_at_once(h: Harness) -> None:
     h.worker("w1")
-    future = h.router.push_room(5, "live://empty", b"r")
+    future = h.router.push.room(5, "live://empty", b"r")
     assert future.done() and future.result() is None
 
 
 def test_unconfirmed_room_push_times_out_with_504(h: Harness) -> None:
     w1 = h.worker("w1")
     h.connect(w1, "a", 1, "live://1")
-    future = h.router.push_room(5, "live://1", b"r")
+    future = h.router.push.room(5, "live://1", b"r")
     h.bus.end_turn()
     h.clock += h.cfg.router.push_timeout + 0.1
     h.router.tick()
@@ -147,11 +147,11 @@ def test_registration_waits_for_the_workers_bus_fence(h: Harness) -> None:
     h.clock += 0.2
     h.router.tick()
     assert w1.take() == [FenceRequest()]  # and the router asks for the fence again
-    assert h.router.push_keys(1000, ["a"], b"filed already") == 1
+    assert h.router.push.keys(1000, ["a"], b"filed already") == 1
     w1.take()
-    h.router.on_bus_fence(w1.id, 2)
+    h.router.confirms.on_bus_fence(w1.id, 2)
     assert w1.take() == []
-    h.router.on_bus_fence(w1.id, 3)
+    h.router.confirms.on_bus_fence(w1.id, 3)
     assert w1.take() == [Confirmed([req])]
 
 
@@ -192,7 +192,7 @@ def test_a_key_held_by_another_mid_is_denied_and_the_holder_keeps_it(h: Harness)
     assert w1.take() == []  # no kick: the holder stays
     conn = h.table.conn_of("k")
     assert conn is not None and (conn.mid, conn.worker.name, conn.room) == (7, "w1", "live://1")
-    assert h.router.push_keys(1000, ["k"], b"x") == 1 and w1.take() == [PushKeys(1000, ["k"], b"x")]
+    assert h.router.push.keys(1000, ["k"], b"x") == 1 and w1.take() == [PushKeys(1000, ["k"], b"x")]
     assert h.mids(1000, [8], b"x") == 0
     same = h.connect(w1, "k", 8)  # on the holder's own worker too
     assert w1.take() == [Denied([same], "key 'k' is held by another user (mid 7)")]
@@ -245,9 +245,9 @@ def test_a_closed_link_drops_the_workers_sessions_at_once(h: Harness) -> None:
     w1, w2 = h.worker("w1"), h.worker("w2")
     h.connect(w1, "a", 1, "live://1")
     h.connect(w2, "b", 1, "live://1")
-    h.router.detach(w1)
+    h.router.workers.detach(w1)
     assert {c.key for c in h.table.conns_of(1)} == {"b"} and h.table.room_count == {"live://1": 1}
-    assert [w["name"] for w in h.router.workers()] == ["w2"]
+    assert [w["name"] for w in h.router.workers.view()] == ["w2"]
 
 
 def test_silent_worker_is_swept_and_resyncs_when_it_speaks_again(h: Harness) -> None:
@@ -259,7 +259,7 @@ def test_silent_worker_is_swept_and_resyncs_when_it_speaks_again(h: Harness) -> 
         h.send(w2, Alive(1, ["b"], None))
         h.router.sweep()
     assert {c.key for c in [h.table.conn_of("a"), h.table.conn_of("b")] if c} == {"b"}
-    assert [w["name"] for w in h.router.workers()] == ["w2"]
+    assert [w["name"] for w in h.router.workers.view()] == ["w2"]
     w1.take()
     h.send(w1, Alive(1, ["a"], None))
     assert w1.take() == [Resync()]
@@ -307,10 +307,10 @@ def test_malformed_records_are_counted_and_ignored(h: Harness) -> None:
 
     w1 = h.worker("w1")
     stranger = h.worker("w9", sync=False)
-    h.router.detach(stranger)
+    h.router.workers.detach(stranger)
     h.send(stranger, Alive(0, [], None))  # a link the router no longer knows: ignored
     anonymous = type(w1)("x", 1)
-    h.router.attach(anonymous)
+    h.router.workers.attach(anonymous)
     h.send(anonymous, Alive(0, [], None))  # before Hello
     assert h.router.stats["bad_records"] == 1
     h.connect(w1, "ok", 1)
@@ -322,7 +322,7 @@ def test_not_whole_after_a_restart_refuses_pushes_until_the_workers_synced() -> 
     h = Harness(expect=2)
     h.worker("w1")
     with pytest.raises(Refused) as info:
-        h.router.push_mids(1000, [1], b"x")
+        h.router.push.mids(1000, [1], b"x")
     assert info.value.code == -503 and "1 of 2 workers" in info.value.message
     h.worker("w2")
     assert h.mids(1000, [1], b"x") == 0
@@ -340,12 +340,12 @@ def test_not_whole_gives_up_waiting_after_worker_expiry() -> None:
 
 def test_stopping_refuses_every_push(h: Harness) -> None:
     h.worker("w1")
-    h.router.stop_pushes()
+    h.router.push.stop()
     for push in (
-        lambda: h.router.push_keys(1, ["k"], b""),
-        lambda: h.router.push_mids(1, [1], b""),
-        lambda: h.router.push_room(1, "r://1", b""),
-        lambda: h.router.push_all(1, 0, b""),
+        lambda: h.router.push.keys(1, ["k"], b""),
+        lambda: h.router.push.mids(1, [1], b""),
+        lambda: h.router.push.room(1, "r://1", b""),
+        lambda: h.router.push.all(1, 0, b""),
     ):
         with pytest.raises(Refused) as info:
             push()
@@ -355,22 +355,22 @@ def test_stopping_refuses_every_push(h: Harness) -> None:
 def test_bus_down_refuses_room_pushes_and_fails_the_waiting_ones(h: Harness) -> None:
     w1 = h.worker("w1")
     h.connect(w1, "a", 1, "live://1")
-    waiting = h.router.push_room(5, "live://1", b"r")
+    waiting = h.router.push.room(5, "live://1", b"r")
     h.bus.connected = False
     h.router.bus_changed(False)
     exc = waiting.exception()
     assert isinstance(exc, Refused) and exc.code == -503
     with pytest.raises(Refused):
-        h.router.push_room(5, "live://1", b"r")
-    assert h.router.push_keys(1000, ["a"], b"unicast does not need the bus") == 1
+        h.router.push.room(5, "live://1", b"r")
+    assert h.router.push.keys(1000, ["a"], b"unicast does not need the bus") == 1
     h.bus.connected = True
     h.router.bus_changed(True)
     assert FenceRequest() in w1.take()
     with pytest.raises(Refused) as info:  # not back on the bus until its fence came through
-        h.router.push_room(5, "live://1", b"r")
+        h.router.push.room(5, "live://1", b"r")
     assert "not on the bus yet" in info.value.message
-    h.router.on_bus_fence(w1.id, 0)
-    assert not h.router.push_room(5, "live://1", b"r").done()
+    h.router.confirms.on_bus_fence(w1.id, 0)
+    assert not h.router.push.room(5, "live://1", b"r").done()
 
 
 def test_a_draining_worker_gets_no_more_pushes_and_its_answer_carries_the_mark(h: Harness) -> None:
@@ -382,12 +382,12 @@ def test_a_draining_worker_gets_no_more_pushes_and_its_answer_carries_the_mark(h
     mark = h.bus.end_turn()
     assert w1.take() == [Drained(42, mark)]
     assert h.mids(1000, [1], b"x") == 1  # only w2's connection
-    future = h.router.push_room(5, "live://1", b"r")
+    future = h.router.push.room(5, "live://1", b"r")
     h.send(w2, BusSeen(h.bus.end_turn()))
     assert future.done()  # w1 is not waited for
 
 
 def test_push_futures_are_plain_asyncio_futures(h: Harness) -> None:
     h.worker("w1")
-    future = h.router.push_all(1, 0, b"x")
+    future = h.router.push.all(1, 0, b"x")
     assert isinstance(future, asyncio.Future)

@@ -40,9 +40,9 @@ class FramedLink(FrameProtocol):
         self.transport_ = Transport()
         self._req = 0
         self.connection_made(self.transport_)
-        h.router.attach(self)
+        h.router.workers.attach(self)
         h.router.on_records(self, [Hello("h", name, 1), Sync([])])
-        h.router.on_bus_fence(self.id, 0)
+        h.router.confirms.on_bus_fence(self.id, 0)
         h.settle()
         self.take()
 
@@ -63,7 +63,7 @@ class FramedLink(FrameProtocol):
 
 def _unstamp(record: Any) -> Any:
     return (
-        PushMids(record.op, record.body, record.keys, record.seqs) if isinstance(record, PushMids) else record
+        PushMids(record.op, record.keys, record.seqs, record.body) if isinstance(record, PushMids) else record
     )
 
 
@@ -95,7 +95,7 @@ def test_a_push_after_a_quiet_spell_commits_in_its_own_loop_turn(h: Harness) -> 
     w1.take()
 
     async def go() -> Any:
-        push = h.router.push_mids(1000, [7], b"x")
+        push = h.router.push.mids(1000, [7], b"x")
         for _ in range(3):  # a few loop turns and no timer: the clock does not move
             await asyncio.sleep(0)
         assert push.done() and commits(h) == 1
@@ -103,7 +103,7 @@ def test_a_push_after_a_quiet_spell_commits_in_its_own_loop_turn(h: Harness) -> 
 
     assert inside(h, go()) == (1, {7: 1})
     h.settle()
-    assert w1.take() == [[PushMids(1000, b"x", ["a"], [1])]]
+    assert w1.take() == [[PushMids(1000, ["a"], [1], b"x")]]
 
 
 def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Harness) -> None:
@@ -114,7 +114,7 @@ def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Ha
     w1.take(), w2.take()
 
     async def go() -> list[Any]:
-        await h.router.push_mids(1000, [1], b"first")  # quiet: commits at once
+        await h.router.push.mids(1000, [1], b"first")  # quiet: commits at once
         assert commits(h) == 1
         await asyncio.sleep(0)  # (its link frame)
         w1.take()
@@ -122,7 +122,7 @@ def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Ha
         # backends): they wait for the window's end, and the pushes of the next turns join them
         burst = []
         for n, mid in enumerate([1, 3, 2, 1, 3, 1]):
-            burst.append(h.router.push_mids(1000, [mid], b"m%d" % n))
+            burst.append(h.router.push.mids(1000, [mid], b"m%d" % n))
             if n > 0:
                 await asyncio.sleep(0)
         assert not any(p.done() for p in burst) and commits(h) == 1
@@ -138,13 +138,13 @@ def test_pushes_in_a_busy_window_share_one_commit_and_one_frame_per_worker(h: Ha
     # one frame per worker, each user's pushes in seq order
     assert w1.take() == [
         [
-            PushMids(1000, b"m0", ["a"], [2]),
-            PushMids(1000, b"m2", ["b"], [1]),
-            PushMids(1000, b"m3", ["a"], [3]),
-            PushMids(1000, b"m5", ["a"], [4]),
+            PushMids(1000, ["a"], [2], b"m0"),
+            PushMids(1000, ["b"], [1], b"m2"),
+            PushMids(1000, ["a"], [3], b"m3"),
+            PushMids(1000, ["a"], [4], b"m5"),
         ]
     ]
-    assert w2.take() == [[PushMids(1000, b"m1", ["c"], [1]), PushMids(1000, b"m4", ["c"], [2])]]
+    assert w2.take() == [[PushMids(1000, ["c"], [1], b"m1"), PushMids(1000, ["c"], [2], b"m4")]]
 
 
 def test_a_backend_that_waits_for_each_answer_is_never_held_by_the_window(h: Harness) -> None:
@@ -155,7 +155,7 @@ def test_a_backend_that_waits_for_each_answer_is_never_held_by_the_window(h: Har
 
     async def go() -> None:
         for n in range(10):  # each push soon after the last commit, alone: the clock never moves
-            push = h.router.push_mids(1000, [7], b"m%d" % n)
+            push = h.router.push.mids(1000, [7], b"m%d" % n)
             for _ in range(3):
                 await asyncio.sleep(0)
             assert push.done(), f"push {n} waited"
@@ -164,7 +164,7 @@ def test_a_backend_that_waits_for_each_answer_is_never_held_by_the_window(h: Har
     inside(h, go())
     h.settle()
     assert commits(h) == 10
-    assert w1.take() == [[PushMids(1000, b"m%d" % n, ["a"], [n + 1])] for n in range(10)]
+    assert w1.take() == [[PushMids(1000, ["a"], [n + 1], b"m%d" % n)] for n in range(10)]
 
 
 def test_a_push_the_inbox_cannot_store_is_refused_and_not_sent(
@@ -182,13 +182,13 @@ def test_a_push_the_inbox_cannot_store_is_refused_and_not_sent(
 
     async def go() -> None:
         with pytest.raises(Refused) as failed:
-            await h.router.push_mids(1000, [7], b"x")
+            await h.router.push.mids(1000, [7], b"x")
         assert failed.value.code == -503 and "disk I/O error" in failed.value.message
         inbox = h.router.streams.inbox
         assert inbox is not None
         await inbox.close()
         with pytest.raises(Refused, match="closed"):  # refused at once, before any loop turn
-            h.router.push_mids(1000, [7], b"y").result()
+            h.router.push.mids(1000, [7], b"y").result()
 
     inside(h, go())
     h.settle()
@@ -203,11 +203,11 @@ def test_stats_count_commits_and_link_frames(h: Harness) -> None:
     w1.take()
     api = PushApi(h.cfg, h.router)
     before = json.loads(api.handle("GET", "/mpim/stats", b"", b"").body)["data"]  # type: ignore[union-attr]
-    h.wait(h.router.push_mids(1000, [1, 2], b"x"))
+    h.wait(h.router.push.mids(1000, [1, 2], b"x"))
     h.settle()
     after = json.loads(api.handle("GET", "/mpim/stats", b"", b"").body)["data"]  # type: ignore[union-attr]
     assert after["inbox"]["commits"] - before["inbox"]["commits"] == 1
     assert after["inbox"]["writes"] - before["inbox"]["writes"] == 1  # one append of two messages
     assert after["links"]["frames"] - before["links"]["frames"] == 1
     assert after["links"]["records"] - before["links"]["records"] == 1  # both users' keys in one record
-    assert w1.take() == [[PushMids(1000, b"x", ["a", "b"], [1, 1])]]
+    assert w1.take() == [[PushMids(1000, ["a", "b"], [1, 1], b"x")]]

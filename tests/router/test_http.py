@@ -337,7 +337,7 @@ def test_answers_ready_in_one_loop_turn_leave_in_one_write(loop: asyncio.Abstrac
 
 def test_refused_pushes_carry_http_503(loop: asyncio.AbstractEventLoop) -> None:
     c = Conn(loop)
-    c.harness.router.stop_pushes()
+    c.harness.router.push.stop()
     c.feed(GOIM_ROOM)
     ((status, _, answer),) = c.responses()
     assert status == 503 and answer["code"] == -503 and "stopping" in answer["message"]

@@ -57,7 +57,7 @@ def test_a_restarted_worker_adds_to_its_slot_and_nothing_goes_back(rig: Harness)
     first = rig.worker("1", pid=10)
     report(rig, first, opened_tcp=5, auth_ok=4, conns_tcp=3)
     assert value(render(rig, totals), "mpim_connects_total", host="h", worker="1", transport="tcp") == 5
-    rig.router.detach(first)  # kill -9: the link closes
+    rig.router.workers.detach(first)  # kill -9: the link closes
     text = render(rig, totals)
     assert value(text, "mpim_connects_total", host="h", worker="1", transport="tcp") == 5
     assert value(text, "mpim_connections", host="h", worker="1", transport="tcp") == 0  # a level: gone
@@ -84,7 +84,7 @@ def test_a_reload_overlap_sums_both_generations_then_keeps_the_old_one_s_count(r
     text = render(rig, totals)
     assert value(text, "mpim_deliveries_total", host="h", worker="1", kind="room") == 119
     assert value(text, "mpim_online", host="h", worker="1") == 1
-    rig.router.detach(old)  # the link of a worker that said goodbye closes later: not counted again
+    rig.router.workers.detach(old)  # the link of a worker that said goodbye closes later: not counted again
     assert value(render(rig, totals), "mpim_deliveries_total", host="h", worker="1", kind="room") == 119
 
 
@@ -98,7 +98,7 @@ def test_counters_never_decrease_over_a_sequence_of_restarts(rig: Harness) -> No
             now = value(render(rig, totals), "mpim_deliveries_total", host="h", worker="2", kind="keys")
             assert now >= seen
             seen = now
-        rig.router.detach(link)
+        rig.router.workers.detach(link)
     assert seen == 6 * 9
 
 
@@ -131,7 +131,7 @@ def test_histograms_are_cumulative_and_in_seconds(rig: Harness) -> None:
 def test_router_counts_pushes_by_kind_and_stamps_them(rig: Harness) -> None:
     link = rig.worker("1")
     rig.connect(link, "k", 7, "live://1")
-    rig.router.on_bus_fence(link.id, 1)
+    rig.router.confirms.on_bus_fence(link.id, 1)
     link.take()
     sent: list[bytes] = []
     published: list[bytes] = []
@@ -139,10 +139,10 @@ def test_router_counts_pushes_by_kind_and_stamps_them(rig: Harness) -> None:
     rig.bus.publish = lambda topic, record: published.append(record)  # type: ignore[method-assign]
     before = time.monotonic()
     for _ in range(17):
-        rig.router.push_keys(1000, ["k", "nobody"], b"y")
-    assert rig.loop.run_until_complete(rig.router.push_mids(1000, [7], b"x"))[0] == 1
-    rig.router.push_room(1000, "live://1", b"z")
-    rig.router.push_all(1000, 0, b"w")
+        rig.router.push.keys(1000, ["k", "nobody"], b"y")
+    assert rig.loop.run_until_complete(rig.router.push.mids(1000, [7], b"x"))[0] == 1
+    rig.router.push.room(1000, "live://1", b"z")
+    rig.router.push.all(1000, 0, b"w")
     after = time.monotonic()
     text = render(rig)
     assert [value(text, "mpim_pushes_total", kind=kind) for kind in ("keys", "mids", "room", "all")] == [

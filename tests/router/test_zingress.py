@@ -38,7 +38,7 @@ def test_the_four_kinds() -> None:
     assert s.ask({"kind": "room", "op": 1000, "room": "live://1", "body": b"r"})[0]["code"] == 0
     everyone, wants = s.ask({"kind": "all", "op": 1000, "speed": 10, "body": b"z", "reply": False})
     assert not wants
-    assert s.link.take() == [PushKeys(1000, ["k1"], b"a"), PushMids(1000, b"text", ["k1"], [1])]
+    assert s.link.take() == [PushKeys(1000, ["k1"], b"a"), PushMids(1000, ["k1"], [1], b"text")]
     assert s.sent == [
         (bus.room_topic("live://1"), PushRoom(1000, b"r")),
         (bus.BROADCAST, PushAll(1000, 10, b"z")),

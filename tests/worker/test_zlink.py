@@ -135,7 +135,7 @@ def test_deliveries_reach_the_targets(tmp_path: Path) -> None:
         link._on_bus(bus_message(bus.room_topic("live://1"), PushRoom(1000, b"a"), PushRoom(1001, b"b")))
         link._on_bus(bus_message(bus.BROADCAST, PushAll(1000, 5, b"d")))
         link.on_router(PushKeys(1000, ["k1", "k2"], b"c"))
-        link.on_router(PushMids(1000, b"m", ["k1", "k3"], [4, 9]))
+        link.on_router(PushMids(1000, ["k1", "k3"], [4, 9], b"m"))
         link.on_router(RoomCounts({"live://1": 9}))
         link.on_router(Kick(["old"]))
         assert t.calls == [
