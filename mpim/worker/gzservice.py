@@ -66,9 +66,8 @@ from mpim.gozero.frames import (
     error_frame,
 )
 from mpim.gozero.push import PUSH_METHOD, ROOT
-from mpim.proto import Frame
+from mpim.proto import Frame, Op
 from mpim.worker.channel import ALL_OPS, CLOSED
-from mpim.worker.reliable import OP_RESUME
 from mpim.worker.upstream import Message
 
 if TYPE_CHECKING:
@@ -92,7 +91,7 @@ CHAT, ONLINE = "conversation.chat", "user.online"
 KEY_PREFIX = "gozero-"
 PING = encode(FRAME_PING)
 _ACK_CAPS = frozenset({"ack"})
-_RESUME = Frame(1, OP_RESUME, 0, b"")  # from this endpoint's cursor
+_RESUME = Frame(1, Op.RESUME, 0, b"")  # from this endpoint's cursor
 
 
 def token_of(request: Request) -> tuple[str, str]:

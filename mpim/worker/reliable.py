@@ -24,7 +24,7 @@ import logging
 import string
 from typing import TYPE_CHECKING, Any
 
-from mpim.proto import RemoteProtocolError, encode
+from mpim.proto import Op, RemoteProtocolError, encode
 from mpim.records import Replayed
 from mpim.worker.channel import CLOSED
 from mpim.worker.outbox import Item, Outbox
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mpim.worker")
 
 CAP_ACK, CAP_SEQ = 1, 2
-OP_ACK, OP_RESUME, OP_RESUMED, OP_CONFIRM = 18, 20, 21, 22
 MAX_EPOCH = 64
 _EPOCH_CHARS = frozenset(string.ascii_letters + string.digits + "._-:")
 
@@ -88,7 +87,7 @@ class ReliableDelivery:
             answer = rel.owed()
         if answer is not None:
             body = json.dumps({"epoch": answer.epoch, "seq": answer.top, "recovered": answer.recovered})
-            channel.send_frame(encode(OP_RESUMED, body.encode(), rel.reply[0], rel.reply[1]))
+            channel.send_frame(encode(Op.RESUMED, body.encode(), rel.reply[0], rel.reply[1]))
             self.stats["resumes"] += 1
             if not answer.recovered:
                 self.stats["unrecovered"] += 1

@@ -23,7 +23,7 @@ from mpim.limits import check_room_id
 from mpim.proto import Frame, Op, RemoteProtocolError, encode
 from mpim.records import Entry
 from mpim.worker.channel import ALL_OPS, AUTHED, CLOSED, REGISTERING, Channel, parse_op_list
-from mpim.worker.reliable import CAP_ACK, OP_ACK, OP_CONFIRM, OP_RESUME, Reliable, caps_bits
+from mpim.worker.reliable import CAP_ACK, Reliable, caps_bits
 
 if TYPE_CHECKING:
     from mpim.config import Config
@@ -210,7 +210,7 @@ class Sessions:
         channel.accepts = self.intern_accepts(accepts)
 
     def admit(self, channel: Channel, frame: Frame) -> bool:
-        if frame.op == OP_ACK and channel.rel is not None:  # (acks: a bucket of their own)
+        if frame.op == Op.ACK and channel.rel is not None:  # (acks: a bucket of their own)
             return self.delivery.admit_ack(channel)
         return self.messages.admit(channel, frame)
 
@@ -219,13 +219,13 @@ class Sessions:
 
     def reliable(self, channel: Channel, frame: Frame) -> None:
         """Ops 18 (ack), 20 (resume) and 22 (confirm) of an ack client."""
-        if frame.op == OP_ACK:
+        if frame.op == Op.ACK:
             if frame.body:
                 raise RemoteProtocolError(f"ack (op 18) must have an empty body, got {len(frame.body)} bytes")
             self.delivery.ack(channel, frame.seq)
-        elif frame.op == OP_RESUME:
+        elif frame.op == Op.RESUME:
             self.delivery.resume(channel, frame)
-        elif frame.op == OP_CONFIRM:
+        elif frame.op == Op.CONFIRM:
             self.messages.confirm(channel, frame)
 
     # -- the link's side ----------------------------------------------------------------------

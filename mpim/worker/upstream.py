@@ -41,7 +41,7 @@ from mpim.limits import INT32, INT64, in_range
 from mpim.proto import Op, RemoteProtocolError, encode
 from mpim.records import ChatAck
 from mpim.worker.channel import CLOSED
-from mpim.worker.reliable import CAP_ACK, CAP_SEQ, OP_ACK
+from mpim.worker.reliable import CAP_ACK, CAP_SEQ
 
 if TYPE_CHECKING:
     import asyncio
@@ -197,7 +197,7 @@ class UpstreamService:
     def admit(self, channel: Channel, frame: Frame) -> bool:
         if not self.take(channel, 16 + len(frame.body)):
             return False
-        if channel.useq >= 0 and frame.op != OP_ACK:  # (an ack's header seq is the seq it acks)
+        if channel.useq >= 0 and frame.op != Op.ACK:  # (an ack's header seq is the seq it acks)
             expected = (channel.useq + 1) & 0x7FFFFFFF
             if frame.seq != expected:
                 self.stats["replay_cut"] += 1
