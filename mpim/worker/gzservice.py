@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     from mpim.worker.deadlines import Deadlines
     from mpim.worker.gzchannel import GoZeroChannel
     from mpim.worker.link import ClusterLink
+    from mpim.worker.ratelimit import RateLimits
     from mpim.worker.reliable import ReliableDelivery
     from mpim.worker.sessions import Sessions
     from mpim.worker.upstream import UpstreamService
@@ -170,6 +171,7 @@ class GoZeroService:
         upstream: UpstreamService,
         link: ClusterLink,
         stats: dict[str, int],
+        limits: RateLimits,
     ) -> None:
         self.registry = registry
         self.deadlines = deadlines
@@ -178,6 +180,7 @@ class GoZeroService:
         self.upstream = upstream
         self.link = link
         self.stats = stats
+        self.limits = limits
         self.answers = GoZeroAnswers(stats)
         self.channel_class: type[WsChannel] | None = None  # the hub's bound GoZeroChannel
         self.reconfigure(cfg)
@@ -234,9 +237,9 @@ class GoZeroService:
             self.bad(channel, exc.reason)
             return
         if frame.frame_type == FRAME_ACK:
-            admitted = self.reliable.admit_ack(channel)
+            admitted = self.limits.take_ack(channel)
         else:
-            admitted = self.upstream.take(channel, len(payload))
+            admitted = self.limits.take(channel, len(payload))
         if admitted:
             cast("GoZeroChannel", channel).on_frame(frame)
 

@@ -1,4 +1,9 @@
-"""Reliable delivery on a worker: clients that opted in with the ``ack`` cap.
+"""Acks and resume on a worker (ops 18, 20, 21): reliable delivery to clients with the ``ack`` cap.
+
+This module is the worker's one home for both: the resume (op 20) and its answer (op 21),
+the catch-up reads, the acks (op 18) and the ack timeout. The window's plain state is
+:mod:`mpim.worker.outbox`, the ack rate limit :mod:`mpim.worker.ratelimit`; the router's
+side (the stream, device cursors) is :mod:`mpim.router.streams`.
 
 How this works. Such a client gets every push by mid (and private message) with its
 stream seq in the frame header. After its Auth reply it sends op 20 (resume) once; the
@@ -67,8 +72,6 @@ class ReliableDelivery:
     def reconfigure(self, cfg: Config) -> None:
         self.window = cfg.delivery.max_unacked
         self.ack_timeout = cfg.delivery.ack_timeout
-        self.ack_rate = cfg.delivery.ack_rate
-        self.ack_burst = float(cfg.delivery.ack_burst)
 
     # -- pushes ---------------------------------------------------------------------------------
     def push(self, channel: Channel, op: int, body: bytes, seq: int) -> None:
@@ -141,23 +144,6 @@ class ReliableDelivery:
         self._pump(channel, rel)
 
     # -- acks -----------------------------------------------------------------------------------
-    def admit_ack(self, channel: Channel) -> bool:
-        """Acks have a token bucket of their own (``[delivery] ack_rate`` / ``ack_burst``)."""
-        rel: Outbox = channel.rel
-        now = self.loop.time()
-        if rel.ack_at == 0.0:
-            rel.ack_quota, rel.ack_at = self.ack_burst, now
-        rel.ack_quota = min(self.ack_burst, rel.ack_quota + (now - rel.ack_at) * self.ack_rate) - 1.0
-        rel.ack_at = now
-        if rel.ack_quota < 0:
-            self.stats["rate_cut"] += 1
-            log.warning(
-                "closing %s key=%s: over the ack rate (%g acks/s)", channel.peer(), channel.key, self.ack_rate
-            )
-            self.registry.close(channel, notify=True)
-            return False
-        return True
-
     def ack(self, channel: Channel, seq: int) -> None:
         rel: Outbox = channel.rel
         if seq > rel.written:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mpim.worker.channel import Registry
     from mpim.worker.deadlines import Deadlines
     from mpim.worker.link import ClusterLink
+    from mpim.worker.ratelimit import RateLimits
     from mpim.worker.reliable import ReliableDelivery
     from mpim.worker.room import Room, RoomTable
     from mpim.worker.upstream import UpstreamService
@@ -66,6 +67,7 @@ class Sessions:
         stats: dict[str, int],
         reliable_delivery: ReliableDelivery,
         upstream_service: UpstreamService,
+        rate_limits: RateLimits,
     ) -> None:
         self.cfg = cfg
         self.registry = registry
@@ -76,6 +78,7 @@ class Sessions:
         self.stats = stats
         self.delivery = reliable_delivery
         self.messages = upstream_service
+        self.limits = rate_limits
         self.auth = Authenticator.from_config(cfg.auth)
         self._accepts: dict[frozenset[int], frozenset[int]] = {}
         self._key_prefix = secrets.token_hex(6) + "-"
@@ -211,7 +214,7 @@ class Sessions:
 
     def admit(self, channel: Channel, frame: Frame) -> bool:
         if frame.op == Op.ACK and channel.rel is not None:  # (acks: a bucket of their own)
-            return self.delivery.admit_ack(channel)
+            return self.limits.take_ack(channel)
         return self.messages.admit(channel, frame)
 
     def upstream(self, channel: Channel, frame: Frame) -> None:
