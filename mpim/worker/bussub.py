@@ -122,16 +122,16 @@ class BusSubscription:
             return
         for record in batch:
             match record:
-                case PushRoom(op=op, body=body, at=at):
+                case PushRoom():
                     try:
-                        self.delivery.push_room(op, bus.room_of(topic), body, at)
+                        self.delivery.push_room(record.op, bus.room_of(topic), record.body, record.at)
                     except ValueError as exc:
                         self.stats["bad_messages"] += 1
                         log.warning("ignoring a room push on %r: %s", topic[:40], exc)
-                case PushAll(op=op, speed=speed, body=body, at=at):
-                    self.delivery.push_all(op, speed, body, at)
-                case Mark(mark=mark):
-                    self._saw_mark(mark)
+                case PushAll():
+                    self.delivery.push_all(record.op, record.speed, record.body, record.at)
+                case Mark():
+                    self._saw_mark(record.mark)
 
     def _saw_mark(self, mark: int) -> None:
         if mark > self.mark_seen:

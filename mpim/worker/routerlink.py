@@ -412,34 +412,34 @@ class RouterLink:
     # -- records from the router --------------------------------------------------------------
     def on_record(self, record: records.RouterRecord) -> None:
         assert self.sessions is not None and self.delivery is not None
-        match record:
-            case PushKeys(op=op, keys=keys, body=body, at=at):
-                self.delivery.push_keys(op, keys, body, at)
-            case PushMids(op=op, body=body, keys=keys, seqs=seqs, at=at):
-                self.delivery.push_mids(op, body, keys, seqs, at)
-            case Confirmed(reqs=reqs):
-                self._confirmed(reqs)
-            case Denied(reqs=reqs, reason=reason):
-                self._denied(reqs, reason)
-            case Kick(keys=keys):
-                self.sessions.kick(keys)
-            case RoomCounts(rooms=rooms):
-                self.delivery.set_room_online(rooms)
+        match record:  # (class patterns only: the pushes are the hot path)
+            case PushKeys():
+                self.delivery.push_keys(record.op, record.keys, record.body, record.at)
+            case PushMids():
+                self.delivery.push_mids(record.op, record.body, record.keys, record.seqs, record.at)
+            case Confirmed():
+                self._confirmed(record.reqs)
+            case Denied():
+                self._denied(record.reqs, record.reason)
+            case Kick():
+                self.sessions.kick(record.keys)
+            case RoomCounts():
+                self.delivery.set_room_online(record.rooms)
             case FenceRequest():
                 self.bus.send_fence()
             case Resync():
                 log.info("the router asked worker %s for its sessions again", self.id)
                 if self.conn is not None:
                     self._sync(self.conn)
-            case Replayed(req=req):
-                resume = self.calls.pop(req, ResumeCall)
+            case Replayed():
+                resume = self.calls.pop(record.req, ResumeCall)
                 if resume is not None and resume.channel.state != CLOSED:
                     resume.done(record)
-            case ChatAck(req=req):
-                message = self.calls.pop(req, MessageCall)
+            case ChatAck():
+                message = self.calls.pop(record.req, MessageCall)
                 if message is not None and message.channel.state != CLOSED:
                     message.done(record)
-            case Drained(req=req, mark=mark):
-                call = self.calls.get(req, DrainCall)
+            case Drained():
+                call = self.calls.get(record.req, DrainCall)
                 if call is not None and not call.future.done():
-                    call.future.set_result(mark)
+                    call.future.set_result(record.mark)
