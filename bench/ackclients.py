@@ -46,7 +46,6 @@ from bench.tally import CAP, RESOLUTION, Tally
 from bench.wire import PUSH_OP
 from mpim.proto import Op, encode
 
-OP_ACK, OP_RESUME, OP_RESUMED = 18, 20, 21
 _RAW = int(Op.RAW)
 _AUTH_REPLY = int(Op.AUTH_REPLY)
 _SEND_MSG = int(Op.SEND_MSG)
@@ -55,7 +54,7 @@ _HEAD = struct.Struct(">i4xii")  # packLen, op, seq
 _HEAD_AND_PREFIX = struct.Struct(">i4xiiIqd")  # and the benchmark prefix: stream, seq, sent
 HEAD_SIZE = _HEAD.size
 FULL_SIZE = _HEAD_AND_PREFIX.size
-RESUME = encode(OP_RESUME, b"{}", seq=2)
+RESUME = encode(Op.RESUME, b"{}", seq=2)
 
 _monotonic = time.monotonic
 
@@ -184,7 +183,7 @@ class Reliable:
                     self.streamed(client, tally, target, n, now - sent)
             elif op == _AUTH_REPLY:
                 client.send_frame(RESUME)
-            elif op == OP_RESUMED:
+            elif op == Op.RESUMED:
                 self.on_resumed(client, tally, buf[pos + HEAD_SIZE : pos + size])
             elif op == _SEND_MSG_REPLY or (op == _SEND_MSG and size == HEAD_SIZE):
                 self.answered(tally, seq, buf[pos + HEAD_SIZE : pos + size], now)
@@ -272,7 +271,7 @@ class Reliable:
         """One cumulative ack for everything this read brought."""
         if self.top > self.acked and self.resumed:
             self.acked = self.top
-            client.send_frame(encode(OP_ACK, b"", seq=self.top))
+            client.send_frame(encode(Op.ACK, b"", seq=self.top))
             client.tally.acks += 1
 
     def send_chat(self, client: AckClient, to: int, now: float) -> None:

@@ -2,6 +2,8 @@
 
 One place for the integer ranges of goim's fields, the room id rule and the
 ``BadRequest`` that both push ingresses (HTTP and ZeroMQ) answer with code -400.
+Rate limits per connection are :mod:`mpim.worker.ratelimit`; limits per client IP
+(connections, new connections per second, Auth failures) :mod:`mpim.worker.iplimits`.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ _pack_header = _HEADER.pack
 
 
 class Op(IntEnum):
-    """Operation codes of goim v2. Business push ops (1000...) are the application's."""
+    """Operation codes: 0-17 are goim v2's, 18-22 mpim's reliable delivery (README "Reliable
+    delivery and chat"; 19 is unused). Business push ops (1000...) are the application's."""
 
     HANDSHAKE = 0
     HANDSHAKE_REPLY = 1
@@ -46,6 +47,10 @@ class Op(IntEnum):
     SUB_REPLY = 15
     UNSUB = 16
     UNSUB_REPLY = 17
+    ACK = 18  # client -> server: header seq = the highest stream seq processed (cumulative)
+    RESUME = 20  # client -> server: replay the stream after {"epoch", "seq"} (or the device cursor)
+    RESUMED = 21  # server -> client: the resume's answer, after the replayed messages
+    CONFIRM = 22  # client -> server (rigor): {"id"} of a message whose receipt it saw
 
 
 class Frame(NamedTuple):

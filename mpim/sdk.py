@@ -47,7 +47,8 @@ from mpim.proto import Frame, Op
 
 log = logging.getLogger("mpim.sdk")
 
-OP_ACK, OP_RESUME, OP_RESUMED, OP_CONFIRM = 18, 20, 21, 22
+# The reliable-delivery ops under the names the SDK documents (they are :class:`mpim.proto.Op`'s).
+OP_ACK, OP_RESUME, OP_RESUMED, OP_CONFIRM = Op.ACK, Op.RESUME, Op.RESUMED, Op.CONFIRM
 TRANSIENT = frozenset((-503, -504, -408))  # refusals a resend of the same id may get past
 STABLE = 10.0  # seconds a connection must have served before the reconnect backoff starts over
 
@@ -171,7 +172,7 @@ class Session:
         client = self._client = await self._open()
         await client.auth(self.token, timeout=self.auth_timeout)
         position = {"epoch": self.epoch, "seq": self.seq} if self.epoch else {}
-        await client.send(OP_RESUME, json.dumps(position).encode())
+        await client.send(Op.RESUME, json.dumps(position).encode())
         self.connections += 1
         self.connected.set()
         beat = asyncio.get_running_loop().create_task(self._beat(client))
@@ -201,7 +202,7 @@ class Session:
             return
         if op == Op.DISCONNECT_REPLY:
             raise ConnectionClosedError("the server asked us to reconnect (op 6)")
-        if op == OP_RESUMED:
+        if op == Op.RESUMED:
             self._resumed(frame)
         elif op == Op.SEND_MSG_REPLY:
             await self._reply(client, frame)
@@ -249,7 +250,7 @@ class Session:
             return
         self._unacked = 0
         self._acked_at = loop.time()
-        await client.send(OP_ACK, b"", seq=self.seq)
+        await client.send(Op.ACK, b"", seq=self.seq)
 
     async def _ack_after(self, client: Client, wait: float) -> None:
         """The held-back ack, and the ones asked for while it was on its way (each call of
@@ -324,7 +325,7 @@ class Session:
             return
         _, future = pending
         if answer.get("state") == "received":  # rigor: confirm that we saw the receipt
-            await client.send(OP_CONFIRM, json.dumps({"id": msg_id}).encode())
+            await client.send(Op.CONFIRM, json.dumps({"id": msg_id}).encode())
             return
         if future.done():
             return

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from mpim import proxyproto
 from mpim.listen import Origin
-from mpim.worker.limits import in_networks, networks
+from mpim.worker.iplimits import in_networks, networks
 
 if TYPE_CHECKING:
     from mpim.config import Config

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from mpim.worker.room import Room
 
 NEW, REGISTERING, AUTHED, CLOSED = 0, 1, 2, 3
-RELIABLE_OPS = frozenset((18, 20, 22))  # ack, resume, confirm: protocol ops for ack clients only
+RELIABLE_OPS = frozenset((Op.ACK, Op.RESUME, Op.CONFIRM))  # protocol ops for ack clients only
 MAX_HELD = 64  # frames a client may send while a request of its waits for the router
 
 CHANNEL_SLOTS = (

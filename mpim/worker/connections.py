@@ -6,7 +6,7 @@ the drain see all of them. Closing goes through one place: the other pieces
 (deadlines, sessions) register ``forget`` hooks that take a closing channel out
 of their own tables before the transport is closed.
 
-Every new connection is also asked of the per-IP limits (:mod:`mpim.worker.limits`)
+Every new connection is also asked of the per-IP limits (:mod:`mpim.worker.iplimits`)
 by its client address, unless a TLS or PROXY listener already did before the
 handshake (the channel's ``origin`` says so); one that was counted is released
 when it closes.
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from mpim.proto import Op, encode
 from mpim.worker.channel import AUTHED, CLOSED
-from mpim.worker.limits import IpLimits
+from mpim.worker.iplimits import IpLimits
 
 if TYPE_CHECKING:
     import asyncio

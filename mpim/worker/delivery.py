@@ -34,9 +34,9 @@ class Delivery:
 
     def push_keys(self, op: int, keys: list[str], body: bytes, at: float = 0.0) -> int:
         """Send to the connections with these keys that watch ``op``; returns how many."""
-        return self.push_mids(op, body, keys, repeat(0), at)
+        return self.push_mids(op, keys, repeat(0), body, at)
 
-    def push_mids(self, op: int, body: bytes, keys: list[str], seqs: Iterable[int], at: float = 0.0) -> int:
+    def push_mids(self, op: int, keys: list[str], seqs: Iterable[int], body: bytes, at: float = 0.0) -> int:
         """Like :meth:`push_keys`, ``seqs[i]`` > 0 being the stream seq of the user holding
         ``keys[i]`` (a stored push by mid): ack clients get it in the header, held until they
         resumed; everyone else gets goim's frame with seq 0. One frame is built for all."""

@@ -66,9 +66,8 @@ from mpim.gozero.frames import (
     error_frame,
 )
 from mpim.gozero.push import PUSH_METHOD, ROOT
-from mpim.proto import Frame
+from mpim.proto import Frame, Op
 from mpim.worker.channel import ALL_OPS, CLOSED
-from mpim.worker.reliable import OP_RESUME
 from mpim.worker.upstream import Message
 
 if TYPE_CHECKING:
@@ -81,6 +80,7 @@ if TYPE_CHECKING:
     from mpim.worker.deadlines import Deadlines
     from mpim.worker.gzchannel import GoZeroChannel
     from mpim.worker.link import ClusterLink
+    from mpim.worker.ratelimit import RateLimits
     from mpim.worker.reliable import ReliableDelivery
     from mpim.worker.sessions import Sessions
     from mpim.worker.upstream import UpstreamService
@@ -92,7 +92,7 @@ CHAT, ONLINE = "conversation.chat", "user.online"
 KEY_PREFIX = "gozero-"
 PING = encode(FRAME_PING)
 _ACK_CAPS = frozenset({"ack"})
-_RESUME = Frame(1, OP_RESUME, 0, b"")  # from this endpoint's cursor
+_RESUME = Frame(1, Op.RESUME, 0, b"")  # from this endpoint's cursor
 
 
 def token_of(request: Request) -> tuple[str, str]:
@@ -171,6 +171,7 @@ class GoZeroService:
         upstream: UpstreamService,
         link: ClusterLink,
         stats: dict[str, int],
+        limits: RateLimits,
     ) -> None:
         self.registry = registry
         self.deadlines = deadlines
@@ -179,6 +180,7 @@ class GoZeroService:
         self.upstream = upstream
         self.link = link
         self.stats = stats
+        self.limits = limits
         self.answers = GoZeroAnswers(stats)
         self.channel_class: type[WsChannel] | None = None  # the hub's bound GoZeroChannel
         self.reconfigure(cfg)
@@ -235,9 +237,9 @@ class GoZeroService:
             self.bad(channel, exc.reason)
             return
         if frame.frame_type == FRAME_ACK:
-            admitted = self.reliable.admit_ack(channel)
+            admitted = self.limits.take_ack(channel)
         else:
-            admitted = self.upstream.take(channel, len(payload))
+            admitted = self.limits.take(channel, len(payload))
         if admitted:
             cast("GoZeroChannel", channel).on_frame(frame)
 

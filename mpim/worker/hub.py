@@ -28,9 +28,10 @@ from mpim.worker.deadlines import Deadlines
 from mpim.worker.delivery import Delivery
 from mpim.worker.gzchannel import GoZeroChannel
 from mpim.worker.gzservice import GoZeroService
-from mpim.worker.limits import STATS as LIMIT_STATS
+from mpim.worker.iplimits import STATS as LIMIT_STATS
 from mpim.worker.link import ClusterLink, StandaloneLink
 from mpim.worker.meter import Meter
+from mpim.worker.ratelimit import RateLimits
 from mpim.worker.reliable import ReliableDelivery
 from mpim.worker.room import RoomTable
 from mpim.worker.sessions import Sessions
@@ -80,8 +81,9 @@ class Hub:
             self.link.room_closed,
             meter=self.meter,
         )
+        self.rate_limits = RateLimits(cfg, loop, self.registry, stats)
         self.reliable = ReliableDelivery(cfg, loop, self.registry, self.link, stats)
-        self.upstream = UpstreamService(cfg, loop, self.registry, self.link, stats)
+        self.upstream = UpstreamService(cfg, loop, self.registry, self.link, stats, self.rate_limits)
         self.sessions = Sessions(
             cfg,
             self.registry,
@@ -92,10 +94,19 @@ class Hub:
             stats,
             self.reliable,
             self.upstream,
+            self.rate_limits,
         )
         self.delivery = Delivery(loop, self.buckets, self.rooms, self.reliable)
         self.gozero = GoZeroService(
-            cfg, self.registry, self.deadlines, self.sessions, self.reliable, self.upstream, self.link, stats
+            cfg,
+            self.registry,
+            self.deadlines,
+            self.sessions,
+            self.reliable,
+            self.upstream,
+            self.link,
+            stats,
+            self.rate_limits,
         )
         self.gozero.channel_class = self.channel_class(GoZeroChannel)
         self.deadlines.on_tick(self.reliable.tick)
@@ -122,6 +133,7 @@ class Hub:
         self.registry.reconfigure(cfg)
         self.deadlines.reconfigure(cfg)
         self.sessions.reconfigure(cfg)
+        self.rate_limits.reconfigure(cfg)
         self.reliable.reconfigure(cfg)
         self.upstream.reconfigure(cfg)
         self.gozero.reconfigure(cfg)

@@ -1,4 +1,9 @@
-"""Reliable delivery on a worker: clients that opted in with the ``ack`` cap.
+"""Acks and resume on a worker (ops 18, 20, 21): reliable delivery to clients with the ``ack`` cap.
+
+This module is the worker's one home for both: the resume (op 20) and its answer (op 21),
+the catch-up reads, the acks (op 18) and the ack timeout. The window's plain state is
+:mod:`mpim.worker.outbox`, the ack rate limit :mod:`mpim.worker.ratelimit`; the router's
+side (the stream, device cursors) is :mod:`mpim.router.streams`.
 
 How this works. Such a client gets every push by mid (and private message) with its
 stream seq in the frame header. After its Auth reply it sends op 20 (resume) once; the
@@ -24,7 +29,7 @@ import logging
 import string
 from typing import TYPE_CHECKING, Any
 
-from mpim.proto import RemoteProtocolError, encode
+from mpim.proto import Op, RemoteProtocolError, encode
 from mpim.records import Replayed
 from mpim.worker.channel import CLOSED
 from mpim.worker.outbox import Item, Outbox
@@ -42,7 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mpim.worker")
 
 CAP_ACK, CAP_SEQ = 1, 2
-OP_ACK, OP_RESUME, OP_RESUMED, OP_CONFIRM = 18, 20, 21, 22
 MAX_EPOCH = 64
 _EPOCH_CHARS = frozenset(string.ascii_letters + string.digits + "._-:")
 
@@ -68,8 +72,6 @@ class ReliableDelivery:
     def reconfigure(self, cfg: Config) -> None:
         self.window = cfg.delivery.max_unacked
         self.ack_timeout = cfg.delivery.ack_timeout
-        self.ack_rate = cfg.delivery.ack_rate
-        self.ack_burst = float(cfg.delivery.ack_burst)
 
     # -- pushes ---------------------------------------------------------------------------------
     def push(self, channel: Channel, op: int, body: bytes, seq: int) -> None:
@@ -88,7 +90,7 @@ class ReliableDelivery:
             answer = rel.owed()
         if answer is not None:
             body = json.dumps({"epoch": answer.epoch, "seq": answer.top, "recovered": answer.recovered})
-            channel.send_frame(encode(OP_RESUMED, body.encode(), rel.reply[0], rel.reply[1]))
+            channel.send_frame(encode(Op.RESUMED, body.encode(), rel.reply[0], rel.reply[1]))
             self.stats["resumes"] += 1
             if not answer.recovered:
                 self.stats["unrecovered"] += 1
@@ -142,23 +144,6 @@ class ReliableDelivery:
         self._pump(channel, rel)
 
     # -- acks -----------------------------------------------------------------------------------
-    def admit_ack(self, channel: Channel) -> bool:
-        """Acks have a token bucket of their own (``[delivery] ack_rate`` / ``ack_burst``)."""
-        rel: Outbox = channel.rel
-        now = self.loop.time()
-        if rel.ack_at == 0.0:
-            rel.ack_quota, rel.ack_at = self.ack_burst, now
-        rel.ack_quota = min(self.ack_burst, rel.ack_quota + (now - rel.ack_at) * self.ack_rate) - 1.0
-        rel.ack_at = now
-        if rel.ack_quota < 0:
-            self.stats["rate_cut"] += 1
-            log.warning(
-                "closing %s key=%s: over the ack rate (%g acks/s)", channel.peer(), channel.key, self.ack_rate
-            )
-            self.registry.close(channel, notify=True)
-            return False
-        return True
-
     def ack(self, channel: Channel, seq: int) -> None:
         rel: Outbox = channel.rel
         if seq > rel.written:

@@ -23,7 +23,7 @@ from mpim.limits import check_room_id
 from mpim.proto import Frame, Op, RemoteProtocolError, encode
 from mpim.records import Entry
 from mpim.worker.channel import ALL_OPS, AUTHED, CLOSED, REGISTERING, Channel, parse_op_list
-from mpim.worker.reliable import CAP_ACK, OP_ACK, OP_CONFIRM, OP_RESUME, Reliable, caps_bits
+from mpim.worker.reliable import CAP_ACK, Reliable, caps_bits
 
 if TYPE_CHECKING:
     from mpim.config import Config
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mpim.worker.channel import Registry
     from mpim.worker.deadlines import Deadlines
     from mpim.worker.link import ClusterLink
+    from mpim.worker.ratelimit import RateLimits
     from mpim.worker.reliable import ReliableDelivery
     from mpim.worker.room import Room, RoomTable
     from mpim.worker.upstream import UpstreamService
@@ -66,6 +67,7 @@ class Sessions:
         stats: dict[str, int],
         reliable_delivery: ReliableDelivery,
         upstream_service: UpstreamService,
+        rate_limits: RateLimits,
     ) -> None:
         self.cfg = cfg
         self.registry = registry
@@ -76,6 +78,7 @@ class Sessions:
         self.stats = stats
         self.delivery = reliable_delivery
         self.messages = upstream_service
+        self.limits = rate_limits
         self.auth = Authenticator.from_config(cfg.auth)
         self._accepts: dict[frozenset[int], frozenset[int]] = {}
         self._key_prefix = secrets.token_hex(6) + "-"
@@ -210,8 +213,8 @@ class Sessions:
         channel.accepts = self.intern_accepts(accepts)
 
     def admit(self, channel: Channel, frame: Frame) -> bool:
-        if frame.op == OP_ACK and channel.rel is not None:  # (acks: a bucket of their own)
-            return self.delivery.admit_ack(channel)
+        if frame.op == Op.ACK and channel.rel is not None:  # (acks: a bucket of their own)
+            return self.limits.take_ack(channel)
         return self.messages.admit(channel, frame)
 
     def upstream(self, channel: Channel, frame: Frame) -> None:
@@ -219,13 +222,13 @@ class Sessions:
 
     def reliable(self, channel: Channel, frame: Frame) -> None:
         """Ops 18 (ack), 20 (resume) and 22 (confirm) of an ack client."""
-        if frame.op == OP_ACK:
+        if frame.op == Op.ACK:
             if frame.body:
                 raise RemoteProtocolError(f"ack (op 18) must have an empty body, got {len(frame.body)} bytes")
             self.delivery.ack(channel, frame.seq)
-        elif frame.op == OP_RESUME:
+        elif frame.op == Op.RESUME:
             self.delivery.resume(channel, frame)
-        elif frame.op == OP_CONFIRM:
+        elif frame.op == Op.CONFIRM:
             self.messages.confirm(channel, frame)
 
     # -- the link's side ----------------------------------------------------------------------

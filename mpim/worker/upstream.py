@@ -1,7 +1,7 @@
 """What a client sends up after Auth: admission (rate limit, anti-replay), messages and their acks.
 
-Admission, for every frame after Auth: a token bucket per connection on frames and
-bytes (``[upstream] rate``/``burst``, ``bytes_rate``/``bytes_burst``); a client
+Admission, for every frame after Auth: the per-connection rate limit on frames and
+bytes (:mod:`mpim.worker.ratelimit`); a client
 over it is told op 6 and closed with one log line. A client that asked for the
 ``seq`` cap must number its frames: each one's header seq is the previous one's
 plus 1 (starting after its Auth frame's), heartbeats included — a replayed, skipped
@@ -41,7 +41,7 @@ from mpim.limits import INT32, INT64, in_range
 from mpim.proto import Op, RemoteProtocolError, encode
 from mpim.records import ChatAck
 from mpim.worker.channel import CLOSED
-from mpim.worker.reliable import CAP_ACK, CAP_SEQ, OP_ACK
+from mpim.worker.reliable import CAP_ACK, CAP_SEQ
 
 if TYPE_CHECKING:
     import asyncio
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from mpim.proto import Frame
     from mpim.worker.channel import Channel, Registry
     from mpim.worker.link import ClusterLink
+    from mpim.worker.ratelimit import RateLimits
 
 log = logging.getLogger("mpim.worker")
 
@@ -169,11 +170,13 @@ class UpstreamService:
         registry: Registry,
         link: ClusterLink,
         stats: dict[str, int],
+        limits: RateLimits,
     ) -> None:
         self.loop = loop
         self.registry = registry
         self.link = link
         self.stats = stats
+        self.limits = limits
         self.pending: dict[Channel, dict[str, Message]] = {}  # rigor: waiting for op 22
         self.reconfigure(cfg)
 
@@ -181,45 +184,25 @@ class UpstreamService:
         up = cfg.upstream
         self.mode = up.ack
         self.answers = bool(up.url)
-        self.rate, self.burst = up.rate, float(up.burst)
-        self.bytes_rate, self.bytes_burst = up.bytes_rate, float(up.bytes_burst)
         self.resend, self.confirm_timeout = up.resend, up.confirm_timeout
         self.max_body = cfg.protocol.max_body
 
     # -- admission ------------------------------------------------------------------------------
     def start(self, channel: Channel, auth_seq: int) -> None:
-        """A confirmed session: a full bucket, and the seq its next frame must carry."""
-        channel.quota = self.burst
-        channel.quota_bytes = self.bytes_burst
-        channel.quota_at = self.loop.time()
+        """A confirmed session: full buckets, and the seq its next frame must carry."""
+        self.limits.fill(channel)
         channel.useq = auth_seq if channel.caps & CAP_SEQ else -1
 
     def admit(self, channel: Channel, frame: Frame) -> bool:
-        if not self.take(channel, 16 + len(frame.body)):
+        if not self.limits.take(channel, 16 + len(frame.body)):
             return False
-        if channel.useq >= 0 and frame.op != OP_ACK:  # (an ack's header seq is the seq it acks)
+        if channel.useq >= 0 and frame.op != Op.ACK:  # (an ack's header seq is the seq it acks)
             expected = (channel.useq + 1) & 0x7FFFFFFF
             if frame.seq != expected:
                 self.stats["replay_cut"] += 1
                 self._cut(channel, f"frame seq {frame.seq}, expected {expected} (replayed or skipped)")
                 return False
             channel.useq = expected
-        return True
-
-    def take(self, channel: Channel, size: int) -> bool:
-        """One frame of ``size`` bytes from the client's buckets; over them: op 6, close, False."""
-        now = self.loop.time()
-        elapsed = now - channel.quota_at
-        channel.quota_at = now
-        quota = min(self.burst, channel.quota + elapsed * self.rate) - 1.0
-        quota_bytes = min(self.bytes_burst, channel.quota_bytes + elapsed * self.bytes_rate) - size
-        channel.quota, channel.quota_bytes = quota, quota_bytes
-        if quota < 0 or quota_bytes < 0:
-            self.stats["rate_cut"] += 1
-            self._cut(
-                channel, f"over the upstream rate ({self.rate:g} frames/s, {self.bytes_rate:g} bytes/s)"
-            )
-            return False
         return True
 
     def _cut(self, channel: Channel, why: str) -> None:

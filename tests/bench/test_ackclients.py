@@ -12,9 +12,6 @@ import pytest
 
 from bench.__main__ import parser
 from bench.ackclients import (
-    OP_ACK,
-    OP_RESUME,
-    OP_RESUMED,
     RESUME,
     AckTally,
     AckTcpClient,
@@ -60,8 +57,8 @@ def client(mid: int = 4, chat_mode: bool = False) -> tuple[AckTcpClient, Sink, a
 
 def resumed(c: AckTcpClient, sink: Sink, top: int = 0) -> None:
     c.data_received(encode(Op.AUTH_REPLY, seq=1))
-    assert sink.frames()[-1] == (OP_RESUME, 2, b"{}")
-    c.data_received(encode(OP_RESUMED, json.dumps({"epoch": "e1", "seq": top, "recovered": True}).encode()))
+    assert sink.frames()[-1] == (Op.RESUME, 2, b"{}")
+    c.data_received(encode(Op.RESUMED, json.dumps({"epoch": "e1", "seq": top, "recovered": True}).encode()))
     assert c.ready.done() and c.rel.resumed and c.rel.top == top
     assert sink.frames() == []  # nothing to ack yet
 
@@ -72,7 +69,7 @@ def reliable_push(stream: int, n: int, seq: int, sent: float = 0.0) -> bytes:
 
 def test_auth_token_asks_for_ack_with_a_stable_key() -> None:
     frames, _ = decode(ack_auth_frame(7))
-    assert frames[0].op == Op.AUTH and encode(OP_RESUME, b"{}", seq=2) == RESUME
+    assert frames[0].op == Op.AUTH and encode(Op.RESUME, b"{}", seq=2) == RESUME
     ident = Authenticator("json").verify(frames[0].body)
     assert (ident.mid, ident.key, ident.caps, ident.accepts) == (7, "bench-7", frozenset({"ack"}), {PUSH_OP})
 
@@ -83,12 +80,12 @@ def test_resume_then_one_cumulative_ack_per_read() -> None:
         assert sink.frames()[0][0] == Op.AUTH
         resumed(c, sink)
         c.data_received(b"".join(reliable_push(3, n, n + 1) for n in range(3)))
-        assert sink.frames() == [(OP_ACK, 3, b"")]  # one ack for the whole read
+        assert sink.frames() == [(Op.ACK, 3, b"")]  # one ack for the whole read
         wire = reliable_push(3, 3, 4) + reliable_push(3, 4, 5)
         c.data_received(wire[:20])  # a read that ends inside a frame: nothing new, no ack
         assert sink.frames() == []
         c.data_received(wire[20:])
-        assert sink.frames() == [(OP_ACK, 5, b"")]
+        assert sink.frames() == [(Op.ACK, 5, b"")]
         t = c.tally
         assert (t.recv, t.acks, t.dup, t.seq_gaps, t.resumes, c.next) == (5, 2, 0, 0, 1, 5)
         assert sum(t.hist) == 5
@@ -103,7 +100,7 @@ def test_repeated_seqs_are_dropped_and_skipped_ones_counted() -> None:
         c.data_received(reliable_push(3, 0, 11) + reliable_push(3, 0, 11) + reliable_push(3, 1, 14))
         t = c.tally
         assert (t.recv, t.dup, t.seq_dups, t.seq_gaps) == (2, 1, 1, 2)
-        assert sink.frames() == [(OP_ACK, 14, b"")]
+        assert sink.frames() == [(Op.ACK, 14, b"")]
     finally:
         loop.close()
 
@@ -153,7 +150,7 @@ def test_chat_copies_acks_and_order() -> None:
         assert (t.recv, t.reorder, t.dup, t.misdelivered, t.pair_checked) == (6, 1, 1, 0, 2)
         me.data_received(copy(7, 8, 1, to=5))  # neither from nor to me
         assert t.misdelivered == 1
-        assert sink.frames()[-1] == (OP_ACK, 7, b"")
+        assert sink.frames()[-1] == (Op.ACK, 7, b"")
         assert sum(t.hist) == 5  # the recipient copies (the dup too); own copies apart
         assert sum(t.own_hist.values()) == 1
     finally:

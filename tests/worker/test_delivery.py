@@ -51,7 +51,7 @@ def test_one_push_by_mid_record_reaches_every_user_it_names() -> None:
             ws = await srv.authed("ws", mid=2, key="w", accepts=[1000])
             raw = srv.clients[0]
             delivery = srv.hub.delivery
-            assert delivery.push_mids(1000, b"m", ["t", "w", "gone", "t"], [4, 9, 2, 5]) == 3
+            assert delivery.push_mids(1000, ["t", "w", "gone", "t"], [4, 9, 2, 5], b"m") == 3
             frames = [await raw.recv(), await raw.recv()]
             assert [(f.op, f.seq, f.body) for f in frames] == [(1000, 0, b"m"), (1000, 0, b"m")]
             assert await drain_pushes(ws, 1) == [(1000, b"m")]

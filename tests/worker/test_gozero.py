@@ -188,7 +188,7 @@ def test_pushes_of_every_kind_reach_go_zero_clients() -> None:
             hub.push_all(7, 0, b"\x00\xff")
             everyone = await client.push()
             assert everyone["base64"] is True and everyone["op"] == 7  # every op reaches go-zero clients
-            hub.delivery.push_mids(1000, b'{"id":"m","from":6,"to":5,"body":"hi"}', ["gozero-5"], [1])
+            hub.delivery.push_mids(1000, ["gozero-5"], [1], b'{"id":"m","from":6,"to":5,"body":"hi"}')
             chat = await client.push()
             assert (chat["formId"], chat["id"], chat["ackSeq"]) == ("6", "m", 1)
             assert chat["data"]["msg"]["content"] == "hi"

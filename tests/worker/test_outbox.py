@@ -20,11 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpim import config
-from mpim.proto import decode
+from mpim.proto import Op, decode
 from mpim.records import InboxEntry, Replayed
 from mpim.worker.channel import CLOSED
 from mpim.worker.outbox import Outbox
-from mpim.worker.reliable import OP_RESUMED, ReliableDelivery
+from mpim.worker.reliable import ReliableDelivery
 
 OPEN = 2
 
@@ -60,7 +60,7 @@ class FakeChannel:
         """(op, seq) of everything written, and op 21's top as its seq."""
         frames, tail = decode(bytes(self.out), 1 << 20)
         assert tail == b""
-        return [(f.op, json.loads(f.body)["seq"] if f.op == OP_RESUMED else f.seq) for f in frames]
+        return [(f.op, json.loads(f.body)["seq"] if f.op == Op.RESUMED else f.seq) for f in frames]
 
 
 class FakeRegistry:
@@ -152,10 +152,10 @@ def test_a_backlog_larger_than_the_window_is_paced_by_acks_and_ends_in_op_21() -
     rig.resume()
     rig.answer(rig.link.reads.pop())
     assert rig.pushed() == list(range(1, 513))  # the window, then it waits for acks
-    assert (OP_RESUMED, 600) not in rig.channel.frames()
+    assert (Op.RESUMED, 600) not in rig.channel.frames()
     rig.service.ack(rig.channel, 300)  # type: ignore[arg-type]
     assert rig.pushed() == list(range(1, 601))
-    assert rig.channel.frames()[-1] == (OP_RESUMED, 600)
+    assert rig.channel.frames()[-1] == (Op.RESUMED, 600)
     rig.ack_all()
     assert rig.channel.state == OPEN and rig.stats["ack_cut"] == 0 and rig.link.acks == [300, 600]
 
@@ -164,7 +164,7 @@ def test_live_pushes_past_the_window_wait_in_the_inbox_and_are_read_back() -> No
     rig = Rig(window=2, replay_max=3)
     rig.resume()
     rig.answer(rig.link.reads.pop())
-    assert rig.channel.frames() == [(OP_RESUMED, 0)]
+    assert rig.channel.frames() == [(Op.RESUMED, 0)]
     for _ in range(9):
         rig.live(rig.store())
     assert rig.pushed() == [1, 2]  # two written, two queued, the rest left in the inbox
@@ -211,7 +211,7 @@ def test_an_unrecovered_resume_skips_to_the_top_and_lets_the_client_ack_it() -> 
     rig = Rig(replay_max=5, stored=50)
     rig.resume()
     rig.answer(rig.link.reads.pop())
-    assert rig.channel.frames() == [(OP_RESUMED, 50)]
+    assert rig.channel.frames() == [(Op.RESUMED, 50)]
     rig.service.ack(rig.channel, 50)  # type: ignore[arg-type]
     assert rig.link.acks == [50]
 
@@ -280,7 +280,7 @@ def test_every_stored_push_after_the_position_arrives_once_in_order(
     frames = rig.channel.frames()
     assert rig.channel.state == OPEN
     pushed = [seq for op, seq in frames if op == 1000]
-    answers = [i for i, (op, _) in enumerate(frames) if op == OP_RESUMED]
+    answers = [i for i, (op, _) in enumerate(frames) if op == Op.RESUMED]
     assert len(answers) == 1
     top = frames[answers[0]][1]
     first = rig.skipped_to if rig.skipped_to >= 0 else cursor

@@ -67,7 +67,7 @@ class FakeTargets:
         self.calls.append(("keys", op, keys, body))
         return len(keys)
 
-    def push_mids(self, op: int, body: bytes, keys: list[str], seqs: Iterable[int], at: float = 0.0) -> int:
+    def push_mids(self, op: int, keys: list[str], seqs: Iterable[int], body: bytes, at: float = 0.0) -> int:
         self.calls.append(("mids", op, keys, body, list(seqs)))
         return len(keys)
 
@@ -121,7 +121,7 @@ def with_link(tmp_path: Path, scenario: Callable[[HostLink, FakeTargets, FakeCon
         targets = FakeTargets()
         link.attach(targets, targets, targets)  # type: ignore[arg-type]
         conn = FakeConn()
-        link.conn = conn  # type: ignore[assignment]
+        link.router.conn = conn  # type: ignore[assignment]
         try:
             await scenario(link, targets, conn)
         finally:
@@ -132,12 +132,14 @@ def with_link(tmp_path: Path, scenario: Callable[[HostLink, FakeTargets, FakeCon
 
 def test_deliveries_reach_the_targets(tmp_path: Path) -> None:
     async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
-        link._on_bus(bus_message(bus.room_topic("live://1"), PushRoom(1000, b"a"), PushRoom(1001, b"b")))
-        link._on_bus(bus_message(bus.BROADCAST, PushAll(1000, 5, b"d")))
-        link.on_router(PushKeys(1000, ["k1", "k2"], b"c"))
-        link.on_router(PushMids(1000, ["k1", "k3"], [4, 9], b"m"))
-        link.on_router(RoomCounts({"live://1": 9}))
-        link.on_router(Kick(["old"]))
+        link.bus.on_message(
+            bus_message(bus.room_topic("live://1"), PushRoom(1000, b"a"), PushRoom(1001, b"b"))
+        )
+        link.bus.on_message(bus_message(bus.BROADCAST, PushAll(1000, 5, b"d")))
+        link.router.on_record(PushKeys(1000, ["k1", "k2"], b"c"))
+        link.router.on_record(PushMids(1000, ["k1", "k3"], [4, 9], b"m"))
+        link.router.on_record(RoomCounts({"live://1": 9}))
+        link.router.on_record(Kick(["old"]))
         assert t.calls == [
             ("room", 1000, "live://1", b"a"),
             ("room", 1001, "live://1", b"b"),
@@ -156,10 +158,10 @@ def test_a_denied_registration_reaches_the_sessions_once(tmp_path: Path) -> None
         mine, theirs = Channel("a", 2), Channel("b", 3)
         link.register(mine, "", "1.2.3.4")  # type: ignore[arg-type]
         link.register(theirs, "", "1.2.3.4")  # type: ignore[arg-type]
-        link.on_router(Denied([1], "key 'a' is held by another user (mid 1)"))
-        link.on_router(Confirmed([1, 2]))  # a late answer for a denied request changes nothing
+        link.router.on_record(Denied([1], "key 'a' is held by another user (mid 1)"))
+        link.router.on_record(Confirmed([1, 2]))  # a late answer for a denied request changes nothing
         assert t.calls == [("denied", mine, "key 'a' is held by another user (mid 1)"), ("confirmed", theirs)]
-        link.on_router(Denied([99], "unknown request"))  # ignored
+        link.router.on_record(Denied([99], "unknown request"))  # ignored
         assert len(t.calls) == 2
 
     with_link(tmp_path, scenario)
@@ -167,8 +169,8 @@ def test_a_denied_registration_reaches_the_sessions_once(tmp_path: Path) -> None
 
 def test_marks_are_reported_once_per_loop_turn(tmp_path: Path) -> None:
     async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
-        link._on_bus(bus_message(bus.BROADCAST, Mark(1)))
-        link._on_bus(bus_message(bus.BROADCAST, Mark(2)))
+        link.bus.on_message(bus_message(bus.BROADCAST, Mark(1)))
+        link.bus.on_message(bus_message(bus.BROADCAST, Mark(2)))
         await asyncio.sleep(0)
         assert conn.take() == [BusSeen(2)]
         await asyncio.sleep(0)
@@ -187,7 +189,7 @@ def test_a_new_room_makes_the_registration_wait_for_its_fence(tmp_path: Path) ->
             Connect(1, "a", 1, "live://new", "1.2.3.4", 1),
             Connect(2, "b", 1, "", "1.2.3.4"),
         ]
-        link.on_router(Confirmed([1, 2]))
+        link.router.on_record(Confirmed([1, 2]))
         assert t.calls == [("confirmed", first), ("confirmed", second)]
         link.change_room(third, "live://new")  # type: ignore[arg-type]
         assert conn.take() == [RoomChange(3, "c", "live://new", 0)]  # the router has seen its fence
@@ -200,7 +202,7 @@ def test_a_cancelled_request_is_not_confirmed(tmp_path: Path) -> None:
         gone = Channel("g")
         link.register(gone, "", "ip")  # type: ignore[arg-type]
         link.cancel(gone)  # type: ignore[arg-type]
-        link.on_router(Confirmed([1]))
+        link.router.on_record(Confirmed([1]))
         assert t.calls == []
 
     with_link(tmp_path, scenario)
@@ -220,9 +222,9 @@ def test_the_first_report_carries_the_room_counts_whatever_the_clock_reads(
         loop.time = lambda: clock[0]  # type: ignore[method-assign]
         try:
             for _ in range(2):  # two reports, as their timer would run them
-                assert link._alive_handle is not None
-                link._alive_handle.cancel()
-                link._alive()
+                assert link.router._alive_handle is not None
+                link.router._alive_handle.cancel()
+                link.router._alive()
                 clock[0] += link.cfg.router.report_interval
         finally:
             del loop.time  # the loop's own clock again
@@ -237,16 +239,16 @@ def test_greeting_sends_hello_sessions_and_waiting_requests(tmp_path: Path) -> N
         t.sessions = [Entry("s", 5, "", "ip")]
         link.register(Channel("w"), "", "ip")  # type: ignore[arg-type]
         fresh = FakeConn()
-        link.conn = fresh  # type: ignore[assignment]
-        link._greet(fresh)  # type: ignore[arg-type]
+        link.router.conn = fresh  # type: ignore[assignment]
+        link.router._greet(fresh)  # type: ignore[arg-type]
         assert fresh.take() == [
             Hello(link.host, "3", os.getpid()),
             Sync([Entry("s", 5, "", "ip")]),
             Connect(1, "w", 1, "", "ip"),
         ]
-        link.on_router(Resync())
+        link.router.on_record(Resync())
         assert fresh.take() == [Sync([Entry("s", 5, "", "ip")])]
-        link.on_router(FenceRequest())  # answered on the bus, not on the link
+        link.router.on_record(FenceRequest())  # answered on the bus, not on the link
         assert fresh.take() == []
 
     with_link(tmp_path, scenario)
@@ -257,8 +259,7 @@ def test_the_name_drops_a_redundant_pid(tmp_path: Path) -> None:
     try:
         assert link.name == "2" and link.id.endswith(f"/2/{os.getpid()}")
     finally:
-        link.sub.close(linger=0)
-        link.ctx.destroy(linger=0)
+        link.bus.close()
 
 
 @pytest.mark.parametrize(
@@ -275,9 +276,9 @@ def test_the_name_drops_a_redundant_pid(tmp_path: Path) -> None:
 )
 def test_malformed_bus_messages_are_counted_and_ignored(tmp_path: Path, message: bytes) -> None:
     async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
-        link._on_bus(message)
+        link.bus.on_message(message)
         assert link.stats["bad_messages"] == 1
-        link._on_bus(bus_message(bus.BROADCAST, PushAll(1, 0, b"still works")))
+        link.bus.on_message(bus_message(bus.BROADCAST, PushAll(1, 0, b"still works")))
         assert t.calls[-1] == ("all", 1, 0, b"still works")
 
     with_link(tmp_path, scenario)
@@ -299,7 +300,7 @@ def with_quick_link(
         targets = FakeTargets()
         link.attach(targets, targets, targets)  # type: ignore[arg-type]
         conn = FakeConn()
-        link.conn = conn  # type: ignore[assignment]
+        link.router.conn = conn  # type: ignore[assignment]
         try:
             await scenario(link, targets, conn)
         finally:
@@ -314,7 +315,7 @@ class Open(Channel):
 
 def test_a_message_while_the_router_is_unreachable_is_refused_at_once(tmp_path: Path) -> None:
     async def scenario(link: HostLink, t: FakeTargets, conn: FakeConn) -> None:
-        link.conn = None
+        link.router.conn = None
         answers: list[ChatAck] = []
         link.chat(Open("a"), 1000, b"{}", "m1", 5, answers.append)  # type: ignore[arg-type]
         assert [(a.code, "same id" in a.message) for a in answers] == [(-503, True)]
@@ -329,10 +330,10 @@ def test_a_message_the_router_never_answers_gets_504_within_the_timeout(tmp_path
         link.chat(Open("a"), 1000, b"{}", "m1", 5, answers.append)  # type: ignore[arg-type]
         link.chat(Open("b"), 1000, b"{}", "m2", 5, answers.append)  # type: ignore[arg-type]
         assert [type(r) for r in conn.take()] == [Chat, Chat]
-        link.on_router(ChatAck(2, 0, "", 7))  # the second is answered in time
+        link.router.on_record(ChatAck(2, 0, "", 7))  # the second is answered in time
         await asyncio.sleep(0.3)
         assert [(a.req, a.code) for a in answers] == [(2, 0), (1, -504)]
-        link.on_router(ChatAck(1, 0, "", 8))  # too late: changes nothing
+        link.router.on_record(ChatAck(1, 0, "", 8))  # too late: changes nothing
         assert len(answers) == 2 and link.stats["call_timeouts"] == 1
 
     with_quick_link(tmp_path, scenario)
@@ -344,7 +345,7 @@ def test_a_resume_the_router_cannot_answer_closes_the_client(tmp_path: Path) -> 
         link.resume(waiting, "", 0, True, lambda rec: None)  # type: ignore[arg-type]
         assert conn.take() == [Resume(1, "w", 1, "", 0, True)]
         link.resume(unsent, "\ud800", 0, False, lambda rec: None)  # type: ignore[arg-type]  # cannot be encoded
-        link.conn = None
+        link.router.conn = None
         link.resume(down, "", 0, True, lambda rec: None)  # type: ignore[arg-type]
         assert t.calls == [("lost", unsent), ("lost", down)]
         await asyncio.sleep(0.3)

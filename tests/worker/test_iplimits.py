@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mpim import config
-from mpim.worker.limits import STATS, IpLimits
+from mpim.worker.iplimits import STATS, IpLimits
 
 
 class Clock:

@@ -1,5 +1,7 @@
 """Per-client-IP limits of one worker (goim's ipCnts, and more): connections, rate, Auth failures.
 
+(Rate limits per connection, on what a client sends, are :mod:`mpim.worker.ratelimit`.)
+
 :class:`IpLimits` keeps one small record per client address that is connected
 or was seen recently: its open connections (``[limits] conns_per_ip``), a token
 bucket of new connections (``rate_per_ip`` per second, ``burst_per_ip`` at once)
