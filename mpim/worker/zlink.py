@@ -4,13 +4,14 @@
 master. It is made of:
 
 - a :class:`~mpim.worker.routerlink.RouterLink`, the stream to the router (hello, session
-  events, liveness reports, the calls in flight in a :class:`~mpim.worker.calls.CallTable`,
-  the dispatch of what the router sends down);
+  events, the dispatch of what the router sends down), made of its
+  :class:`~mpim.worker.routercalls.RouterCalls` (the calls in flight, answered in time) and its
+  :class:`~mpim.worker.linkreports.LinkReports` (acks, heartbeats, liveness reports);
 - a :class:`~mpim.worker.bussub.BusSubscription`, the XSUB socket on the bus (room and
   broadcast topics, fences, marks), shared by the router link: a registration waits for
   its room's fence, a drain for the router's mark, and marks are reported to the router.
 
-Every session call goes to the router link; room subscriptions go to the bus.
+Every session call goes to the router link (its calls or its reports); room subscriptions go to the bus.
 """
 
 from __future__ import annotations
@@ -68,19 +69,19 @@ class HostLink:
 
     # -- sessions (the router's) ---------------------------------------------------------------
     def register(self, channel: Channel, room: str, ip: str) -> None:
-        self.router.register(channel, room, ip)
+        self.router.calls.register(channel, room, ip)
 
     def change_room(self, channel: Channel, room: str) -> None:
-        self.router.change_room(channel, room)
+        self.router.calls.change_room(channel, room)
 
     def cancel(self, channel: Channel) -> None:
-        self.router.cancel(channel)
+        self.router.calls.cancel(channel)
 
     def disconnected(self, channel: Channel) -> None:
         self.router.disconnected(channel)
 
     def heartbeat(self, channel: Channel) -> None:
-        self.router.heartbeat(channel)
+        self.router.reports.heartbeat(channel)
 
     def upstream(self, channel: Channel, op: int, body: bytes) -> None:
         self.router.upstream(channel, op, body)
@@ -88,19 +89,19 @@ class HostLink:
     def resume(
         self, channel: Channel, epoch: str, seq: int, cursor: bool, done: OnReplayed, page: bool = False
     ) -> None:
-        self.router.resume(channel, epoch, seq, cursor, done, page)
+        self.router.calls.resume(channel, epoch, seq, cursor, done, page)
 
     def ack(self, channel: Channel, seq: int) -> None:
-        self.router.ack(channel, seq)
+        self.router.reports.ack(channel, seq)
 
     def chat(self, channel: Channel, op: int, body: bytes, msg_id: str, to: int, done: OnAck | None) -> None:
-        self.router.chat(channel, op, body, msg_id, to, done)
+        self.router.calls.chat(channel, op, body, msg_id, to, done)
 
     def online(self, channel: Channel, mids: list[int], done: OnAck) -> None:
-        self.router.online(channel, mids, done)
+        self.router.calls.online(channel, mids, done)
 
     async def drain_barrier(self, timeout: float) -> None:
-        await self.router.drain_barrier(timeout)
+        await self.router.calls.drain_barrier(timeout)
 
     # -- rooms (the bus's) -----------------------------------------------------------------------
     def room_opened(self, room_id: str) -> None:

@@ -222,9 +222,9 @@ def test_the_first_report_carries_the_room_counts_whatever_the_clock_reads(
         loop.time = lambda: clock[0]  # type: ignore[method-assign]
         try:
             for _ in range(2):  # two reports, as their timer would run them
-                assert link.router._alive_handle is not None
-                link.router._alive_handle.cancel()
-                link.router._alive()
+                assert link.router.reports._alive_handle is not None
+                link.router.reports._alive_handle.cancel()
+                link.router.reports._alive()
                 clock[0] += link.cfg.router.report_interval
         finally:
             del loop.time  # the loop's own clock again
