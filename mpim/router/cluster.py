@@ -10,24 +10,25 @@ How this works:
   ``[cluster] lease_interval`` with the host's ports and counts; a host whose lease
   lapsed is dead to the others at once (its entries are skipped, its counts drop out),
   and its name is free for its next incarnation.
-- **Pushes across hosts** go over Redis pub/sub: each host listens on its own channel
-  (pushes by key and by mid, kicks), on the channel of every room it has members in,
-  and on the broadcast channel. A push by key or mid looks up the other hosts holding
-  those connections in the directory and publishes to each once; a room push is
-  published on the room's channel (only hosts with members listen); a broadcast on the
-  broadcast channel (each host paces its share of ``speed``). The ZeroMQ bus stays
-  inside each host. Every publish goes out on one connection, in call order, so a
-  room's pushes (and a user's) keep their order on every host.
+- **Pushes across hosts** go over Redis pub/sub: :class:`~mpim.router.crosshost.CrossHost`
+  (this host's channels, publishing, and the reader of what other hosts publish). A push
+  by key or mid looks up the other hosts holding those connections in the directory and
+  publishes to each once; a room push is published on the room's channel (only hosts with
+  members listen); a broadcast on the broadcast channel (each host paces its share of
+  ``speed``). The ZeroMQ bus stays inside each host.
 - **Counts.** Every ``online_interval`` the host replaces its room counts (``ol_<name>``)
   and reads the other live hosts'; heartbeat replies and the online API add this host's
   own, current counts to them, so a cluster figure is never older than two intervals.
 - **Redis lost.** Local pushes keep working; the cross-host part of a push fails
   with a clear error (the answer says which part was delivered), logged once; when
-  Redis answers again the host files everything again and subscribes again.
+  Redis answers again the host files everything again and subscribes again. This class
+  keeps whether Redis answers (:class:`~mpim.router.crosshost.Health`) and guards every
+  background call with it, the cross-host side's included.
 
 The router's pieces never call this class for a push: they speak the
 :class:`~mpim.router.fabric.Fabric` protocol, whose Redis side is
-:class:`~mpim.router.redisfabric.RedisFabric` (built on this class).
+:class:`~mpim.router.redisfabric.RedisFabric` (built on this class and its
+:class:`~mpim.router.crosshost.CrossHost`).
 """
 
 from __future__ import annotations
@@ -35,26 +36,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from mpim import bus, records
 from mpim.cluster import ClusterError
 from mpim.cluster.directory import Directory, Entry, HostInfo
 from mpim.config import Config, parse_address
-from mpim.records import PushAll, PushRoom, RemoteAll, RemoteKeys, RemoteKick, RemoteMids, RemoteRoom
+from mpim.records import RemoteKick
+from mpim.router.crosshost import CrossHost
 from mpim.router.membership import Membership
 
 if TYPE_CHECKING:
     from mpim.router.core import Router
 
 log = logging.getLogger("mpim.cluster")
-
-_decode = records.Decoder(records.RemoteRecord)
 
 
 class HostCluster:
@@ -74,30 +72,16 @@ class HostCluster:
         if incarnation:  # (the master's run: a restarted router renews the same lease)
             self.directory.owner = incarnation
         self.membership = Membership(cfg.cluster, self.directory, name, self.info, router.loop)
-        self.pubsub: Any = client.pubsub(ignore_subscribe_messages=False)
-        self.rooms: set[str] = set()  # room channels we listen on
-        self._subscribing: dict[str, asyncio.Task[Any]] = {}
         self.online: dict[str, int] = {}  # the other hosts' room counts, last read
         self.up = True
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._reader: asyncio.Task[None] | None = None
         self._rebuild_due = False
         self.stats = dict.fromkeys(("published", "received", "errors", "rebuilds", "lapses"), 0)
+        self.crosshost = CrossHost(self.prefix, name, router, client, self.directory, self, self.stats)
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
         self.membership.reconfigure(cfg.cluster)
-
-    # -- channels -------------------------------------------------------------------------------
-    def host_channel(self, name: str) -> str:
-        return f"{self.prefix}mpim:h:{name}"
-
-    def room_channel(self, room: str) -> str:
-        return f"{self.prefix}mpim:r:{room}"
-
-    @property
-    def all_channel(self) -> str:
-        return f"{self.prefix}mpim:all"
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -112,8 +96,7 @@ class HostCluster:
                 claim.other,
                 stale,
             )
-        await self.pubsub.subscribe(self.host_channel(self.name), self.all_channel)
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        await self.crosshost.start()
         self.membership.ready = True
         log.info(
             "host %s joined the cluster on %s as incarnation %s",
@@ -124,15 +107,13 @@ class HostCluster:
 
     async def stop(self) -> None:
         """A clean stop: this host's entries and name go at once (not after the ttl)."""
-        if self._reader is not None:
-            self._reader.cancel()
+        self.crosshost.stop_reading()
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(ClusterError, RedisError, OSError):
             await self.directory.drop(self.name)
             await self.directory.release_name(self.name)
-        with contextlib.suppress(RedisError, OSError):
-            await self.pubsub.aclose()
+        await self.crosshost.close()
 
     def info(self) -> HostInfo:
         cfg = self.cfg
@@ -150,18 +131,19 @@ class HostCluster:
             ips=store.ip_total,
         )
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(self._guarded(coro))
+    # -- whether Redis answers (the cross-host side's calls are guarded here too) -----------------
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self.guarded(coro))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _guarded(self, coro: Any) -> Any:
+    async def guarded(self, coro: Any) -> Any:
         try:
             result = await coro
         except (ClusterError, RedisError, OSError) as exc:
             self.lost(exc)
             return None
-        self._back()
+        self.back()
         return result
 
     def lost(self, exc: BaseException) -> None:
@@ -172,18 +154,18 @@ class HostCluster:
             self.up = False
             log.error("Redis lost (%s): this host serves its own clients; cross-host pushes fail", exc)
 
-    def _back(self) -> None:
+    def back(self) -> None:
         if not self.up:
             self.up = True
             log.info("Redis is back: filing this host's sessions again")
-            self._spawn(self.membership.settle(self._rebuild))
+            self.spawn(self.membership.settle(self._rebuild))
 
     # -- mirroring this host's sessions ----------------------------------------------------------------
     def file(self, key: str, mid: int) -> asyncio.Future[int | None]:
         """File a new connection in Redis. The task's result: the mid of another user who holds
         ``key`` on another host (deny the connect: nothing was filed), else None (also while Redis
         is out of reach: the host then serves alone)."""
-        task = asyncio.get_running_loop().create_task(self._guarded(self._connected(key, mid)))
+        task = asyncio.get_running_loop().create_task(self.guarded(self._connected(key, mid)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -194,27 +176,24 @@ class HostCluster:
             return filing.held_by
         previous = filing.previous
         if previous and previous != self.name:  # the key was on another host: it kicks its own
-            await self.publish(self.host_channel(previous), RemoteKick([key]))
+            await self.crosshost.publish(self.crosshost.host_channel(previous), RemoteKick([key]))
         return None
 
     def unfile(self, key: str, mid: int) -> None:
-        self._spawn(self.directory.disconnect(key, mid, self.name))
+        self.spawn(self.directory.disconnect(key, mid, self.name))
 
     def rebuild_soon(self) -> None:
         """A bulk change (a worker's full report, a worker gone, a lapsed lease): file everything anew."""
         if not self._rebuild_due:
             self._rebuild_due = True
-            asyncio.get_running_loop().call_later(0.2, lambda: self._spawn(self._rebuild()))
+            asyncio.get_running_loop().call_later(0.2, lambda: self.spawn(self._rebuild()))
 
     async def _rebuild(self) -> None:
         self._rebuild_due = False
         self.stats["rebuilds"] += 1
         moved = await self.directory.rebuild(self.name, self._entries())
         await self._kick_here(moved)
-        channels = [self.host_channel(self.name), self.all_channel, *map(self.room_channel, self.rooms)]
-        await self.pubsub.subscribe(*channels)
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(self._read())
+        await self.crosshost.resubscribe()
 
     def _entries(self) -> list[Entry]:
         store = self.router.store
@@ -227,7 +206,7 @@ class HostCluster:
 
     def heartbeat(self) -> None:
         """Every ttl/3: renew every entry of this host."""
-        self._spawn(self._heartbeat())
+        self.spawn(self._heartbeat())
 
     async def _heartbeat(self) -> None:
         _, moved = await self.directory.renew(self.name, self._entries())
@@ -235,7 +214,7 @@ class HostCluster:
 
     def renew_lease(self) -> None:
         """Every lease_interval: this host is alive (with its current counts)."""
-        self._spawn(self.membership.renew(self._lapsed))
+        self.spawn(self.membership.renew(self._lapsed))
 
     def _lapsed(self) -> None:
         self.stats["lapses"] += 1
@@ -248,12 +227,12 @@ class HostCluster:
 
     def answered(self) -> str:
         """A push's cross-host part came back: why it must not be answered ok ("" = it may)."""
-        self._back()
+        self.back()
         return self.membership.refusal()
 
     def refresh_online(self) -> None:
         """Every online_interval: write this host's room counts, read the other hosts'."""
-        self._spawn(self._refresh_online())
+        self.spawn(self._refresh_online())
 
     async def put_online(self) -> None:
         counts = self.router.store.room_counts()
@@ -264,81 +243,4 @@ class HostCluster:
         rooms = list(self.router.store.room_counts())
         self.online = await self.directory.online(rooms, exclude=self.name) if rooms else {}
         self.membership.saw(await self.directory.servers())
-        self._listen_rooms(set(rooms))
-
-    # -- room channels ------------------------------------------------------------------------------
-    def _listen_rooms(self, rooms: set[str]) -> None:
-        new, gone = rooms - self.rooms, self.rooms - rooms
-        self.rooms = rooms
-        if new:
-            self._spawn(self.pubsub.subscribe(*map(self.room_channel, new)))
-        if gone:
-            self._spawn(self.pubsub.unsubscribe(*map(self.room_channel, gone)))
-
-    def room_opened(self, room: str) -> asyncio.Future[Any] | None:
-        """A room got its first member on this host: listen on its channel now. Returns the
-        subscription in flight (its done = the request is on its way to Redis), or None."""
-        if not room or room in self.rooms:
-            return self._subscribing.get(room)
-        self.rooms.add(room)
-        log.debug("listening on room %s across hosts", room)
-        task = asyncio.get_running_loop().create_task(
-            self._guarded(self.pubsub.subscribe(self.room_channel(room)))
-        )
-        self._subscribing[room] = task
-        task.add_done_callback(lambda _: self._subscribing.pop(room, None))
-        return task
-
-    # -- pushes to the other hosts ------------------------------------------------------------------
-    async def publish(self, channel: str, record: Any) -> int:
-        """PUBLISH through the directory's turn pipeline: one connection, so Redis gets this
-        host's publishes in call order (a room's pushes stay in order on every host) and a
-        backlog of pushes never takes one pooled connection each."""
-        self.stats["published"] += 1
-        receivers: int = await self.directory.pipeline.call(
-            "publish", ("PUBLISH", channel, records.encode(record))
-        )
-        return receivers
-
-    # -- pushes from the other hosts --------------------------------------------------------------------
-    async def _read(self) -> None:
-        while True:
-            try:
-                message = await self.pubsub.get_message(timeout=1.0)
-            except (RedisError, OSError) as exc:
-                self.lost(exc)
-                await asyncio.sleep(0.5)
-                if self.up is False:
-                    with contextlib.suppress(RedisError, OSError, ClusterError):
-                        await self.client.ping()
-                        self._back()
-                continue
-            if message is None or message.get("type") not in ("message", "pmessage"):
-                if message is not None:
-                    log.debug("cluster channel: %s %s", message.get("type"), message.get("channel"))
-                continue
-            self.stats["received"] += 1
-            try:
-                self._deliver(_decode(message["data"]))
-            except records.BadRecord as exc:
-                log.warning("ignoring a malformed message from the cluster: %s", exc)
-
-    def _deliver(self, record: Any) -> None:
-        router = self.router
-        match record:
-            case RemoteMids():
-                router.push.send_mids(record.op, record.mids, record.seqs, record.body)
-            case RemoteKeys():
-                router.push.send_keys(record.op, record.keys, record.body)
-            case RemoteRoom():
-                # (stamped when this host publishes it: the latency metric, on this host's clock)
-                pushed = PushRoom(record.op, record.body, time.monotonic())
-                router.bus.publish(bus.room_topic(record.room), records.encode(pushed))
-            case RemoteAll():
-                workers = max(1, len(router.workers.by_id))
-                share = -(-record.speed // workers) if record.speed > 0 else 0
-                pushed_all = PushAll(record.op, share, record.body, time.monotonic())
-                router.bus.publish(bus.BROADCAST, records.encode(pushed_all))
-            case RemoteKick():
-                for key in record.keys:
-                    router.workers.kick_key(key)
+        self.crosshost.listen_rooms(set(rooms))

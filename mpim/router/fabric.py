@@ -3,8 +3,9 @@
 The router's pieces (:mod:`~mpim.router.pushes`, :mod:`~mpim.router.requests`,
 :mod:`~mpim.router.peers`) never ask whether they run in a cluster: they hand every
 step that may concern other hosts to the :class:`Fabric`. :class:`LocalFabric` is the
-embedded default (every answer is this host's own); :class:`mpim.router.cluster.HostCluster`
-is the Redis one (goim v2's session layout, cross-host pushes over Redis pub/sub, leases).
+embedded default (every answer is this host's own); :class:`mpim.router.redisfabric.RedisFabric`
+is the Redis one, on :class:`mpim.router.cluster.HostCluster` (goim v2's session layout, leases)
+and :class:`mpim.router.crosshost.CrossHost` (cross-host pushes over Redis pub/sub).
 
 A method that may need Redis returns either a value (known now) or an awaitable
 (known once Redis answered); callers treat both the same way.

@@ -176,7 +176,7 @@ class RouterProcess:
             cluster = self.cluster = HostCluster(
                 cfg, router, self.redis, server_name(cfg), self.endpoints.incarnation
             )
-            router.fabric = RedisFabric(cluster, store, router.streams, loop)
+            router.fabric = RedisFabric(cluster, cluster.crosshost, store, router.streams, loop)
             try:
                 await cluster.start()
             except (ClusterError, RedisError, OSError) as exc:

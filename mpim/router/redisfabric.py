@@ -1,7 +1,8 @@
 """The Redis :class:`~mpim.router.fabric.Fabric`: the other hosts of a cluster on one Redis.
 
-What this host files, leases and listens to is :class:`~mpim.router.cluster.HostCluster`'s
-part; this class answers the router's pieces with it: pushes that concern other hosts
+What this host files and leases is :class:`~mpim.router.cluster.HostCluster`'s part, what
+it publishes and listens to :class:`~mpim.router.crosshost.CrossHost`'s; this class answers
+the router's pieces with both: pushes that concern other hosts
 go over Redis (a room or broadcast push from every host, this one included, so all take
 it in one order), answers add what the other hosts took, and a Redis failure is a clear
 -503 naming what was done on this host.
@@ -24,14 +25,21 @@ from mpim.router.store import SessionStore
 
 if TYPE_CHECKING:
     from mpim.router.cluster import HostCluster
+    from mpim.router.crosshost import CrossHost
     from mpim.router.streams import Stored, UserStreams
 
 
 class RedisFabric:
     def __init__(
-        self, cluster: HostCluster, store: SessionStore, streams: UserStreams, loop: asyncio.AbstractEventLoop
+        self,
+        cluster: HostCluster,
+        crosshost: CrossHost,
+        store: SessionStore,
+        streams: UserStreams,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.cluster = cluster
+        self.crosshost = crosshost
         self.store = store
         self.streams = streams
         self.loop = loop
@@ -46,7 +54,7 @@ class RedisFabric:
         self.cluster.unfile(key, mid)
 
     def room_opened(self, room: str) -> asyncio.Future[object] | None:
-        return self.cluster.room_opened(room)
+        return self.crosshost.room_opened(room)
 
     def refusal(self) -> str:
         return self.cluster.refusal()
@@ -133,7 +141,7 @@ class RedisFabric:
             if server != self.name:
                 groups.setdefault(server, []).append(key)
         for server, group in groups.items():
-            await self.cluster.publish(self.cluster.host_channel(server), RemoteKeys(op, group, body))
+            await self.crosshost.publish(self.crosshost.host_channel(server), RemoteKeys(op, group, body))
         return sum(len(g) for g in groups.values())
 
     async def publish_mids(self, op: int, mids: list[int], seqs: list[int], body: bytes) -> int:
@@ -143,17 +151,19 @@ class RedisFabric:
         for server, keys in servers.items():
             if server == self.name:
                 continue
-            await self.cluster.publish(self.cluster.host_channel(server), RemoteMids(op, mids, body, seqs))
+            await self.crosshost.publish(
+                self.crosshost.host_channel(server), RemoteMids(op, mids, body, seqs)
+            )
             count += len(keys)
         return count
 
     async def publish_room(self, op: int, room: str, body: bytes) -> int:
-        return await self.cluster.publish(self.cluster.room_channel(room), RemoteRoom(op, room, body))
+        return await self.crosshost.publish(self.crosshost.room_channel(room), RemoteRoom(op, room, body))
 
     async def publish_all(self, op: int, speed: int, body: bytes) -> int:
         hosts = max(1, len(await self.cluster.directory.servers()))
         share = -(-speed // hosts) if speed > 0 else 0
-        return await self.cluster.publish(self.cluster.all_channel, RemoteAll(op, share, body))
+        return await self.crosshost.publish(self.crosshost.all_channel, RemoteAll(op, share, body))
 
 
 __all__ = ["RedisFabric"]
