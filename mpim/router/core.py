@@ -77,7 +77,17 @@ class Router:
         self.session_ttl = self.ttl(cfg)
         self.stats = collections.Counter(
             dict.fromkeys(
-                ("records", "bad_records", "resyncs", "expired", "ghost_workers", "refused", "denied"), 0
+                (
+                    "records",
+                    "bad_records",
+                    "resyncs",
+                    "expired",
+                    "ghost_workers",
+                    "refused",
+                    "denied",
+                    "relay_dropped",
+                ),
+                0,
             )
         )
         self.streams = UserStreams(cfg, inbox, self)
@@ -183,6 +193,11 @@ class Router:
                 self.workers.bye(peer, info)
 
     # -- the bus ------------------------------------------------------------------------------------
+    def on_bus_fence(self, worker_id: str, fence: int) -> None:
+        """A worker's bus fence came up the bus (its subscriptions before it are in place)."""
+        self.confirms.on_bus_fence(worker_id, fence)
+        self.push.flush_relayed()
+
     def bus_changed(self, connected: bool) -> None:
         """The router's own connection to the bus went down or came back."""
         self.confirms.bus_changed(list(self.workers.peers.values()), connected)
@@ -198,6 +213,7 @@ class Router:
         now = self.loop.time()
         self.workers.wait_no_longer(now)
         self.push.time_out(now)
+        self.push.flush_relayed()  # (a worker that left, or was dropped, no longer holds them)
         self.confirms.ask_missing(list(self.workers.peers.values()), now)
 
     def sweep(self) -> None:

@@ -239,7 +239,7 @@ class RouterProcess:
 
     def _on_fence(self, worker: str, fence: int) -> None:
         assert self.router is not None
-        self.router.confirms.on_bus_fence(worker, fence)
+        self.router.on_bus_fence(worker, fence)
 
     def _on_bus(self, connected: bool) -> None:
         assert self.router is not None

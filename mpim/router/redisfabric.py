@@ -61,6 +61,10 @@ class RedisFabric:
 
     # -- pushes ---------------------------------------------------------------------------------
     def sessions_changed(self) -> None:
+        # a worker's full report files members without a join (after a router restart, say):
+        # listen on their rooms' channels now, not at the next count refresh
+        for room in self.store.room_counts():
+            self.crosshost.room_opened(room)
         self.cluster.rebuild_soon()
 
     def push_keys(self, local: int, op: int, keys: list[str], body: bytes) -> asyncio.Future[int]:

@@ -314,3 +314,83 @@ def test_nothing_is_answered_ok_while_the_hosts_rejoin_after_redis_comes_back(
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_restarted_router_listens_on_its_rooms_again_at_once(
+    tmp_path: Path, redis_private: RedisServer
+) -> None:
+    """Found by the two-host soak: after kill -9 of a host's router, room pushes from any host
+    (they all go through Redis) did not reach that host's members until its next count
+    refresh (``online_interval``): the new router subscribed to a room's channel only when a
+    member joined, and its workers' session reports file members without joining anew. With
+    ``online_interval`` at its maximum (10 s) the room push must arrive within 6 s of the host
+    serving again."""
+    a = host(tmp_path, "host-a", redis_private, router={"online_interval": 10.0})
+    b = host(tmp_path, "host-b", redis_private, router={"online_interval": 10.0})
+    try:
+
+        async def main() -> None:
+            ca, cb = Cluster(a), Cluster(b)
+            await ca.wait_workers(1)
+            await cb.wait_workers(1)
+            member = await joined(b, 51, "member-b", "live://kept")
+            await ca.post("/goim/push/room?operation=1000&type=live&room=kept", b"before")
+            assert (await member.recv_push(timeout=10)).body == b"before"
+            os.kill(_router(b), signal.SIGKILL)
+            await asyncio.sleep(0.5)
+            await cb.wait_workers(1)  # a new router, its worker linked and on the bus again
+            for n in range(24):
+                await http_json(
+                    a.http_port, "POST", "/goim/push/room?operation=1000&type=live&room=kept", b"after-%d" % n
+                )
+                with contextlib.suppress(TimeoutError):
+                    frame = await member.recv_push(timeout=0.25)
+                    assert frame.body.startswith(b"after-"), frame
+                    return
+            raise AssertionError("no room push reached host B's member within 6 s of its router's restart")
+
+        run(main(), timeout=120)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_room_pushes_from_redis_wait_for_a_restarted_bus_instead_of_vanishing(
+    tmp_path: Path, redis_private: RedisServer
+) -> None:
+    """Found by the two-host soak: after kill -9 of a host's bus, the room pushes that came to it
+    through Redis while its bus was down were published into nothing (ZeroMQ drops what no
+    subscriber takes), though the host that took them answered ok. They are held, in order,
+    until the bus and every worker's place on it are back. (The master is paused so that the
+    bus stays down while the pushes come; what the dying bus took in its last instant is
+    still lost: room pushes are at most once.)"""
+    a = host(tmp_path, "host-a", redis_private)
+    b = host(tmp_path, "host-b", redis_private)
+    try:
+
+        async def main() -> None:
+            ca, cb = Cluster(a), Cluster(b)
+            await ca.wait_workers(1)
+            await cb.wait_workers(1)
+            member = await joined(b, 52, "member-b2", "live://held")
+            (bus_pid,) = [p for p, t in b.children().items() if t.startswith("mpim: bus")]
+            b.signal(signal.SIGSTOP)  # (no new bus until SIGCONT)
+            try:
+                os.kill(bus_pid, signal.SIGKILL)
+
+                async def bus_down() -> bool:
+                    return not any(w["bus"] for w in await cb.get("/mpim/workers") if w["pid"])
+
+                await until(bus_down, what="host B's router saw its bus go")
+                sent = [b"held-%d" % n for n in range(20)]
+                for body in sent:
+                    await ca.post("/goim/push/room?operation=1000&type=live&room=held", body)
+            finally:
+                b.signal(signal.SIGCONT)
+            got = [(await member.recv_push(timeout=15)).body for _ in sent]
+            assert got == sent
+
+        run(main(), timeout=120)
+    finally:
+        a.stop()
+        b.stop()

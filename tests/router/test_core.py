@@ -391,3 +391,31 @@ def test_push_futures_are_plain_asyncio_futures(h: Harness) -> None:
     h.worker("w1")
     future = h.router.push.all(1, 0, b"x")
     assert isinstance(future, asyncio.Future)
+
+
+def test_pushes_relayed_from_other_hosts_wait_for_the_bus_and_keep_their_order(h: Harness) -> None:
+    """A room push that came through Redis while the bus (or a worker's place on it) is not back
+    is held, then published in order once every worker's fence came through."""
+    from mpim import records
+
+    w1 = h.worker("w1")
+
+    def relay(body: bytes) -> None:
+        h.router.push.relay(b"r:1", records.encode(PushRoom(1000, body)))
+
+    def bodies() -> list[bytes]:
+        return [record.body for _, record in h.bus.take()]
+
+    relay(b"at once")
+    assert bodies() == [b"at once"]
+    h.bus.connected = False
+    h.router.bus_changed(False)
+    relay(b"1")
+    relay(b"2")
+    assert h.bus.published == []
+    h.bus.connected = True
+    h.router.bus_changed(True)
+    relay(b"3")  # (behind the held ones, even once the bus is whole)
+    assert h.bus.published == []
+    h.router.on_bus_fence(w1.id, 1)
+    assert bodies() == [b"1", b"2", b"3"]
