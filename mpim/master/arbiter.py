@@ -27,12 +27,12 @@ from mpim.master.children import (
     ROUTER,
     STOPPING,
     WORKER,
-    Backoff,
     Child,
     ChildSpec,
     describe_exit,
 )
 from mpim.master.status import EXIT_BOOT_ERROR
+from mpim.master.table import ChildTable
 
 log = logging.getLogger("mpim.master")
 
@@ -42,10 +42,8 @@ RUNNING = "running"
 DRAINING = "draining"  # SIGTERM: workers first, then router, then bus
 QUICK = "quick"  # SIGINT / SIGQUIT / a second SIGTERM / a boot error: everyone at once
 
-STOP_MARGIN = 5.0  # beyond a worker's own drain deadline before SIGKILL
 HELPER_STOP = 10.0  # router and bus: SIGTERM -> SIGKILL
 QUICK_STOP = 5.0  # fast stop: SIGQUIT -> SIGKILL
-FORK_RETRY = 1.0  # after os.fork failed
 
 
 class Host(Protocol):
@@ -73,46 +71,24 @@ class Arbiter:
         self.cfg = cfg
         self.host = host
         self.clock = clock
-        self.children: dict[int, Child] = {}
         self.phase = BOOT
         self.generation = 1
         self.workers_wanted = cfg.worker_count()
         self.pending: PendingReload | None = None
         self.exit_code: int | None = None
         self.told = 0
-        self.backoff = Backoff()
         self._generations = 1
-        self._respawn_at: dict[tuple[str, int], float] = {}
         self._stop_code = 0
-        self._helpers_exited: set[str] = set()  # helper kinds that have exited once (restarts)
         # reload_done / _abandoned / _refused, restart_<kind>, hung_killed (metrics, via the status file)
         self.counts: collections.Counter[str] = collections.Counter()
+        self.table = ChildTable(host, clock, self.counts)
+        self.children = self.table.children
+        self.live = self.table.live
 
     # -- queries ---------------------------------------------------------------------
-    def _first(self, kind: str) -> bool:
-        """The first incarnation of the router or the bus (a boot error there is fatal)."""
-        return kind != WORKER and kind not in self._helpers_exited
-
-    def live(self, kind: str, generation: int | None = None) -> list[Child]:
-        return [
-            c
-            for c in self.children.values()
-            if c.spec.kind == kind and (generation is None or c.spec.generation == generation)
-        ]
-
-    def _generation_ready(self, generation: int, count: int) -> bool:
-        ready = {c.spec.slot for c in self.live(WORKER, generation) if c.state == READY}
-        return ready.issuperset(range(1, count + 1))
-
     def next_deadline(self) -> float | None:
         """When :meth:`tick` has something to do next (None: only events matter)."""
-        times = list(self._respawn_at.values())
-        for child in self.children.values():
-            if child.kill_at is not None:
-                times.append(child.kill_at)
-            if child.is_worker:
-                times.append(child.last_beat + child.spec.cfg.server.worker_timeout)
-        return min(times, default=None)
+        return self.table.next_deadline()
 
     def status(self) -> dict[str, Any]:
         """The master's view for the router (:mod:`mpim.master.statusfile`)."""
@@ -120,16 +96,7 @@ class Arbiter:
             "pid": os.getpid(),
             "generation": self.generation,
             "counts": dict(self.counts),
-            "children": [
-                {
-                    "pid": c.pid,
-                    "kind": c.spec.kind,
-                    "slot": c.spec.slot,
-                    "generation": c.spec.generation,
-                    "state": c.state,
-                }
-                for c in sorted(self.children.values(), key=lambda c: c.pid)
-            ],
+            "children": self.table.rows(),
         }
 
     # -- events ----------------------------------------------------------------------
@@ -162,7 +129,7 @@ class Arbiter:
 
     def exited(self, pid: int, code: int) -> None:
         """A child was reaped; ``code`` < 0 means killed by that signal."""
-        child = self.children.pop(pid, None)
+        child = self.table.remove(pid)
         if child is None:
             return
         spec, how = child.spec, describe_exit(code)
@@ -173,35 +140,20 @@ class Arbiter:
         elif self.pending is not None and spec.generation == self.pending.generation:
             boot = "; a boot error, see its log above" if code == EXIT_BOOT_ERROR else ""
             self._abandon(f"{child.name} of the new generation {how} before it was ready{boot}")
-        elif code == EXIT_BOOT_ERROR and (self.phase == BOOT or self._first(spec.kind)):
+        elif code == EXIT_BOOT_ERROR and (self.phase == BOOT or self.table.first(spec.kind)):
             # (the router's own boot can fail after the workers are up: a hook, Redis unreachable)
             log.error("%s failed to boot (%s); see its error above. Stopping.", child.name, how)
             self._stop_everyone(EXIT_BOOT_ERROR)
         else:
             self._schedule_restart(child, how)
-        if not child.is_worker:
-            self._helpers_exited.add(spec.kind)
+        self.table.forget(child)
         self._advance_stop()
 
     def tick(self) -> None:
         """Kill children past their deadline or heartbeat; restart those whose backoff is over."""
-        now = self.clock()
-        for child in list(self.children.values()):
-            if child.kill_at is not None and now >= child.kill_at:
-                log.warning("%s did not exit in time; killing it", child.name)
-                child.kill_at = None
-                self.host.kill(child.pid, signal.SIGKILL)
-            elif child.is_worker and now - child.last_beat >= child.spec.cfg.server.worker_timeout:
-                log.warning(
-                    "%s is hung: no heartbeat for %.1fs; killing it", child.name, now - child.last_beat
-                )
-                self.counts["hung_killed"] += 1
-                child.last_beat = now
-                self.host.kill(child.pid, signal.SIGKILL)
-        for key, when in list(self._respawn_at.items()):
-            if when <= now:
-                del self._respawn_at[key]
-                self._respawn(*key)
+        self.table.kill_overdue()
+        for kind, slot in self.table.due():
+            self._respawn(kind, slot)
 
     # -- signals ---------------------------------------------------------------------
     def handle_chld(self) -> None:
@@ -240,10 +192,10 @@ class Arbiter:
             return
         slot = self.workers_wanted
         self.workers_wanted -= 1
-        self._respawn_at.pop((WORKER, slot), None)
+        self.table.cancel(WORKER, slot)
         for child in self.live(WORKER, self.generation):
             if child.spec.slot == slot and child.state in (BOOTING, READY):
-                self._retire(child)
+                self.table.retire(child)
         log.info("SIGTTOU: workers %d -> %d (worker %d retires)", slot, self.workers_wanted, slot)
 
     def handle_usr1(self) -> None:
@@ -285,12 +237,11 @@ class Arbiter:
         self.pending = None
         self.counts["reload_done"] += 1
         self.host.configure_logging(self.cfg)
-        for key in [k for k in self._respawn_at if k[0] == WORKER]:
-            del self._respawn_at[key]
+        self.table.cancel(WORKER)
         old = [c for c in self.live(WORKER) if c.spec.generation != self.generation]
         retiring = [c for c in old if c.state in (BOOTING, READY)]
         for child in retiring:
-            self._retire(child)
+            self.table.retire(child)
         router = ""
         if reload.router_changed(old_cfg, self.cfg):
             for child in self.live(ROUTER):
@@ -316,13 +267,13 @@ class Arbiter:
         if self.pending is None:
             return
         for child in self.live(WORKER, self.pending.generation):
-            self._stop(child, signal.SIGTERM, child.spec.cfg.server.graceful_timeout + STOP_MARGIN)
+            self.table.stop_worker(child)
         self.pending = None
 
     # -- stopping --------------------------------------------------------------------
     def _drain(self) -> None:
         self.phase = DRAINING
-        self._respawn_at.clear()
+        self.table.cancel()
         self.pending = None
         for router in self.live(ROUTER):
             self.host.kill(router.pid, signal.SIGUSR2)  # refuse pushes from now on
@@ -333,7 +284,7 @@ class Arbiter:
             self.cfg.server.graceful_timeout,
         )
         for child in workers:
-            self._stop(child, signal.SIGTERM, child.spec.cfg.server.graceful_timeout + STOP_MARGIN)
+            self.table.stop_worker(child)
         self._advance_stop()
 
     def _stop_everyone(self, code: int) -> None:
@@ -341,10 +292,10 @@ class Arbiter:
             return
         self.phase = QUICK
         self._stop_code = code
-        self._respawn_at.clear()
+        self.table.cancel()
         self.pending = None
         for child in self.children.values():
-            self._stop(child, signal.SIGQUIT, QUICK_STOP)
+            self.table.stop(child, signal.SIGQUIT, QUICK_STOP)
         self._advance_stop()
 
     def _advance_stop(self) -> None:
@@ -357,7 +308,7 @@ class Arbiter:
             helpers = self.live(kind)
             for child in helpers:
                 if child.state != STOPPING:
-                    self._stop(child, signal.SIGTERM, HELPER_STOP)
+                    self.table.stop(child, signal.SIGTERM, HELPER_STOP)
             if helpers:
                 return
         self.exit_code = self._stop_code
@@ -377,62 +328,32 @@ class Arbiter:
         return True
 
     def _spawn(self, spec: ChildSpec) -> bool:
-        now = self.clock()
-        try:
-            pid = self.host.spawn(spec)
-        except OSError as exc:  # out of processes or memory: try again, keep what runs
-            log.error("cannot fork %s: %s", spec.label, exc)
-            if self.pending is not None and spec.generation == self.pending.generation:
-                self._abandon(f"cannot fork {spec.label}")
-            else:
-                self._respawn_at[(spec.kind, spec.slot)] = now + FORK_RETRY
-            return False
-        child = Child(spec, pid, now, now, BOOTING if spec.kind == WORKER else READY)
-        self.children[pid] = child
-        if child.is_worker:
-            log.debug("forked %s for generation %d", child.name, spec.generation)
+        if self.table.spawn(spec):
+            return True
+        if self.pending is not None and spec.generation == self.pending.generation:
+            self._abandon(f"cannot fork {spec.label}")
         else:
-            log.info("%s started", child.name)
-        return True
+            self.table.retry_fork(spec)
+        return False
 
     def _on_ready(self, child: Child) -> None:
         if child.state != BOOTING:
             return
         child.state = READY
         log.info("%s up (generation %d)", child.name, child.spec.generation)
-        if self.phase == BOOT and self._generation_ready(self.generation, self.workers_wanted):
+        if self.phase == BOOT and self.table.generation_ready(self.generation, self.workers_wanted):
             self.phase = RUNNING
             log.info("bound: %s; %d workers serving", addresses(self.cfg), self.workers_wanted)
         pending = self.pending
-        if pending and self._generation_ready(pending.generation, pending.cfg.worker_count()):
+        if pending and self.table.generation_ready(pending.generation, pending.cfg.worker_count()):
             self._promote()
-
-    def _retire(self, child: Child) -> None:
-        """An old worker stops accepting but serves its clients until they leave or the deadline."""
-        if child.state == BOOTING:
-            self._stop(child, signal.SIGTERM, child.spec.cfg.server.graceful_timeout + STOP_MARGIN)
-            return
-        srv = child.spec.cfg.server
-        child.state = RETIRING
-        child.kill_at = self.clock() + srv.reload_drain_timeout + srv.graceful_timeout + STOP_MARGIN
-        self.host.kill(child.pid, signal.SIGUSR2)
-
-    def _stop(self, child: Child, sig: int, timeout: float) -> None:
-        child.state = STOPPING
-        deadline = self.clock() + timeout
-        child.kill_at = deadline if child.kill_at is None else min(child.kill_at, deadline)
-        self.host.kill(child.pid, sig)
 
     def _schedule_restart(self, child: Child, how: str) -> None:
         spec = child.spec
         if child.is_worker and (spec.generation != self.generation or spec.slot > self.workers_wanted):
             log.info("%s %s", child.name, how)
             return
-        key = (spec.kind, spec.slot)
-        self.counts[f"restart_{spec.kind}"] += 1
-        delay = self.backoff.delay(key, self.clock() - child.started)
-        self._respawn_at[key] = self.clock() + delay
-        log.warning("%s %s; restarting %s", child.name, how, f"in {delay:g}s" if delay else "now")
+        self.table.restart_later(child, how)
 
     def _respawn(self, kind: str, slot: int) -> None:
         if self.phase not in (BOOT, RUNNING):

@@ -11,8 +11,9 @@ import pytest
 
 from mpim import config
 from mpim.config import Config, ConfigError
-from mpim.master.arbiter import BOOT, DRAINING, HELPER_STOP, QUICK, RUNNING, STOP_MARGIN, Arbiter
+from mpim.master.arbiter import BOOT, DRAINING, HELPER_STOP, QUICK, RUNNING, Arbiter
 from mpim.master.children import BUS, RETIRING, ROUTER, STOPPING, WORKER, ChildSpec
+from mpim.master.table import STOP_MARGIN
 
 SIGKILL, SIGTERM, SIGQUIT = signal.SIGKILL, signal.SIGTERM, signal.SIGQUIT
 
@@ -600,9 +601,11 @@ def test_failed_fork_is_retried_and_breaks_nothing(caplog: pytest.LogCaptureFixt
 
 
 def test_failed_fork_during_reload_abandons_it() -> None:
-    arb, _, _ = booted(2)
     host = ForkFails(next_config=make_cfg(2))
-    arb.host = host
+    arb = Arbiter(make_cfg(2), host, Clock())
+    arb.start()
+    ready_all(arb)
+    host.take_spawned()
     host.failing = True
     arb.signal(signal.SIGHUP)
     assert arb.pending is None and arb.generation == 1 and host.spawned == []
