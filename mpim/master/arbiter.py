@@ -13,12 +13,11 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mpim.config import Config, ConfigError
+from mpim.config import Config
 from mpim.listen import client_listeners
-from mpim.master import reload, status
+from mpim.master import status
 from mpim.master.children import (
     BOOTING,
     BUS,
@@ -31,6 +30,7 @@ from mpim.master.children import (
     ChildSpec,
     describe_exit,
 )
+from mpim.master.reloader import Reloader, Serving
 from mpim.master.status import EXIT_BOOT_ERROR
 from mpim.master.table import ChildTable
 
@@ -56,32 +56,23 @@ class Host(Protocol):
     def reopen_logs(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class PendingReload:
-    generation: int
-    cfg: Config
-
-
 def addresses(cfg: Config) -> str:
     return ", ".join(lis.describe() for lis in client_listeners(cfg))
 
 
 class Arbiter:
     def __init__(self, cfg: Config, host: Host, clock: Callable[[], float] = time.monotonic) -> None:
-        self.cfg = cfg
         self.host = host
         self.clock = clock
         self.phase = BOOT
-        self.generation = 1
-        self.workers_wanted = cfg.worker_count()
-        self.pending: PendingReload | None = None
         self.exit_code: int | None = None
         self.told = 0
-        self._generations = 1
         self._stop_code = 0
         # reload_done / _abandoned / _refused, restart_<kind>, hung_killed (metrics, via the status file)
         self.counts: collections.Counter[str] = collections.Counter()
+        self.serving = Serving(cfg, 1, cfg.worker_count())
         self.table = ChildTable(host, clock, self.counts)
+        self.reloader = Reloader(host, self.table, self.serving, self.counts)
         self.children = self.table.children
         self.live = self.table.live
 
@@ -94,17 +85,17 @@ class Arbiter:
         """The master's view for the router (:mod:`mpim.master.statusfile`)."""
         return {
             "pid": os.getpid(),
-            "generation": self.generation,
+            "generation": self.serving.generation,
             "counts": dict(self.counts),
             "children": self.table.rows(),
         }
 
     # -- events ----------------------------------------------------------------------
     def start(self) -> None:
-        self._spawn(ChildSpec(BUS, self.cfg))
-        self._spawn(ChildSpec(ROUTER, self.cfg, expect=self.workers_wanted))
-        for slot in range(1, self.workers_wanted + 1):
-            self._spawn(ChildSpec(WORKER, self.cfg, slot, self.generation))
+        self._spawn(ChildSpec(BUS, self.serving.cfg))
+        self._spawn(ChildSpec(ROUTER, self.serving.cfg, expect=self.serving.workers_wanted))
+        for slot in range(1, self.serving.workers_wanted + 1):
+            self._spawn(ChildSpec(WORKER, self.serving.cfg, slot, self.serving.generation))
 
     def signal(self, signum: int) -> None:
         try:
@@ -137,9 +128,9 @@ class Arbiter:
             gen = f" of generation {spec.generation}" if child.is_worker else ""
             verb = "retired" if child.state == RETIRING else "stopped"
             log.info("%s%s %s: %s", child.name, gen, verb, how)
-        elif self.pending is not None and spec.generation == self.pending.generation:
+        elif self.reloader.owns(spec.generation):
             boot = "; a boot error, see its log above" if code == EXIT_BOOT_ERROR else ""
-            self._abandon(f"{child.name} of the new generation {how} before it was ready{boot}")
+            self.reloader.abandon(f"{child.name} of the new generation {how} before it was ready{boot}")
         elif code == EXIT_BOOT_ERROR and (self.phase == BOOT or self.table.first(spec.kind)):
             # (the router's own boot can fail after the workers are up: a hook, Redis unreachable)
             log.error("%s failed to boot (%s); see its error above. Stopping.", child.name, how)
@@ -160,7 +151,8 @@ class Arbiter:
         """Nothing: the loop reaps after every wake-up."""
 
     def handle_hup(self) -> None:
-        self.reload()
+        if not self._busy("reload"):
+            self.reloader.begin()
 
     def handle_term(self) -> None:
         if self.phase == DRAINING:
@@ -180,23 +172,23 @@ class Arbiter:
     def handle_ttin(self) -> None:
         if self._busy("SIGTTIN"):
             return
-        self.workers_wanted += 1
-        log.info("SIGTTIN: workers %d -> %d", self.workers_wanted - 1, self.workers_wanted)
-        self._spawn(ChildSpec(WORKER, self.cfg, self.workers_wanted, self.generation))
+        self.serving.workers_wanted += 1
+        log.info("SIGTTIN: workers %d -> %d", self.serving.workers_wanted - 1, self.serving.workers_wanted)
+        self._spawn(ChildSpec(WORKER, self.serving.cfg, self.serving.workers_wanted, self.serving.generation))
 
     def handle_ttou(self) -> None:
         if self._busy("SIGTTOU"):
             return
-        if self.workers_wanted <= 1:
+        if self.serving.workers_wanted <= 1:
             log.warning("SIGTTOU ignored: one worker is the minimum")
             return
-        slot = self.workers_wanted
-        self.workers_wanted -= 1
+        slot = self.serving.workers_wanted
+        self.serving.workers_wanted -= 1
         self.table.cancel(WORKER, slot)
-        for child in self.live(WORKER, self.generation):
+        for child in self.live(WORKER, self.serving.generation):
             if child.spec.slot == slot and child.state in (BOOTING, READY):
                 self.table.retire(child)
-        log.info("SIGTTOU: workers %d -> %d (worker %d retires)", slot, self.workers_wanted, slot)
+        log.info("SIGTTOU: workers %d -> %d (worker %d retires)", slot, self.serving.workers_wanted, slot)
 
     def handle_usr1(self) -> None:
         self.host.reopen_logs()
@@ -204,84 +196,18 @@ class Arbiter:
         for pid in self.children:
             self.host.kill(pid, signal.SIGUSR1)
 
-    # -- reload ----------------------------------------------------------------------
-    def reload(self) -> None:
-        if self._busy("reload"):
-            return
-        try:
-            new = self.host.load_config()
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running config: %s", exc)
-            self.counts["reload_refused"] += 1
-            return
-        if self.pending is not None:
-            log.warning("reload: generation %d is still booting; replacing it", self.pending.generation)
-            self._drop_pending()
-        new, pinned = reload.pin_bus_keys(self.cfg, new)
-        changed = ", ".join(reload.changed_sections(self.cfg, new)) or "nothing; replacing workers anyway"
-        self._generations += 1
-        self.pending = PendingReload(self._generations, new)
-        log.info("reload begin: generation %d from %s (changed: %s)", self._generations, new.source, changed)
-        if pinned:
-            log.warning("reload keeps %s: the bus cannot move while the master runs", ", ".join(pinned))
-        for slot in range(1, new.worker_count() + 1):
-            if not self._spawn(ChildSpec(WORKER, new, slot, self._generations)):
-                break
-
-    def _promote(self) -> None:
-        """Every worker of the new generation is bound: it serves; the old one retires."""
-        assert self.pending is not None
-        old_cfg, old_generation = self.cfg, self.generation
-        self.cfg, self.generation = self.pending.cfg, self.pending.generation
-        self.workers_wanted = self.cfg.worker_count()
-        self.pending = None
-        self.counts["reload_done"] += 1
-        self.host.configure_logging(self.cfg)
-        self.table.cancel(WORKER)
-        old = [c for c in self.live(WORKER) if c.spec.generation != self.generation]
-        retiring = [c for c in old if c.state in (BOOTING, READY)]
-        for child in retiring:
-            self.table.retire(child)
-        router = ""
-        if reload.router_changed(old_cfg, self.cfg):
-            for child in self.live(ROUTER):
-                self.host.kill(child.pid, signal.SIGHUP)
-            router = "; the router applies its new settings in place"
-        log.info(
-            "reload done: generation %d serving with %d workers; %d workers of generation %d retire"
-            " (up to %gs)%s",
-            self.generation,
-            self.workers_wanted,
-            len(retiring),
-            old_generation,
-            old_cfg.server.reload_drain_timeout,
-            router,
-        )
-
-    def _abandon(self, reason: str) -> None:
-        log.error("reload abandoned: %s; generation %d keeps serving", reason, self.generation)
-        self.counts["reload_abandoned"] += 1
-        self._drop_pending()
-
-    def _drop_pending(self) -> None:
-        if self.pending is None:
-            return
-        for child in self.live(WORKER, self.pending.generation):
-            self.table.stop_worker(child)
-        self.pending = None
-
     # -- stopping --------------------------------------------------------------------
     def _drain(self) -> None:
         self.phase = DRAINING
         self.table.cancel()
-        self.pending = None
+        self.reloader.pending = None
         for router in self.live(ROUTER):
             self.host.kill(router.pid, signal.SIGUSR2)  # refuse pushes from now on
         workers = self.live(WORKER)
         log.info(
             "drain begin: %d workers stop accepting and tell their clients to disconnect (up to %gs)",
             len(workers),
-            self.cfg.server.graceful_timeout,
+            self.serving.cfg.server.graceful_timeout,
         )
         for child in workers:
             self.table.stop_worker(child)
@@ -293,7 +219,7 @@ class Arbiter:
         self.phase = QUICK
         self._stop_code = code
         self.table.cancel()
-        self.pending = None
+        self.reloader.pending = None
         for child in self.children.values():
             self.table.stop(child, signal.SIGQUIT, QUICK_STOP)
         self._advance_stop()
@@ -319,7 +245,7 @@ class Arbiter:
 
     # -- helpers ---------------------------------------------------------------------
     def _busy(self, what: str) -> bool:
-        if self.phase == RUNNING and (self.pending is None or what == "reload"):
+        if self.phase == RUNNING and (self.reloader.pending is None or what == "reload"):
             return False
         why = "a reload is in progress" if self.phase == RUNNING else f"the master is {self.phase}"
         if self.phase == BOOT:
@@ -327,30 +253,29 @@ class Arbiter:
         log.warning("%s ignored: %s", what, why)
         return True
 
-    def _spawn(self, spec: ChildSpec) -> bool:
-        if self.table.spawn(spec):
-            return True
-        if self.pending is not None and spec.generation == self.pending.generation:
-            self._abandon(f"cannot fork {spec.label}")
-        else:
+    def _spawn(self, spec: ChildSpec) -> None:
+        if not self.table.spawn(spec):  # (a reload's generation is forked by the reloader)
             self.table.retry_fork(spec)
-        return False
 
     def _on_ready(self, child: Child) -> None:
         if child.state != BOOTING:
             return
         child.state = READY
         log.info("%s up (generation %d)", child.name, child.spec.generation)
-        if self.phase == BOOT and self.table.generation_ready(self.generation, self.workers_wanted):
+        if self.phase == BOOT and self.table.generation_ready(
+            self.serving.generation, self.serving.workers_wanted
+        ):
             self.phase = RUNNING
-            log.info("bound: %s; %d workers serving", addresses(self.cfg), self.workers_wanted)
-        pending = self.pending
-        if pending and self.table.generation_ready(pending.generation, pending.cfg.worker_count()):
-            self._promote()
+            log.info(
+                "bound: %s; %d workers serving", addresses(self.serving.cfg), self.serving.workers_wanted
+            )
+        self.reloader.worker_ready()
 
     def _schedule_restart(self, child: Child, how: str) -> None:
         spec = child.spec
-        if child.is_worker and (spec.generation != self.generation or spec.slot > self.workers_wanted):
+        if child.is_worker and (
+            spec.generation != self.serving.generation or spec.slot > self.serving.workers_wanted
+        ):
             log.info("%s %s", child.name, how)
             return
         self.table.restart_later(child, how)
@@ -361,8 +286,8 @@ class Arbiter:
         if kind != WORKER:
             if not self.live(kind):
                 workers = [c for c in self.live(WORKER) if c.state != STOPPING]
-                self._spawn(ChildSpec(kind, self.cfg, expect=len(workers) if kind == ROUTER else 0))
+                self._spawn(ChildSpec(kind, self.serving.cfg, expect=len(workers) if kind == ROUTER else 0))
             return
-        serving = [c for c in self.live(WORKER, self.generation) if c.spec.slot == slot]
-        if slot <= self.workers_wanted and not any(c.state in (BOOTING, READY) for c in serving):
-            self._spawn(ChildSpec(WORKER, self.cfg, slot, self.generation))
+        serving = [c for c in self.live(WORKER, self.serving.generation) if c.spec.slot == slot]
+        if slot <= self.serving.workers_wanted and not any(c.state in (BOOTING, READY) for c in serving):
+            self._spawn(ChildSpec(WORKER, self.serving.cfg, slot, self.serving.generation))
