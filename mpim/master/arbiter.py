@@ -32,6 +32,7 @@ from mpim.master.children import (
 )
 from mpim.master.reloader import Reloader, Serving
 from mpim.master.status import EXIT_BOOT_ERROR
+from mpim.master.stopper import DRAINING, QUICK, Stopper
 from mpim.master.table import ChildTable
 
 log = logging.getLogger("mpim.master")
@@ -39,11 +40,6 @@ log = logging.getLogger("mpim.master")
 # Phases of the master.
 BOOT = "boot"  # the first generation is not bound yet
 RUNNING = "running"
-DRAINING = "draining"  # SIGTERM: workers first, then router, then bus
-QUICK = "quick"  # SIGINT / SIGQUIT / a second SIGTERM / a boot error: everyone at once
-
-HELPER_STOP = 10.0  # router and bus: SIGTERM -> SIGKILL
-QUICK_STOP = 5.0  # fast stop: SIGQUIT -> SIGKILL
 
 
 class Host(Protocol):
@@ -64,19 +60,26 @@ class Arbiter:
     def __init__(self, cfg: Config, host: Host, clock: Callable[[], float] = time.monotonic) -> None:
         self.host = host
         self.clock = clock
-        self.phase = BOOT
-        self.exit_code: int | None = None
-        self.told = 0
-        self._stop_code = 0
+        self._phase = BOOT  # then RUNNING; the stopper's mode once stopping
         # reload_done / _abandoned / _refused, restart_<kind>, hung_killed (metrics, via the status file)
         self.counts: collections.Counter[str] = collections.Counter()
         self.serving = Serving(cfg, 1, cfg.worker_count())
         self.table = ChildTable(host, clock, self.counts)
         self.reloader = Reloader(host, self.table, self.serving, self.counts)
+        self.stopper = Stopper(host, self.table)
         self.children = self.table.children
         self.live = self.table.live
 
     # -- queries ---------------------------------------------------------------------
+    @property
+    def phase(self) -> str:
+        return self.stopper.mode or self._phase
+
+    @property
+    def exit_code(self) -> int | None:
+        """Set once every child is gone after a stop: the master exits with it."""
+        return self.stopper.exit_code
+
     def next_deadline(self) -> float | None:
         """When :meth:`tick` has something to do next (None: only events matter)."""
         return self.table.next_deadline()
@@ -114,9 +117,8 @@ class Arbiter:
         child.last_beat = self.clock()
         if line == status.READY:
             self._on_ready(child)
-        elif line.startswith(status.TOLD + " ") and self.phase in (DRAINING, QUICK):
-            word = line.rsplit(maxsplit=1)[-1]
-            self.told += int(word) if word.isdigit() else 0
+        else:
+            self.stopper.note(line)
 
     def exited(self, pid: int, code: int) -> None:
         """A child was reaped; ``code`` < 0 means killed by that signal."""
@@ -124,7 +126,7 @@ class Arbiter:
         if child is None:
             return
         spec, how = child.spec, describe_exit(code)
-        if child.state in (STOPPING, RETIRING) or self.phase in (DRAINING, QUICK):
+        if child.state in (STOPPING, RETIRING) or self.stopper.mode is not None:
             gen = f" of generation {spec.generation}" if child.is_worker else ""
             verb = "retired" if child.state == RETIRING else "stopped"
             log.info("%s%s %s: %s", child.name, gen, verb, how)
@@ -138,7 +140,7 @@ class Arbiter:
         else:
             self._schedule_restart(child, how)
         self.table.forget(child)
-        self._advance_stop()
+        self.stopper.advance()
 
     def tick(self) -> None:
         """Kill children past their deadline or heartbeat; restart those whose backoff is over."""
@@ -198,50 +200,12 @@ class Arbiter:
 
     # -- stopping --------------------------------------------------------------------
     def _drain(self) -> None:
-        self.phase = DRAINING
-        self.table.cancel()
         self.reloader.pending = None
-        for router in self.live(ROUTER):
-            self.host.kill(router.pid, signal.SIGUSR2)  # refuse pushes from now on
-        workers = self.live(WORKER)
-        log.info(
-            "drain begin: %d workers stop accepting and tell their clients to disconnect (up to %gs)",
-            len(workers),
-            self.serving.cfg.server.graceful_timeout,
-        )
-        for child in workers:
-            self.table.stop_worker(child)
-        self._advance_stop()
+        self.stopper.drain(self.serving.cfg)
 
     def _stop_everyone(self, code: int) -> None:
-        if self.phase == QUICK:
-            return
-        self.phase = QUICK
-        self._stop_code = code
-        self.table.cancel()
         self.reloader.pending = None
-        for child in self.children.values():
-            self.table.stop(child, signal.SIGQUIT, QUICK_STOP)
-        self._advance_stop()
-
-    def _advance_stop(self) -> None:
-        """Drain order: workers, then the router, then the bus; then exit."""
-        if self.phase not in (DRAINING, QUICK) or self.exit_code is not None:
-            return
-        if self.live(WORKER):
-            return
-        for kind in (ROUTER, BUS):
-            helpers = self.live(kind)
-            for child in helpers:
-                if child.state != STOPPING:
-                    self.table.stop(child, signal.SIGTERM, HELPER_STOP)
-            if helpers:
-                return
-        self.exit_code = self._stop_code
-        if self.phase == DRAINING:
-            log.info("drain done: told %d clients to disconnect (op 6); exit %d", self.told, self.exit_code)
-        else:
-            log.info("stopped: told %d clients to disconnect (op 6); exit %d", self.told, self.exit_code)
+        self.stopper.quick(code)
 
     # -- helpers ---------------------------------------------------------------------
     def _busy(self, what: str) -> bool:
@@ -265,7 +229,7 @@ class Arbiter:
         if self.phase == BOOT and self.table.generation_ready(
             self.serving.generation, self.serving.workers_wanted
         ):
-            self.phase = RUNNING
+            self._phase = RUNNING
             log.info(
                 "bound: %s; %d workers serving", addresses(self.serving.cfg), self.serving.workers_wanted
             )
@@ -281,7 +245,7 @@ class Arbiter:
         self.table.restart_later(child, how)
 
     def _respawn(self, kind: str, slot: int) -> None:
-        if self.phase not in (BOOT, RUNNING):
+        if self.stopper.mode is not None:
             return
         if kind != WORKER:
             if not self.live(kind):

@@ -11,8 +11,9 @@ import pytest
 
 from mpim import config
 from mpim.config import Config, ConfigError
-from mpim.master.arbiter import BOOT, DRAINING, HELPER_STOP, QUICK, RUNNING, Arbiter
+from mpim.master.arbiter import BOOT, RUNNING, Arbiter
 from mpim.master.children import BUS, RETIRING, ROUTER, STOPPING, WORKER, ChildSpec
+from mpim.master.stopper import DRAINING, HELPER_STOP, QUICK
 from mpim.master.table import STOP_MARGIN
 
 SIGKILL, SIGTERM, SIGQUIT = signal.SIGKILL, signal.SIGTERM, signal.SIGQUIT
