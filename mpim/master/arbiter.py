@@ -20,17 +20,15 @@ from mpim.listen import client_listeners
 from mpim.master import status
 from mpim.master.children import (
     BOOTING,
-    BUS,
     READY,
     RETIRING,
-    ROUTER,
     STOPPING,
-    WORKER,
     Child,
     ChildSpec,
     describe_exit,
 )
 from mpim.master.reloader import Reloader, Serving
+from mpim.master.slots import Slots
 from mpim.master.status import EXIT_BOOT_ERROR
 from mpim.master.stopper import DRAINING, QUICK, Stopper
 from mpim.master.table import ChildTable
@@ -67,6 +65,7 @@ class Arbiter:
         self.table = ChildTable(host, clock, self.counts)
         self.reloader = Reloader(host, self.table, self.serving, self.counts)
         self.stopper = Stopper(host, self.table)
+        self.slots = Slots(self.table, self.serving)
         self.children = self.table.children
         self.live = self.table.live
 
@@ -95,10 +94,7 @@ class Arbiter:
 
     # -- events ----------------------------------------------------------------------
     def start(self) -> None:
-        self._spawn(ChildSpec(BUS, self.serving.cfg))
-        self._spawn(ChildSpec(ROUTER, self.serving.cfg, expect=self.serving.workers_wanted))
-        for slot in range(1, self.serving.workers_wanted + 1):
-            self._spawn(ChildSpec(WORKER, self.serving.cfg, slot, self.serving.generation))
+        self.slots.start()
 
     def signal(self, signum: int) -> None:
         try:
@@ -138,7 +134,7 @@ class Arbiter:
             log.error("%s failed to boot (%s); see its error above. Stopping.", child.name, how)
             self._stop_everyone(EXIT_BOOT_ERROR)
         else:
-            self._schedule_restart(child, how)
+            self.slots.died(child, how)
         self.table.forget(child)
         self.stopper.advance()
 
@@ -146,7 +142,8 @@ class Arbiter:
         """Kill children past their deadline or heartbeat; restart those whose backoff is over."""
         self.table.kill_overdue()
         for kind, slot in self.table.due():
-            self._respawn(kind, slot)
+            if self.stopper.mode is None:
+                self.slots.respawn(kind, slot)
 
     # -- signals ---------------------------------------------------------------------
     def handle_chld(self) -> None:
@@ -161,7 +158,8 @@ class Arbiter:
             log.info("second SIGTERM: stopping now")
             self._stop_everyone(0)
         elif self.phase != QUICK:
-            self._drain()
+            self.reloader.pending = None
+            self.stopper.drain(self.serving.cfg)
 
     def handle_int(self) -> None:
         log.info("SIGINT: stopping now")
@@ -172,36 +170,18 @@ class Arbiter:
         self._stop_everyone(0)
 
     def handle_ttin(self) -> None:
-        if self._busy("SIGTTIN"):
-            return
-        self.serving.workers_wanted += 1
-        log.info("SIGTTIN: workers %d -> %d", self.serving.workers_wanted - 1, self.serving.workers_wanted)
-        self._spawn(ChildSpec(WORKER, self.serving.cfg, self.serving.workers_wanted, self.serving.generation))
+        if not self._busy("SIGTTIN"):
+            self.slots.grow()
 
     def handle_ttou(self) -> None:
-        if self._busy("SIGTTOU"):
-            return
-        if self.serving.workers_wanted <= 1:
-            log.warning("SIGTTOU ignored: one worker is the minimum")
-            return
-        slot = self.serving.workers_wanted
-        self.serving.workers_wanted -= 1
-        self.table.cancel(WORKER, slot)
-        for child in self.live(WORKER, self.serving.generation):
-            if child.spec.slot == slot and child.state in (BOOTING, READY):
-                self.table.retire(child)
-        log.info("SIGTTOU: workers %d -> %d (worker %d retires)", slot, self.serving.workers_wanted, slot)
+        if not self._busy("SIGTTOU"):
+            self.slots.shrink()
 
     def handle_usr1(self) -> None:
         self.host.reopen_logs()
         log.info("reopening log files (master and %d children)", len(self.children))
         for pid in self.children:
             self.host.kill(pid, signal.SIGUSR1)
-
-    # -- stopping --------------------------------------------------------------------
-    def _drain(self) -> None:
-        self.reloader.pending = None
-        self.stopper.drain(self.serving.cfg)
 
     def _stop_everyone(self, code: int) -> None:
         self.reloader.pending = None
@@ -217,10 +197,6 @@ class Arbiter:
         log.warning("%s ignored: %s", what, why)
         return True
 
-    def _spawn(self, spec: ChildSpec) -> None:
-        if not self.table.spawn(spec):  # (a reload's generation is forked by the reloader)
-            self.table.retry_fork(spec)
-
     def _on_ready(self, child: Child) -> None:
         if child.state != BOOTING:
             return
@@ -234,24 +210,3 @@ class Arbiter:
                 "bound: %s; %d workers serving", addresses(self.serving.cfg), self.serving.workers_wanted
             )
         self.reloader.worker_ready()
-
-    def _schedule_restart(self, child: Child, how: str) -> None:
-        spec = child.spec
-        if child.is_worker and (
-            spec.generation != self.serving.generation or spec.slot > self.serving.workers_wanted
-        ):
-            log.info("%s %s", child.name, how)
-            return
-        self.table.restart_later(child, how)
-
-    def _respawn(self, kind: str, slot: int) -> None:
-        if self.stopper.mode is not None:
-            return
-        if kind != WORKER:
-            if not self.live(kind):
-                workers = [c for c in self.live(WORKER) if c.state != STOPPING]
-                self._spawn(ChildSpec(kind, self.serving.cfg, expect=len(workers) if kind == ROUTER else 0))
-            return
-        serving = [c for c in self.live(WORKER, self.serving.generation) if c.spec.slot == slot]
-        if slot <= self.serving.workers_wanted and not any(c.state in (BOOTING, READY) for c in serving):
-            self._spawn(ChildSpec(WORKER, self.serving.cfg, slot, self.serving.generation))
