@@ -13,39 +13,31 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mpim.config import Config, ConfigError
+from mpim.config import Config
 from mpim.listen import client_listeners
-from mpim.master import reload, status
+from mpim.master import status
 from mpim.master.children import (
     BOOTING,
-    BUS,
     READY,
     RETIRING,
-    ROUTER,
     STOPPING,
-    WORKER,
-    Backoff,
     Child,
     ChildSpec,
     describe_exit,
 )
+from mpim.master.reloader import Reloader, Serving
+from mpim.master.slots import Slots
 from mpim.master.status import EXIT_BOOT_ERROR
+from mpim.master.stopper import DRAINING, QUICK, Stopper
+from mpim.master.table import ChildTable
 
 log = logging.getLogger("mpim.master")
 
 # Phases of the master.
 BOOT = "boot"  # the first generation is not bound yet
 RUNNING = "running"
-DRAINING = "draining"  # SIGTERM: workers first, then router, then bus
-QUICK = "quick"  # SIGINT / SIGQUIT / a second SIGTERM / a boot error: everyone at once
-
-STOP_MARGIN = 5.0  # beyond a worker's own drain deadline before SIGKILL
-HELPER_STOP = 10.0  # router and bus: SIGTERM -> SIGKILL
-QUICK_STOP = 5.0  # fast stop: SIGQUIT -> SIGKILL
-FORK_RETRY = 1.0  # after os.fork failed
 
 
 class Host(Protocol):
@@ -58,86 +50,51 @@ class Host(Protocol):
     def reopen_logs(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class PendingReload:
-    generation: int
-    cfg: Config
-
-
 def addresses(cfg: Config) -> str:
     return ", ".join(lis.describe() for lis in client_listeners(cfg))
 
 
 class Arbiter:
     def __init__(self, cfg: Config, host: Host, clock: Callable[[], float] = time.monotonic) -> None:
-        self.cfg = cfg
         self.host = host
         self.clock = clock
-        self.children: dict[int, Child] = {}
-        self.phase = BOOT
-        self.generation = 1
-        self.workers_wanted = cfg.worker_count()
-        self.pending: PendingReload | None = None
-        self.exit_code: int | None = None
-        self.told = 0
-        self.backoff = Backoff()
-        self._generations = 1
-        self._respawn_at: dict[tuple[str, int], float] = {}
-        self._stop_code = 0
-        self._helpers_exited: set[str] = set()  # helper kinds that have exited once (restarts)
+        self._phase = BOOT  # then RUNNING; the stopper's mode once stopping
         # reload_done / _abandoned / _refused, restart_<kind>, hung_killed (metrics, via the status file)
         self.counts: collections.Counter[str] = collections.Counter()
+        self.serving = Serving(cfg, 1, cfg.worker_count())
+        self.table = ChildTable(host, clock, self.counts)
+        self.reloader = Reloader(host, self.table, self.serving, self.counts)
+        self.stopper = Stopper(host, self.table)
+        self.slots = Slots(self.table, self.serving)
+        self.children = self.table.children
+        self.live = self.table.live
 
     # -- queries ---------------------------------------------------------------------
-    def _first(self, kind: str) -> bool:
-        """The first incarnation of the router or the bus (a boot error there is fatal)."""
-        return kind != WORKER and kind not in self._helpers_exited
+    @property
+    def phase(self) -> str:
+        return self.stopper.mode or self._phase
 
-    def live(self, kind: str, generation: int | None = None) -> list[Child]:
-        return [
-            c
-            for c in self.children.values()
-            if c.spec.kind == kind and (generation is None or c.spec.generation == generation)
-        ]
-
-    def _generation_ready(self, generation: int, count: int) -> bool:
-        ready = {c.spec.slot for c in self.live(WORKER, generation) if c.state == READY}
-        return ready.issuperset(range(1, count + 1))
+    @property
+    def exit_code(self) -> int | None:
+        """Set once every child is gone after a stop: the master exits with it."""
+        return self.stopper.exit_code
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` has something to do next (None: only events matter)."""
-        times = list(self._respawn_at.values())
-        for child in self.children.values():
-            if child.kill_at is not None:
-                times.append(child.kill_at)
-            if child.is_worker:
-                times.append(child.last_beat + child.spec.cfg.server.worker_timeout)
-        return min(times, default=None)
+        return self.table.next_deadline()
 
     def status(self) -> dict[str, Any]:
         """The master's view for the router (:mod:`mpim.master.statusfile`)."""
         return {
             "pid": os.getpid(),
-            "generation": self.generation,
+            "generation": self.serving.generation,
             "counts": dict(self.counts),
-            "children": [
-                {
-                    "pid": c.pid,
-                    "kind": c.spec.kind,
-                    "slot": c.spec.slot,
-                    "generation": c.spec.generation,
-                    "state": c.state,
-                }
-                for c in sorted(self.children.values(), key=lambda c: c.pid)
-            ],
+            "children": self.table.rows(),
         }
 
     # -- events ----------------------------------------------------------------------
     def start(self) -> None:
-        self._spawn(ChildSpec(BUS, self.cfg))
-        self._spawn(ChildSpec(ROUTER, self.cfg, expect=self.workers_wanted))
-        for slot in range(1, self.workers_wanted + 1):
-            self._spawn(ChildSpec(WORKER, self.cfg, slot, self.generation))
+        self.slots.start()
 
     def signal(self, signum: int) -> None:
         try:
@@ -156,66 +113,53 @@ class Arbiter:
         child.last_beat = self.clock()
         if line == status.READY:
             self._on_ready(child)
-        elif line.startswith(status.TOLD + " ") and self.phase in (DRAINING, QUICK):
-            word = line.rsplit(maxsplit=1)[-1]
-            self.told += int(word) if word.isdigit() else 0
+        else:
+            self.stopper.note(line)
 
     def exited(self, pid: int, code: int) -> None:
         """A child was reaped; ``code`` < 0 means killed by that signal."""
-        child = self.children.pop(pid, None)
+        child = self.table.remove(pid)
         if child is None:
             return
         spec, how = child.spec, describe_exit(code)
-        if child.state in (STOPPING, RETIRING) or self.phase in (DRAINING, QUICK):
+        if child.state in (STOPPING, RETIRING) or self.stopper.mode is not None:
             gen = f" of generation {spec.generation}" if child.is_worker else ""
             verb = "retired" if child.state == RETIRING else "stopped"
             log.info("%s%s %s: %s", child.name, gen, verb, how)
-        elif self.pending is not None and spec.generation == self.pending.generation:
+        elif self.reloader.owns(spec.generation):
             boot = "; a boot error, see its log above" if code == EXIT_BOOT_ERROR else ""
-            self._abandon(f"{child.name} of the new generation {how} before it was ready{boot}")
-        elif code == EXIT_BOOT_ERROR and (self.phase == BOOT or self._first(spec.kind)):
+            self.reloader.abandon(f"{child.name} of the new generation {how} before it was ready{boot}")
+        elif code == EXIT_BOOT_ERROR and (self.phase == BOOT or self.table.first(spec.kind)):
             # (the router's own boot can fail after the workers are up: a hook, Redis unreachable)
             log.error("%s failed to boot (%s); see its error above. Stopping.", child.name, how)
             self._stop_everyone(EXIT_BOOT_ERROR)
         else:
-            self._schedule_restart(child, how)
-        if not child.is_worker:
-            self._helpers_exited.add(spec.kind)
-        self._advance_stop()
+            self.slots.died(child, how)
+        self.table.forget(child)
+        self.stopper.advance()
 
     def tick(self) -> None:
         """Kill children past their deadline or heartbeat; restart those whose backoff is over."""
-        now = self.clock()
-        for child in list(self.children.values()):
-            if child.kill_at is not None and now >= child.kill_at:
-                log.warning("%s did not exit in time; killing it", child.name)
-                child.kill_at = None
-                self.host.kill(child.pid, signal.SIGKILL)
-            elif child.is_worker and now - child.last_beat >= child.spec.cfg.server.worker_timeout:
-                log.warning(
-                    "%s is hung: no heartbeat for %.1fs; killing it", child.name, now - child.last_beat
-                )
-                self.counts["hung_killed"] += 1
-                child.last_beat = now
-                self.host.kill(child.pid, signal.SIGKILL)
-        for key, when in list(self._respawn_at.items()):
-            if when <= now:
-                del self._respawn_at[key]
-                self._respawn(*key)
+        self.table.kill_overdue()
+        for kind, slot in self.table.due():
+            if self.stopper.mode is None:
+                self.slots.respawn(kind, slot)
 
     # -- signals ---------------------------------------------------------------------
     def handle_chld(self) -> None:
         """Nothing: the loop reaps after every wake-up."""
 
     def handle_hup(self) -> None:
-        self.reload()
+        if not self._busy("reload"):
+            self.reloader.begin()
 
     def handle_term(self) -> None:
         if self.phase == DRAINING:
             log.info("second SIGTERM: stopping now")
             self._stop_everyone(0)
         elif self.phase != QUICK:
-            self._drain()
+            self.reloader.pending = None
+            self.stopper.drain(self.serving.cfg)
 
     def handle_int(self) -> None:
         log.info("SIGINT: stopping now")
@@ -226,25 +170,12 @@ class Arbiter:
         self._stop_everyone(0)
 
     def handle_ttin(self) -> None:
-        if self._busy("SIGTTIN"):
-            return
-        self.workers_wanted += 1
-        log.info("SIGTTIN: workers %d -> %d", self.workers_wanted - 1, self.workers_wanted)
-        self._spawn(ChildSpec(WORKER, self.cfg, self.workers_wanted, self.generation))
+        if not self._busy("SIGTTIN"):
+            self.slots.grow()
 
     def handle_ttou(self) -> None:
-        if self._busy("SIGTTOU"):
-            return
-        if self.workers_wanted <= 1:
-            log.warning("SIGTTOU ignored: one worker is the minimum")
-            return
-        slot = self.workers_wanted
-        self.workers_wanted -= 1
-        self._respawn_at.pop((WORKER, slot), None)
-        for child in self.live(WORKER, self.generation):
-            if child.spec.slot == slot and child.state in (BOOTING, READY):
-                self._retire(child)
-        log.info("SIGTTOU: workers %d -> %d (worker %d retires)", slot, self.workers_wanted, slot)
+        if not self._busy("SIGTTOU"):
+            self.slots.shrink()
 
     def handle_usr1(self) -> None:
         self.host.reopen_logs()
@@ -252,123 +183,13 @@ class Arbiter:
         for pid in self.children:
             self.host.kill(pid, signal.SIGUSR1)
 
-    # -- reload ----------------------------------------------------------------------
-    def reload(self) -> None:
-        if self._busy("reload"):
-            return
-        try:
-            new = self.host.load_config()
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running config: %s", exc)
-            self.counts["reload_refused"] += 1
-            return
-        if self.pending is not None:
-            log.warning("reload: generation %d is still booting; replacing it", self.pending.generation)
-            self._drop_pending()
-        new, pinned = reload.pin_bus_keys(self.cfg, new)
-        changed = ", ".join(reload.changed_sections(self.cfg, new)) or "nothing; replacing workers anyway"
-        self._generations += 1
-        self.pending = PendingReload(self._generations, new)
-        log.info("reload begin: generation %d from %s (changed: %s)", self._generations, new.source, changed)
-        if pinned:
-            log.warning("reload keeps %s: the bus cannot move while the master runs", ", ".join(pinned))
-        for slot in range(1, new.worker_count() + 1):
-            if not self._spawn(ChildSpec(WORKER, new, slot, self._generations)):
-                break
-
-    def _promote(self) -> None:
-        """Every worker of the new generation is bound: it serves; the old one retires."""
-        assert self.pending is not None
-        old_cfg, old_generation = self.cfg, self.generation
-        self.cfg, self.generation = self.pending.cfg, self.pending.generation
-        self.workers_wanted = self.cfg.worker_count()
-        self.pending = None
-        self.counts["reload_done"] += 1
-        self.host.configure_logging(self.cfg)
-        for key in [k for k in self._respawn_at if k[0] == WORKER]:
-            del self._respawn_at[key]
-        old = [c for c in self.live(WORKER) if c.spec.generation != self.generation]
-        retiring = [c for c in old if c.state in (BOOTING, READY)]
-        for child in retiring:
-            self._retire(child)
-        router = ""
-        if reload.router_changed(old_cfg, self.cfg):
-            for child in self.live(ROUTER):
-                self.host.kill(child.pid, signal.SIGHUP)
-            router = "; the router applies its new settings in place"
-        log.info(
-            "reload done: generation %d serving with %d workers; %d workers of generation %d retire"
-            " (up to %gs)%s",
-            self.generation,
-            self.workers_wanted,
-            len(retiring),
-            old_generation,
-            old_cfg.server.reload_drain_timeout,
-            router,
-        )
-
-    def _abandon(self, reason: str) -> None:
-        log.error("reload abandoned: %s; generation %d keeps serving", reason, self.generation)
-        self.counts["reload_abandoned"] += 1
-        self._drop_pending()
-
-    def _drop_pending(self) -> None:
-        if self.pending is None:
-            return
-        for child in self.live(WORKER, self.pending.generation):
-            self._stop(child, signal.SIGTERM, child.spec.cfg.server.graceful_timeout + STOP_MARGIN)
-        self.pending = None
-
-    # -- stopping --------------------------------------------------------------------
-    def _drain(self) -> None:
-        self.phase = DRAINING
-        self._respawn_at.clear()
-        self.pending = None
-        for router in self.live(ROUTER):
-            self.host.kill(router.pid, signal.SIGUSR2)  # refuse pushes from now on
-        workers = self.live(WORKER)
-        log.info(
-            "drain begin: %d workers stop accepting and tell their clients to disconnect (up to %gs)",
-            len(workers),
-            self.cfg.server.graceful_timeout,
-        )
-        for child in workers:
-            self._stop(child, signal.SIGTERM, child.spec.cfg.server.graceful_timeout + STOP_MARGIN)
-        self._advance_stop()
-
     def _stop_everyone(self, code: int) -> None:
-        if self.phase == QUICK:
-            return
-        self.phase = QUICK
-        self._stop_code = code
-        self._respawn_at.clear()
-        self.pending = None
-        for child in self.children.values():
-            self._stop(child, signal.SIGQUIT, QUICK_STOP)
-        self._advance_stop()
-
-    def _advance_stop(self) -> None:
-        """Drain order: workers, then the router, then the bus; then exit."""
-        if self.phase not in (DRAINING, QUICK) or self.exit_code is not None:
-            return
-        if self.live(WORKER):
-            return
-        for kind in (ROUTER, BUS):
-            helpers = self.live(kind)
-            for child in helpers:
-                if child.state != STOPPING:
-                    self._stop(child, signal.SIGTERM, HELPER_STOP)
-            if helpers:
-                return
-        self.exit_code = self._stop_code
-        if self.phase == DRAINING:
-            log.info("drain done: told %d clients to disconnect (op 6); exit %d", self.told, self.exit_code)
-        else:
-            log.info("stopped: told %d clients to disconnect (op 6); exit %d", self.told, self.exit_code)
+        self.reloader.pending = None
+        self.stopper.quick(code)
 
     # -- helpers ---------------------------------------------------------------------
     def _busy(self, what: str) -> bool:
-        if self.phase == RUNNING and (self.pending is None or what == "reload"):
+        if self.phase == RUNNING and (self.reloader.pending is None or what == "reload"):
             return False
         why = "a reload is in progress" if self.phase == RUNNING else f"the master is {self.phase}"
         if self.phase == BOOT:
@@ -376,72 +197,16 @@ class Arbiter:
         log.warning("%s ignored: %s", what, why)
         return True
 
-    def _spawn(self, spec: ChildSpec) -> bool:
-        now = self.clock()
-        try:
-            pid = self.host.spawn(spec)
-        except OSError as exc:  # out of processes or memory: try again, keep what runs
-            log.error("cannot fork %s: %s", spec.label, exc)
-            if self.pending is not None and spec.generation == self.pending.generation:
-                self._abandon(f"cannot fork {spec.label}")
-            else:
-                self._respawn_at[(spec.kind, spec.slot)] = now + FORK_RETRY
-            return False
-        child = Child(spec, pid, now, now, BOOTING if spec.kind == WORKER else READY)
-        self.children[pid] = child
-        if child.is_worker:
-            log.debug("forked %s for generation %d", child.name, spec.generation)
-        else:
-            log.info("%s started", child.name)
-        return True
-
     def _on_ready(self, child: Child) -> None:
         if child.state != BOOTING:
             return
         child.state = READY
         log.info("%s up (generation %d)", child.name, child.spec.generation)
-        if self.phase == BOOT and self._generation_ready(self.generation, self.workers_wanted):
-            self.phase = RUNNING
-            log.info("bound: %s; %d workers serving", addresses(self.cfg), self.workers_wanted)
-        pending = self.pending
-        if pending and self._generation_ready(pending.generation, pending.cfg.worker_count()):
-            self._promote()
-
-    def _retire(self, child: Child) -> None:
-        """An old worker stops accepting but serves its clients until they leave or the deadline."""
-        if child.state == BOOTING:
-            self._stop(child, signal.SIGTERM, child.spec.cfg.server.graceful_timeout + STOP_MARGIN)
-            return
-        srv = child.spec.cfg.server
-        child.state = RETIRING
-        child.kill_at = self.clock() + srv.reload_drain_timeout + srv.graceful_timeout + STOP_MARGIN
-        self.host.kill(child.pid, signal.SIGUSR2)
-
-    def _stop(self, child: Child, sig: int, timeout: float) -> None:
-        child.state = STOPPING
-        deadline = self.clock() + timeout
-        child.kill_at = deadline if child.kill_at is None else min(child.kill_at, deadline)
-        self.host.kill(child.pid, sig)
-
-    def _schedule_restart(self, child: Child, how: str) -> None:
-        spec = child.spec
-        if child.is_worker and (spec.generation != self.generation or spec.slot > self.workers_wanted):
-            log.info("%s %s", child.name, how)
-            return
-        key = (spec.kind, spec.slot)
-        self.counts[f"restart_{spec.kind}"] += 1
-        delay = self.backoff.delay(key, self.clock() - child.started)
-        self._respawn_at[key] = self.clock() + delay
-        log.warning("%s %s; restarting %s", child.name, how, f"in {delay:g}s" if delay else "now")
-
-    def _respawn(self, kind: str, slot: int) -> None:
-        if self.phase not in (BOOT, RUNNING):
-            return
-        if kind != WORKER:
-            if not self.live(kind):
-                workers = [c for c in self.live(WORKER) if c.state != STOPPING]
-                self._spawn(ChildSpec(kind, self.cfg, expect=len(workers) if kind == ROUTER else 0))
-            return
-        serving = [c for c in self.live(WORKER, self.generation) if c.spec.slot == slot]
-        if slot <= self.workers_wanted and not any(c.state in (BOOTING, READY) for c in serving):
-            self._spawn(ChildSpec(WORKER, self.cfg, slot, self.generation))
+        if self.phase == BOOT and self.table.generation_ready(
+            self.serving.generation, self.serving.workers_wanted
+        ):
+            self._phase = RUNNING
+            log.info(
+                "bound: %s; %d workers serving", addresses(self.serving.cfg), self.serving.workers_wanted
+            )
+        self.reloader.worker_ready()

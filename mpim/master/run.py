@@ -86,7 +86,7 @@ def run(cfg: Config, path: str | None) -> int:
         log.info(
             "master started (pid %d): %d workers, config %s, run dir %s",
             os.getpid(),
-            arbiter.workers_wanted,
+            arbiter.serving.workers_wanted,
             cfg.source,
             run_dir,
         )

@@ -29,7 +29,6 @@ browser can open it; the page asks for the key and sends it on everything it fet
 from __future__ import annotations
 
 import asyncio
-import collections
 import email.utils
 import hmac
 import logging
@@ -40,42 +39,12 @@ from urllib.parse import unquote
 import httptools
 
 from mpim.config import Config
-from mpim.listen import peer_name
-from mpim.router import sse
-from mpim.router.api import JSON, OK_NULL, Answer, PushApi, Reply, error
-from mpim.router.sse import EventStream
+from mpim.router.api import OK_NULL, PushApi, Reply, error
+from mpim.router.responder import Responder, encode_head
 
 log = logging.getLogger("mpim.http")
 
-_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found"}
-_REASONS[405] = b"Method Not Allowed"
-_REASONS.update({408: b"Request Timeout", 413: b"Content Too Large", 431: b"Request Header Fields Too Large"})
-_REASONS.update({503: b"Service Unavailable", 504: b"Gateway Timeout"})
-_MAX_WAITING = 256  # answers a pipelining client may have outstanding before we stop reading
 _READ_SLACK = 65536  # a read may carry the end of earlier pipelined requests
-
-
-def _head(reply: Reply, date: bytes) -> bytes:
-    if reply.content_type is JSON:  # the push API's answers (the hot path): no encoding
-        head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\n" % (
-            reply.status,
-            _REASONS.get(reply.status, b"Error"),
-            len(reply.body),
-            date,
-        )
-    else:
-        head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\n" % (
-            reply.status,
-            _REASONS.get(reply.status, b"Error"),
-            reply.content_type.encode(),
-            len(reply.body),
-            date,
-        )
-    if reply.allow:
-        head += b"Allow: " + reply.allow.encode() + b"\r\n"
-    if reply.status == 401:
-        head += b'WWW-Authenticate: Bearer realm="mpim"\r\n'
-    return head
 
 
 UNAUTHORIZED = error(
@@ -120,18 +89,18 @@ class HttpState:
         (call about once a second)."""
         self.now = now = self.loop.time()
         self.date = email.utils.formatdate(usegmt=True).encode()
-        self.ok_null = _head(OK_NULL, self.date) + b"\r\n" + OK_NULL.body
+        self.ok_null = encode_head(OK_NULL, self.date) + b"\r\n" + OK_NULL.body
         idle, late = now - self.idle_timeout, now - self.request_timeout
         slow = [c for c in self.connections if c.last_active < idle or c.request_started < late]
-        for conn in [c for c in slow if c.stream is None]:  # an event stream is never idle
+        for conn in [c for c in slow if c.responder.stream is None]:  # an event stream is never idle
             if conn.request_started < math.inf:
-                conn.time_out(now - conn.request_started)
+                conn.responder.time_out(now - conn.request_started)
             else:
-                conn.close()
+                conn.responder.close()
 
     def close_all(self) -> None:
         for conn in list(self.connections):
-            conn.close()
+            conn.responder.close()
 
     def count(self, path: str, status: int) -> None:
         """One answer: by route (``other`` for unknown paths, ``-`` before the path was read)."""
@@ -141,12 +110,14 @@ class HttpState:
 
 
 class HttpProtocol(asyncio.Protocol):
+    """The httptools parser's callbacks: limits, the API key, then the request to the API;
+    its :class:`Responder` writes the answers."""
+
     __slots__ = (
         "accept",
         "authorized",
         "body",
         "body_len",
-        "closing",
         "expect",
         "header_bytes",
         "in_headers",
@@ -154,16 +125,14 @@ class HttpProtocol(asyncio.Protocol):
         "parser",
         "pending",
         "request_started",
+        "responder",
         "state",
-        "stream",
-        "transport",
         "url",
-        "waiting",
     )
 
     def __init__(self, state: HttpState) -> None:
         self.state = state
-        self.transport: Any = None
+        self.responder = Responder(state, self)
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.body: list[bytes] = []
@@ -171,34 +140,32 @@ class HttpProtocol(asyncio.Protocol):
         self.header_bytes = 0
         self.pending = 0
         self.in_headers = False
-        self.closing = False
         self.expect = False
         self.authorized = False
         self.last_active = state.now
-        self.waiting: collections.deque[tuple[Answer, bool, bool, bool]] = collections.deque()
         self.request_started = math.inf  # state.now at the first byte of an incomplete request
         self.accept = b""
-        self.stream: EventStream | None = None  # once set, this connection only carries the stream
 
     # -- asyncio ------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
-        self.transport = transport
+        self.responder.transport = transport
         self.state.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
-        self.closing = True
-        self._end_stream()
+        self.responder.closing = True
+        self.responder.end_stream()
 
     def pause_writing(self) -> None:
-        self.transport.pause_reading()
+        self.responder.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if not self.closing:
-            self.transport.resume_reading()
+        if not self.responder.closing:
+            self.responder.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing or self.stream is not None:
+        responder = self.responder
+        if responder.closing or responder.stream is not None:
             return
         self.last_active = self.state.now
         try:
@@ -206,19 +173,19 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             refused = exc.__context__
             if isinstance(refused, _Refused):
-                self._refuse(refused.reply)
+                responder.refuse(refused.reply)
             else:
                 log.error("HTTP handler failed", exc_info=refused)
-                self._refuse(error(-500, "internal error", 400))
+                responder.refuse(error(-500, "internal error", 400))
         except httptools.HttpParserUpgrade:
-            self._refuse(error(-400, "protocol upgrade is not supported", 400))
+            responder.refuse(error(-400, "protocol upgrade is not supported", 400))
         except httptools.HttpParserError as exc:
-            self._refuse(error(-400, f"malformed HTTP request: {exc}", 400))
+            responder.refuse(error(-400, f"malformed HTTP request: {exc}", 400))
         else:
-            if self.in_headers and not self.closing:
+            if self.in_headers and not responder.closing:
                 self.pending += len(data)
                 if self.pending > self.state.max_header + _READ_SLACK:
-                    self._refuse(self._too_large_headers())
+                    responder.refuse(self._too_large_headers())
 
     # -- httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -268,7 +235,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.parser.should_upgrade():
             raise _Refused(error(-400, "protocol upgrade is not supported", 400))
         if self.expect:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.responder.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _public(self) -> bool:
         return self.url.partition(b"?")[0] in PUBLIC and self.parser.get_method() == b"GET"
@@ -281,7 +248,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.request_started = math.inf
-        if self.closing or self.stream is not None:  # (requests behind a stream request are ignored)
+        responder = self.responder
+        if responder.closing or responder.stream is not None:  # (requests behind a stream are ignored)
             return
         state = self.state
         state.requests += 1
@@ -302,90 +270,7 @@ class HttpProtocol(asyncio.Protocol):
         answer = state.api.handle(method, path, query, body, self.accept)
         keep = self.parser.should_keep_alive()
         http10 = self.parser.get_http_version() == "1.0" if keep else False
-        head_only = method == "HEAD"
-        if isinstance(answer, Reply):
-            try:  # the common case, cheaply (nested plain dicts: no tuple to hash, no Counter)
-                state.counts[path][answer.status] += 1
-            except KeyError:
-                state.count(path, answer.status)
-            if not self.waiting:
-                self._write(answer, keep, http10, head_only)
-                if not keep:
-                    self.close()
-                return
-        elif isinstance(answer, EventStream):
-            state.count(path, 200)
-            self.stream = answer  # from now on nothing more is read from this client
-            if not self.waiting:
-                self._start_stream(answer)
-                return
-        else:
-            answer.add_done_callback(lambda f: self._counted(path, f))
-        # An answer that waits for the workers: later answers queue behind it, in request order.
-        self.waiting.append((answer, keep, http10, head_only))
-        if not isinstance(answer, (Reply, EventStream)):
-            answer.add_done_callback(self._answered)
-        if len(self.waiting) >= _MAX_WAITING and self.transport is not None:
-            self.transport.pause_reading()
-
-    def _answered(self, _: object) -> None:
-        """Write every answer that is ready, in request order: those of one loop turn in one write."""
-        waiting = self.waiting
-        ready: list[bytes] = []
-        while waiting:
-            answer, keep, http10, head_only = waiting[0]
-            if isinstance(answer, EventStream):
-                waiting.popleft()
-                if not self.closing:
-                    self._send(ready)
-                    self._start_stream(answer)
-                return
-            if not isinstance(answer, Reply):
-                if not answer.done():
-                    self._send(ready)
-                    return
-                answer = answer.result()
-            waiting.popleft()
-            if self.closing:
-                continue
-            ready.append(self._encode(answer, keep, http10, head_only))
-            if not keep:
-                self._send(ready)
-                self.close()
-        self._send(ready)
-        if not self.closing and self.transport is not None:
-            self.transport.resume_reading()
-
-    def _send(self, ready: list[bytes]) -> None:
-        if ready and not self.closing:
-            self.transport.write(ready[0] if len(ready) == 1 else b"".join(ready))
-        ready.clear()
-
-    # -- event streams (console) -----------------------------------------------------------------
-    def _start_stream(self, stream: EventStream) -> None:
-        self.transport.write(sse.HEAD + b"Date: " + self.state.date + b"\r\n\r\n")
-        stream.attach(self)
-
-    def write_stream(self, data: bytes) -> None:
-        """:class:`~mpim.router.sse.Sink`: one event; a client that stops reading is let go."""
-        transport = self.transport
-        if self.closing or transport is None:
-            return
-        self.last_active = self.state.now
-        transport.write(data)
-        if transport.get_write_buffer_size() > sse.MAX_BUFFER:
-            log.info("closing an event stream to %s: the client is not reading", peer_name(transport))
-            self.close()
-
-    def _end_stream(self) -> None:
-        stream = self.stream
-        if stream is not None:
-            self.stream = None
-            stream.detached()
-
-    def _counted(self, path: str, future: asyncio.Future[Reply]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            self.state.count(path, future.result().status)
+        responder.respond(path, answer, keep, http10, method == "HEAD")
 
     # -- helpers ---------------------------------------------------------------------------------
     def _too_large_headers(self) -> Reply:
@@ -395,52 +280,3 @@ class HttpProtocol(asyncio.Protocol):
     def _too_large_body(self, size: int) -> Reply:
         limit = self.state.max_body
         return error(-413, f"body of {size} bytes is over the {limit}-byte limit", 413)
-
-    def _write(self, reply: Reply, keep: bool, http10: bool = False, head_only: bool = False) -> None:
-        self.transport.write(self._encode(reply, keep, http10, head_only))
-
-    def _encode(self, reply: Reply, keep: bool, http10: bool = False, head_only: bool = False) -> bytes:
-        """The answer's bytes; ``head_only``: the answer to HEAD has the headers of the body but not
-        the body."""
-        if reply is OK_NULL and keep and not http10 and not head_only:
-            return self.state.ok_null
-        head = _head(reply, self.state.date)
-        if not keep:
-            head += b"Connection: close\r\n"
-        elif http10:
-            head += b"Connection: keep-alive\r\n"
-        return head + b"\r\n" + (b"" if head_only else reply.body)
-
-    def _refuse(self, reply: Reply) -> None:
-        """Answer a request we will not serve, then close the connection."""
-        if self.closing:
-            return
-        self.state.refused += 1
-        self.state.count("-", reply.status)
-        log.info("refusing an HTTP request from %s: %d", peer_name(self.transport), reply.status)
-        self._write(reply, keep=False)
-        self.close()
-
-    def time_out(self, waited: float) -> None:
-        """The request started ``waited`` seconds ago and is still not complete: 408, close."""
-        if self.closing:
-            return
-        self.state.refused += 1
-        self.state.count("-", 408)
-        limit = self.state.request_timeout
-        log.info(
-            "closing %s: HTTP request not complete after %.0fs (limit %gs)",
-            peer_name(self.transport),
-            waited,
-            limit,
-        )
-        self._write(error(-408, f"request not complete within {limit:g}s", 408), keep=False)
-        self.close()
-
-    def close(self) -> None:
-        if not self.closing:
-            self.closing = True
-            self.state.connections.discard(self)
-            if self.transport is not None:
-                self.transport.close()
-        self._end_stream()

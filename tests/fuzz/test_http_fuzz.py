@@ -125,7 +125,7 @@ def check_exchange(conn: Connection, pieces: list[bytes], requests: int, complet
     closes = [r.headers.get("connection") == "close" for r in responses]
     assert not any(closes[:-1]), "a response after Connection: close"
     assert transport.closed == bool(closes and closes[-1]), (transport.closed, closes)
-    assert conn.proto.closing == transport.closed
+    assert conn.proto.responder.closing == transport.closed
     assert (conn.proto in conn.state.connections) == (not transport.closed)
     assert len(responses) <= requests + 1
     if complete and not transport.closed:

@@ -11,8 +11,10 @@ import pytest
 
 from mpim import config
 from mpim.config import Config, ConfigError
-from mpim.master.arbiter import BOOT, DRAINING, HELPER_STOP, QUICK, RUNNING, STOP_MARGIN, Arbiter
+from mpim.master.arbiter import BOOT, RUNNING, Arbiter
 from mpim.master.children import BUS, RETIRING, ROUTER, STOPPING, WORKER, ChildSpec
+from mpim.master.stopper import DRAINING, HELPER_STOP, QUICK
+from mpim.master.table import STOP_MARGIN
 
 SIGKILL, SIGTERM, SIGQUIT = signal.SIGKILL, signal.SIGTERM, signal.SIGQUIT
 
@@ -82,7 +84,7 @@ def pids(arb: Arbiter, kind: str, generation: int | None = None) -> list[int]:
 
 
 def worker_pid(arb: Arbiter, slot: int, generation: int | None = None) -> int:
-    gen = arb.generation if generation is None else generation
+    gen = arb.serving.generation if generation is None else generation
     (child,) = [c for c in arb.live(WORKER, gen) if c.spec.slot == slot]
     return child.pid
 
@@ -273,11 +275,11 @@ def test_worker_that_never_binds_is_killed_as_hung() -> None:
 
 def test_reload_with_a_broken_config_keeps_running(caplog: pytest.LogCaptureFixture) -> None:
     arb, host, _ = booted(2)
-    before = arb.cfg
+    before = arb.serving.cfg
     host.next_config = ConfigError("c.toml: [tcp] backlog: expected an integer, got 'x'")
     arb.signal(signal.SIGHUP)
     assert host.spawned == [] and host.kills == []
-    assert arb.cfg is before and arb.pending is None
+    assert arb.serving.cfg is before and arb.reloader.pending is None
     assert "reload refused, keeping the running config: c.toml: [tcp] backlog" in caplog.text
 
 
@@ -293,10 +295,10 @@ def test_reload_starts_a_new_generation_then_retires_the_old(caplog: pytest.LogC
     assert all(s.cfg is new_cfg for _, s in spawned)
     assert "reload begin: generation 2" in caplog.text and "changed: [auth]" in caplog.text
     arb.message(spawned[0][0], "ready")
-    assert host.kills == [] and arb.cfg is not new_cfg  # nothing changes until all are bound
+    assert host.kills == [] and arb.serving.cfg is not new_cfg  # nothing changes until all are bound
     arb.message(spawned[1][0], "ready")
     assert sorted(host.take_kills()) == [(pid, signal.SIGUSR2) for pid in old]
-    assert arb.cfg is new_cfg and arb.generation == 2
+    assert arb.serving.cfg is new_cfg and arb.serving.generation == 2
     assert host.logging_set == [new_cfg]  # the master's own log settings follow
     assert all(c.state == RETIRING for c in arb.live(WORKER, 1))
     assert pids(arb, ROUTER) + pids(arb, BUS) == helpers  # [http] did not change: no restart
@@ -352,12 +354,12 @@ def test_reload_can_change_the_number_of_workers() -> None:
     arb.signal(signal.SIGHUP)
     assert [s.slot for _, s in host.take_spawned()] == [1, 2, 3]
     ready_all(arb, 2)
-    assert arb.workers_wanted == 3
+    assert arb.serving.workers_wanted == 3
 
 
 def test_new_generation_that_fails_to_boot_is_abandoned(caplog: pytest.LogCaptureFixture) -> None:
     arb, host, clock = booted(2)
-    before = arb.cfg
+    before = arb.serving.cfg
     old = pids(arb, WORKER, 1)
     host.next_config = make_cfg(2, tcp={"bind": ["127.0.0.1:9"]})
     arb.signal(signal.SIGHUP)
@@ -367,7 +369,7 @@ def test_new_generation_that_fails_to_boot_is_abandoned(caplog: pytest.LogCaptur
     arb.tick()
     assert host.take_kills() == [(first, SIGTERM)]
     assert host.spawned == []  # no retry of the failed generation
-    assert arb.cfg is before and arb.generation == 1 and arb.pending is None
+    assert arb.serving.cfg is before and arb.serving.generation == 1 and arb.reloader.pending is None
     assert pids(arb, WORKER, 1) == old
     assert "reload abandoned:" in caplog.text and "a boot error" in caplog.text
     assert "generation 1 keeps serving" in caplog.text
@@ -391,7 +393,7 @@ def test_reload_while_a_generation_is_booting_replaces_it() -> None:
     assert spec.generation == 3 and spec.cfg is newest
     arb.exited(booting, -15)  # the superseded worker's exit is expected
     arb.message(pid, "ready")
-    assert arb.generation == 3 and arb.cfg is newest
+    assert arb.serving.generation == 3 and arb.serving.cfg is newest
 
 
 def test_reload_is_ignored_while_booting_or_draining(caplog: pytest.LogCaptureFixture) -> None:
@@ -516,11 +518,11 @@ def test_ttin_adds_a_worker_and_ttou_retires_the_last_slot() -> None:
     arb, host, _ = booted(2)
     arb.signal(signal.SIGTTIN)
     ((pid, spec),) = host.take_spawned()
-    assert (spec.slot, spec.generation, arb.workers_wanted) == (3, 1, 3)
+    assert (spec.slot, spec.generation, arb.serving.workers_wanted) == (3, 1, 3)
     arb.message(pid, "ready")
     arb.signal(signal.SIGTTOU)
     assert host.take_kills() == [(pid, signal.SIGUSR2)]
-    assert arb.workers_wanted == 2
+    assert arb.serving.workers_wanted == 2
     arb.exited(pid, 0)
     arb.tick()
     assert host.spawned == []
@@ -529,7 +531,7 @@ def test_ttin_adds_a_worker_and_ttou_retires_the_last_slot() -> None:
 def test_ttou_keeps_at_least_one_worker() -> None:
     arb, host, _ = booted(1)
     arb.signal(signal.SIGTTOU)
-    assert host.kills == [] and arb.workers_wanted == 1
+    assert host.kills == [] and arb.serving.workers_wanted == 1
 
 
 def test_usr1_reopens_the_masters_log_and_tells_every_child() -> None:
@@ -600,12 +602,14 @@ def test_failed_fork_is_retried_and_breaks_nothing(caplog: pytest.LogCaptureFixt
 
 
 def test_failed_fork_during_reload_abandons_it() -> None:
-    arb, _, _ = booted(2)
     host = ForkFails(next_config=make_cfg(2))
-    arb.host = host
+    arb = Arbiter(make_cfg(2), host, Clock())
+    arb.start()
+    ready_all(arb)
+    host.take_spawned()
     host.failing = True
     arb.signal(signal.SIGHUP)
-    assert arb.pending is None and arb.generation == 1 and host.spawned == []
+    assert arb.reloader.pending is None and arb.serving.generation == 1 and host.spawned == []
 
 
 def test_the_router_is_told_how_many_workers_to_wait_for() -> None:

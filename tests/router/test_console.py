@@ -144,7 +144,7 @@ def test_streams_are_bounded(rig: Rig) -> None:
     proto, transport = rig.stream()
     head, _, body = bytes(transport.data).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503") and json.loads(body)["code"] == -503
-    assert not transport.closed and proto.stream is None  # an ordinary answer, the connection stays
+    assert not transport.closed and proto.responder.stream is None  # an ordinary answer, the connection stays
     opened[0][0].connection_lost(None)
     _, transport = rig.stream()
     assert bytes(transport.data).startswith(b"HTTP/1.1 200 OK")
@@ -179,14 +179,14 @@ def test_a_stream_waits_for_an_earlier_pipelined_answer(rig: Rig) -> None:
     rig.h.settle()
     data = bytes(transport.data)
     assert data.index(b'"code":0') < data.index(b"text/event-stream")
-    assert proto.stream is not None and len(rig.console.streams) == 1
+    assert proto.responder.stream is not None and len(rig.console.streams) == 1
 
 
 def test_an_idle_tick_does_not_close_a_stream(rig: Rig) -> None:
     proto, transport = rig.stream()
     rig.h.clock += 60
     rig.state.tick()
-    assert not transport.closed and proto.stream is not None
+    assert not transport.closed and proto.responder.stream is not None
 
 
 def test_event_encoding() -> None:
@@ -288,7 +288,7 @@ def test_wrong_method_is_405_and_the_connection_stays(rig: Rig, path: bytes) -> 
     proto, transport = rig.open(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     head, _, body = bytes(transport.data).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 405") and b"Allow: GET" in head and json.loads(body)["code"] == -405
-    assert not transport.closed and proto.stream is None and rig.console.streams == set()
+    assert not transport.closed and proto.responder.stream is None and rig.console.streams == set()
 
 
 KEY = "k" * 32
