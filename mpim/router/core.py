@@ -45,6 +45,7 @@ from mpim.router.errors import Refused
 from mpim.router.fabric import Fabric, LocalFabric
 from mpim.router.peers import Link, Peer, Workers, pid_alive
 from mpim.router.pushes import STAMP_KEYS, BusPort, Pushes
+from mpim.router.relay import Relay
 from mpim.router.requests import ReceiveHook, Requests
 from mpim.router.store import SessionStore
 from mpim.router.streams import UserStreams
@@ -98,6 +99,7 @@ class Router:
         self.confirms = Confirms(store, bus_port, self.workers.by_id, loop.time, self.stats)
         self.push = Pushes(cfg, store, bus_port, self.workers, self._fabric, loop, self.stats)
         self.workers.gone = self.push.answer_waiting
+        self.relay = Relay(bus_port, self.workers, self.stats)
         self.requests = Requests(self.streams, store, self._fabric, receive, loop, backend)
 
     @property
@@ -196,7 +198,7 @@ class Router:
     def on_bus_fence(self, worker_id: str, fence: int) -> None:
         """A worker's bus fence came up the bus (its subscriptions before it are in place)."""
         self.confirms.on_bus_fence(worker_id, fence)
-        self.push.flush_relayed()
+        self.relay.flush()
 
     def bus_changed(self, connected: bool) -> None:
         """The router's own connection to the bus went down or came back."""
@@ -213,7 +215,7 @@ class Router:
         now = self.loop.time()
         self.workers.wait_no_longer(now)
         self.push.time_out(now)
-        self.push.flush_relayed()  # (a worker that left, or was dropped, no longer holds them)
+        self.relay.flush()  # (a worker that left, or was dropped, no longer holds them)
         self.confirms.ask_missing(list(self.workers.peers.values()), now)
 
     def sweep(self) -> None:

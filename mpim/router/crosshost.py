@@ -182,12 +182,12 @@ class CrossHost:
             case RemoteRoom():
                 # (stamped when this host publishes it: the latency metric, on this host's clock)
                 pushed = PushRoom(record.op, record.body, time.monotonic())
-                router.push.relay(bus.room_topic(record.room), records.encode(pushed))
+                router.relay.publish(bus.room_topic(record.room), records.encode(pushed))
             case RemoteAll():
                 workers = max(1, len(router.workers.by_id))
                 share = -(-record.speed // workers) if record.speed > 0 else 0
                 pushed_all = PushAll(record.op, share, record.body, time.monotonic())
-                router.push.relay(bus.BROADCAST, records.encode(pushed_all))
+                router.relay.publish(bus.BROADCAST, records.encode(pushed_all))
             case RemoteKick():
                 for key in record.keys:
                     router.workers.kick_key(key)

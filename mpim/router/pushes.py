@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mpim.router")
 
 STAMP_KEYS = 7  # pushes by key / mid: the 1st, 9th, 17th ... carry the time they were handed out
-RELAY_MAX = 10_000  # room and broadcast pushes from other hosts held while the bus is not back
 
 
 class BusPort(Protocol):
@@ -84,7 +83,6 @@ class Pushes:
         self.counts = dict.fromkeys(("keys", "mids", "room", "all"), 0)
         self._handed = 0  # pushes by key / mid handed to workers (one in eight is stamped)
         self._waiting: collections.deque[_Waiting] = collections.deque()
-        self._relayed: collections.deque[tuple[bytes, bytes]] = collections.deque()
 
     @property
     def waiting(self) -> int:
@@ -213,38 +211,6 @@ class Pushes:
         else:
             self._waiting.append(waiting)
         return future
-
-    # -- room and broadcast pushes from other hosts (through Redis) ----------------------------------
-    def relay(self, topic: bytes, record: bytes) -> None:
-        """Publish on this host's bus a push that another host (or this one) answered once Redis
-        took it; while the bus, or a worker's place on it, is not back, hold it (in order) rather
-        than publish it into nothing."""
-        if self._relayed or not self._bus_whole():
-            if len(self._relayed) >= RELAY_MAX:
-                self._relayed.popleft()
-                self.stats["relay_dropped"] += 1
-                if self.stats["relay_dropped"] == 1 or self.stats["relay_dropped"] % RELAY_MAX == 0:
-                    log.error(
-                        "the bus has been down too long: dropped %d room/broadcast pushes from other hosts",
-                        self.stats["relay_dropped"],
-                    )
-            self._relayed.append((topic, record))
-            return
-        self.bus.publish(topic, record)
-
-    def flush_relayed(self) -> None:
-        """The bus (or a worker's fence) came back: publish what was held, in order."""
-        if self._relayed and self._bus_whole():
-            n = len(self._relayed)
-            while self._relayed:
-                topic, record = self._relayed.popleft()
-                self.bus.publish(topic, record)
-            log.info("bus back: published %d room/broadcast pushes from other hosts held meanwhile", n)
-
-    def _bus_whole(self) -> bool:
-        return self.bus.connected and all(
-            p.bus_ready for p in self.workers.peers.values() if p.info is not None and not p.draining
-        )
 
     # -- the workers' marks --------------------------------------------------------------------------
     def draining(self, peer: Peer, req: int) -> None:

@@ -401,7 +401,7 @@ def test_pushes_relayed_from_other_hosts_wait_for_the_bus_and_keep_their_order(h
     w1 = h.worker("w1")
 
     def relay(body: bytes) -> None:
-        h.router.push.relay(b"r:1", records.encode(PushRoom(1000, body)))
+        h.router.relay.publish(b"r:1", records.encode(PushRoom(1000, body)))
 
     def bodies() -> list[bytes]:
         return [record.body for _, record in h.bus.take()]
