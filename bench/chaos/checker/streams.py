@@ -111,6 +111,15 @@ class _Life:
         seq = int(f.values.get("seq", 0))
         if seq <= 0:
             return
+        if conn.id in self.live:  # (its own stream: a same-key race may run two connections)
+            last = self.last.get(conn.id)
+            if last is not None and seq > last + 1:
+                self._violation(
+                    "reliable-order",
+                    f"seqs {last + 1}..{seq - 1} skipped on a live connection (after op 21)",
+                    [conn.connect, *conn.resumed[:1], f],
+                )
+            self.last[conn.id] = seq if last is None else max(last, seq)
         if self.pos is not None and seq <= self.pos:
             if self.device.kind == "sdk":
                 self._violation(
@@ -122,16 +131,7 @@ class _Life:
             return
         if self.pos is None and seq > 1 and conn.id not in self.live:
             self.soft[conn.id] = (0, seq, f)
-        if conn.id in self.live:  # (its own stream: a same-key race may run two connections)
-            last = self.last.get(conn.id)
-            if last is not None and seq > last + 1:
-                self._violation(
-                    "reliable-order",
-                    f"seqs {last + 1}..{seq - 1} skipped on a live connection (after op 21)",
-                    [conn.connect, *conn.resumed[:1], f],
-                )
-            self.last[conn.id] = seq if last is None else max(last, seq)
-        elif self.pos is not None and seq > self.pos + 1:
+        if conn.id not in self.live and self.pos is not None and seq > self.pos + 1:
             self.gaps[conn.id].append((self.pos, seq, f))
         self.pos = seq
         if item is not None:

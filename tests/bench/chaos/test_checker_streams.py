@@ -222,3 +222,21 @@ def test_a_skip_on_the_live_winner_of_a_race_is_still_found() -> None:
     h.close("raw-1#1", 9.0)
     report = h.check()
     assert any("seqs 4..4 skipped on a live connection" in v.message for v in report.failing), report.failing
+
+
+def test_a_seq_both_racing_connections_got_is_not_a_skip_on_the_second() -> None:
+    """Found by the second two-host soak: both connections of a same-key race were live and
+    got seq n (the first one counted it for the client, the second as a repeat); the next
+    seq on the second was reported as a skip of n."""
+    h = H()
+    pushed(h, [1, 2, 3, 4, 5])
+    device_got(h, "raw-1#1", 5.0, [1, 2, 3], 3)
+    h.connect("raw-1#2", 5.6, host="B")
+    h.resumed("raw-1#2", 5.8, 3, recovered=True)
+    h.recv("raw-1#1", 6.0, "P4", seq=4)
+    h.recv("raw-1#2", 6.01, "P4", seq=4)
+    h.recv("raw-1#2", 6.2, "P5", seq=5)
+    h.close("raw-1#1", 6.5, "op6")
+    h.close("raw-1#2", 9.0)
+    h.final(9.5, "raw-1")
+    assert h.check().valid, h.check().failing
