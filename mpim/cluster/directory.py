@@ -25,10 +25,11 @@ Every call is bounded (``[cluster] timeout``) and fails with :class:`ClusterErro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
@@ -96,6 +97,11 @@ class Host(NamedTuple):
     name: str
     info: HostInfo
     updated: float
+
+
+Held = Iterable[Entry] | Callable[[], Iterable[Entry]]
+"""What a host holds: its entries, or (what the host passes) a function that reads them when
+the renewal is queued."""
 
 
 class Totals(NamedTuple):
@@ -201,26 +207,38 @@ class Directory:
         )
         return bool(held)
 
-    async def renew(self, server: str, entries: Iterable[Entry]) -> tuple[list[str], list[str]]:
+    async def renew(self, server: str, entries: Held) -> tuple[list[str], list[str]]:
         """Renew the expiry of live connections (filing again any whose key_ is gone).
-        Returns (keys filed again, keys another server holds now: kick them here)."""
-        restored: list[str] = []
-        lost: list[str] = []
-        batch = list(entries)
+        Returns (keys filed again, keys another server holds now: kick them here).
+
+        ``entries`` is read when the renewal is queued, and every chunk of it is queued in
+        that same step: a removal the host queues later runs after it in Redis, and one it
+        queued before is not in it. (A list read earlier could file again a connection whose
+        removal ran in between, and leave it filed until its expiry.)"""
+        batch = list(entries() if callable(entries) else entries)
+        calls = []
         for start in range(0, len(batch), CHUNK):
             keys = [self.conns_key(server)]
             args: list[str | int] = [server, self.ttl_ms, self.prefix]
             for key, mid in batch[start : start + CHUNK]:
                 keys += (self.key_key(key), self.mid_key(max(mid, 0)))
                 args += (key, _mid(mid))
-            again, taken = await self.pipeline.script("renew", self._renew, keys, args)
+            calls.append(self.pipeline.call("renew", self._renew.command(keys, args)))
+        restored: list[str] = []
+        lost: list[str] = []
+        replies = await asyncio.gather(*calls, return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+            again, taken = reply
             restored += map(_text, again)
             lost += map(_text, taken)
         return restored, lost
 
-    async def rebuild(self, server: str, entries: Iterable[Entry]) -> list[str]:
+    async def rebuild(self, server: str, entries: Held) -> list[str]:
         """Make ``server``'s entries exactly ``entries`` (after Redis came back, or at start):
-        files them again, drops the server's others. Returns the keys another server holds."""
+        files them again, drops the server's others. Returns the keys another server holds.
+        ``entries`` is read once the old index is set aside (see :meth:`renew`)."""
         index, old = self.conns_key(server), self.aside_key(server)
         await self.pipeline.script("rebuild", self._begin, [index, old], [])
         _, lost = await self.renew(server, entries)

@@ -191,7 +191,7 @@ class HostCluster:
     async def _rebuild(self) -> None:
         self._rebuild_due = False
         self.stats["rebuilds"] += 1
-        moved = await self.directory.rebuild(self.name, self._entries())
+        moved = await self.directory.rebuild(self.name, self._entries)
         await self._kick_here(moved)
         await self.crosshost.resubscribe()
 
@@ -209,7 +209,7 @@ class HostCluster:
         self.spawn(self._heartbeat())
 
     async def _heartbeat(self) -> None:
-        _, moved = await self.directory.renew(self.name, self._entries())
+        _, moved = await self.directory.renew(self.name, self._entries)
         await self._kick_here(moved)
 
     def renew_lease(self) -> None:

@@ -166,12 +166,16 @@ class Workers:
         if self.by_id.get(info.id) is peer:
             del self.by_id[info.id]
         log.info("worker %s left (%d sessions dropped)", info.id, n)
+        if n:
+            self.fabric.sessions_changed()
         self.gone()
 
     def drop(self, info: WorkerInfo, why: str) -> None:
         n = self.store.drop_worker(info)
         self.stats["ghost_workers"] += 1
         log.warning("worker %s gone (%s): dropped its %d sessions", info.id, why, n)
+        if n:
+            self.fabric.sessions_changed()  # (its entries elsewhere go now, not at their expiry)
 
     def synced(
         self, peer: Peer, info: WorkerInfo, entries: list[tuple[str, int, str, str]], now: float
@@ -246,6 +250,8 @@ class Workers:
         if expired:
             self.stats["expired"] += len(expired)
             log.info("expired %d sessions with no heartbeat", len(expired))
+            for conn in expired:
+                self.fabric.unfile(conn.key, conn.mid)
         expiry = self.cfg.router.worker_expiry
         for peer in self.peers.values():
             info = peer.info

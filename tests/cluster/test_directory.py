@@ -493,3 +493,52 @@ def test_a_claim_says_whose_name_it_took_and_whether_the_lease_had_lapsed(redis_
             assert await second.claim_name("H") == (True, second.owner, True)
 
     run(main())
+
+
+def test_a_removal_queued_while_a_rebuild_runs_is_not_undone(redis_url: str) -> None:
+    """The two-host soak's stale entry (seed 31): a connection closed while the host's rebuild
+    waited on Redis (0.29 s of latency) was filed again by the rebuild's earlier snapshot and
+    counted as delivered by the other host until its expiry. The entries are read when the
+    renewal is queued, so a removal queued before stays done."""
+
+    async def body(d: Directory) -> None:
+        held = {f"k{i}": i for i in range(1, 4)}
+        for key, mid in held.items():
+            await d.connect(key, mid, "A")
+
+        def now() -> list[Entry]:
+            return [Entry(k, m) for k, m in held.items()]
+
+        rebuild = asyncio.ensure_future(d.rebuild("A", now))
+        await asyncio.sleep(0)  # the rebuild sets the old index aside and waits for Redis
+        del held["k2"]  # ...while the connection closes: the host removes it
+        removal = asyncio.ensure_future(d.disconnect("k2", 2, "A"))
+        await asyncio.gather(rebuild, removal)
+        found = await d.servers_of_mids([1, 2, 3])
+        assert sorted(found["A"]) == ["k1", "k3"]
+        with sync(redis_url) as r:
+            assert not r.exists("key_k2") and sorted(r.hkeys("conns_A")) == ["k1", "k3"]
+
+    with_directory(redis_url, body, alive=("A",))
+
+
+def test_a_removal_queued_while_a_long_renewal_runs_is_not_undone(redis_url: str) -> None:
+    """A renewal of more than one script call queues every call at once: a removal queued
+    after it cannot land between two of its calls and be filed again by the later one."""
+
+    async def body(d: Directory) -> None:
+        held = {f"k{i}": i for i in range(1, 1201)}
+        await d.renew("A", [Entry(k, m) for k, m in held.items()])
+
+        def now() -> list[Entry]:
+            return [Entry(k, m) for k, m in held.items()]
+
+        renewal = asyncio.ensure_future(d.renew("A", now))
+        await asyncio.sleep(0)
+        del held["k1100"]  # in the renewal's last call
+        await asyncio.gather(renewal, d.disconnect("k1100", 1100, "A"))
+        assert await d.servers_of_mids([1100]) == {}
+        with sync(redis_url) as r:
+            assert not r.exists("key_k1100") and r.hlen("conns_A") == 1199
+
+    with_directory(redis_url, body, alive=("A",))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -419,3 +420,55 @@ def test_pushes_relayed_from_other_hosts_wait_for_the_bus_and_keep_their_order(h
     assert h.bus.published == []
     h.router.on_bus_fence(w1.id, 1)
     assert bodies() == [b"1", b"2", b"3"]
+
+
+class _Filing:
+    """Records what the router tells the fabric about this host's sessions."""
+
+    def __init__(self, fabric: Any) -> None:
+        self.fabric = fabric
+        self.calls: list[tuple[str, ...]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fabric, name)
+
+    def unfile(self, key: str, mid: int) -> None:
+        self.calls.append(("unfile", key))
+
+    def sessions_changed(self) -> None:
+        self.calls.append(("changed",))
+
+
+def test_every_way_sessions_leave_the_tables_is_told_to_the_fabric() -> None:
+    """A dead worker replaced by its next pid, a silent worker swept, a worker that said Bye and
+    sessions that expired: each leaves the other hosts' view now, not at the entries' expiry
+    (the other hosts would count them delivered meanwhile)."""
+    h = Harness(alive=False)
+    filing = _Filing(h.router.fabric)
+    h.router.fabric = filing  # type: ignore[assignment]
+    old = h.worker("w1", 1)
+    h.connect(old, "a", 7)
+    filing.calls.clear()
+    h.worker("w1", 2, sync=False)  # its Hello: the dead pid's sessions go
+    assert filing.calls == [("changed",)]
+    filing.calls.clear()
+    w2 = h.worker("w2", 3)
+    h.connect(w2, "b", 8)
+    filing.calls.clear()
+    h.send(w2, Bye())
+    assert filing.calls == [("changed",)]
+    filing.calls.clear()
+    w3 = h.worker("w3", 4)
+    h.connect(w3, "c", 9)
+    filing.calls.clear()
+    h.clock = h.cfg.router.worker_expiry + 1
+    h.router.sweep()  # silent past worker_expiry
+    assert filing.calls == [("changed",)]
+    filing.calls.clear()
+    w4 = h.worker("w4", 5)
+    h.connect(w4, "d", 10)
+    h.clock += h.router.session_ttl + 1
+    h.send(w4, Alive(0, [], None))
+    h.router.sweep()  # no heartbeat for a whole ttl
+    assert ("unfile", "d") in filing.calls
+    h.close()
