@@ -99,6 +99,7 @@ class BusSection:
 @dataclass(frozen=True)
 class RouterSection:
     endpoint: str = _opt("", doc="where workers link to the router (ipc:// or tcp://); empty = run_dir")
+    shards: int = _opt(1, lo=1, hi=64, doc="router processes per host, each owning a share of the users")
     report_interval: float = _opt(1.0, lo=0.05, hi=60.0, doc="worker liveness report period")
     worker_expiry: float = _opt(10.0, lo=0.2, hi=3600.0, doc="silent worker: drop its sessions")
     sweep_interval: float = _opt(1.0, lo=0.05, hi=60.0, doc="expiry sweep period")
@@ -407,6 +408,16 @@ def _check_cluster(source: str, cfg: Config) -> None:
     link = cfg.router.endpoint
     if link and not link.startswith(("tcp://", "ipc://")):
         raise ConfigError(f"{source}: [router] endpoint: {link!r} is not a tcp:// or ipc:// endpoint")
+    if cfg.router.shards > 1 and link:
+        raise ConfigError(
+            f"{source}: [router] shards: more than one needs the run directory's links"
+            ' ([router] endpoint = "")'
+        )
+    if cfg.router.shards > 1 and cfg.cluster.redis:
+        raise ConfigError(
+            f"{source}: [router] shards: more than one is not supported with [cluster] redis yet;"
+            " use shards = 1"
+        )
     hook = cfg.router.receive_hook
     if hook:
         module, sep, func = hook.partition(":")

@@ -289,9 +289,12 @@ class PushAll(Record, tag=41):
 
 
 class Mark(Record, tag=42):
-    """The router's numbered mark: the last bus message of a router loop turn that published."""
+    """The router's numbered mark: the last bus message of a router loop turn that published.
+    With several router shards each numbers its own: ``shard`` says whose (reported back on
+    the link to that shard)."""
 
     mark: int
+    shard: int = 0
 
 
 class BusFence(Record, tag=43):

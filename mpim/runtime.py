@@ -37,6 +37,14 @@ class Endpoints:
             incarnation=incarnation,
         )
 
+    def router_of(self, shard: int) -> str:
+        """Where the workers link to router shard ``shard`` (shard 0: ``router``, as with one)."""
+        return self.router if shard == 0 else f"ipc://{self.run_dir}/router-{shard}"
+
+    def peer_of(self, shard: int) -> str:
+        """Where router shard ``shard`` takes calls from the other shards."""
+        return f"ipc://{self.run_dir}/shard-{shard}"
+
     def configured(self, cfg: Config) -> Endpoints:
         """These endpoints with the ones ``[bus]`` / ``[router]`` set explicitly (multi-host)."""
         changes = {

@@ -58,6 +58,12 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[room]\nbatch = 0\n", "[room] batch: 0 is below the minimum 1"),
         ("[room]\nmode = 'asap'\n", "[room] mode: 'asap' is not one of adaptive, fixed"),
         ("[room]\nmax_delay = -1\n", "[room] max_delay: -1.0 is below the minimum 0"),
+        ("[router]\nshards = 0\n", "[router] shards: 0 is below the minimum 1"),
+        ("[router]\nshards = 2\nendpoint = 'tcp://127.0.0.1:9'\n", "[router] shards: more than one needs"),
+        (
+            "[router]\nshards = 2\n[cluster]\nredis = 'redis://127.0.0.1:6379/0'\n",
+            "[router] shards: more than one is not supported with [cluster] redis",
+        ),
         ("protocol = 3\n", "[protocol] must be a table"),
         ("[protocol\n", "not valid TOML"),
     ],
