@@ -344,6 +344,57 @@ class RemoteKick(Record, tag=64):
 
 RemoteRecord = RemoteKeys | RemoteMids | RemoteRoom | RemoteAll | RemoteKick
 
+
+# -- between the router shards of one host (mpim.router.shardlink) ---------------------------------
+class ShardKeys(Record, tag=70):
+    """Hand a push by key to this shard's connections with these keys; answered with the count."""
+
+    req: int
+    op: int
+    keys: list[str]
+    body: bytes
+
+
+class ShardMids(Record, tag=71):
+    """Hand a stored push (each user's seq, 0 = none) to this shard's connections of these
+    users (all owned by it); answered with the count."""
+
+    req: int
+    op: int
+    mids: list[int]
+    seqs: list[int]
+    body: bytes
+
+
+class ShardPresence(Record, tag=72):
+    """Which of these users (owned by this shard) have a session; answered with their mids."""
+
+    req: int
+    mids: list[int]
+
+
+class ShardNumbers(Record, tag=73):
+    """This shard's counts (rooms, connections, client IPs, connections per worker)."""
+
+    req: int
+
+
+class ShardAnswer(Record, tag=74):
+    """The answer to a shard call: ``code`` 0, or an mpim error code and its message."""
+
+    req: int
+    code: int = 0
+    message: str = ""
+    count: int = 0
+    mids: list[int] = msgspec.field(default_factory=list)
+    rooms: dict[str, int] = msgspec.field(default_factory=dict)
+    ips: int = 0
+    workers: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+ShardCall = ShardKeys | ShardMids | ShardPresence | ShardNumbers
+ShardRecord = ShardCall | ShardAnswer
+
 WorkerRecord = (
     Hello
     | Connect

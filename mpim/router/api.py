@@ -359,6 +359,13 @@ class PushApi:
         """This host's workers in detail; with several hosts also one row per other live host."""
         rows = self.router.workers.view()
         fabric = self.router.fabric
+        counts = fabric.worker_conns()
+        if counts is not None:  # (router shards: each holds its own users' connections)
+
+            def summed(counts: dict[str, int]) -> Reply:
+                return ok([{**row, "conns": counts.get(row["id"], row["conns"])} for row in rows])
+
+            return self._fabric(counts, summed)
         hosts = fabric.hosts()
         if hosts is None:
             return ok(rows)

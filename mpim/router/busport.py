@@ -43,11 +43,13 @@ class BusPort:
         on_fence: Callable[[str, int], None],
         on_change: Callable[[bool], None],
         limit: int = 1 << 18,
+        shard: int = 0,
     ) -> None:
         self._loop = loop
         self._sock = sock
         self._send = sock.send
         self._limit = limit
+        self.shard = shard  # (several router shards: whose marks these are)
         self._on_fence = on_fence
         self._on_change = on_change
         self._topics: dict[bytes, list[bytes]] = {}
@@ -113,7 +115,10 @@ class BusPort:
                 send(topic + records.array(parts), _NOBLOCK)  # XPUB drops rather than block
             if self._mark_due:
                 self._mark_due = False
-                send(bus.BROADCAST + records.array([records.encode(Mark(self.next_mark))]), _NOBLOCK)
+                send(
+                    bus.BROADCAST + records.array([records.encode(Mark(self.next_mark, self.shard))]),
+                    _NOBLOCK,
+                )
                 self.next_mark += 1
         except zmq.ZMQError as exc:
             log.warning("cannot publish on the bus: %s", exc)

@@ -96,6 +96,11 @@ class Fabric(Protocol):
         """Every live host with its numbers; None when this host is the only one there is."""
         ...
 
+    def worker_conns(self) -> Awaitable[dict[str, int]] | None:
+        """Connections per worker of this host when the router's tables hold only part of them
+        (router shards); None when they hold all."""
+        ...
+
 
 class LocalFabric:
     """One host: nothing beyond it. Every answer is this host's own, known at once."""
@@ -156,6 +161,9 @@ class LocalFabric:
         return Totals(self.store.ip_total, len(self.store))
 
     def hosts(self) -> None:
+        return None
+
+    def worker_conns(self) -> None:
         return None
 
 

@@ -45,6 +45,8 @@ from mpim.router.http import HttpProtocol, HttpState
 from mpim.router.links import WorkerConn
 from mpim.router.metrics import Sources
 from mpim.router.redisfabric import RedisFabric
+from mpim.router.shardfabric import ShardFabric
+from mpim.router.shardlink import ShardPeers
 from mpim.router.tables import SessionTable
 from mpim.router.totals import WorkerTotals
 from mpim.router.zingress import Ingress
@@ -102,8 +104,12 @@ def warn_if_open(cfg: Config) -> None:
 class RouterProcess:
     """start -> serve -> stop, like :class:`~mpim.worker.server.Worker`."""
 
-    def __init__(self, cfg: Config, endpoints: Endpoints, path: str | None = None, expect: int = 0) -> None:
+    def __init__(
+        self, cfg: Config, endpoints: Endpoints, path: str | None = None, expect: int = 0, shard: int = 0
+    ) -> None:
         self.cfg = cfg
+        self.shard = shard
+        self.shards = cfg.router.shards
         self.path = path
         self.endpoints = endpoints.configured(cfg)
         self.expect = expect
@@ -127,6 +133,7 @@ class RouterProcess:
         self.ingress: Ingress | None = None
         self.console: Console | None = None
         self._lease_timer: _Every | None = None
+        self.peers: ShardPeers | None = None
 
     # -- start --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -151,7 +158,7 @@ class RouterProcess:
         self.xpub.setsockopt(zmq.SNDHWM, cfg.bus.hwm)
         self.zin.setsockopt(zmq.MAXMSGSIZE, cfg.http.max_body + 65536)
         # (the port's monitor must exist before the connect, or the first handshake is missed)
-        self.busport = BusPort(loop, self.xpub, self._on_fence, self._on_bus)
+        self.busport = BusPort(loop, self.xpub, self._on_fence, self._on_bus, shard=self.shard)
         try:
             self.xpub.connect(self.endpoints.bus_in)
             if cfg.ingress.zmq_bind:
@@ -182,6 +189,12 @@ class RouterProcess:
             except (ClusterError, RedisError, OSError) as exc:
                 http_sock.close()
                 raise BindError(str(exc)) from None
+        if self.shards > 1:
+            try:
+                await self._link_shards(router)
+            except OSError as exc:
+                http_sock.close()
+                raise BindError(f"cannot listen for the other router shards: {exc}") from None
         api = PushApi(cfg, router)
         self.http = HttpState(cfg, api, loop)
         self.ingress = Ingress(router, cfg.http.max_body, cfg.ingress.api_key)
@@ -205,6 +218,9 @@ class RouterProcess:
             _Every(loop, TRIM_EVERY, lambda: router.requests.spawn(router.streams.trim())),
             _Every(loop, 1.0, console.tick),
         ]
+        if self.peers is not None:
+            peers = self.peers
+            self._timers.append(_Every(loop, TICK, lambda: peers.tick(loop.time())))
         if self.cluster is not None:
             cluster = self.cluster
             self._timers.append(_Every(loop, max(1.0, router.session_ttl / 3), cluster.heartbeat))
@@ -219,6 +235,15 @@ class RouterProcess:
             self.endpoints.router,
         )
         warn_if_open(cfg)
+
+    async def _link_shards(self, router: Router) -> None:
+        fabric = ShardFabric(router, self.shard, self.shards)
+        router.fabric = fabric
+        peers = self.peers = ShardPeers(
+            self.shard, self.shards, self.endpoints, self.loop, fabric.serve, self.cfg.router.push_timeout
+        )
+        fabric.peers = peers
+        await peers.start()
 
     def _observe(self, api: PushApi) -> Console:
         """``/metrics`` and ``/console``, served (and protected) like the push API."""
@@ -341,6 +366,8 @@ class RouterProcess:
             reader.stop()
         if self.busport is not None:
             self.busport.close()
+        if self.peers is not None:
+            await self.peers.close()
         if self.cluster is not None:
             await self.cluster.stop()
         if self.backend is not None:

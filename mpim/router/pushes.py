@@ -83,6 +83,9 @@ class Pushes:
         self.counts = dict.fromkeys(("keys", "mids", "room", "all"), 0)
         self._handed = 0  # pushes by key / mid handed to workers (one in eight is stamped)
         self._waiting: collections.deque[_Waiting] = collections.deque()
+        # several router shards: a room's members of the other shards' users are not in these
+        # tables, so a room push waits for every worker (set by the shard fabric)
+        self.every_worker = False
 
     @property
     def waiting(self) -> int:
@@ -177,7 +180,7 @@ class Pushes:
         peers = [
             p
             for p in self.workers.peers.values()
-            if p.info is not None and not p.draining and room in p.info.room_count
+            if p.info is not None and not p.draining and (self.every_worker or room in p.info.room_count)
         ]
         record = records.encode(PushRoom(op, body, time.monotonic()))
         return self._publish(bus.room_topic(room), record, peers)

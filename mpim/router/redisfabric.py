@@ -132,6 +132,9 @@ class RedisFabric:
             h._replace(info=me) if h.name == self.name else h for h in await self.cluster.directory.servers()
         ]
 
+    def worker_conns(self) -> None:
+        return None
+
     async def totals(self) -> Totals:
         hosts = await self.hosts()
         return Totals(sum(h.info.ips for h in hosts), sum(h.info.conns for h in hosts))

@@ -145,6 +145,7 @@ class Harness:
         alive: bool = True,
         expect: int = 0,
         inbox: Inbox | bool | None = True,
+        loop: asyncio.AbstractEventLoop | None = None,
         **sections: Any,
     ) -> None:
         base = {
@@ -154,7 +155,7 @@ class Harness:
         for name, table in sections.items():
             base.setdefault(name, {}).update(table)
         self.cfg = cfg or config.replace(config.Config(), **base)
-        self.loop = asyncio.new_event_loop()
+        self.loop = loop or asyncio.new_event_loop()  # (router shards in one test share one)
         self.clock = 0.0
         self.loop.time = lambda: self.clock  # type: ignore[method-assign]
         self.bus = FakeBus()

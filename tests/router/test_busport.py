@@ -113,3 +113,25 @@ def test_connection_events_change_the_state_once(port: Port) -> None:
     port.port._event({"event": zmq.EVENT_HANDSHAKE_SUCCEEDED})
     port.port._event({"event": zmq.EVENT_DISCONNECTED})
     assert port.changes == [True, False] and not port.port.connected
+
+
+def test_a_shards_marks_say_whose_they_are_and_one_shard_sends_the_bytes_of_old() -> None:
+    loop = asyncio.new_event_loop()
+    ctx: zmq.Context[Any] = zmq.Context()
+    ports = [Port(loop, ctx) for _ in range(2)]
+    ports[1].port.shard = 1
+    try:
+        for p in ports:
+            p.port.mark()
+        ports[0].turn()
+        (_, [mark0]), (_, [mark1]) = ports[0].messages()[-1], ports[1].messages()[-1]
+        assert isinstance(mark0, Mark) and isinstance(mark1, Mark)
+        assert (mark0.shard, mark1.shard) == (0, 1)
+        assert ports[0].sent[-1].endswith(records.encode(Mark(mark0.mark)))  # (shard 0: as before shards)
+        assert records.encode(Mark(5)) == records.encode(Mark(5, 0)) != records.encode(Mark(5, 1))
+    finally:
+        for p in ports:
+            p.port.close()
+            p.sock.close(linger=0)
+        ctx.destroy(linger=0)
+        loop.close()

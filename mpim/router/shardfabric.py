@@ -1,0 +1,225 @@
+"""The :class:`~mpim.router.fabric.Fabric` of one router shard among several on one host.
+
+How this works. Users are split over the shards by slot (:mod:`mpim.slots`); the workers
+report each session to the shard that owns its user (a connection without a user: its
+key), so this shard's tables hold its own users only. Whatever a push or a request needs
+from the other shards takes one hop over :class:`~mpim.router.shardlink.ShardPeers`:
+
+- **by user**: the shard that received the push stores it for every user (the inbox is one
+  file, written by any shard in one transaction), hands it to its own users' connections and
+  asks each other owner to hand the stored message (with its seqs) to theirs. A push with a
+  user whose owner is unreachable is refused before anything is stored (-503).
+- **by key**: a key's connection may be on any shard (it belongs to its user's), so every
+  other shard is asked at once, in parallel: at most one extra hop.
+- **rooms and everyone**: published on the bus by the shard that received them (its marks
+  say ``shard``), answered once every live worker reported that mark — which workers have
+  members is known to each shard only for its own users, so all of them are waited for.
+- **private chat** is stored (both copies and the de-duplication id, atomically) by the
+  sender's shard; the recipient's copy is handed out by the recipient's owner.
+- **numbers** (room counts, totals, presence) are summed over the shards when asked; the
+  room counts each worker gets are this shard's own (each worker sums them over the shards).
+
+An answer that another shard refused or did not give says so: -503 when it was not
+reached (nothing done there), -504 when it may have been done, with what this shard did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from mpim import slots
+from mpim.cluster.directory import Totals
+from mpim.records import ShardAnswer, ShardCall, ShardKeys, ShardMids, ShardNumbers, ShardPresence
+from mpim.router.errors import Refused
+from mpim.router.fabric import Here
+from mpim.router.shardlink import ShardPeers, answers
+
+if TYPE_CHECKING:
+    from mpim.router.core import Router
+    from mpim.router.streams import Stored
+
+
+class ShardFabric:
+    name = ""  # one host
+
+    def __init__(self, router: Router, shard: int, shards: int) -> None:
+        self.router = router
+        self.store = router.store
+        self.loop = router.loop
+        self.shard = shard
+        self.shards = shards
+        self.peers: ShardPeers | None = None  # set by the router process once it listens
+        self.stats: dict[str, int] = {}
+        router.push.every_worker = True  # (a room's members on the other shards are not known here)
+
+    def owner(self, mid: int) -> int:
+        return slots.owner_of_mid(mid, self.shards)
+
+    def _peers(self) -> ShardPeers:
+        assert self.peers is not None, "the shard link is not set up"
+        return self.peers
+
+    # -- this shard's sessions: nothing to file elsewhere ------------------------------------------
+    def file(self, key: str, mid: int) -> None:
+        return None
+
+    def unfile(self, key: str, mid: int) -> None:
+        pass
+
+    def room_opened(self, room: str) -> None:
+        return None
+
+    def sessions_changed(self) -> None:
+        pass
+
+    def refusal(self) -> str:
+        return ""
+
+    # -- pushes --------------------------------------------------------------------------------
+    def push_keys(self, local: int, op: int, keys: list[str], body: bytes) -> asyncio.Future[int]:
+        peers = self._peers()
+        calls = [peers.call(k, lambda req: ShardKeys(req, op, keys, body)) for k in peers.others()]
+        return self.loop.create_task(self._summed(local, calls))
+
+    def push_mids(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[Stored]:
+        peers = self._peers()
+        down = sorted({k for k in map(self.owner, mids) if k != self.shard and not peers.up(k)})
+        if down:
+            raise Refused(-503, f"router shard {down[0]} (the owner of some of these users) is unreachable")
+        return self.loop.create_task(self.router.streams.push_mids(op, mids, body))
+
+    def deliver_mids(
+        self, local: int, op: int, mids: list[int], seqs: list[int], body: bytes
+    ) -> int | Awaitable[int]:
+        groups: dict[int, tuple[list[int], list[int]]] = {}
+        for mid, seq in zip(mids, seqs, strict=True):
+            shard = self.owner(mid)
+            if shard != self.shard:
+                group = groups.setdefault(shard, ([], []))
+                group[0].append(mid)
+                group[1].append(seq)
+        if not groups:
+            return local
+        peers = self._peers()
+        calls = [peers.call(k, functools.partial(_mids, op, m, s, body)) for k, (m, s) in groups.items()]
+        return self._summed(local, calls)
+
+    async def _summed(self, local: int, calls: list[asyncio.Future[ShardAnswer]]) -> int:
+        found = local
+        failed: Refused | None = None
+        for answer in await answers(calls):
+            if isinstance(answer, ShardAnswer):
+                found += answer.count
+            elif isinstance(answer, Refused):
+                failed = failed if failed is not None and failed.code == -504 else answer
+            else:
+                raise answer
+        if failed is not None:
+            raise Refused(failed.code, f"delivered to {found} connections; {failed.message}")
+        return found
+
+    def push_room(self, op: int, room: str, body: bytes, here: Here) -> asyncio.Future[None]:
+        return here()
+
+    def push_all(
+        self, op: int, speed: int, body: bytes, here: Callable[[int], asyncio.Future[None]]
+    ) -> asyncio.Future[None]:
+        return here(speed)
+
+    # -- numbers ---------------------------------------------------------------------------------
+    def room_online(self, room: str) -> int:
+        return self.store.online(room)  # (what a worker is told: it sums the shards' counts)
+
+    async def online_elsewhere(self, mids: list[int]) -> set[int]:
+        groups: dict[int, list[int]] = {}
+        for mid in mids:
+            if self.owner(mid) != self.shard:
+                groups.setdefault(self.owner(mid), []).append(mid)
+        if not groups:
+            return set()
+        peers = self._peers()
+        calls = [peers.call(k, functools.partial(_presence, g)) for k, g in groups.items()]
+        online: set[int] = set()
+        for answer in await answers(calls):
+            if isinstance(answer, ShardAnswer):  # (an unreachable shard's users: not known online)
+                online.update(answer.mids)
+        return online
+
+    async def _numbers(self) -> list[ShardAnswer]:
+        peers = self._peers()
+        mine = self.numbers(0)
+        calls = [peers.call(k, ShardNumbers) for k in peers.others()]
+        got = [a for a in await answers(calls) if isinstance(a, ShardAnswer)]
+        return [mine, *got]
+
+    async def top_rooms(self, prefix: str, limit: int) -> list[tuple[str, int]]:
+        rooms = _sum_rooms(await self._numbers())
+        items = ((room, n) for room, n in rooms.items() if room.startswith(prefix))
+        return heapq.nsmallest(limit, items, key=lambda item: (-item[1], item[0]))
+
+    async def online_rooms(self, rooms: list[str]) -> dict[str, int]:
+        counts = _sum_rooms(await self._numbers())
+        return {room: counts.get(room, 0) for room in rooms}
+
+    async def totals(self) -> Totals:
+        numbers = await self._numbers()
+        return Totals(sum(n.ips for n in numbers), sum(n.count for n in numbers))
+
+    async def worker_conns(self) -> dict[str, int]:
+        """Connections per worker over every shard."""
+        out: dict[str, int] = {}
+        for n in await self._numbers():
+            for worker, count in n.workers.items():
+                out[worker] = out.get(worker, 0) + count
+        return out
+
+    def hosts(self) -> None:
+        return None
+
+    # -- calls from the other shards -----------------------------------------------------------------
+    def serve(self, call: ShardCall) -> ShardAnswer:
+        push = self.router.push
+        match call:
+            case ShardKeys():
+                return ShardAnswer(call.req, count=push.send_keys(call.op, call.keys, call.body))
+            case ShardMids():
+                refusal = self.router.workers.refusal()
+                if refusal:  # (stored: the users' devices read it back when they resume)
+                    raise Refused(-503, f"router shard {self.shard}: {refusal}")
+                return ShardAnswer(call.req, count=push.send_mids(call.op, call.mids, call.seqs, call.body))
+            case ShardPresence():
+                conns_of = self.store.conns_of
+                return ShardAnswer(call.req, mids=[mid for mid in call.mids if conns_of(mid)])
+            case ShardNumbers():
+                return self.numbers(call.req)
+        raise TypeError(f"unknown shard call {call!r}")
+
+    def numbers(self, req: int) -> ShardAnswer:
+        store = self.store
+        workers = {info.id: len(info.conns) for info in store.workers.values()}
+        return ShardAnswer(
+            req, count=len(store), rooms=store.room_counts(), ips=store.ip_total, workers=workers
+        )
+
+
+def _mids(op: int, mids: list[int], seqs: list[int], body: bytes, req: int) -> ShardMids:
+    return ShardMids(req, op, mids, seqs, body)
+
+
+def _presence(mids: list[int], req: int) -> ShardPresence:
+    return ShardPresence(req, mids)
+
+
+def _sum_rooms(numbers: list[ShardAnswer]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in numbers:
+        for room, count in n.rooms.items():
+            out[room] = out.get(room, 0) + count
+    return out
+
+
+__all__ = ["ShardFabric"]

@@ -1,0 +1,216 @@
+"""Router shards: two routers of one host, each with its own users' sessions, answering for the host.
+
+The shards' calls go through :class:`DirectPeers` (answered at once, in one loop); the
+link itself (:class:`~mpim.router.shardlink.ShardPeers`) is tested over real sockets in
+test_shardlink.py, and whole masters with several shards in tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mpim.inbox import InboxLimits, MemoryInbox
+from mpim.records import (
+    BusSeen,
+    Chat,
+    ChatAck,
+    Presence,
+    PushKeys,
+    PushMids,
+    ShardAnswer,
+    ShardCall,
+)
+from mpim.router.errors import Refused
+from mpim.router.shardfabric import ShardFabric
+from mpim.slots import owner_of_mid
+from tests.router.fakes import FakeLink, Harness
+
+# users owned by shard 0 and by shard 1 (of 2)
+OWN = {k: [m for m in range(1, 200) if owner_of_mid(m, 2) == k][:3] for k in (0, 1)}
+A, B = OWN[0][0], OWN[1][0]
+
+
+class DirectPeers:
+    """What ShardPeers does over its links, answered at once: calls go to the other fabric's serve."""
+
+    def __init__(self, shard: int, fabrics: dict[int, ShardFabric], loop: asyncio.AbstractEventLoop) -> None:
+        self.shard = shard
+        self.fabrics = fabrics
+        self.loop = loop
+        self.down: set[int] = set()
+        self.calls: list[tuple[int, ShardCall]] = []
+        self._req = 0
+
+    def others(self) -> list[int]:
+        return [k for k in self.fabrics if k != self.shard]
+
+    def up(self, shard: int) -> bool:
+        return shard not in self.down
+
+    def call(self, shard: int, make: Callable[[int], ShardCall]) -> asyncio.Future[ShardAnswer]:
+        future: asyncio.Future[ShardAnswer] = self.loop.create_future()
+        if shard in self.down:
+            future.set_exception(Refused(-503, f"router shard {shard} is unreachable"))
+            return future
+        self._req += 1
+        call = make(self._req)
+        self.calls.append((shard, call))
+        try:
+            future.set_result(self.fabrics[shard].serve(call))
+        except Refused as exc:
+            future.set_exception(exc)
+        return future
+
+
+class Pair:
+    def __init__(self, expect1: int = 0) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.inbox = MemoryInbox(InboxLimits())  # (the one file every shard writes)
+        self.h = [
+            Harness(loop=self.loop, inbox=self.inbox),
+            Harness(loop=self.loop, inbox=self.inbox, expect=expect1),
+        ]
+        fabrics = {k: ShardFabric(h.router, k, 2) for k, h in enumerate(self.h)}
+        self.peers = {k: DirectPeers(k, fabrics, self.loop) for k in fabrics}
+        for k, h in enumerate(self.h):
+            h.router.fabric = fabrics[k]
+            fabrics[k].peers = self.peers[k]  # type: ignore[assignment]
+        self.fabrics = fabrics
+
+    def worker(self, name: str) -> list[FakeLink]:
+        """One worker: its link to each shard."""
+        return [h.worker(name) for h in self.h]
+
+    def run(self, aw: Any) -> Any:
+        return self.loop.run_until_complete(aw)
+
+    def settle(self) -> None:
+        for _ in range(20):  # (the loop's clock is the test's: let the tasks run their turns)
+            self.run(asyncio.sleep(0))
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    p = Pair()
+    yield p
+    p.close()
+
+
+def test_a_push_naming_users_of_both_shards_is_stored_once_and_reaches_each_owner(pair: Pair) -> None:
+    w0, w1 = pair.worker("w1")
+    pair.h[0].connect(w0, "ka", A)
+    pair.h[1].connect(w1, "kb", B)
+    w0.take(), w1.take()
+    connections, seqs = pair.run(pair.h[0].router.push.mids(1000, [A, B, A], b"x"))
+    assert (connections, seqs) == (2, {A: 1, B: 1})
+    assert w0.take() == [PushMids(1000, ["ka"], [1], b"x")]
+    assert w1.take() == [PushMids(1000, ["kb"], [1], b"x")]  # handed out by its owner, shard 1
+    assert [type(c).__name__ for _, c in pair.peers[0].calls] == ["ShardMids"]
+    assert pair.run(pair.inbox.top(A)).seq == pair.run(pair.inbox.top(B)).seq == 1
+
+
+def test_a_push_by_key_asks_every_other_shard_in_one_hop(pair: Pair) -> None:
+    w0, w1 = pair.worker("w1")
+    pair.h[1].connect(w1, "kb", B)
+    w1.take()
+    got = pair.h[0].router.push.keys(1000, ["kb", "nobody"], b"k")
+    assert pair.run(got) == 1
+    assert w1.take() == [PushKeys(1000, ["kb"], b"k")] and w0.take() == []
+
+
+def test_private_chat_to_a_user_of_another_shard_is_stored_by_the_sender_and_handed_out_by_the_owner(
+    pair: Pair,
+) -> None:
+    w0, w1 = pair.worker("w1")
+    pair.h[0].connect(w0, "ka", A)
+    pair.h[1].connect(w1, "kb", B)
+    w0.take(), w1.take()
+    peer = pair.h[0].router.workers.by_id[w0.id]
+    pair.h[0].router.requests.chat(peer, Chat(7, "ka", A, 4, b'{"t":1}', "m1", B, True))
+    pair.settle()
+    sent = w0.take()
+    assert [type(r) for r in sent] == [PushMids, ChatAck]  # the sender's own copy, then the answer
+    assert sent[1] == ChatAck(7, 0, "", 1)
+    (copy,) = w1.take()
+    assert isinstance(copy, PushMids) and copy.keys == ["kb"] and copy.seqs == [1]
+    assert json.loads(copy.body) == {"id": "m1", "from": A, "to": B, "body": {"t": 1}}
+    pair.h[0].router.requests.chat(peer, Chat(8, "ka", A, 4, b'{"t":1}', "m1", B, True))  # a retry
+    pair.settle()
+    assert w0.take() == [ChatAck(8, 0, "", 1)] and w1.take() == []  # stored once
+    assert pair.run(pair.inbox.top(B)).seq == 1
+
+
+def test_presence_and_the_hosts_numbers_are_summed_over_the_shards(pair: Pair) -> None:
+    w0, w1 = pair.worker("w1")
+    pair.h[0].connect(w0, "ka", A, "live://1", "1.1.1.1")
+    pair.h[1].connect(w1, "kb", B, "live://1", "2.2.2.2")
+    pair.h[1].connect(w1, "kc", OWN[1][1], "live://2", "2.2.2.2")
+    w0.take(), w1.take()
+    peer = pair.h[0].router.workers.by_id[w0.id]
+    pair.h[0].router.requests.presence(peer, Presence(3, "ka", A, [B, OWN[1][2], A]))
+    pair.settle()
+    (answer,) = w0.take()
+    assert isinstance(answer, ChatAck) and json.loads(answer.body) == [B, A]
+    fabric = pair.fabrics[0]
+    assert pair.run(fabric.online_rooms(["live://1", "live://2", "none"])) == {
+        "live://1": 2,
+        "live://2": 1,
+        "none": 0,
+    }
+    assert pair.run(fabric.top_rooms("live://", 1)) == [("live://1", 2)]
+    totals = pair.run(fabric.totals())
+    assert (totals.conn_count, totals.ip_count) == (3, 2)
+    assert pair.run(fabric.worker_conns()) == {w0.id: 3}
+    # what each worker is told of a room is its shard's own count (the worker sums them)
+    assert fabric.room_online("live://1") == 1
+
+
+def test_a_room_push_waits_for_every_worker_whatever_shard_holds_the_members(pair: Pair) -> None:
+    w0, w1 = pair.worker("w1")
+    _, v1 = pair.worker("w2")
+    pair.h[0].connect(w0, "ka", A, "live://1")  # a member on shard 0 only
+    h1 = pair.h[1]
+    done = h1.router.push.room(1000, "live://1", b"r")
+    mark = h1.bus.end_turn()
+    pair.settle()
+    assert not done.done()  # shard 1 has no member in its tables, yet it waits for both workers
+    h1.send(w1, BusSeen(mark))
+    pair.settle()
+    assert not done.done()
+    h1.send(v1, BusSeen(mark))
+    pair.settle()
+    assert done.done() and done.exception() is None
+
+
+def test_a_push_whose_owner_is_unreachable_is_refused_before_anything_is_stored(pair: Pair) -> None:
+    w0, _ = pair.worker("w1")
+    pair.h[0].connect(w0, "ka", A)
+    pair.peers[0].down.add(1)
+    with pytest.raises(Refused) as info:
+        pair.h[0].router.push.mids(1000, [A, B], b"x")
+    assert info.value.code == -503 and "router shard 1" in info.value.message
+    assert pair.run(pair.inbox.top(A)).seq == 0
+    assert pair.run(pair.h[0].router.push.mids(1000, [A], b"x"))[0] == 1  # its own users: served
+
+
+def test_an_owner_rebuilding_its_tables_makes_the_answer_say_what_was_delivered() -> None:
+    pair = Pair(expect1=1)  # shard 1 waits for one worker's sessions before it serves
+    try:
+        w0 = pair.h[0].worker("w1")
+        pair.h[0].connect(w0, "ka", A)
+        future = pair.h[0].router.push.mids(1000, [A, B], b"x")
+        with pytest.raises(Refused) as info:
+            pair.run(future)
+        assert info.value.code == -503
+        assert "delivered to 1 connections" in info.value.message and "router shard 1" in info.value.message
+        assert pair.run(pair.inbox.top(B)).seq == 1  # stored: B's devices read it when they resume
+    finally:
+        pair.close()
