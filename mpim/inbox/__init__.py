@@ -50,9 +50,12 @@ __all__ = [
 MEMORY_PATH = ":memory:"
 
 
-def open_inbox(cfg: InboxSection, clock: Callable[[], float] = time.time) -> Inbox:
-    """The store `cfg` names: memory for ``path = ":memory:"`` (not durable), else SQLite."""
+def open_inbox(cfg: InboxSection, clock: Callable[[], float] = time.time, shared: bool = False) -> Inbox:
+    """The store `cfg` names: memory for ``path = ":memory:"`` (not durable), else SQLite
+    (``shared``: written by several processes at once, router shards)."""
     limits = InboxLimits(max_count=cfg.max_count, max_age=cfg.max_age)
     if cfg.path == MEMORY_PATH:
         return MemoryInbox(limits, clock)
-    return SqliteInbox(cfg.path, limits, clock, durability=cfg.durability, group_window=cfg.group_window)
+    return SqliteInbox(
+        cfg.path, limits, clock, durability=cfg.durability, group_window=cfg.group_window, shared=shared
+    )

@@ -210,7 +210,9 @@ class SqliteInbox:
         durability: str = "process",
         group_window: float = 0.0,
         checkpoint_every: int = CHECKPOINT_EVERY,
+        shared: bool = False,
     ) -> None:
+        """``shared``: other processes (router shards) append to the same users: no user cache."""
         self.path = os.fspath(path)
         self._limits = limits
         self._clock = clock
@@ -226,7 +228,8 @@ class SqliteInbox:
         self._group = GroupCommit(group_window)
         self._timer: asyncio.TimerHandle | None = None  # a waiting group's commit
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._users = UserCache()  # the committed users rows: no read per append
+        # the committed users rows: no read per append (unless another process writes them too)
+        self._users = UserCache(0 if shared else 65536)
         self._counts = {"commits": 0, "writes": 0}
         log.info("inbox %s: open (durability %s, epoch %s)", self.path, durability, self._epoch)
 

@@ -149,7 +149,7 @@ class RouterProcess:
                 raise BindError(str(exc)) from None
         elif cfg.inbox.enabled:
             try:
-                self.inbox = open_inbox(cfg.inbox)
+                self.inbox = open_inbox(cfg.inbox, shared=self.shards > 1)
             except InboxError as exc:
                 raise BindError(f"cannot open the inbox: {exc}") from None
         http_sock = listen_socket(cfg.http.bind, reuse_port=False)

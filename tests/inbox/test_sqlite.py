@@ -576,3 +576,29 @@ def test_a_lowered_max_count_holds_for_reads_of_a_reopened_file(tmp_path: Path) 
         await store.close()
 
     run(body)
+
+
+def test_two_shared_writers_of_one_file_append_to_the_same_users_without_losing_a_seq(
+    tmp_path: Path,
+) -> None:
+    """Router shards: any shard may append to any user (a push names users of several shards,
+    a private message has two copies), so the writers share the file without a user cache."""
+    path = tmp_path / "inbox.sqlite3"
+
+    async def body() -> list[list[Position]]:
+        first = SqliteInbox(path, InboxLimits(), shared=True)
+        second = SqliteInbox(path, InboxLimits(), shared=True)
+        try:
+            got = []
+            for i in range(20):
+                writer = first if i % 3 else second
+                got.append(await writer.append([(7, 1, b"%d" % i, 0), (8, 1, b"%d" % i, 0)]))
+            assert [m.body for m in (await first.read(7, 0, 100)).messages] == [b"%d" % i for i in range(20)]
+            return got
+        finally:
+            await first.close()
+            await second.close()
+
+    positions = run(body)
+    assert [p[0].seq for p in positions] == list(range(1, 21))
+    assert [p[1].seq for p in positions] == list(range(1, 21))
