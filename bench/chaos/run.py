@@ -45,24 +45,27 @@ class Options:
     rate: float = 30.0
     upstream_ack: str = "only"
     known_pending: list[int] = field(default_factory=list)
+    shards: int = 1  # [router] shards of each host
 
 
 async def run(opts: Options) -> tuple[Report, str, Path]:
     opts.out.mkdir(parents=True, exist_ok=True)
     history = History(opts.out / "history.jsonl")
-    topology = Topology(opts.server_root, opts.hosts, opts.upstream_ack, opts.seed)
+    topology = Topology(opts.server_root, opts.hosts, opts.upstream_ack, opts.seed, opts.shards)
     ctx = Ctx(history, topology.hosts, opts.seed, opts.upstream_ack)
     meta: dict[str, Any] = {}
     pushers: Pushers | None = None
     workload: Workload | None = None
     try:
-        _say(f"starting {opts.hosts} host(s) from {opts.server_root} in {topology.tmp}")
+        shards = f" with {opts.shards} router shards each" if opts.shards > 1 else ""
+        _say(f"starting {opts.hosts} host(s){shards} from {opts.server_root} in {topology.tmp}")
         await topology.start()
         pushers = Pushers(ctx)
         workload = Workload(ctx, pushers)
         router = sections(opts.upstream_ack)["router"]
         meta = {
             "hosts": [h.label for h in topology.hosts],
+            "shards": opts.shards,
             "seed": opts.seed,
             "duration": opts.duration,
             "nemesis": opts.nemesis,

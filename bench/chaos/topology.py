@@ -45,7 +45,7 @@ def sections(upstream_ack: str) -> dict[str, dict[str, Any]]:
 
 
 class Topology:
-    def __init__(self, root: Path, hosts: int, upstream_ack: str, seed: int) -> None:
+    def __init__(self, root: Path, hosts: int, upstream_ack: str, seed: int, shards: int = 1) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="mpim-chaos-"))
         self.redis = Redis(self.tmp) if hosts > 1 else None
         self.proxies: dict[str, Proxy] = {}
@@ -53,6 +53,8 @@ class Topology:
         base = sections(upstream_ack)
         for i, label in enumerate(LABELS[:hosts]):
             table = {name: dict(t) for name, t in base.items()}
+            if shards > 1:
+                table["router"]["shards"] = shards
             if self.redis is not None:
                 proxy = self.proxies[label] = Proxy(self.redis.port, seed + i)
                 table["cluster"]["redis"] = f"redis://127.0.0.1:{proxy.port}/0"
