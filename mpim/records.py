@@ -379,6 +379,23 @@ class ShardNumbers(Record, tag=73):
     req: int
 
 
+class ShardSessions(Record, tag=75):
+    """This shard's connections with ``key`` (or, ``key`` empty, of user ``mid``)."""
+
+    req: int
+    key: str
+    mid: int
+
+
+class SessionRow(msgspec.Struct, array_like=True):
+    key: str
+    mid: int
+    seq: int
+    worker: str
+    room: str
+    ip: str
+
+
 class ShardAnswer(Record, tag=74):
     """The answer to a shard call: ``code`` 0, or an mpim error code and its message."""
 
@@ -390,9 +407,10 @@ class ShardAnswer(Record, tag=74):
     rooms: dict[str, int] = msgspec.field(default_factory=dict)
     ips: int = 0
     workers: dict[str, int] = msgspec.field(default_factory=dict)
+    sessions: list[SessionRow] = msgspec.field(default_factory=list)
 
 
-ShardCall = ShardKeys | ShardMids | ShardPresence | ShardNumbers
+ShardCall = ShardKeys | ShardMids | ShardPresence | ShardNumbers | ShardSessions
 ShardRecord = ShardCall | ShardAnswer
 
 WorkerRecord = (

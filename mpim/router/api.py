@@ -24,6 +24,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
+import msgspec
+
 from mpim.config import Config, parse_address
 from mpim.limits import INT32, BadRequest, check_room_id, parse_int
 from mpim.router import targets
@@ -343,11 +345,16 @@ class PushApi:
     def session(self, params: dict[str, list[str]], body: bytes) -> Answer:
         """``?mid=N`` or ``?key=K``: where a user's connections (or one key) are."""
         store = self.router.store
-        if params.get("key"):
-            conn = store.conn_of(one(params, "key"))
+        key = one(params, "key") if params.get("key") else ""
+        mid = 0 if key else user(params)
+        elsewhere = self.router.fabric.sessions(key, mid)
+        if elsewhere is not None:  # (router shards: the rows of every shard)
+            return self._fabric(elsewhere, lambda rows: ok([msgspec.structs.asdict(r) for r in rows]))
+        if key:
+            conn = store.conn_of(key)
             conns = [conn] if conn is not None else []
         else:
-            conns = store.conns_of(user(params))
+            conns = store.conns_of(mid)
         return ok(
             [
                 {"key": c.key, "mid": c.mid, "seq": c.seq, "worker": c.worker.id, "room": c.room, "ip": c.ip}

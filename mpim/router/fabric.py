@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mpim.cluster.directory import Host, Totals
 
 if TYPE_CHECKING:
+    from mpim.records import SessionRow
     from mpim.router.store import SessionStore
     from mpim.router.streams import Stored, UserStreams
 
@@ -96,6 +97,11 @@ class Fabric(Protocol):
         """Every live host with its numbers; None when this host is the only one there is."""
         ...
 
+    def sessions(self, key: str, mid: int) -> Awaitable[list[SessionRow]] | None:
+        """The connections with ``key`` (or of user ``mid``) when the router's tables hold only
+        part of this host's (router shards); None when they hold all."""
+        ...
+
     def worker_conns(self) -> Awaitable[dict[str, int]] | None:
         """Connections per worker of this host when the router's tables hold only part of them
         (router shards); None when they hold all."""
@@ -164,6 +170,9 @@ class LocalFabric:
         return None
 
     def worker_conns(self) -> None:
+        return None
+
+    def sessions(self, key: str, mid: int) -> None:
         return None
 
 

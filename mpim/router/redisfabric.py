@@ -135,6 +135,9 @@ class RedisFabric:
     def worker_conns(self) -> None:
         return None
 
+    def sessions(self, key: str, mid: int) -> None:
+        return None
+
     async def totals(self) -> Totals:
         hosts = await self.hosts()
         return Totals(sum(h.info.ips for h in hosts), sum(h.info.conns for h in hosts))

@@ -33,7 +33,16 @@ from typing import TYPE_CHECKING
 
 from mpim import slots
 from mpim.cluster.directory import Totals
-from mpim.records import ShardAnswer, ShardCall, ShardKeys, ShardMids, ShardNumbers, ShardPresence
+from mpim.records import (
+    SessionRow,
+    ShardAnswer,
+    ShardCall,
+    ShardKeys,
+    ShardMids,
+    ShardNumbers,
+    ShardPresence,
+    ShardSessions,
+)
 from mpim.router.errors import Refused
 from mpim.router.fabric import Here
 from mpim.router.shardlink import ShardPeers, answers
@@ -180,6 +189,26 @@ class ShardFabric:
     def hosts(self) -> None:
         return None
 
+    async def sessions(self, key: str, mid: int) -> list[SessionRow]:
+        """The connections with ``key`` (or of user ``mid``) on every shard."""
+        peers = self._peers()
+        shards = peers.others() if key else [self.owner(mid)]
+        calls = [peers.call(k, functools.partial(_sessions, key, mid)) for k in shards if k != self.shard]
+        rows = self.rows(key, mid)
+        for answer in await answers(calls):
+            if isinstance(answer, ShardAnswer):
+                rows += answer.sessions
+        return rows
+
+    def rows(self, key: str, mid: int) -> list[SessionRow]:
+        store = self.store
+        if key:
+            conn = store.conn_of(key)
+            conns = [conn] if conn is not None else []
+        else:
+            conns = store.conns_of(mid)
+        return [SessionRow(c.key, c.mid, c.seq, c.worker.id, c.room, c.ip) for c in conns]
+
     # -- calls from the other shards -----------------------------------------------------------------
     def serve(self, call: ShardCall) -> ShardAnswer:
         push = self.router.push
@@ -196,6 +225,8 @@ class ShardFabric:
                 return ShardAnswer(call.req, mids=[mid for mid in call.mids if conns_of(mid)])
             case ShardNumbers():
                 return self.numbers(call.req)
+            case ShardSessions():
+                return ShardAnswer(call.req, sessions=self.rows(call.key, call.mid))
         raise TypeError(f"unknown shard call {call!r}")
 
     def numbers(self, req: int) -> ShardAnswer:
@@ -208,6 +239,10 @@ class ShardFabric:
 
 def _mids(op: int, mids: list[int], seqs: list[int], body: bytes, req: int) -> ShardMids:
     return ShardMids(req, op, mids, seqs, body)
+
+
+def _sessions(key: str, mid: int, req: int) -> ShardSessions:
+    return ShardSessions(req, key, mid)
 
 
 def _presence(mids: list[int], req: int) -> ShardPresence:

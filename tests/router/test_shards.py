@@ -214,3 +214,15 @@ def test_an_owner_rebuilding_its_tables_makes_the_answer_say_what_was_delivered(
         assert pair.run(pair.inbox.top(B)).seq == 1  # stored: B's devices read it when they resume
     finally:
         pair.close()
+
+
+def test_where_a_key_or_a_user_is_connected_is_answered_for_the_host(pair: Pair) -> None:
+    w0, w1 = pair.worker("w1")
+    pair.h[1].connect(w1, "kb", B, "live://1", "2.2.2.2")
+    pair.h[0].connect(w0, "ka", A)
+    fabric = pair.fabrics[0]
+    (row,) = pair.run(fabric.sessions("kb", 0))
+    assert (row.key, row.mid, row.worker, row.room, row.ip) == ("kb", B, w1.id, "live://1", "2.2.2.2")
+    assert [r.key for r in pair.run(fabric.sessions("", B))] == ["kb"]
+    assert [r.key for r in pair.run(fabric.sessions("", A))] == ["ka"]
+    assert pair.run(fabric.sessions("nobody", 0)) == []
