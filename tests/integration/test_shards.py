@@ -1,0 +1,147 @@
+"""Router shards end to end: a real ``mpim master`` with ``[router] shards = 2`` (two workers), real
+clients of users owned by each shard, pushes of every kind through the HTTP API and the ZeroMQ
+ingress (each request may land on either shard), private chat across shards, the host's numbers,
+and one shard killed with kill -9 while the other serves its users."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from mpim.push import Pusher
+from mpim.sdk import Session
+from mpim.slots import owner_of_mid
+from tests.integration.cluster import Cluster, nothing_more, pushes, start_master, until
+from tests.integration.test_chat import Box
+from tests.support import ServerProcess, run
+
+WORKERS = 2
+OWN = {k: [m for m in range(1, 400) if owner_of_mid(m, 2) == k][:6] for k in (0, 1)}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_master(tmp_path_factory.mktemp("shards"), WORKERS, router={"shards": 2})
+    try:
+        run(Cluster(server).wait_workers(WORKERS))
+        yield server
+    finally:
+        server.stop()
+
+
+def routers(srv: ServerProcess) -> dict[int, str]:
+    return {pid: t for pid, t in srv.children().items() if "mpim: router" in t}
+
+
+def in_cluster(srv: ServerProcess, test: object) -> None:
+    async def main() -> None:
+        cluster = Cluster(srv)
+        try:
+            await test(cluster)  # type: ignore[operator]
+        finally:
+            await cluster.close()
+
+    run(main())
+
+
+def test_two_router_processes_and_every_push_reaches_the_users_of_both(srv: ServerProcess) -> None:
+    assert sorted(routers(srv).values()) == ["mpim: router 0", "mpim: router 1"]
+
+    async def body(c: Cluster) -> None:
+        a, b = OWN[0][0], OWN[1][0]
+        ca, _ = await c.join("sh-a", a, "live://sh")
+        cb, _ = await c.join("sh-b", b, "live://sh", ws=True)
+        for i in range(4):  # several requests: the kernel spreads them over both shards
+            data = await c.post(f"/goim/push/mids?operation=1000&mids={a}&mids={b}", b"m%d" % i)
+            assert data["connections"] == 2
+            assert [f.body for f in await pushes(ca, 1)] == [b"m%d" % i]
+            assert [f.body for f in await pushes(cb, 1)] == [b"m%d" % i]
+            assert (await c.post("/goim/push/keys?operation=1000&keys=sh-b&keys=nobody", b"k"))[
+                "connections"
+            ] == 1
+            assert [f.body for f in await pushes(cb, 1)] == [b"k"]
+            await c.post("/goim/push/room?operation=1000&type=live&room=sh", b"r")
+            assert [f.body for f in await pushes(ca, 1)] == [b"r"]
+            assert [f.body for f in await pushes(cb, 1)] == [b"r"]
+        with Pusher(srv.ingress) as pusher:  # the ZeroMQ ingress, either shard
+            for _ in range(3):
+                assert pusher.mids(1000, [b, a], b"z")["connections"] == 2
+        for client in (ca, cb):
+            assert [f.body for f in await pushes(client, 3)] == [b"z"] * 3
+        for _ in range(4):
+            online = await c.get("/goim/online/room?type=live&rooms=sh")
+            assert online == {"sh": 2}
+            assert (await c.get("/goim/online/total"))["conn_count"] >= 2
+            sessions = await c.get(f"/mpim/session?mid={b}")
+            assert [s["key"] for s in sessions] == ["sh-b"]
+            workers = await c.get("/mpim/workers")
+            assert sum(w["conns"] for w in workers) >= 2
+        for client in (ca, cb):
+            await nothing_more(client)
+
+    in_cluster(srv, body)
+
+
+def test_private_chat_between_users_of_two_shards_is_stored_once_and_delivered(srv: ServerProcess) -> None:
+    async def body() -> None:
+        a, b = OWN[0][1], OWN[1][1]
+        boxes = Box(), Box()
+        sa = Session(f"127.0.0.1:{srv.tcp_port}", {"mid": a, "key": "chat-a", "accepts": [1000]}, boxes[0])
+        sb = Session(f"127.0.0.1:{srv.tcp_port}", {"mid": b, "key": "chat-b", "accepts": [1000]}, boxes[1])
+        tasks = [asyncio.get_running_loop().create_task(s.run()) for s in (sa, sb)]
+        try:
+            for s in (sa, sb):
+                await asyncio.wait_for(s.connected.wait(), 10)
+            for i in range(5):
+                ack = await sa.send(b, body={"n": i}, id=f"a{i}")
+                assert ack.seq > 0
+                await sb.send(a, body={"n": i}, id=f"b{i}")
+            await sa.send(b, body={"n": 0}, id="a0")  # a retry: stored once
+            await boxes[0].wait(10)  # five from b, and its own five
+            await boxes[1].wait(10)
+            got = [m for m in boxes[1].chats() if m["from"] == a]
+            assert [m["body"]["n"] for m in got] == list(range(5))
+        finally:
+            for s in (sa, sb):
+                await s.close()
+            for t in tasks:
+                await asyncio.wait_for(t, 10)
+
+    run(body())
+
+
+def test_a_killed_shard_leaves_the_other_shards_users_served_and_comes_back(srv: ServerProcess) -> None:
+    async def body(c: Cluster) -> None:
+        a, b = OWN[0][2], OWN[1][2]
+        ca, _ = await c.join("kill-a", a)
+        cb, _ = await c.join("kill-b", b)
+        victim = next(pid for pid, t in routers(srv).items() if t == "mpim: router 1")
+        os.kill(victim, signal.SIGKILL)
+
+        async def served() -> bool:  # shard 0's users, through whichever shard is up
+            try:
+                data = await c.post(f"/goim/push/mids?operation=1000&mids={a}", b"alive")
+            except AssertionError:
+                return False
+            return bool(data["connections"] == 1)
+
+        await until(served, what="shard 0's users served while shard 1 is down")
+        assert [f.body for f in (await pushes(ca, 1))] == [b"alive"]
+
+        async def back() -> bool:  # shard 1 restarted by the master, its tables rebuilt
+            try:
+                data = await c.post(f"/goim/push/mids?operation=1000&mids={a}&mids={b}", b"both")
+            except AssertionError:
+                return False
+            return bool(data["connections"] == 2)
+
+        await until(back, timeout=30, what="shard 1 back with its users")
+        assert routers(srv).keys() != {victim}
+        got = [f.body for f in await pushes(cb, 1)]
+        assert got == [b"both"]
+
+    in_cluster(srv, body)
