@@ -387,6 +387,36 @@ class ShardSessions(Record, tag=75):
     mid: int
 
 
+class ShardClaim(Record, tag=76):
+    """Shard ``shard`` files connection ``key`` of user ``mid`` (0 = none) with this shard, the
+    keeper of the key's slot: answered with the mid of another user holding it (then nothing is
+    filed and the connect is denied) or nothing."""
+
+    req: int
+    shard: int
+    key: str
+    mid: int
+
+
+class ShardRelease(Record, tag=77):
+    """Shard ``shard``'s connection ``key`` of user ``mid`` closed."""
+
+    req: int
+    shard: int
+    key: str
+    mid: int
+
+
+class ShardClaims(Record, tag=78):
+    """Every connection shard ``shard`` holds whose key this shard keeps: they replace what it
+    filed before (after either shard restarted, or a bulk change of its sessions)."""
+
+    req: int
+    shard: int
+    keys: list[str]
+    mids: list[int]
+
+
 class SessionRow(msgspec.Struct, array_like=True):
     key: str
     mid: int
@@ -410,7 +440,16 @@ class ShardAnswer(Record, tag=74):
     sessions: list[SessionRow] = msgspec.field(default_factory=list)
 
 
-ShardCall = ShardKeys | ShardMids | ShardPresence | ShardNumbers | ShardSessions
+ShardCall = (
+    ShardKeys
+    | ShardMids
+    | ShardPresence
+    | ShardNumbers
+    | ShardSessions
+    | ShardClaim
+    | ShardRelease
+    | ShardClaims
+)
 ShardRecord = ShardCall | ShardAnswer
 
 WorkerRecord = (

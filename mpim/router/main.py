@@ -240,7 +240,14 @@ class RouterProcess:
         fabric = ShardFabric(router, self.shard, self.shards)
         router.fabric = fabric
         peers = self.peers = ShardPeers(
-            self.shard, self.shards, self.endpoints, self.loop, fabric.serve, self.cfg.router.push_timeout
+            self.shard,
+            self.shards,
+            self.endpoints,
+            self.loop,
+            fabric.serve,
+            self.cfg.router.push_timeout,
+            linked=fabric.refile,
+            gone=fabric.shard_gone,
         )
         fabric.peers = peers
         await peers.start()

@@ -16,6 +16,10 @@ from the other shards takes one hop over :class:`~mpim.router.shardlink.ShardPee
   members is known to each shard only for its own users, so all of them are waited for.
 - **private chat** is stored (both copies and the de-duplication id, atomically) by the
   sender's shard; the recipient's copy is handed out by the recipient's owner.
+- **keys**: a key is one user's on the host; its claims are kept by the shard of the key's
+  slot (:mod:`mpim.router.keyclaims`): a connect files its key there (one hop, or none) and is
+  denied if another user holds it. A shard's claims go when its link drops and are filed
+  again whole when the link comes back or its sessions changed in bulk.
 - **numbers** (room counts, totals, presence) are summed over the shards when asked; the
   room counts each worker gets are this shard's own (each worker sums them over the shards).
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -37,15 +42,23 @@ from mpim.records import (
     SessionRow,
     ShardAnswer,
     ShardCall,
+    ShardClaim,
+    ShardClaims,
     ShardKeys,
     ShardMids,
     ShardNumbers,
     ShardPresence,
+    ShardRelease,
     ShardSessions,
 )
 from mpim.router.errors import Refused
 from mpim.router.fabric import Here
+from mpim.router.keyclaims import KeyClaims
 from mpim.router.shardlink import ShardPeers, answers
+
+log = logging.getLogger("mpim.router")
+
+REFILE_DELAY = 0.2  # a bulk change files the keys again this much later (one refile for a burst)
 
 if TYPE_CHECKING:
     from mpim.router.core import Router
@@ -63,6 +76,8 @@ class ShardFabric:
         self.shards = shards
         self.peers: ShardPeers | None = None  # set by the router process once it listens
         self.stats: dict[str, int] = {}
+        self.claims = KeyClaims()  # the keys whose slot this shard keeps
+        self._refile_due = False
         router.push.every_worker = True  # (a room's members on the other shards are not known here)
 
     def owner(self, mid: int) -> int:
@@ -72,18 +87,75 @@ class ShardFabric:
         assert self.peers is not None, "the shard link is not set up"
         return self.peers
 
-    # -- this shard's sessions: nothing to file elsewhere ------------------------------------------
-    def file(self, key: str, mid: int) -> None:
-        return None
+    # -- this shard's sessions: each key filed with the shard that keeps it ---------------------------
+    def keeper(self, key: str) -> int:
+        return slots.owner(0, key, self.shards)
+
+    def file(self, key: str, mid: int) -> asyncio.Future[int | None] | None:
+        """Claim ``key`` with its keeper; a future of the other user holding it (deny), or None.
+        A keeper out of reach cannot say: the connect is let through (as on a host without Redis)."""
+        keeper = self.keeper(key)
+        if keeper == self.shard:
+            held = self.claims.claim(self.shard, key, mid)
+            if held is None:
+                return None
+            denied: asyncio.Future[int | None] = self.loop.create_future()
+            denied.set_result(held)
+            return denied
+        call = self._peers().call(keeper, functools.partial(_claim, self.shard, key, mid))
+        out: asyncio.Future[int | None] = self.loop.create_future()
+
+        def then(done: asyncio.Future[ShardAnswer]) -> None:
+            failed = done.cancelled() or done.exception() is not None
+            if not out.done():
+                out.set_result(None if failed or not done.result().mids else done.result().mids[0])
+
+        call.add_done_callback(then)
+        return out
 
     def unfile(self, key: str, mid: int) -> None:
-        pass
+        keeper = self.keeper(key)
+        if keeper == self.shard:
+            self.claims.release(self.shard, key, mid)
+            return
+        release = self._peers().call(keeper, functools.partial(_release, self.shard, key, mid))
+        release.add_done_callback(_ignore)  # (a keeper that restarts drops the claim anyway)
 
     def room_opened(self, room: str) -> None:
         return None
 
     def sessions_changed(self) -> None:
-        pass
+        """A bulk change (a worker's full report, a worker gone): file every key again, soon."""
+        if not self._refile_due:
+            self._refile_due = True
+            self.loop.call_later(REFILE_DELAY, self._refile_all)
+
+    def _refile_all(self) -> None:
+        self._refile_due = False
+        for shard in range(self.shards):
+            self.refile(shard)
+
+    def refile(self, keeper: int) -> None:
+        """Replace every claim this shard filed with ``keeper`` by what it holds now."""
+        mine = [
+            (conn.key, conn.mid)
+            for info in self.store.workers.values()
+            for conn in info.conns.values()
+            if self.keeper(conn.key) == keeper
+        ]
+        if keeper == self.shard:
+            self.claims.replace(self.shard, mine)
+            return
+        keys, mids = [k for k, _ in mine], [m for _, m in mine]
+        peers = self._peers()
+        if peers.up(keeper):
+            peers.call(keeper, functools.partial(_claims, self.shard, keys, mids)).add_done_callback(_ignore)
+
+    def shard_gone(self, shard: int) -> None:
+        """Another shard's link to this one closed: its claims go (it files them again)."""
+        dropped = self.claims.drop(shard)
+        if dropped:
+            log.info("router shard %d: dropped %d key claims of shard %d", self.shard, dropped, shard)
 
     def refusal(self) -> str:
         return ""
@@ -227,6 +299,15 @@ class ShardFabric:
                 return self.numbers(call.req)
             case ShardSessions():
                 return ShardAnswer(call.req, sessions=self.rows(call.key, call.mid))
+            case ShardClaim():
+                held = self.claims.claim(call.shard, call.key, call.mid)
+                return ShardAnswer(call.req, mids=[] if held is None else [held])
+            case ShardRelease():
+                self.claims.release(call.shard, call.key, call.mid)
+                return ShardAnswer(call.req)
+            case ShardClaims():
+                conflicts = self.claims.replace(call.shard, list(zip(call.keys, call.mids, strict=True)))
+                return ShardAnswer(call.req, count=conflicts)
         raise TypeError(f"unknown shard call {call!r}")
 
     def numbers(self, req: int) -> ShardAnswer:
@@ -239,6 +320,23 @@ class ShardFabric:
 
 def _mids(op: int, mids: list[int], seqs: list[int], body: bytes, req: int) -> ShardMids:
     return ShardMids(req, op, mids, seqs, body)
+
+
+def _claim(shard: int, key: str, mid: int, req: int) -> ShardClaim:
+    return ShardClaim(req, shard, key, mid)
+
+
+def _release(shard: int, key: str, mid: int, req: int) -> ShardRelease:
+    return ShardRelease(req, shard, key, mid)
+
+
+def _claims(shard: int, keys: list[str], mids: list[int], req: int) -> ShardClaims:
+    return ShardClaims(req, shard, keys, mids)
+
+
+def _ignore(done: asyncio.Future[ShardAnswer]) -> None:
+    if not done.cancelled():
+        done.exception()  # (retrieved: a release or refile that failed needs no answer)
 
 
 def _sessions(key: str, mid: int, req: int) -> ShardSessions:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mpim import records, stream
-from mpim.records import ShardAnswer, ShardCall
+from mpim.records import ShardAnswer, ShardCall, ShardClaim, ShardClaims, ShardRelease
 from mpim.router.errors import Refused
 from mpim.runtime import Endpoints
 
@@ -57,11 +57,15 @@ class _In(stream.FrameProtocol):
     def __init__(self, peers: ShardPeers) -> None:
         super().__init__(peers.loop)
         self.peers = peers
+        self.shard = -1  # which shard this is, once a call said so
         peers.inbound.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self.peers.inbound.discard(self)
+        peers = self.peers
+        peers.inbound.discard(self)
+        if self.shard >= 0 and not any(link.shard == self.shard for link in peers.inbound):
+            peers.gone(self.shard)
 
     def on_frame(self, payload: bytes) -> None:
         try:
@@ -71,6 +75,8 @@ class _In(stream.FrameProtocol):
             self.abort()
             return
         for call in calls:
+            if isinstance(call, ShardClaim | ShardRelease | ShardClaims):
+                self.shard = call.shard
             try:
                 answer = self.peers.serve(call)
             except Refused as exc:
@@ -99,6 +105,8 @@ class ShardPeers:
         loop: asyncio.AbstractEventLoop,
         serve: Serve,
         timeout: float,
+        linked: Callable[[int], None] = lambda shard: None,
+        gone: Callable[[int], None] = lambda shard: None,
     ) -> None:
         self.shard = shard
         self.shards = shards
@@ -106,6 +114,8 @@ class ShardPeers:
         self.loop = loop
         self.serve = serve
         self.timeout = timeout
+        self.linked = linked  # this shard's link to that one came up (first, or again)
+        self.gone = gone  # that shard's link to this one closed (it died, or restarts)
         self.links: dict[int, _Out] = {}
         self.inbound: set[_In] = set()
         self._calls: dict[int, _Call] = {}
@@ -150,6 +160,7 @@ class ShardPeers:
                 continue
             self.links[shard] = link
             log.info("router shard %d: linked to shard %d", self.shard, shard)
+            self.linked(shard)
             said = False
             await link.gone
             if self.links.get(shard) is link:

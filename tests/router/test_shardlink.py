@@ -5,11 +5,12 @@ fails what it had (-504), and a restarted shard is linked again."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from mpim.records import ShardAnswer, ShardCall, ShardKeys, ShardNumbers
+from mpim.records import ShardAnswer, ShardCall, ShardClaims, ShardKeys, ShardNumbers
 from mpim.router.errors import Refused
 from mpim.router.shardlink import ShardPeers
 from mpim.runtime import Endpoints
@@ -28,6 +29,14 @@ def _serve(shard: int, log: list[ShardCall]) -> object:
     return serve
 
 
+async def until_true(check: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not within 5 s")
+
+
 async def _linked(peers: list[ShardPeers]) -> None:
     for _ in range(500):
         if all(p.up(k) for p in peers for k in p.others()):
@@ -41,7 +50,21 @@ def test_calls_go_both_ways_in_one_hop_and_failures_are_answers(tmp_path: Path) 
         loop = asyncio.get_running_loop()
         endpoints = Endpoints.in_dir(str(tmp_path))
         logs: list[list[ShardCall]] = [[], []]
-        peers = [ShardPeers(k, 2, endpoints, loop, _serve(k, logs[k]), 5.0) for k in (0, 1)]  # type: ignore[arg-type]
+        linked: list[tuple[int, int]] = []
+        gone: list[tuple[int, int]] = []
+        peers = [
+            ShardPeers(
+                k,
+                2,
+                endpoints,
+                loop,
+                _serve(k, logs[k]),  # type: ignore[arg-type]
+                5.0,
+                linked=lambda other, k=k: linked.append((k, other)),
+                gone=lambda other, k=k: gone.append((k, other)),
+            )
+            for k in (0, 1)
+        ]
         for p in peers:
             await p.start()
         try:
@@ -54,6 +77,10 @@ def test_calls_go_both_ways_in_one_hop_and_failures_are_answers(tmp_path: Path) 
                     await peers[0].call(1, lambda req, keys=keys: ShardKeys(req, 1, keys, b""))
                 assert info.value.code == code
             assert (await peers[0].call(1, ShardNumbers)).count == 11  # the link stayed
+            assert sorted(linked) == [(0, 1), (1, 0)]
+            await peers[0].call(1, lambda req: ShardClaims(req, 0, [], []))  # (says which shard it is)
+            await peers[0].close()
+            await until_true(lambda: gone == [(1, 0)])
         finally:
             for p in peers:
                 await p.close()

@@ -19,11 +19,14 @@ from mpim.records import (
     BusSeen,
     Chat,
     ChatAck,
+    Confirmed,
+    Disconnect,
     Presence,
     PushKeys,
     PushMids,
     ShardAnswer,
     ShardCall,
+    Sync,
 )
 from mpim.router.errors import Refused
 from mpim.router.shardfabric import ShardFabric
@@ -86,6 +89,12 @@ class Pair:
         """One worker: its link to each shard."""
         return [h.worker(name) for h in self.h]
 
+    def connect(self, shard: int, link: FakeLink, key: str, mid: int, room: str = "", ip: str = "ip") -> int:
+        """A connect reported to ``shard``, its key filed with its keeper (maybe the other shard)."""
+        req = self.h[shard].connect(link, key, mid, room, ip)
+        self.settle()
+        return req
+
     def run(self, aw: Any) -> Any:
         return self.loop.run_until_complete(aw)
 
@@ -106,9 +115,10 @@ def pair() -> Iterator[Pair]:
 
 def test_a_push_naming_users_of_both_shards_is_stored_once_and_reaches_each_owner(pair: Pair) -> None:
     w0, w1 = pair.worker("w1")
-    pair.h[0].connect(w0, "ka", A)
-    pair.h[1].connect(w1, "kb", B)
+    pair.connect(0, w0, "ka", A)
+    pair.connect(1, w1, "kb", B)
     w0.take(), w1.take()
+    pair.peers[0].calls.clear()
     connections, seqs = pair.run(pair.h[0].router.push.mids(1000, [A, B, A], b"x"))
     assert (connections, seqs) == (2, {A: 1, B: 1})
     assert w0.take() == [PushMids(1000, ["ka"], [1], b"x")]
@@ -119,7 +129,7 @@ def test_a_push_naming_users_of_both_shards_is_stored_once_and_reaches_each_owne
 
 def test_a_push_by_key_asks_every_other_shard_in_one_hop(pair: Pair) -> None:
     w0, w1 = pair.worker("w1")
-    pair.h[1].connect(w1, "kb", B)
+    pair.connect(1, w1, "kb", B)
     w1.take()
     got = pair.h[0].router.push.keys(1000, ["kb", "nobody"], b"k")
     assert pair.run(got) == 1
@@ -130,8 +140,8 @@ def test_private_chat_to_a_user_of_another_shard_is_stored_by_the_sender_and_han
     pair: Pair,
 ) -> None:
     w0, w1 = pair.worker("w1")
-    pair.h[0].connect(w0, "ka", A)
-    pair.h[1].connect(w1, "kb", B)
+    pair.connect(0, w0, "ka", A)
+    pair.connect(1, w1, "kb", B)
     w0.take(), w1.take()
     peer = pair.h[0].router.workers.by_id[w0.id]
     pair.h[0].router.requests.chat(peer, Chat(7, "ka", A, 4, b'{"t":1}', "m1", B, True))
@@ -150,9 +160,9 @@ def test_private_chat_to_a_user_of_another_shard_is_stored_by_the_sender_and_han
 
 def test_presence_and_the_hosts_numbers_are_summed_over_the_shards(pair: Pair) -> None:
     w0, w1 = pair.worker("w1")
-    pair.h[0].connect(w0, "ka", A, "live://1", "1.1.1.1")
-    pair.h[1].connect(w1, "kb", B, "live://1", "2.2.2.2")
-    pair.h[1].connect(w1, "kc", OWN[1][1], "live://2", "2.2.2.2")
+    pair.connect(0, w0, "ka", A, "live://1", "1.1.1.1")
+    pair.connect(1, w1, "kb", B, "live://1", "2.2.2.2")
+    pair.connect(1, w1, "kc", OWN[1][1], "live://2", "2.2.2.2")
     w0.take(), w1.take()
     peer = pair.h[0].router.workers.by_id[w0.id]
     pair.h[0].router.requests.presence(peer, Presence(3, "ka", A, [B, OWN[1][2], A]))
@@ -176,7 +186,7 @@ def test_presence_and_the_hosts_numbers_are_summed_over_the_shards(pair: Pair) -
 def test_a_room_push_waits_for_every_worker_whatever_shard_holds_the_members(pair: Pair) -> None:
     w0, w1 = pair.worker("w1")
     _, v1 = pair.worker("w2")
-    pair.h[0].connect(w0, "ka", A, "live://1")  # a member on shard 0 only
+    pair.connect(0, w0, "ka", A, "live://1")  # a member on shard 0 only
     h1 = pair.h[1]
     done = h1.router.push.room(1000, "live://1", b"r")
     mark = h1.bus.end_turn()
@@ -192,7 +202,7 @@ def test_a_room_push_waits_for_every_worker_whatever_shard_holds_the_members(pai
 
 def test_a_push_whose_owner_is_unreachable_is_refused_before_anything_is_stored(pair: Pair) -> None:
     w0, _ = pair.worker("w1")
-    pair.h[0].connect(w0, "ka", A)
+    pair.connect(0, w0, "ka", A)
     pair.peers[0].down.add(1)
     with pytest.raises(Refused) as info:
         pair.h[0].router.push.mids(1000, [A, B], b"x")
@@ -205,7 +215,7 @@ def test_an_owner_rebuilding_its_tables_makes_the_answer_say_what_was_delivered(
     pair = Pair(expect1=1)  # shard 1 waits for one worker's sessions before it serves
     try:
         w0 = pair.h[0].worker("w1")
-        pair.h[0].connect(w0, "ka", A)
+        pair.connect(0, w0, "ka", A)
         future = pair.h[0].router.push.mids(1000, [A, B], b"x")
         with pytest.raises(Refused) as info:
             pair.run(future)
@@ -218,11 +228,52 @@ def test_an_owner_rebuilding_its_tables_makes_the_answer_say_what_was_delivered(
 
 def test_where_a_key_or_a_user_is_connected_is_answered_for_the_host(pair: Pair) -> None:
     w0, w1 = pair.worker("w1")
-    pair.h[1].connect(w1, "kb", B, "live://1", "2.2.2.2")
-    pair.h[0].connect(w0, "ka", A)
+    pair.connect(1, w1, "kb", B, "live://1", "2.2.2.2")
+    pair.connect(0, w0, "ka", A)
     fabric = pair.fabrics[0]
     (row,) = pair.run(fabric.sessions("kb", 0))
     assert (row.key, row.mid, row.worker, row.room, row.ip) == ("kb", B, w1.id, "live://1", "2.2.2.2")
     assert [r.key for r in pair.run(fabric.sessions("", B))] == ["kb"]
     assert [r.key for r in pair.run(fabric.sessions("", A))] == ["ka"]
     assert pair.run(fabric.sessions("nobody", 0)) == []
+
+
+def test_a_key_held_by_a_user_of_one_shard_is_denied_to_a_user_of_another_until_it_is_free(
+    pair: Pair,
+) -> None:
+    w0, w1 = pair.worker("w1")
+    c = OWN[1][1]
+    for key in (f"key-{i}" for i in range(6)):  # keys kept by either shard
+        pair.connect(0, w0, key, A)
+        pair.settle()
+        w0.take()
+        req = pair.connect(1, w1, key, c)
+        pair.settle()
+        sent = w1.take()
+        assert [type(r).__name__ for r in sent] == ["Denied"] and sent[0].reqs == [req], key
+        assert pair.h[1].table.conn_of(key) is None  # forgotten where it was denied
+        pair.h[0].send(w0, Disconnect(key))
+        pair.settle()
+        req = pair.connect(1, w1, key, c)
+        pair.settle()
+        assert w1.take() == [Confirmed([req])], key
+
+
+def test_a_restarted_shards_claims_are_dropped_and_filed_again(pair: Pair) -> None:
+    w0, _ = pair.worker("w1")
+    keys = [f"r-{i}" for i in range(8)]
+    for key in keys:
+        pair.connect(0, w0, key, A)
+    pair.settle()
+    keeper1 = [k for k in keys if pair.fabrics[0].keeper(k) == 1]
+    assert keeper1 and set(pair.fabrics[1].claims.holders) == set(keeper1)
+    pair.fabrics[1].shard_gone(0)  # shard 0's link closed (it restarts)
+    assert len(pair.fabrics[1].claims) == 0
+    pair.fabrics[0].refile(1)  # linked again: everything it holds is filed again
+    pair.settle()
+    assert pair.fabrics[1].claims.holders == dict.fromkeys(keeper1, (A, 0))
+    pair.h[0].send(w0, Sync([]))  # its worker reported no session any more: a bulk change
+    for h in pair.h:  # (the refile is due a moment later: one for a burst of changes)
+        h.clock += 1.0
+    pair.settle()
+    assert len(pair.fabrics[1].claims) == len(pair.fabrics[0].claims) == 0
