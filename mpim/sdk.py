@@ -302,7 +302,9 @@ class Session:
                 if loop.time() >= deadline:
                     raise SendError(msg_id, -504, f"no answer within {timeout:g}s")
         finally:
-            self._sending.pop(msg_id, None)
+            pending = self._sending.pop(msg_id, None)
+            if pending is not None and pending[1].done() and not pending[1].cancelled():
+                pending[1].exception()  # (an answer that came as this send was cancelled: seen)
 
     async def _post(self, client: Client, msg_id: str) -> None:
         seq = await client.send(Op.SEND_MSG, json.dumps(self._sending[msg_id][0]).encode())

@@ -133,3 +133,42 @@ def test_a_write_after_the_server_closed_is_a_closed_connection_not_a_runtime_er
         server.close()
 
     run(main())
+
+
+def test_a_send_cancelled_while_its_answer_came_leaves_no_unretrieved_error() -> None:
+    """Found in a two-host soak's log ("Future exception was never retrieved", a -504 answer):
+    the answer to a message arrived while the sending task, cancelled (its connection ended),
+    was still writing it."""
+
+    async def main() -> None:
+        import gc
+
+        from mpim.sdk import SendError
+
+        loop = asyncio.get_running_loop()
+        errors: list[str] = []
+        loop.set_exception_handler(lambda _, ctx: errors.append(str(ctx.get("message"))))
+        stuck = asyncio.Event()
+
+        class Writer:
+            async def send(self, op: int, body: bytes, seq: int = 0) -> int:
+                await stuck.wait()
+                return 1
+
+        session = Session("127.0.0.1:9", {"mid": 5, "key": "k"}, lambda m: None)
+        session._client = Writer()  # type: ignore[assignment]
+        session.connected.set()
+        task = loop.create_task(session.send(6, body={"n": 1}, id="x"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        _, future = session._sending["x"]
+        future.set_exception(SendError("x", -504, "no answer from the router"))  # (as the reader does)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        del future, task
+        gc.collect()
+        await asyncio.sleep(0)
+        assert errors == []
+
+    run(main())
