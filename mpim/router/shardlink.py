@@ -16,12 +16,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mpim import records, stream
+from mpim import records, slots, stream
 from mpim.records import ShardAnswer, ShardCall, ShardClaim, ShardClaims, ShardRelease
 from mpim.router.errors import Refused
 from mpim.runtime import Endpoints
+
+if TYPE_CHECKING:
+    from mpim.router.core import Router
 
 log = logging.getLogger("mpim.router")
 
@@ -219,9 +222,34 @@ class ShardPeers:
                 call.future.set_exception(exc)
 
 
+class ShardSite:
+    """Where a piece of a router shard stands: its router, which shard of how many, its peers."""
+
+    def __init__(self, router: Router, shard: int, shards: int) -> None:
+        self.router = router
+        self.store = router.store
+        self.loop = router.loop
+        self.shard = shard
+        self.shards = shards
+        self.link: ShardPeers | None = None  # set by the router process once it listens
+
+    @property
+    def peers(self) -> ShardPeers:
+        assert self.link is not None, "the shard link is not set up"
+        return self.link
+
+    def owner(self, mid: int) -> int:
+        """The shard that owns user ``mid``."""
+        return slots.owner_of_mid(mid, self.shards)
+
+    def keeper(self, key: str) -> int:
+        """The shard that keeps the claims on ``key``."""
+        return slots.owner(0, key, self.shards)
+
+
 def answers(futures: list[asyncio.Future[ShardAnswer]]) -> asyncio.Future[list[Any]]:
     """Every answer (or the Refused it failed with), in the order of the calls."""
     return asyncio.gather(*futures, return_exceptions=True)
 
 
-__all__ = ["ShardPeers", "answers"]
+__all__ = ["ShardPeers", "ShardSite", "answers"]

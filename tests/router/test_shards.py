@@ -265,15 +265,15 @@ def test_a_restarted_shards_claims_are_dropped_and_filed_again(pair: Pair) -> No
     for key in keys:
         pair.connect(0, w0, key, A)
     pair.settle()
-    keeper1 = [k for k in keys if pair.fabrics[0].keeper(k) == 1]
-    assert keeper1 and set(pair.fabrics[1].claims.holders) == set(keeper1)
+    keeper1 = [k for k in keys if pair.fabrics[0].site.keeper(k) == 1]
+    assert keeper1 and set(pair.fabrics[1].keys.claims.holders) == set(keeper1)
     pair.fabrics[1].shard_gone(0)  # shard 0's link closed (it restarts)
-    assert len(pair.fabrics[1].claims) == 0
+    assert len(pair.fabrics[1].keys.claims) == 0
     pair.fabrics[0].refile(1)  # linked again: everything it holds is filed again
     pair.settle()
-    assert pair.fabrics[1].claims.holders == dict.fromkeys(keeper1, (A, 0))
+    assert pair.fabrics[1].keys.claims.holders == dict.fromkeys(keeper1, (A, 0))
     pair.h[0].send(w0, Sync([]))  # its worker reported no session any more: a bulk change
     for h in pair.h:  # (the refile is due a moment later: one for a burst of changes)
         h.clock += 1.0
     pair.settle()
-    assert len(pair.fabrics[1].claims) == len(pair.fabrics[0].claims) == 0
+    assert len(pair.fabrics[1].keys.claims) == len(pair.fabrics[0].keys.claims) == 0
