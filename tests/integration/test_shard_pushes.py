@@ -25,7 +25,9 @@ OWN = {k: [m for m in range(1, 400) if owner_of_mid(m, 2) == k][:6] for k in (0,
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_master(tmp_path_factory.mktemp("shards"), WORKERS, router={"shards": 2})
+    server = start_master(
+        tmp_path_factory.mktemp("shards"), WORKERS, router={"shards": 2}, upstream={"ack": "only"}
+    )
     try:
         run(Cluster(server).wait_workers(WORKERS))
         yield server
