@@ -147,3 +147,61 @@ def test_a_killed_shard_leaves_the_other_shards_users_served_and_comes_back(srv:
         assert got == [b"both"]
 
     in_cluster(srv, body)
+
+
+def test_changing_the_number_of_shards_by_restart_keeps_messages_cursors_and_chat_ids(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The inbox is one file every shard reads and writes: a restart with another number of
+    shards moves users between shards without moving (or losing, or doubling) their data:
+    each user's seqs go on, a device resumes from its cursor, a retried chat id is stored once."""
+    tmp = tmp_path_factory.mktemp("reshard")
+    a, b = OWN[0][3], OWN[1][3]
+    top = {a: 0, b: 0}
+    first_chat: list[int] = []
+
+    async def phase(srv: ServerProcess, n: int) -> None:
+        c = Cluster(srv)
+        await c.wait_workers(WORKERS)
+        for i in range(3):
+            got = await c.post(f"/goim/push/mids?operation=1000&mids={a}&mids={b}", b"p%d-%d" % (n, i))
+            assert got["seqs"] == {str(a): top[a] + 1, str(b): top[b] + 1}  # (the streams go on)
+            top[a], top[b] = top[a] + 1, top[b] + 1
+        box = Box()
+        sa = Session(f"127.0.0.1:{srv.tcp_port}", {"mid": a, "key": "re-a", "accepts": [1000]}, Box())
+        sb = Session(f"127.0.0.1:{srv.tcp_port}", {"mid": b, "key": "re-b", "accepts": [1000]}, box)
+        tasks = [asyncio.get_running_loop().create_task(s.run()) for s in (sa, sb)]
+        try:
+            for s in (sa, sb):
+                await asyncio.wait_for(s.ready.wait(), 10)
+            ack = await sa.send(b, body={"n": 1}, id="first")  # the same id in every phase
+            if not first_chat:
+                first_chat.append(ack.seq)
+                top[a], top[b] = top[a] + 1, top[b] + 1
+            assert ack.seq == first_chat[0]  # stored once, whichever shard stores it now
+            wanted = [b"p%d-%d" % (n, i) for i in range(3)]
+
+            async def all_in() -> bool:
+                return [m.body for m in box.messages if m.body.startswith(b"p")] == wanted
+
+            await until(all_in, what=f"phase {n}: b's messages since its cursor, and no other push")
+            chats = [m.json()["id"] for m in box.messages if not m.body.startswith(b"p")]
+            assert chats == (["first"] if n == 0 else [])  # (a retry is not delivered again)
+
+            async def acked() -> bool:
+                return bool((await c.get(f"/mpim/cursors?mid={b}")).get("re-b") == top[b])
+
+            await until(acked, what="b's device cursor at its top")
+        finally:
+            for s in (sa, sb):
+                await s.close()
+            for t in tasks:
+                await asyncio.wait_for(t, 10)
+            await c.close()
+
+    for n, shards in enumerate((1, 2, 1)):
+        srv = start_master(tmp, WORKERS, router={"shards": shards}, upstream={"ack": "only"})
+        try:
+            run(phase(srv, n))
+        finally:
+            srv.stop()
