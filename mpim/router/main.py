@@ -344,7 +344,7 @@ class RouterProcess:
             self.cluster.reconfigure(new)
             self._lease_timer.interval = new.cluster.lease_interval
         mlog.set_level(new.log.level)
-        log.info("router reloaded %s in place", new.source)
+        log.info("%s reloaded %s in place", self.name, new.source)
 
     def _rebind_http(self, old: Config, new: Config) -> None:
         try:
