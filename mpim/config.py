@@ -413,6 +413,11 @@ def _check_cluster(source: str, cfg: Config) -> None:
             f"{source}: [router] shards: more than one needs the run directory's links"
             ' ([router] endpoint = "")'
         )
+    if cfg.router.shards > 1 and cfg.ingress.zmq_bind and not cfg.ingress.zmq_bind.startswith("tcp://"):
+        raise ConfigError(
+            f"{source}: [ingress] zmq_bind: {cfg.ingress.zmq_bind!r}: with [router] shards > 1 the"
+            " ZeroMQ ingress must be a tcp:// address (the shards share its port); use tcp:// or shards = 1"
+        )
     if cfg.router.shards > 1 and cfg.cluster.redis:
         raise ConfigError(
             f"{source}: [router] shards: more than one is not supported with [cluster] redis yet;"

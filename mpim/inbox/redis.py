@@ -24,6 +24,10 @@ who existed), so old positions never alias new seqs. A Redis restored from an ol
 snapshot is not detected (its epoch key exists): run Redis with AOF or without
 persistence, never with RDB snapshots alone, and with ``maxmemory-policy noeviction``.
 
+Slots. ``<prefix>inbox:slots`` records the slot count users are placed with
+(:data:`mpim.slots.SLOTS`): written at the first open (``SET NX``, so a store made before
+it gets it then), checked at every open: a store made with another count is refused.
+
 Durability is Redis's: with ``appendfsync always`` an append that returned survives a
 Redis crash. A call that times out may still have been applied (at least once).
 """
@@ -76,6 +80,7 @@ from mpim.inbox.redis_write import (
     text,
     user_bit,
 )
+from mpim.slots import SLOTS
 
 if TYPE_CHECKING:
     from mpim.config import ClusterSection, InboxSection
@@ -139,7 +144,16 @@ class RedisInbox:
             async with client.pipeline(transaction=True) as pipe:
                 pipe.set(self._epoch_key, candidate, nx=True)
                 pipe.get(self._epoch_key)
-                _, epoch = await pipe.execute()
+                pipe.set(self._keys.slots, str(SLOTS), nx=True)
+                pipe.get(self._keys.slots)
+                _, epoch, _, slots = await pipe.execute()
+        if text(slots) != str(SLOTS):
+            await self.close()
+            raise InboxError(
+                f"inbox {self._guard.where}: made with {text(slots)} slots ({self._keys.slots}), this mpim"
+                f" places users in {SLOTS}: its users would be owned by the wrong router shards; use an"
+                " mpim with the same slot count or another [cluster] key_prefix"
+            )
         self.epoch = text(epoch)
         state = "new" if self.epoch == candidate else "existing"
         log.info("inbox %s: open (%s epoch %s)", self._guard.where, state, self.epoch)

@@ -54,6 +54,7 @@ class Layout:
         self.users = f"{base}users"
         self.oldest = f"{base}oldest"
         self.idle = f"{base}idle"
+        self.slots = f"{base}slots"  # the slot count users are placed with (mpim.slots.SLOTS)
 
     def user(self, mid: int) -> tuple[str, str]:
         """The user's hash (epoch, seq, cursors) and stream."""

@@ -24,8 +24,10 @@ kernel crash may lose the last commits (the file stays consistent). ``"power"`` 
 ``synchronous=FULL``: every commit waits for fsync of the WAL and survives power loss,
 at the price of one disk flush per loop turn.
 
-Schema (version 3): ``inbox_meta`` (schema version and the store epoch, drawn when the
-file is created), ``messages`` keyed (mid, seq) with an index on the append time for
+Schema (version 3): ``inbox_meta`` (schema version, the store epoch, drawn when the
+file is created, and the slot count the users were placed with, :data:`mpim.slots.SLOTS`:
+written at creation, added to a file that has none, a file with another count refused),
+``messages`` keyed (mid, seq) with an index on the append time for
 trimming by age, ``users`` (mid -> epoch and a floor for the last seq and the trimmed
 watermark; written only when a seq wraps or a trim by age empties a stream, never
 deleted, so seqs never go back: the rest comes from the user's messages, see
@@ -33,8 +35,15 @@ deleted, so seqs never go back: the rest comes from the user's messages, see
 ``chats`` keyed (sender, message id) with the positions the message got and the end of
 its de-duplication window (indexed, for trimming), written in the message's transaction.
 Versions 1 (every append rewrote the user's row) and 2 (no ``chats``) are read as is and
-upgraded in place; an upgraded file is refused by the older code. One process writes the
-file; others may read it (WAL). A corrupt or foreign file is an InboxError naming it.
+upgraded in place; an upgraded file is refused by the older code. A corrupt or foreign file
+is an InboxError naming it.
+
+Several processes (the router shards of a host) may open the file at once: WAL lets them
+read while one writes, and a busy timeout makes a writer wait for another's transaction
+instead of failing. The writer's :class:`~mpim.inbox.sqlwrite.UserCache` (each user's
+epoch, last seq and trimmed watermark) is only right if ONE process appends to, acks and
+wraps a given user: the shard that owns it. A trim by age from another process is safe
+(it never lowers a seq; a stale trimmed watermark in the cache only repeats a delete).
 
 Reads apply the limits themselves (:mod:`mpim.inbox.base`): the messages query skips
 those appended before ``now - max_age``, and the newest ``max_count`` bound the range, so
@@ -82,12 +91,14 @@ from mpim.inbox.sqlwrite import (
     read_user,
     write_batch,
 )
+from mpim.slots import SLOTS
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "3"
 UPGRADES = {"1": "3", "2": "3"}  # an older schema this code reads as is: the version it becomes
 DURABILITY = {"process": "NORMAL", "power": "FULL"}
+BUSY_TIMEOUT_MS = 2000  # a writer waits this long for another process's transaction
 CHECKPOINT_EVERY = 2000  # messages and acks committed between two checkpoints (on their own thread)
 TRIM_CHUNK = 2000  # messages per trim transaction; the loop runs other work between chunks
 
@@ -136,11 +147,12 @@ def connect(path: str, durability: str) -> tuple[sqlite3.Connection, str]:
     conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # (first: another shard may be creating the file or switching it to WAL right now)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal" and path != ":memory:":
             raise InboxError(f"inbox {path}: SQLite cannot use WAL mode here (journal mode {mode})")
         conn.execute(f"PRAGMA synchronous = {DURABILITY[durability]}")
-        conn.execute("PRAGMA busy_timeout = 2000")
         epoch = _schema(conn, path)
     except sqlite3.Error as exc:
         if conn is not None:
@@ -165,7 +177,7 @@ def _schema(conn: sqlite3.Connection, path: str) -> str:
             epoch = new_epoch()
             conn.executemany(
                 "INSERT INTO inbox_meta (key, value) VALUES (?, ?)",
-                [("schema", SCHEMA_VERSION), ("epoch", epoch)],
+                [("schema", SCHEMA_VERSION), ("epoch", epoch), ("slots", str(SLOTS))],
             )
             log.info("inbox %s: created, epoch %s", path, epoch)
         elif "inbox_meta" not in tables:
@@ -180,6 +192,7 @@ def _schema(conn: sqlite3.Connection, path: str) -> str:
                 log.info("inbox %s: schema %s upgraded to %s", path, version, UPGRADES[version])
             elif version != SCHEMA_VERSION or "epoch" not in meta:
                 raise InboxError(f"inbox {path}: unknown schema version {version!r}")
+            _check_slots(conn, path, meta.get("slots"))  # (an upgraded file too)
             epoch = meta["epoch"]
         conn.execute("COMMIT")
     except BaseException:
@@ -188,6 +201,19 @@ def _schema(conn: sqlite3.Connection, path: str) -> str:
                 conn.execute("ROLLBACK")
         raise
     return epoch
+
+
+def _check_slots(conn: sqlite3.Connection, path: str, recorded: str | None) -> None:
+    """The file's slot count is this code's (:data:`mpim.slots.SLOTS`); a file without one gets it."""
+    if recorded is None:
+        conn.execute("INSERT INTO inbox_meta (key, value) VALUES ('slots', ?)", (str(SLOTS),))
+        log.info("inbox %s: records its slot count (%d)", path, SLOTS)
+    elif recorded != str(SLOTS):
+        raise InboxError(
+            f"inbox {path}: made with {recorded} slots, this mpim places users in {SLOTS}:"
+            " its users would be owned by the wrong router shards; use an mpim with the same slot count"
+            " or move the file away to start empty"
+        )
 
 
 @contextlib.contextmanager

@@ -3,9 +3,10 @@
 How this works:
 
 - ``run_master`` checks that the client ports are free (exit 3 naming the port if
-  not), picks the run directory, then forks the bus, the router and one worker per
-  slot. The master itself never creates an event loop, a thread or a ZeroMQ
-  context, before or after forking: every child starts clean.
+  not), picks the run directory, then forks the bus, the router (one process per
+  ``[router] shards``) and one worker per slot. The master itself never creates an
+  event loop, a thread or a ZeroMQ context, before or after forking: every child
+  starts clean.
 - Signal handlers only queue the signal and write a byte to a wake-up pipe. One
   synchronous loop (:mod:`mpim.master.run`) sleeps in ``select`` on that pipe and on
   each worker's status pipe, then feeds the :class:`~mpim.master.arbiter.Arbiter`:

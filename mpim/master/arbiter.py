@@ -88,6 +88,7 @@ class Arbiter:
         return {
             "pid": os.getpid(),
             "generation": self.serving.generation,
+            "shards": self.serving.cfg.router.shards,
             "counts": dict(self.counts),
             "children": self.table.rows(),
         }
@@ -129,8 +130,8 @@ class Arbiter:
         elif self.reloader.owns(spec.generation):
             boot = "; a boot error, see its log above" if code == EXIT_BOOT_ERROR else ""
             self.reloader.abandon(f"{child.name} of the new generation {how} before it was ready{boot}")
-        elif code == EXIT_BOOT_ERROR and (self.phase == BOOT or self.table.first(spec.kind)):
-            # (the router's own boot can fail after the workers are up: a hook, Redis unreachable)
+        elif code == EXIT_BOOT_ERROR and (self.phase == BOOT or self.table.first(spec.kind, spec.slot)):
+            # (a router shard's own boot can fail after the workers are up: a hook, Redis unreachable)
             log.error("%s failed to boot (%s); see its error above. Stopping.", child.name, how)
             self._stop_everyone(EXIT_BOOT_ERROR)
         else:

@@ -18,17 +18,20 @@ STOPPING = "stopping"  # asked to exit (drain, fast stop, abandoned reload, repl
 
 @dataclass(frozen=True)
 class ChildSpec:
-    """What to run in a new child: a worker in a slot of a generation, the router or the bus."""
+    """What to run in a new child: a worker in a slot of a generation, a router shard or the bus."""
 
     kind: str
     cfg: Config
-    slot: int = 0  # workers: 1..N, kept across restarts; helpers: 0
+    slot: int = 0  # workers: 1..N, kept across restarts; routers: the shard 0..N-1; the bus: 0
     generation: int = 0  # workers: the reload generation; helpers: 0
-    expect: int = 0  # the router: workers whose sessions it waits for before taking pushes
+    expect: int = 0  # a router: workers whose sessions it waits for before taking pushes
 
     @property
     def label(self) -> str:
-        return f"{self.kind} {self.slot}" if self.kind == WORKER else self.kind
+        """``worker 3``, ``router`` (one shard), ``router 1`` (one of several), ``bus``."""
+        if self.kind == WORKER or (self.kind == ROUTER and self.cfg.router.shards > 1):
+            return f"{self.kind} {self.slot}"
+        return self.kind
 
     @property
     def title(self) -> str:

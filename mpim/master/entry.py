@@ -69,7 +69,7 @@ def _run_entry(spec: ChildSpec, endpoints: Endpoints, status_fd: int, path: str 
     if spec.kind == ROUTER:
         from mpim.router.main import run_router
 
-        return run_router(spec.cfg, endpoints, path, spec.expect)
+        return run_router(spec.cfg, endpoints, path, spec.expect, spec.slot)
     if spec.kind == BUS:
         from mpim.bus import run_bus
 

@@ -1,6 +1,10 @@
 """SIGHUP: boot a new generation of workers with the re-read config, then swap generations.
 
-The new file is validated first (a bad one is refused and nothing changes). Every
+The new file is validated first (a bad one is refused and nothing changes). A file
+that changes ``[router] shards`` is refused the same way, whole: the number of router
+processes, and which of them owns which users, is fixed while the master runs (it
+needs a restart), and a reload that applied the rest would leave the running config
+saying something else than the file. Every
 worker slot of the new generation is forked; when all of them are bound the new
 generation serves, the old one retires, and the router gets SIGHUP if a section it
 reads changed (:mod:`mpim.master.reload`). A new-generation worker that dies or
@@ -61,6 +65,16 @@ class Reloader:
             new = self.host.load_config()
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
+            self.counts["reload_refused"] += 1
+            return
+        running = self.serving.cfg.router.shards
+        if new.router.shards != running:
+            log.error(
+                "reload refused, keeping the running config: [router] shards %d -> %d needs a restart"
+                " of the master",
+                running,
+                new.router.shards,
+            )
             self.counts["reload_refused"] += 1
             return
         if self.pending is not None:

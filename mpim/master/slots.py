@@ -1,8 +1,9 @@
 """Which children should run for the serving generation, and putting them back when they die.
 
-The bus, the router and worker slots 1..N of the serving generation: forked at
-start, grown and shrunk by SIGTTIN / SIGTTOU, restarted in their slot after a death
-(with the table's backoff) unless the slot is gone or belongs to an old generation.
+The bus, the router shards (slots 0..N-1, N = ``[router] shards``) and worker slots
+1..N of the serving generation: forked at start, grown and shrunk by SIGTTIN /
+SIGTTOU, restarted in their slot after a death (with the table's backoff) unless
+the slot is gone or belongs to an old generation.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class Slots:
     def start(self) -> None:
         now = self.serving
         self._spawn(ChildSpec(BUS, now.cfg))
-        self._spawn(ChildSpec(ROUTER, now.cfg, expect=now.workers_wanted))
+        for shard in range(now.cfg.router.shards):
+            self._spawn(ChildSpec(ROUTER, now.cfg, shard, expect=now.workers_wanted))
         for slot in range(1, now.workers_wanted + 1):
             self._spawn(ChildSpec(WORKER, now.cfg, slot, now.generation))
 
@@ -58,10 +60,11 @@ class Slots:
     def respawn(self, kind: str, slot: int) -> None:
         """A restart is due: fork the slot unless something already serves it."""
         now = self.serving
-        if kind != WORKER:
-            if not self.table.live(kind):
+        if kind != WORKER:  # the bus, or one router shard (alone: the others keep running)
+            if not any(c.spec.slot == slot for c in self.table.live(kind)):
                 workers = [c for c in self.table.live(WORKER) if c.state != STOPPING]
-                self._spawn(ChildSpec(kind, now.cfg, expect=len(workers) if kind == ROUTER else 0))
+                expect = len(workers) if kind == ROUTER else 0
+                self._spawn(ChildSpec(kind, now.cfg, slot, expect=expect))
             return
         serving = [c for c in self.table.live(WORKER, now.generation) if c.spec.slot == slot]
         if slot <= now.workers_wanted and not any(c.state in (BOOTING, READY) for c in serving):

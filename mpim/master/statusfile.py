@@ -2,7 +2,7 @@
 
 The master has no socket and no event loop, so it writes ``<run_dir>/master.json``
 (atomically: a temporary file renamed over the old one) whenever its view
-changes: its pid, the serving generation, how many reloads were done, abandoned
+changes: its pid, the serving generation, the number of router shards, how many reloads were done, abandoned
 or refused, how many children were restarted, and every child's pid, role, slot,
 generation and state. The router reads it when it renders metrics or a console
 snapshot (only when the file changed), which gives it reloads, restarts and the
@@ -26,7 +26,7 @@ def path_in(run_dir: str) -> str:
 class ChildInfo(NamedTuple):
     pid: int
     kind: str  # worker, router, bus
-    slot: int
+    slot: int  # workers: 1..N; routers: the shard
     generation: int
     state: str
 
@@ -36,6 +36,7 @@ class MasterStatus(NamedTuple):
     generation: int
     counts: dict[str, int]  # reload_done, reload_abandoned, reload_refused, restart_<kind>, hung_killed
     children: list[ChildInfo]
+    shards: int = 1  # [router] shards (a file without it: 1)
 
 
 class StatusFile:
@@ -69,7 +70,8 @@ def parse(data: bytes) -> MasterStatus:
             for c in raw["children"]
         ]
         counts = {str(k): int(v) for k, v in raw["counts"].items()}
-        return MasterStatus(int(raw["pid"]), int(raw["generation"]), counts, children)
+        shards = int(raw.get("shards", 1))
+        return MasterStatus(int(raw["pid"]), int(raw["generation"]), counts, children, shards)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:  # JSON and Unicode errors included
         raise ValueError(f"not a master status file: {exc}") from None
 

@@ -34,12 +34,12 @@ class ChildTable:
         self.children: dict[int, Child] = {}
         self.backoff = Backoff()
         self._respawn_at: dict[Slot, float] = {}
-        self._helpers_exited: set[str] = set()  # helper kinds that have exited once (restarts)
+        self._helpers_exited: set[Slot] = set()  # helpers (router shards, bus) that exited once
 
     # -- queries ---------------------------------------------------------------------
-    def first(self, kind: str) -> bool:
-        """The first incarnation of the router or the bus (a boot error there is fatal)."""
-        return kind != WORKER and kind not in self._helpers_exited
+    def first(self, kind: str, slot: int = 0) -> bool:
+        """The first incarnation of a router shard or the bus (a boot error there is fatal)."""
+        return kind != WORKER and (kind, slot) not in self._helpers_exited
 
     def live(self, kind: str, generation: int | None = None) -> list[Child]:
         return [
@@ -96,7 +96,7 @@ class ChildTable:
     def forget(self, child: Child) -> None:
         """After ``child``'s exit was handled: a helper's next incarnation is a restart."""
         if not child.is_worker:
-            self._helpers_exited.add(child.spec.kind)
+            self._helpers_exited.add((child.spec.kind, child.spec.slot))
 
     def stop(self, child: Child, sig: int, timeout: float) -> None:
         child.state = STOPPING

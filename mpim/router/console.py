@@ -274,7 +274,9 @@ class Console:
             processes.append({"role": "master", "pid": status.pid, "cpu": cpu.get(status.pid)})
             processes.extend(
                 {
-                    "role": c.kind if c.kind != "worker" else f"worker {c.slot}",
+                    "role": f"{c.kind} {c.slot}"
+                    if c.kind == "worker" or (c.kind == "router" and status.shards > 1)
+                    else c.kind,
                     "pid": c.pid,
                     "cpu": cpu.get(c.pid),
                 }

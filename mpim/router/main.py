@@ -6,6 +6,12 @@ the timers. Signals: SIGTERM/SIGINT/SIGQUIT stop it; SIGUSR2 (sent by the master
 when the host starts to drain) makes it refuse pushes from then on; SIGHUP
 re-reads the configuration file and applies it in place, so a reload never
 restarts the router and never opens a gap in its tables.
+
+Shards. With ``[router] shards`` = N > 1 the master forks N of these, shard K owning the
+users of its slot range (:mod:`mpim.slots`): K's workers link at ``endpoints.router_of(K)``;
+the push API and the ZeroMQ ingress are served by every shard on the same ports
+(SO_REUSEPORT: the kernel spreads the connections; the ingress's listening socket is made
+here and handed to libzmq with ZMQ_USE_FD); shard 0 alone trims the inbox by age.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -108,11 +115,11 @@ class RouterProcess:
         self, cfg: Config, endpoints: Endpoints, path: str | None = None, expect: int = 0, shard: int = 0
     ) -> None:
         self.cfg = cfg
-        self.shard = shard
-        self.shards = cfg.router.shards
         self.path = path
         self.endpoints = endpoints.configured(cfg)
         self.expect = expect
+        self.shard = shard  # this process's shard, 0..shards-1
+        self.shards = cfg.router.shards  # fixed while the master runs (a reload cannot change it)
         self.loop = asyncio.get_running_loop()
         self.ctx = zmq.Context()
         self.xpub = self.ctx.socket(zmq.XPUB)
@@ -152,7 +159,7 @@ class RouterProcess:
                 self.inbox = open_inbox(cfg.inbox, shared=self.shards > 1)
             except InboxError as exc:
                 raise BindError(f"cannot open the inbox: {exc}") from None
-        http_sock = listen_socket(cfg.http.bind, reuse_port=False)
+        http_sock = listen_socket(cfg.http.bind, reuse_port=self.shards > 1)
         for sock in (self.xpub, self.zin):
             sock.setsockopt(zmq.LINGER, 0)
         self.xpub.setsockopt(zmq.SNDHWM, cfg.bus.hwm)
@@ -162,10 +169,13 @@ class RouterProcess:
         try:
             self.xpub.connect(self.endpoints.bus_in)
             if cfg.ingress.zmq_bind:
-                self.zin.bind(cfg.ingress.zmq_bind)
+                self._bind_ingress(cfg.ingress.zmq_bind)
         except zmq.ZMQError as exc:
             http_sock.close()
             raise BindError(f"cannot bind a ZeroMQ endpoint: {exc}") from None
+        except BindError:
+            http_sock.close()
+            raise
         store = SessionTable(Router.ttl(cfg), cfg.router.sweep_interval, loop.time())
         self.backend = Backend(cfg, self.receiver)
         router = self.router = Router(
@@ -199,11 +209,12 @@ class RouterProcess:
         self.http = HttpState(cfg, api, loop)
         self.ingress = Ingress(router, cfg.http.max_body, cfg.ingress.api_key)
         console = self.console = self._observe(api)
+        link = self.endpoints.router_of(self.shard)
         try:
-            self._servers.append(await stream.serve(loop, self.endpoints.router, lambda: WorkerConn(router)))
+            self._servers.append(await stream.serve(loop, link, lambda: WorkerConn(router)))
         except OSError as exc:
             http_sock.close()
-            raise BindError(f"cannot listen for workers on {self.endpoints.router}: {exc}") from None
+            raise BindError(f"cannot listen for workers on {link}: {exc}") from None
         self._http_server = await loop.create_server(self._http_protocol, sock=http_sock, backlog=4096)
         self.busport.start()
         pushes = SocketReader(loop, self.zin, self.zin.recv_multipart, self._on_ingress)
@@ -215,12 +226,15 @@ class RouterProcess:
             _Every(loop, rc.online_interval, router.send_room_counts),
             _Every(loop, TICK, router.tick),
             _Every(loop, 1.0, self.http.tick),
-            _Every(loop, TRIM_EVERY, lambda: router.requests.spawn(router.streams.trim())),
             _Every(loop, 1.0, console.tick),
         ]
         if self.peers is not None:
             peers = self.peers
             self._timers.append(_Every(loop, TICK, lambda: peers.tick(loop.time())))
+        if self.shard == 0:  # (one trim per host: the inbox is shared by the shards)
+            self._timers.append(
+                _Every(loop, TRIM_EVERY, lambda: router.requests.spawn(router.streams.trim()))
+            )
         if self.cluster is not None:
             cluster = self.cluster
             self._timers.append(_Every(loop, max(1.0, router.session_ttl / 3), cluster.heartbeat))
@@ -229,10 +243,11 @@ class RouterProcess:
             self._timers.append(self._lease_timer)
         signals.install(loop, self._stop.set, self._stop.set, SIGHUP=self.reload, SIGUSR2=router.push.stop)
         log.info(
-            "router up: http %s, zmq ingress %s, workers link at %s",
+            "%s up: http %s, zmq ingress %s, workers link at %s",
+            self.name,
             cfg.http.bind,
             cfg.ingress.zmq_bind or "off",
-            self.endpoints.router,
+            link,
         )
         warn_if_open(cfg)
 
@@ -251,6 +266,29 @@ class RouterProcess:
         )
         fabric.peers = peers
         await peers.start()
+    @property
+    def name(self) -> str:
+        """``router``, or ``router 2`` when there are several shards (log lines)."""
+        return f"router {self.shard}" if self.shards > 1 else "router"
+
+    def _bind_ingress(self, endpoint: str) -> None:
+        """Bind the ZeroMQ ingress. Several shards share its tcp port: each makes its own
+        SO_REUSEPORT listening socket and hands it to libzmq (ZMQ_USE_FD, libzmq >= 4.2), which
+        accepts on it (and closes it with the ZeroMQ socket). ``[ingress] zmq_bind`` is tcp://
+        then (the config refuses anything else with shards > 1)."""
+        addr = zmq_tcp_address(endpoint)
+        if self.shards <= 1 or addr is None:
+            self.zin.bind(endpoint)
+            return
+        fd = listen_socket(addr, reuse_port=True).detach()
+        try:
+            self.zin.setsockopt(zmq.USE_FD, fd)
+            self.zin.bind(endpoint)
+        except zmq.ZMQError:
+            os.close(fd)
+            raise
+        finally:
+            self.zin.setsockopt(zmq.USE_FD, -1)  # (a later bind makes its own socket again)
 
     def _observe(self, api: PushApi) -> Console:
         """``/metrics`` and ``/console``, served (and protected) like the push API."""
@@ -295,6 +333,13 @@ class RouterProcess:
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return
+        if new.router.shards != self.shards:
+            log.error(
+                "reload refused, keeping the running config: [router] shards %d -> %d needs a restart",
+                self.shards,
+                new.router.shards,
+            )
+            return
         new, _ = pin_bus_keys(self.cfg, new)
         old, self.cfg = self.cfg, new
         assert self.router is not None and self.http is not None and self.ingress is not None
@@ -326,11 +371,11 @@ class RouterProcess:
             self.cluster.reconfigure(new)
             self._lease_timer.interval = new.cluster.lease_interval
         mlog.set_level(new.log.level)
-        log.info("router reloaded %s in place", new.source)
+        log.info("%s reloaded %s in place", self.name, new.source)
 
     def _rebind_http(self, old: Config, new: Config) -> None:
         try:
-            sock = listen_socket(new.http.bind, reuse_port=False)
+            sock = listen_socket(new.http.bind, reuse_port=self.shards > 1)
         except BindError as exc:
             log.error("reload keeps the push API on %s: %s", old.http.bind, exc)
             self.cfg = dataclasses.replace(new, http=dataclasses.replace(new.http, bind=old.http.bind))
@@ -349,8 +394,8 @@ class RouterProcess:
             if old.ingress.zmq_bind:
                 self.zin.unbind(old.ingress.zmq_bind)
             if new.ingress.zmq_bind:
-                self.zin.bind(new.ingress.zmq_bind)
-        except zmq.ZMQError as exc:
+                self._bind_ingress(new.ingress.zmq_bind)
+        except (zmq.ZMQError, BindError) as exc:
             log.error("reload cannot move the ZeroMQ ingress to %s: %s", new.ingress.zmq_bind, exc)
             return
         log.info(
@@ -387,7 +432,7 @@ class RouterProcess:
             await self.redis.aclose()
         requests = self.http.requests if self.http is not None else 0
         zmq_requests = self.ingress.requests if self.ingress is not None else 0
-        log.info("router stopped (%d http requests, %d zmq pushes)", requests, zmq_requests)
+        log.info("%s stopped (%d http requests, %d zmq pushes)", self.name, requests, zmq_requests)
 
     def close(self) -> None:
         for sock in (self.xpub, self.zin):
@@ -395,13 +440,13 @@ class RouterProcess:
         self.ctx.destroy(linger=0)
 
 
-async def _main(cfg: Config, endpoints: Endpoints, path: str | None, expect: int) -> int:
-    process = RouterProcess(cfg, endpoints, path, expect)
+async def _main(cfg: Config, endpoints: Endpoints, path: str | None, expect: int, shard: int) -> int:
+    process = RouterProcess(cfg, endpoints, path, expect, shard)
     try:
         try:
             await process.start()
         except (HookError, BindError) as exc:
-            log.error("router cannot start: %s", exc)
+            log.error("%s cannot start: %s", process.name, exc)
             return EXIT_BOOT_ERROR
         await process.serve()
         await process.stop()
@@ -410,6 +455,8 @@ async def _main(cfg: Config, endpoints: Endpoints, path: str | None, expect: int
         process.close()
 
 
-def run_router(cfg: Config, endpoints: Endpoints, path: str | None = None, expect: int = 0) -> int:
-    """Process entry (forked by the master)."""
-    return uvloop.run(_main(cfg, endpoints, path, expect))
+def run_router(
+    cfg: Config, endpoints: Endpoints, path: str | None = None, expect: int = 0, shard: int = 0
+) -> int:
+    """Process entry (forked by the master): router shard ``shard`` of ``[router] shards``."""
+    return uvloop.run(_main(cfg, endpoints, path, expect, shard))

@@ -300,9 +300,12 @@ def _processes(status: Any) -> list[tuple[int, str, str, str]]:
     if status is None:
         return [(os.getpid(), "router", "", "")]
     out = [(status.pid, "master", "", "")]
+    shards = getattr(status, "shards", 1)
     for child in status.children:
         if child.kind == "worker":
             out.append((child.pid, "worker", str(child.slot), str(child.generation)))
+        elif child.kind == "router" and shards > 1:  # one series per shard
+            out.append((child.pid, "router", str(child.slot), ""))
         else:
             out.append((child.pid, child.kind, "", ""))
     return out
