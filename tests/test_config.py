@@ -59,6 +59,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[room]\nmode = 'asap'\n", "[room] mode: 'asap' is not one of adaptive, fixed"),
         ("[room]\nmax_delay = -1\n", "[room] max_delay: -1.0 is below the minimum 0"),
         ("[router]\nshards = 0\n", "[router] shards: 0 is below the minimum 1"),
+        ("[router]\nshards = 2\n[inbox]\npath = ':memory:'\n", "the shards share the inbox: name a file"),
         ("[router]\nshards = 2\nendpoint = 'tcp://127.0.0.1:9'\n", "[router] shards: more than one needs"),
         (
             "[router]\nshards = 2\n[cluster]\nredis = 'redis://127.0.0.1:6379/0'\n",

@@ -266,6 +266,7 @@ class RouterProcess:
         )
         fabric.peers = peers
         await peers.start()
+
     @property
     def name(self) -> str:
         """``router``, or ``router 2`` when there are several shards (log lines)."""
