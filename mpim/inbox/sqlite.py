@@ -141,9 +141,28 @@ _TRIM_SELECT = (
 
 
 def connect(path: str, durability: str) -> tuple[sqlite3.Connection, str]:
-    """Open (or create) the inbox file; returns the connection and the store epoch."""
+    """Open (or create) the inbox file; returns the connection and the store epoch.
+
+    Router shards open one file at the same moment: SQLite answers "database is locked"
+    without waiting when two connections switch a new file to WAL (or create its tables) at
+    once, so the opening is tried again for up to the busy timeout."""
     if durability not in DURABILITY:
         raise ValueError(f"durability must be one of {', '.join(DURABILITY)}, got {durability!r}")
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return _connect(path, durability)
+        except _Locked:
+            if time.monotonic() >= deadline:
+                raise InboxError(f"inbox {path}: cannot open: the database stayed locked") from None
+            time.sleep(0.01)
+
+
+class _Locked(Exception):
+    """Another process held the file while it was being opened (try again)."""
+
+
+def _connect(path: str, durability: str) -> tuple[sqlite3.Connection, str]:
     conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -157,6 +176,8 @@ def connect(path: str, durability: str) -> tuple[sqlite3.Connection, str]:
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise _Locked from None
         raise InboxError(
             f"inbox {path}: cannot open: {exc} (a corrupt or foreign file? move it away to start empty)"
         ) from None
