@@ -417,6 +417,12 @@ class ShardClaims(Record, tag=78):
     mids: list[int]
 
 
+class ShardExposition(Record, tag=79):
+    """This shard's metrics families (and, from shard 0, the host's) in the text format."""
+
+    req: int
+
+
 class SessionRow(msgspec.Struct, array_like=True):
     key: str
     mid: int
@@ -438,6 +444,8 @@ class ShardAnswer(Record, tag=74):
     ips: int = 0
     workers: dict[str, int] = msgspec.field(default_factory=dict)
     sessions: list[SessionRow] = msgspec.field(default_factory=list)
+    text: str = ""  # (ShardExposition: this shard's families)
+    host: str = ""  # (ShardExposition from shard 0: the host's families)
 
 
 ShardCall = (
@@ -449,6 +457,7 @@ ShardCall = (
     | ShardClaim
     | ShardRelease
     | ShardClaims
+    | ShardExposition
 )
 ShardRecord = ShardCall | ShardAnswer
 

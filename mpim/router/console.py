@@ -21,12 +21,13 @@ import collections
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from mpim.metrics import procfs
-from mpim.router.api import Answer, Handler, PushApi, Reply, error, ok
-from mpim.router.metrics import Exposition, Sources
+from mpim.router.api import Answer, Handler, PushApi, Reply, error, ok, settled
+from mpim.router.metrics import Exposition, ShardMetrics, Sources
 from mpim.router.sse import EventStream
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ def _page() -> bytes:
 class Console:
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
+        self.exposition: Exposition | None = None  # (set by install)
         self.router = sources.router
         self.totals = sources.totals
         self.streams: set[EventStream] = set()
@@ -320,13 +322,28 @@ class Console:
         return out
 
 
-def install(api: PushApi, sources: Sources) -> Console:
-    """Serve ``/metrics`` and the console's routes beside the push API (and behind its checks)."""
+def install(
+    api: PushApi,
+    sources: Sources,
+    shard: int | None = None,
+    peers: Callable[[], Awaitable[list[ShardMetrics]]] | None = None,
+) -> Console:
+    """Serve ``/metrics`` and the console's routes beside the push API (and behind its checks).
+    Router shard ``shard``: ``/metrics`` is the host's, with every shard's own families (``peers``)."""
     console = Console(sources)
-    exposition = Exposition(sources._replace(console_streams=lambda: len(console.streams)))
+    exposition = console.exposition = Exposition(
+        sources._replace(console_streams=lambda: len(console.streams)), shard
+    )
 
     def metrics(params: dict[str, list[str]], body: bytes) -> Answer:
-        return exposition.render(api.accept.decode("latin-1"))
+        accept = api.accept.decode("latin-1")
+        if peers is None:
+            return exposition.render(accept)
+
+        async def merged() -> Reply:
+            return exposition.render(accept, await peers())
+
+        return settled(sources.router.loop.create_task(merged()), lambda reply: reply)
 
     api.add_routes({"/metrics": ("GET", metrics), **console.routes()})
     return console

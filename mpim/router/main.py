@@ -302,7 +302,12 @@ class RouterProcess:
             self.ingress,
             StatusReader(path_in(self.endpoints.run_dir)),
         )
-        return install(api, sources)
+        fabric = self.router.fabric
+        if not isinstance(fabric, ShardFabric):
+            return install(api, sources)
+        console = install(api, sources, self.shard, fabric.views.metrics)
+        fabric.views.exposition = console.exposition
+        return console
 
     def _http_protocol(self) -> HttpProtocol:
         assert self.http is not None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
 
 from mpim import __version__
 from mpim.metrics import hist, procfs
@@ -75,12 +76,24 @@ class Collector:
         self.sources = sources
 
     def collect(self) -> Iterator[Metric]:
-        src = self.sources
-        src.totals.sync()
+        yield from self.host()
+        yield from self.local()
+
+    def host(self) -> Iterator[Metric]:
+        """The host's own: the workers' totals (reported to router shard 0), the master's, the build."""
+        self.sources.totals.sync()
         yield from self._workers()
+        yield from self._master()
+        info = GaugeMetricFamily("mpim_build_info", "mpim version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+    def local(self) -> Iterator[Metric]:
+        """This router process's (one router shard's) own."""
+        src = self.sources
+        yield from self._peers()
         yield from self._router()
         yield from self._http()
-        yield from self._master()
         router = src.router
         streams = getattr(getattr(router, "streams", None), "stats", {})
         for name, doc, key in STREAM_COUNTERS:
@@ -92,9 +105,6 @@ class Collector:
         cluster = router.fabric.stats  # (empty on one host)
         for name, doc, key in CLUSTER_COUNTERS:
             yield _one("counter", name, doc, cluster.get(key, 0))
-        info = GaugeMetricFamily("mpim_build_info", "mpim version", labels=["version"])
-        info.add_metric([__version__], 1)
-        yield info
 
     # -- workers ----------------------------------------------------------------------------
     def _workers(self) -> Iterator[Metric]:
@@ -128,7 +138,6 @@ class Collector:
                 latency.add_metric([host, slot, kind], buckets, total / 1e6)
         yield batch
         yield latency
-        yield from self._peers()
 
     def _peers(self) -> Iterator[Metric]:
         """What the router sees of each live worker: its link, its bus position, its reports."""
@@ -329,14 +338,68 @@ def wants_openmetrics(accept: str) -> bool:
     return False
 
 
+class _Families:
+    """A fixed list of families, as a collector (one rendering)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def _text(families: Iterator[Metric]) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(families)))
+    return generate_latest(registry).decode()
+
+
+def merged(own: int, local: list[Metric], host: list[Metric], peers: list[ShardMetrics]) -> list[Metric]:
+    """The host's families: ``host`` (shard 0's, where the workers report), then every shard's
+    own families, each sample labelled with its ``shard``, one family per name."""
+    families: dict[str, Metric] = {}
+    parts = [(own, local), *((p.shard, list(text_string_to_metric_families(p.local))) for p in peers)]
+    for shard, part in parts:
+        for family in part:
+            into = families.get(family.name)
+            if into is None:
+                into = families[family.name] = Metric(family.name, family.documentation, family.type)
+            for sample in family.samples:
+                into.samples.append(sample._replace(labels={**sample.labels, "shard": str(shard)}))
+    return [*host, *families.values()]
+
+
+class ShardMetrics(NamedTuple):
+    """Another router shard's families as text: its own, and (shard 0) the host's."""
+
+    shard: int
+    local: str
+    host: str
+
+
 class Exposition:
-    """Renders :class:`Collector` for one request."""
+    """Renders :class:`Collector` for one request. With router shards, :meth:`texts` is what a
+    shard tells the others, and :meth:`render` puts every shard's in one exposition."""
 
-    def __init__(self, sources: Sources) -> None:
+    def __init__(self, sources: Sources, shard: int | None = None) -> None:
+        self.collector = Collector(sources)
+        self.shard = shard  # None: the only router of the host (no shard label)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(Collector(sources))
+        self.registry.register(self.collector)
 
-    def render(self, accept: str = "") -> Reply:
+    def texts(self) -> tuple[str, str]:
+        """This shard's own families and the host's, in the text format."""
+        return _text(self.collector.local()), _text(self.collector.host())
+
+    def render(self, accept: str = "", peers: list[ShardMetrics] | None = None) -> Reply:
+        registry = self.registry
+        if self.shard is not None:
+            peers = peers or []
+            zero = next((p for p in peers if p.shard == 0 and p.host), None)
+            host = list(text_string_to_metric_families(zero.host)) if zero else list(self.collector.host())
+            registry = CollectorRegistry(auto_describe=False)
+            families = merged(self.shard, list(self.collector.local()), host, peers)
+            registry.register(_Families(families))
         if wants_openmetrics(accept):
-            return Reply(200, generate_openmetrics(self.registry), content_type=OPENMETRICS)  # type: ignore[no-untyped-call]
-        return Reply(200, generate_latest(self.registry), content_type=TEXT)
+            return Reply(200, generate_openmetrics(registry), content_type=OPENMETRICS)  # type: ignore[no-untyped-call]
+        return Reply(200, generate_latest(registry), content_type=TEXT)

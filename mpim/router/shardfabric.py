@@ -41,6 +41,7 @@ from mpim.records import (
     ShardCall,
     ShardClaim,
     ShardClaims,
+    ShardExposition,
     ShardKeys,
     ShardMids,
     ShardNumbers,
@@ -187,6 +188,8 @@ class ShardFabric:
                 return ShardAnswer(call.req, sessions=self.views.rows(call.key, call.mid))
             case ShardClaim() | ShardRelease() | ShardClaims():
                 return self.keys.serve(call)
+            case ShardExposition():
+                return self.views.exposition_of(call.req)
         raise TypeError(f"unknown shard call {call!r}")
 
 

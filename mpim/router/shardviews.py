@@ -13,16 +13,26 @@ import heapq
 from typing import TYPE_CHECKING
 
 from mpim.cluster.directory import Totals
-from mpim.records import SessionRow, ShardAnswer, ShardNumbers, ShardPresence, ShardSessions
+from mpim.records import (
+    SessionRow,
+    ShardAnswer,
+    ShardExposition,
+    ShardNumbers,
+    ShardPresence,
+    ShardSessions,
+)
+from mpim.router.metrics import ShardMetrics
 from mpim.router.shardlink import answers
 
 if TYPE_CHECKING:
+    from mpim.router.metrics import Exposition
     from mpim.router.shardlink import ShardSite
 
 
 class ShardViews:
     def __init__(self, site: ShardSite) -> None:
         self.site = site
+        self.exposition: Exposition | None = None  # /metrics of this process (set once served)
 
     async def online_elsewhere(self, mids: list[int]) -> set[int]:
         """Of these users, those with a session on their owner shard (another one than this)."""
@@ -81,7 +91,24 @@ class ShardViews:
                 rows += answer.sessions
         return rows
 
+    async def metrics(self) -> list[ShardMetrics]:
+        """The other shards' metrics families (shard 0's with the host's)."""
+        peers = self.site.peers
+        shards = peers.others()
+        got = await answers([peers.call(k, ShardExposition) for k in shards])
+        return [
+            ShardMetrics(k, a.text, a.host)
+            for k, a in zip(shards, got, strict=True)
+            if isinstance(a, ShardAnswer)
+        ]
+
     # -- this shard's part (asked by the others) --------------------------------------------------
+    def exposition_of(self, req: int) -> ShardAnswer:
+        if self.exposition is None:
+            return ShardAnswer(req)
+        local, host = self.exposition.texts()
+        return ShardAnswer(req, text=local, host=host if self.site.shard == 0 else "")
+
     def rows(self, key: str, mid: int) -> list[SessionRow]:
         store = self.site.store
         if key:

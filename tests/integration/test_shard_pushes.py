@@ -82,10 +82,28 @@ def test_two_router_processes_and_every_push_reaches_the_users_of_both(srv: Serv
             assert [s["key"] for s in sessions] == ["sh-b"]
             workers = await c.get("/mpim/workers")
             assert sum(w["conns"] for w in workers) >= 2
+        for _ in range(6):  # /metrics from either shard: the host's, each shard's labelled
+            text = await _metrics(srv.http_port)
+            assert text.count("# TYPE mpim_build_info gauge") == 1
+            assert 'mpim_sessions{shard="0"}' in text and 'mpim_sessions{shard="1"}' in text
+            assert 'mpim_pushes_total{kind="mids",shard="0"}' in text
+            assert 'mpim_connects_total{' in text  # (the workers' counters, reported to shard 0)
         for client in (ca, cb):
             await nothing_more(client)
 
     in_cluster(srv, body)
+
+
+async def _metrics(port: int) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        data = await reader.read()
+    finally:
+        writer.close()
+    head, _, payload = data.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"200", head
+    return payload.decode()
 
 
 def test_private_chat_between_users_of_two_shards_is_stored_once_and_delivered(srv: ServerProcess) -> None:
