@@ -9,10 +9,12 @@ How this works:
   upstream on the bus. A request that needs a new room carries that fence number
   (:meth:`~BusSubscription.fence_for`), and the router confirms it only after the fence
   came through, so the room is live; a confirmation tells us which fences the router has
-  seen (:meth:`~BusSubscription.fence_seen`).
-- **Marks.** Room and broadcast pushes come down with the router's ``Mark`` s; the highest
-  one is reported back once per loop turn (``report_mark``: a ``BusSeen`` on the router
-  link) so the router can answer room pushes with certainty, and a drain waits for one.
+  seen (:meth:`~BusSubscription.fence_seen`). Every router shard sees every fence, but what
+  each one confirmed is its own: a request to shard K skips a room's fence only if K saw it.
+- **Marks.** Room and broadcast pushes come down with the routers' ``Mark`` s, each naming
+  the shard that published it; the highest one per shard is reported back once per loop
+  turn (``report_mark``: a ``BusSeen`` on that shard's link) so the shard can answer room
+  pushes with certainty, and a drain waits for each shard's own.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ _decode_bus = records.Decoder(list[records.BusRecord])
 
 class BusSubscription:
     def __init__(self, cfg: Config, endpoint: str, worker_id: str, stats: dict[str, int]) -> None:
+        shards = cfg.router.shards
         self.worker_id = worker_id
         self.stats = stats
         self.ctx = zmq.Context()
@@ -52,13 +55,19 @@ class BusSubscription:
         self.loop: asyncio.AbstractEventLoop  # set by start(), in the running loop
         self.delivery: DeliveryTarget | None = None
         self.reader: bus.SocketReader[bytes] | None = None
-        self.report_mark: Callable[[int], None] = lambda mark: None  # (BusSeen to the router)
+        self.report_mark: Callable[[int, int], None] = lambda mark, shard: None  # (BusSeen to a shard)
         self._fence = 0  # last bus fence sent (or due this turn)
         self._fence_due = False
-        self._fence_seen = 0  # highest fence the router confirmed having seen
+        self._fence_seen = [0] * shards  # per shard: the highest fence it confirmed having seen
         self._room_fence: dict[str, int] = {}
-        self.mark_seen = 0  # highest router mark taken from the bus
-        self._mark_reported = 0
+        self.marks_seen = [0] * shards  # per shard: its highest mark taken from the bus
+        self._marks_reported = [0] * shards
+        self._marks_due = False
+
+    @property
+    def mark_seen(self) -> int:
+        """The highest mark of shard 0 (the router, with one) taken from the bus."""
+        return self.marks_seen[0]
 
     def start(self, loop: asyncio.AbstractEventLoop, delivery: DeliveryTarget) -> None:
         self.loop = loop
@@ -98,16 +107,21 @@ class BusSubscription:
         with contextlib.suppress(zmq.ZMQError):
             self.sub.send(records.encode(BusFence(self.worker_id, self._fence)), zmq.NOBLOCK)
 
-    def fence_for(self, room: str) -> int:
-        """The bus fence the router must have seen before ``room`` is live (0: it is)."""
+    def fence_for(self, room: str, shard: int = 0) -> int:
+        """The bus fence router shard ``shard`` must have seen before ``room`` is live (0: it is)."""
         fence = self._room_fence.get(room, 0) if room else 0
-        return fence if fence > self._fence_seen else 0
+        return fence if fence > self._fence_seen[shard] else 0
 
-    def fence_seen(self, fence: int) -> None:
-        """The router confirmed a request that waited for ``fence``: it has seen that one."""
-        if fence > self._fence_seen:
-            self._fence_seen = fence
-            self._room_fence = {r: f for r, f in self._room_fence.items() if f > fence}
+    def fence_seen(self, fence: int, shard: int = 0) -> None:
+        """Shard ``shard`` confirmed a request that waited for ``fence``: it has seen that one
+        (a room's fence is forgotten once every shard has seen it)."""
+        seen = self._fence_seen
+        if fence > seen[shard]:
+            low = min(seen)
+            seen[shard] = fence
+            if min(seen) > low:
+                low = min(seen)
+                self._room_fence = {r: f for r, f in self._room_fence.items() if f > low}
 
     # -- what comes down ---------------------------------------------------------------------------
     def on_message(self, message: bytes) -> None:
@@ -131,15 +145,24 @@ class BusSubscription:
                 case PushAll():
                     self.delivery.push_all(record.op, record.speed, record.body, record.at)
                 case Mark():
-                    self._saw_mark(record.mark)
+                    self._saw_mark(record.mark, record.shard)
 
-    def _saw_mark(self, mark: int) -> None:
-        if mark > self.mark_seen:
-            if self.mark_seen == self._mark_reported:
-                self.loop.call_soon(self._report_mark)
-            self.mark_seen = mark
+    def _saw_mark(self, mark: int, shard: int) -> None:
+        seen = self.marks_seen
+        if not 0 <= shard < len(seen):
+            self.stats["bad_messages"] += 1
+            log.warning("ignoring mark %d of router shard %d (%d shards here)", mark, shard, len(seen))
+            return
+        if mark > seen[shard]:
+            if not self._marks_due:
+                self._marks_due = True
+                self.loop.call_soon(self._report_marks)
+            seen[shard] = mark
 
-    def _report_mark(self) -> None:
-        if self.mark_seen > self._mark_reported:
-            self._mark_reported = self.mark_seen
-            self.report_mark(self.mark_seen)
+    def _report_marks(self) -> None:
+        self._marks_due = False
+        seen, reported = self.marks_seen, self._marks_reported
+        for shard, mark in enumerate(seen):
+            if mark > reported[shard]:
+                reported[shard] = mark
+                self.report_mark(mark, shard)

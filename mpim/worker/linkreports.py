@@ -6,6 +6,9 @@
 - **Liveness.** Every ``report_interval`` an ``Alive`` record carries the connection count,
   the keys that heart-beat meanwhile, the worker's and the link's counters and, every
   ``online_interval``, local room counts (the first report carries them, however young the clock).
+  With several router shards, each link's counts are its shard's (its
+  :class:`~mpim.worker.shards.Tally`) and only shard 0's carries the counters (the host's
+  metrics count them once).
 """
 
 from __future__ import annotations
@@ -22,18 +25,21 @@ if TYPE_CHECKING:
     from mpim.config import Config
     from mpim.worker.channel import Channel
     from mpim.worker.link import RoomCounter, SessionTarget
+    from mpim.worker.shards import Tally
 
 
 class LinkReports:
     def __init__(
         self,
         cfg: Config,
+        counters: bool,
         stats: dict[str, int],
         send: Callable[[bytes | None], None],
         encode: Callable[[records.WorkerRecord], bytes | None],
         buffered: Callable[[], int],
     ) -> None:
         self.cfg = cfg
+        self.counters = counters  # the worker's counters go up this link
         self.stats = stats  # the link's counters
         self.send = send  # (the link's: dropped while it is down)
         self.encode = encode
@@ -41,14 +47,17 @@ class LinkReports:
         self.loop: asyncio.AbstractEventLoop  # set by start(), in the running loop
         self.sessions: SessionTarget | None = None
         self.rooms: RoomCounter | None = None
+        self.tally: Tally  # set by start()
         self._beats: set[str] = set()
         self._acks: dict[tuple[int, str], int] = {}  # this turn's acks, per device
         self._rooms_at = -math.inf  # the first report carries the counts, however young the clock
         self._alive_handle: asyncio.TimerHandle | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop, sessions: SessionTarget, rooms: RoomCounter) -> None:
+    def start(
+        self, loop: asyncio.AbstractEventLoop, sessions: SessionTarget, rooms: RoomCounter, tally: Tally
+    ) -> None:
         self.loop = loop
-        self.sessions, self.rooms = sessions, rooms
+        self.sessions, self.rooms, self.tally = sessions, rooms, tally
         self._alive_handle = loop.call_later(self.cfg.router.report_interval, self._alive)
 
     def close(self) -> None:
@@ -59,7 +68,7 @@ class LinkReports:
         """The last ``Alive`` (the last counts, for the metrics); None before start."""
         if self.rooms is None or self.sessions is None:
             return None
-        return records.encode(Alive(self.sessions.online, [], None, self._stats()))
+        return records.encode(Alive(self.tally.online, [], None, self._stats()))
 
     # -- session events --------------------------------------------------------------------------
     def ack(self, channel: Channel, seq: int) -> None:
@@ -80,6 +89,7 @@ class LinkReports:
     def forget(self, channel: Channel) -> None:
         """The channel closed: its heartbeat since the last report is not reported."""
         self._beats.discard(channel.key)
+        self.tally.gone(channel.key)
 
     # -- liveness ----------------------------------------------------------------------------------
     def _alive(self) -> None:
@@ -90,13 +100,16 @@ class LinkReports:
         now = self.loop.time()
         if now - self._rooms_at >= cfg.online_interval - 1e-3:
             self._rooms_at = now
-            rooms = self.rooms.local_counts()
+            rooms = self.tally.local_counts()
         beats, self._beats = list(self._beats), set()
-        self.send(records.encode(Alive(self.sessions.online, beats, rooms, self._stats())))
+        self.send(records.encode(Alive(self.tally.online, beats, rooms, self._stats())))
 
-    def _stats(self) -> dict[str, int]:
-        """The worker's counters (every report: the metrics stay fresh) and the link's."""
+    def _stats(self) -> dict[str, int] | None:
+        """The worker's counters (every report: the metrics stay fresh) and the links' (None: they
+        go up another shard's link)."""
         assert self.rooms is not None
+        if not self.counters:
+            return None
         return {
             **self.rooms.counters(),
             **{f"link_{k}": v for k, v in self.stats.items()},

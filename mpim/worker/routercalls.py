@@ -9,7 +9,8 @@ This class owns the :class:`~mpim.worker.calls.CallTable` and every rule about a
   ``[upstream] timeout``: the router's, or ours — at once when the link is down, -504 (a
   message) or a close (a resume) when the router is too slow, and the same for every call
   still waiting when the link drops (:meth:`RouterCalls.link_dropped`).
-- **Drains** wait for the router's mark to come down the bus.
+- **Drains** wait for the router's mark to come down the bus (with several router shards,
+  each link's drain waits for its own shard's mark).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from mpim.worker.bussub import BusSubscription
     from mpim.worker.channel import Channel
     from mpim.worker.link import OnAck, OnReplayed, SessionTarget
+    from mpim.worker.shards import Shard
 
 log = logging.getLogger("mpim.link")
 
@@ -37,6 +39,7 @@ class RouterCalls:
     def __init__(
         self,
         cfg: Config,
+        shard: Shard,
         worker_id: str,
         bus: BusSubscription,
         stats: dict[str, int],
@@ -45,6 +48,8 @@ class RouterCalls:
         up: Callable[[], bool],
     ) -> None:
         self.id = worker_id
+        self.shard = shard.index  # (the fences this shard has seen, the marks it publishes)
+        self.label = shard.label
         self.bus = bus
         self.stats = stats
         self.send = send  # (the link's: dropped while it is down)
@@ -73,12 +78,14 @@ class RouterCalls:
     def register(self, channel: Channel, room: str, ip: str) -> None:
         req = self.table.next_id()
         self._request(
-            channel, req, Connect(req, channel.key, channel.mid, room, ip, self.bus.fence_for(room))
+            channel,
+            req,
+            Connect(req, channel.key, channel.mid, room, ip, self.bus.fence_for(room, self.shard)),
         )
 
     def change_room(self, channel: Channel, room: str) -> None:
         req = self.table.next_id()
-        self._request(channel, req, RoomChange(req, channel.key, room, self.bus.fence_for(room)))
+        self._request(channel, req, RoomChange(req, channel.key, room, self.bus.fence_for(room, self.shard)))
 
     def cancel(self, channel: Channel) -> None:
         self.table.cancel(channel)
@@ -92,7 +99,7 @@ class RouterCalls:
         for req in reqs:
             call = self.table.pop(req, Registration)
             if call is not None:
-                self.bus.fence_seen(call.fence)
+                self.bus.fence_seen(call.fence, self.shard)
                 self.sessions.confirmed(call.channel)
 
     def denied(self, reqs: list[int], reason: str) -> None:
@@ -209,10 +216,11 @@ class RouterCalls:
         deadline = self.loop.time() + timeout
         try:
             mark = await asyncio.wait_for(asyncio.shield(future), timeout)
-            while self.bus.mark_seen < mark and self.loop.time() < deadline:
+            marks = self.bus.marks_seen
+            while marks[self.shard] < mark and self.loop.time() < deadline:
                 await asyncio.sleep(0.005)
         except TimeoutError:
-            log.warning("worker %s: the router did not answer the drain within %gs", self.id, timeout)
+            log.warning("worker %s: %s did not answer the drain within %gs", self.id, self.label, timeout)
         finally:
             self.table.pop(req, DrainCall)
 

@@ -1,10 +1,13 @@
 """A worker's stream to one router process (:mod:`mpim.stream`): sessions up, pushes and answers down.
 
+With several router shards the worker holds one of these per shard (its
+:class:`~mpim.worker.shards.Shard`): each greets, syncs and reports only what its shard owns.
+
 How this works:
 
 - **Connection.** Connected at start and again whenever it drops (the router restarted),
-  each time opening with ``Hello`` and the complete session list (``Sync``), then
-  resending every registration still waiting.
+  each time opening with ``Hello`` and the complete list of the sessions its shard owns
+  (``Sync``), then resending every registration still waiting.
 - **Session events** (a close, an upstream message) go up as they happen.
 - **Calls that wait for an answer** (registrations, resumes, messages with an ack,
   presence questions, drains) are :class:`~mpim.worker.routercalls.RouterCalls`'s: it
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from mpim.worker.bussub import BusSubscription
     from mpim.worker.channel import Channel
     from mpim.worker.link import DeliveryTarget, RoomCounter, SessionTarget
+    from mpim.worker.shards import RoomTotals, Shard, Tally
 
 log = logging.getLogger("mpim.link")
 
@@ -68,13 +72,13 @@ class _RouterConn(stream.FrameProtocol):
             batch = _decode_router(payload)
         except records.BadRecord as exc:
             self.link.stats["bad_records"] += 1
-            log.warning("ignoring a malformed frame from the router: %s", exc)
+            log.warning("ignoring a malformed frame from %s: %s", self.link.shard.label, exc)
             return
         for record in batch:
             try:
                 self.link.on_record(record)
             except Exception:
-                log.exception("error handling %s from the router", type(record).__name__)
+                log.exception("error handling %s from %s", type(record).__name__, self.link.shard.label)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -88,13 +92,17 @@ class RouterLink:
     def __init__(
         self,
         cfg: Config,
+        shard: Shard,
         endpoint: str,
         hello: Hello,
         worker_id: str,
         bus: BusSubscription,
         stats: dict[str, int],
+        totals: RoomTotals,
     ) -> None:
         self.cfg = cfg
+        self.shard = shard
+        self.totals = totals  # (RoomCounts: the shards' sums)
         self.endpoint = endpoint
         self.hello = hello
         self.id = worker_id
@@ -105,8 +113,8 @@ class RouterLink:
         self.delivery: DeliveryTarget | None = None
         self.rooms: RoomCounter | None = None
         self.conn: _RouterConn | None = None
-        self.calls = RouterCalls(cfg, worker_id, bus, stats, self.send, self._encode, self.up)
-        self.reports = LinkReports(cfg, stats, self.send, self._encode, self._buffered)
+        self.calls = RouterCalls(cfg, shard, worker_id, bus, stats, self.send, self._encode, self.up)
+        self.reports = LinkReports(cfg, shard.index == 0, stats, self.send, self._encode, self.buffered)
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._down_logged = False
@@ -118,13 +126,14 @@ class RouterLink:
         sessions: SessionTarget,
         delivery: DeliveryTarget,
         rooms: RoomCounter,
+        tally: Tally,
     ) -> None:
         self.loop = loop
         self.sessions, self.delivery, self.rooms = sessions, delivery, rooms
         self.calls.start(loop, sessions)
         self._tasks.append(loop.create_task(self._keep_connected()))
-        self.reports.start(loop, sessions, rooms)
-        log.info("worker %s linking to the router at %s", self.id, self.endpoint)
+        self.reports.start(loop, sessions, rooms, tally)
+        log.info("worker %s linking to %s at %s", self.id, self.shard.label, self.endpoint)
 
     def close(self) -> None:
         """Say goodbye (the router forgets our sessions at once) and close the stream."""
@@ -148,7 +157,7 @@ class RouterLink:
                 conn = await stream.connect(self.loop, self.endpoint, lambda: _RouterConn(self))
             except OSError as exc:
                 if not self._down_logged:
-                    log.warning("cannot reach the router at %s (%s); retrying", self.endpoint, exc)
+                    log.warning("cannot reach %s at %s (%s); retrying", self.shard.label, self.endpoint, exc)
                     self._down_logged = True
                 await asyncio.sleep(delay)
                 delay = min(_RETRY_MAX, delay * 2)
@@ -160,7 +169,7 @@ class RouterLink:
             await conn.lost.wait()
             self.conn = None
             if not self._closing:
-                log.warning("lost the link to the router; reconnecting")
+                log.warning("lost the link to %s; reconnecting", self.shard.label)
                 self.calls.link_dropped()
 
     def _greet(self, conn: _RouterConn) -> None:
@@ -172,21 +181,23 @@ class RouterLink:
             conn.send(call.record)
         self.bus.send_fence()
         log.info(
-            "worker %s linked to the router (%d sessions, %d waiting)",
+            "worker %s linked to %s (%d sessions, %d waiting)",
             self.id,
-            self.sessions.online,
+            self.shard.label,
+            self.reports.tally.online,
             len(waiting),
         )
 
     def _sync(self, conn: _RouterConn) -> None:
         assert self.sessions is not None
         self.stats["syncs"] += 1
-        entries = self.sessions.entries()
+        entries = self.shard.owns(self.sessions.entries())
         data = self._encode(Sync(entries))
         if data is None:  # one bad entry must not blind the router to every other session
             entries = [e for e in entries if self._encode(Sync([e])) is not None]
             data = records.encode(Sync(entries))
         conn.send(data)
+        self.reports.tally.synced(entries)
 
     def _encode(self, record: records.WorkerRecord) -> bytes | None:
         """One record's bytes; a value that cannot be encoded costs only this record."""
@@ -194,7 +205,7 @@ class RouterLink:
             return records.encode(record)
         except (UnicodeEncodeError, ValueError, TypeError, OverflowError) as exc:
             self.stats["dropped_reports"] += 1
-            log.error("cannot report %s to the router: %s", type(record).__name__, exc)
+            log.error("cannot report %s to %s: %s", type(record).__name__, self.shard.label, exc)
             return None
 
     def send(self, record: bytes | None) -> None:
@@ -210,7 +221,7 @@ class RouterLink:
         conn = self.conn
         return conn is not None and not conn.closed
 
-    def _buffered(self) -> int:
+    def buffered(self) -> int:
         transport = getattr(self.conn, "transport", None)
         return transport.get_write_buffer_size() if transport is not None else 0
 
@@ -237,11 +248,11 @@ class RouterLink:
             case Kick():
                 self.sessions.kick(record.keys)
             case RoomCounts():
-                self.delivery.set_room_online(record.rooms)
+                self.delivery.set_room_online(self.totals.add(self.shard.index, record.rooms))
             case FenceRequest():
                 self.bus.send_fence()
             case Resync():
-                log.info("the router asked worker %s for its sessions again", self.id)
+                log.info("%s asked worker %s for its sessions again", self.shard.label, self.id)
                 if self.conn is not None:
                     self._sync(self.conn)
             case Replayed():

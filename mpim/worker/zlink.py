@@ -1,17 +1,21 @@
-"""A worker's link under the master: its router and its host's bus, composed.
+"""A worker's link under the master: its router shards and its host's bus, composed.
 
 :class:`HostLink` is the :class:`~mpim.worker.link.ClusterLink` a worker uses under the
 master. It is made of:
 
-- a :class:`~mpim.worker.routerlink.RouterLink`, the stream to the router (hello, session
-  events, the dispatch of what the router sends down), made of its
+- one :class:`~mpim.worker.routerlink.RouterLink` per router shard (``[router] shards``;
+  :class:`~mpim.worker.shards.RouterLinks`), the stream to that shard (hello, session
+  events, the dispatch of what it sends down), made of its
   :class:`~mpim.worker.routercalls.RouterCalls` (the calls in flight, answered in time) and its
   :class:`~mpim.worker.linkreports.LinkReports` (acks, heartbeats, liveness reports);
 - a :class:`~mpim.worker.bussub.BusSubscription`, the XSUB socket on the bus (room and
-  broadcast topics, fences, marks), shared by the router link: a registration waits for
-  its room's fence, a drain for the router's mark, and marks are reported to the router.
+  broadcast topics, fences, marks), shared by the router links: a registration waits for
+  its room's fence, a drain for each shard's mark, and marks are reported to the shard
+  that published them.
 
-Every session call goes to the router link (its calls or its reports); room subscriptions go to the bus.
+Every session call goes to the link of the shard that owns the connection
+(:func:`mpim.slots.owner`); the greeting, the reports, drains and goodbyes go to every
+shard; room subscriptions go to the bus.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from mpim.records import BusSeen, Hello
 from mpim.runtime import Endpoints, server_name
 from mpim.worker.bussub import BusSubscription
 from mpim.worker.routerlink import RouterLink
+from mpim.worker.shards import RoomTotals, RouterLinks, Shard, ShardTally, Tally, WorkerTally
 
 if TYPE_CHECKING:
     from mpim.worker.channel import Channel
@@ -50,58 +55,74 @@ class HostLink:
         )
         self.bus = BusSubscription(cfg, self.endpoints.bus_out, self.id, self.stats)
         hello = Hello(self.host, self.name, self.pid)
-        self.router = RouterLink(cfg, self.endpoints.router, hello, self.id, self.bus, self.stats)
+        shards = cfg.router.shards
+        self.totals = RoomTotals(shards)
+        self.links = RouterLinks([self._link(cfg, Shard(k, shards), hello) for k in range(shards)])
+        self.router = self.links[0]  # (shard 0: the router, with one)
+        self.router.reports.buffered = self.links.buffered  # (its counters carry every link's)
         self.bus.report_mark = self._report_mark
+
+    def _link(self, cfg: Config, shard: Shard, hello: Hello) -> RouterLink:
+        endpoint = self.endpoints.router_of(shard.index)
+        return RouterLink(cfg, shard, endpoint, hello, self.id, self.bus, self.stats, self.totals)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def attach(self, sessions: SessionTarget, delivery: DeliveryTarget, rooms: RoomCounter) -> None:
         loop = asyncio.get_running_loop()
         self.bus.start(loop, delivery)
-        self.router.start(loop, sessions, delivery, rooms)
+        for link in self.links:
+            tally: Tally = WorkerTally(sessions, rooms) if self.links.count == 1 else ShardTally()
+            link.start(loop, sessions, delivery, rooms, tally)
 
     async def close(self) -> None:
-        """Say goodbye (the router forgets our sessions at once) and close everything."""
-        self.router.close()
+        """Say goodbye (every shard forgets our sessions at once) and close everything."""
+        for link in self.links:
+            link.close()
         self.bus.close()
 
-    def _report_mark(self, mark: int) -> None:
-        self.router.send(records.encode(BusSeen(mark)))
+    def _report_mark(self, mark: int, shard: int) -> None:
+        self.links[shard].send(records.encode(BusSeen(mark)))
 
-    # -- sessions (the router's) ---------------------------------------------------------------
+    # -- sessions (their owner shard's) --------------------------------------------------------
     def register(self, channel: Channel, room: str, ip: str) -> None:
-        self.router.calls.register(channel, room, ip)
+        link = self.links.of(channel)
+        link.reports.tally.filed(channel.key, room)
+        link.calls.register(channel, room, ip)
 
     def change_room(self, channel: Channel, room: str) -> None:
-        self.router.calls.change_room(channel, room)
+        link = self.links.of(channel)
+        link.reports.tally.filed(channel.key, room)
+        link.calls.change_room(channel, room)
 
     def cancel(self, channel: Channel) -> None:
-        self.router.calls.cancel(channel)
+        self.links.of(channel).calls.cancel(channel)
 
     def disconnected(self, channel: Channel) -> None:
-        self.router.disconnected(channel)
+        self.links.of(channel).disconnected(channel)
 
     def heartbeat(self, channel: Channel) -> None:
-        self.router.reports.heartbeat(channel)
+        self.links.of(channel).reports.heartbeat(channel)
 
     def upstream(self, channel: Channel, op: int, body: bytes) -> None:
-        self.router.upstream(channel, op, body)
+        self.links.of(channel).upstream(channel, op, body)
 
     def resume(
         self, channel: Channel, epoch: str, seq: int, cursor: bool, done: OnReplayed, page: bool = False
     ) -> None:
-        self.router.calls.resume(channel, epoch, seq, cursor, done, page)
+        self.links.of(channel).calls.resume(channel, epoch, seq, cursor, done, page)
 
     def ack(self, channel: Channel, seq: int) -> None:
-        self.router.reports.ack(channel, seq)
+        self.links.of(channel).reports.ack(channel, seq)
 
     def chat(self, channel: Channel, op: int, body: bytes, msg_id: str, to: int, done: OnAck | None) -> None:
-        self.router.calls.chat(channel, op, body, msg_id, to, done)
+        self.links.of(channel).calls.chat(channel, op, body, msg_id, to, done)
 
     def online(self, channel: Channel, mids: list[int], done: OnAck) -> None:
-        self.router.calls.online(channel, mids, done)
+        self.links.of(channel).calls.online(channel, mids, done)
 
     async def drain_barrier(self, timeout: float) -> None:
-        await self.router.calls.drain_barrier(timeout)
+        """Every shard stops routing to us; wait for each one's mark (all within ``timeout``)."""
+        await asyncio.gather(*(link.calls.drain_barrier(timeout) for link in self.links))
 
     # -- rooms (the bus's) -----------------------------------------------------------------------
     def room_opened(self, room_id: str) -> None:
@@ -109,6 +130,7 @@ class HostLink:
 
     def room_closed(self, room_id: str) -> None:
         self.bus.room_closed(room_id)
+        self.totals.forget(room_id)
 
 
 def make_cluster_link(cfg: Config, endpoints: Endpoints, name: str) -> HostLink:
