@@ -17,7 +17,7 @@ from mpim.sdk import Session
 from mpim.slots import owner_of_mid
 from tests.integration.cluster import Cluster, nothing_more, pushes, start_master, until
 from tests.integration.test_chat import Box
-from tests.support import ServerProcess, run
+from tests.support import ServerProcess, http_json, run
 
 WORKERS = 2
 OWN = {k: [m for m in range(1, 400) if owner_of_mid(m, 2) == k][:6] for k in (0, 1)}
@@ -29,10 +29,24 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         tmp_path_factory.mktemp("shards"), WORKERS, router={"shards": 2}, upstream={"ack": "only"}
     )
     try:
-        run(Cluster(server).wait_workers(WORKERS))
+        run(linked(server))
         yield server
     finally:
         server.stop()
+
+
+async def linked(srv: ServerProcess) -> None:
+    """Until the workers reported and the shards are linked to each other (a push by key asks
+    every shard: -503 until then)."""
+    c = Cluster(srv)
+    await c.wait_workers(WORKERS)
+
+    async def everyone() -> bool:
+        status, answer = await http_json(srv.http_port, "POST", "/goim/push/keys?operation=1&keys=none", b"")
+        return status == 200 and answer["code"] == 0
+
+    for _ in range(4):  # (each request lands on either shard)
+        await until(everyone, what="the shards linked to each other")
 
 
 def routers(srv: ServerProcess) -> dict[int, str]:
@@ -180,7 +194,7 @@ def test_changing_the_number_of_shards_by_restart_keeps_messages_cursors_and_cha
 
     async def phase(srv: ServerProcess, n: int) -> None:
         c = Cluster(srv)
-        await c.wait_workers(WORKERS)
+        await linked(srv)
         for i in range(3):
             got = await c.post(f"/goim/push/mids?operation=1000&mids={a}&mids={b}", b"p%d-%d" % (n, i))
             assert got["seqs"] == {str(a): top[a] + 1, str(b): top[b] + 1}  # (the streams go on)
