@@ -42,3 +42,10 @@ def test_one_host_under_faults_keeps_every_guarantee(tmp_path: Path) -> None:
 @pytest.mark.timeout(600)
 def test_two_hosts_on_redis_under_faults_keep_every_guarantee(tmp_path: Path) -> None:
     assert_valid(*chaos(tmp_path, "--hosts", "2", "--seed", "1"))
+
+
+@pytest.mark.timeout(600)
+def test_one_host_with_two_router_shards_under_faults_keeps_every_guarantee(tmp_path: Path) -> None:
+    """Issue 24: the histories hold with several router shards too (kill-router and pause-router
+    pick one shard; the others go on serving their users)."""
+    assert_valid(*chaos(tmp_path, "--hosts", "1", "--shards", "2", "--seed", "2"))
