@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.report import append, progress, table
-from bench.scenarios.common import make_mpim, mpim_overrides, rates_list
+from bench.scenarios.common import rates_list
 from bench.scenarios.publishing import Load, Phase, drive
-from bench.scenarios.shards import ints
+from bench.scenarios.shards import ints, sharded
 from bench.servers import Missing, NchanServer, Server, nchan_missing
 
 OFFERED_SHARE = 0.95  # a step is offered if the publishers reached this share of the rate
@@ -170,9 +170,7 @@ async def run(args: Any) -> str:
     climbs = []
     for workers in args.workers:
         for shards in args.shards:
-            overrides = mpim_overrides(args)
-            overrides.setdefault("router", {})["shards"] = shards
-            server = make_mpim(args, workers, overrides)
+            server = sharded(args, workers, shards)
             climbs.append(await climb(args, server, args.transport, f"mpim N={shards}", workers, rates))
         if args.peer == "nchan":
             climbs.append(await climb(args, NchanServer(workers), "nchan", "nchan", workers, rates))

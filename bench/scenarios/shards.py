@@ -26,6 +26,7 @@ from typing import Any
 from bench.report import append, progress, table
 from bench.scenarios.common import make_mpim, mpim_overrides
 from bench.scenarios.publishing import Load, Phase, drive
+from bench.servers import MpimServer
 
 ROUTER = re.compile(r"^router( (\d+))?$")  # "router" (one shard) or "router K" (process titles)
 
@@ -154,10 +155,15 @@ def check_routers(point: Point) -> None:
         )
 
 
-async def case(args: Any, workers: int, shards: int, per_push: int) -> Point:
+def sharded(args: Any, workers: int, shards: int) -> MpimServer:
+    """mpim with the scenarios' config and ``[router] shards = shards`` (``--set`` still on top)."""
     overrides = mpim_overrides(args)
     overrides.setdefault("router", {})["shards"] = shards
-    server = make_mpim(args, workers, overrides)
+    return make_mpim(args, workers, overrides)
+
+
+async def case(args: Any, workers: int, shards: int, per_push: int) -> Point:
+    server = sharded(args, workers, shards)
     load = Load(args.conns, per_push, args.size, args.publishers, args.http_conns)
     [phase] = await drive(args, server, args.transport, load, [args.rate])
     point = Point(workers, shards, per_push, phase)
