@@ -13,7 +13,8 @@ from ``--publishers`` generator processes so one publisher's core is not the
 limit; the table shows the busiest publisher's share of a core, and a step the
 publishers could not offer while one of them was above 90 % of a core is
 marked as limited by the generator, not by the server. Prints every step, then
-the last good rate per server and the mpim/Nchan ratio of those rates.
+the last good rate per server and the mpim/Nchan ratio of those rates; the
+busiest router process's share of a core says whether a router was the limit.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from bench.report import append, progress, table
 from bench.scenarios.common import rates_list
 from bench.scenarios.publishing import Load, Phase, drive
-from bench.scenarios.shards import ints, sharded
+from bench.scenarios.shards import ROUTER, ints, sharded
 from bench.servers import Missing, NchanServer, Server, nchan_missing
 
 OFFERED_SHARE = 0.95  # a step is offered if the publishers reached this share of the rate
@@ -102,8 +103,8 @@ class Climb:
 
 HEADER = (
     "server", "workers", "offered/s", "pushes/s", "delivered/s", "server CPU %", "deliveries / server CPU-s",
-    "p50 ms", "p99 ms", "max ms", "lost", "publishers CPU %", "busiest publisher %", "clients CPU %", "load",
-    "verdict",
+    "busiest router % of a core", "p50 ms", "p99 ms", "max ms", "lost", "publishers CPU %",
+    "busiest publisher %", "clients CPU %", "load", "verdict",
 )  # fmt: skip
 SUMMARY_HEADER = ("server", "workers", "last good rate/s", "stopped at", "x Nchan")
 
@@ -112,11 +113,17 @@ def step_row(climb: Climb, phase: Phase, why: str) -> tuple[Any, ...]:
     cpu = phase.usage.cpu
     return (
         climb.server, climb.workers, phase.offered, phase.rate, phase.per_second,
-        100 * cpu / phase.seconds, phase.received / cpu if cpu else float("nan"),
+        100 * cpu / phase.seconds, phase.received / cpu if cpu else float("nan"), busiest_router(phase),
         1000 * phase.p50, 1000 * phase.p99, 1000 * phase.max, phase.lost,
         100 * phase.publishers_cpu / phase.seconds, 100 * phase.publisher_peak,
         100 * phase.usage.client_cpu / phase.seconds, phase.load, why or "ok",
     )  # fmt: skip
+
+
+def busiest_router(phase: Phase) -> float:
+    """The busiest ``mpim: router*`` process's share of one core (NaN for Nchan: none)."""
+    cpus = [cpu for name, cpu, _, _ in phase.usage.rows if ROUTER.match(name)]
+    return 100 * max(cpus) / phase.seconds if cpus and phase.seconds else float("nan")
 
 
 def report(climbs: list[Climb], args: Any) -> str:

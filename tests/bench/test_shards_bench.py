@@ -98,7 +98,8 @@ def test_saturation_climbs_mpim() -> None:
     for phase, _ in climb.steps:
         assert_clean(phase)
     text = saturation.report([climb], a)
-    assert "| mpim N=1 |" in text and "last good rate/s" in text
+    assert "| mpim N=1 |" in text and "last good rate/s" in text and "busiest router" in text
+    assert saturation.busiest_router(climb.steps[0][0]) >= 0
 
 
 @pytest.mark.skipif(nchan_missing() is not None, reason="needs nginx-light and libnginx-mod-nchan")
