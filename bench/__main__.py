@@ -17,7 +17,20 @@ from typing import Any
 import uvloop
 
 from bench.chaos import cli as chaos_cli
-from bench.scenarios import broadcast, capacity, chat, fanout, flood, hosts, idle, ingress, reliable, unicast
+from bench.scenarios import (
+    broadcast,
+    capacity,
+    chat,
+    fanout,
+    flood,
+    hosts,
+    idle,
+    ingress,
+    reliable,
+    saturation,
+    shards,
+    unicast,
+)
 from bench.scenarios.common import setting
 from bench.servers import Missing
 
@@ -32,6 +45,8 @@ SCENARIOS: dict[str, ModuleType] = {
     "reliable": reliable,
     "chat": chat,
     "hosts": hosts,
+    "shards": shards,
+    "saturation": saturation,
 }
 
 

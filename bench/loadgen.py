@@ -19,6 +19,11 @@ reply per command on stdout:
   starts sending R private messages/s for S s from this process's chat clients
   to random users 1..U (or K contacts each) and replies at once;
   ``{"cmd": "chat_wait"}`` waits for the end -> ``{"sent", "skipped", "seconds"}``.
+- ``{"cmd": "publish", "port": P, "users": U, "per_push": K, "size": B, "nchan": bool,
+  "part": i, "parts": n, "conns": C, "rate": R, "duration": S, "tick": T}`` publishes pushes by
+  mid (:mod:`bench.publisher`: this process's share of the groups, R requests/s over C
+  keep-alive connections) for S s, waits for the answers and replies with the phase's counters
+  and the pushes per stream since the first publish.
 - ``{"cmd": "heartbeat", "interval": S}``: every connection sends a heartbeat
   each S seconds, spread over the interval.
 - ``{"cmd": "stats"}`` -> counters; ``{"cmd": "reset"}`` zeroes them;
@@ -47,6 +52,7 @@ import uvloop
 from bench.ackclients import AckTally, AckTcpClient, AckWsClient, Chatter, ack_client, chat_loop
 from bench.clients import Client, NchanClient, TcpClient, WsClient
 from bench.gzclients import GzChatClient, gozero_url
+from bench.publisher import Publisher
 from bench.wire import HEARTBEAT, room_name
 
 HOST = "127.0.0.1"
@@ -62,6 +68,7 @@ class Generator:
         self._chat: asyncio.Task[dict[str, Any]] | None = None
         self._beat: asyncio.Task[None] | None = None
         self.lost_reported = 0  # lost messages already reported by an earlier finish
+        self.publisher: Publisher | None = None
 
     async def connect(self, spec: dict[str, Any]) -> dict[str, Any]:
         kind, port, path = spec["kind"], int(spec["port"]), spec.get("path", "/sub")
@@ -141,6 +148,13 @@ class Generator:
         cmd = msg["cmd"]
         if cmd == "connect":
             return await self.connect(msg)
+        if cmd == "publish":
+            if self.publisher is None or not self.publisher.same(msg):
+                if self.publisher is not None:
+                    self.publisher.close()
+                self.publisher = Publisher(msg)
+            rate, duration = float(msg["rate"]), float(msg["duration"])
+            return await self.publisher.publish(rate, duration, float(msg.get("tick", 0.002)))
         if cmd == "heartbeat":
             self.heartbeat(float(msg["interval"]))
             return {}
@@ -174,6 +188,8 @@ class Generator:
         raise ValueError(f"unknown command {cmd!r}")
 
     def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
         for client in self.clients:
             if client.transport is not None:
                 client.transport.abort()

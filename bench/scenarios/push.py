@@ -109,10 +109,21 @@ class MidPlan(Plan):
     For Nchan (``nchan``) each user has its own channel, named after its stream
     (mid - 1), and a request POSTs to it; with ``per_push`` > 1 a group shares
     one channel (Nchan publishes one request to one channel).
+
+    ``part`` of ``parts``: this plan publishes only to the groups g with
+    g % parts == part, so several publisher processes each own their streams
+    (each stream's order is then defined by one publisher).
     """
 
     def __init__(
-        self, connections: int, size: int, per_push: int = 1, seed: int = 1, nchan: bool = False
+        self,
+        connections: int,
+        size: int,
+        per_push: int = 1,
+        seed: int = 1,
+        nchan: bool = False,
+        part: int = 0,
+        parts: int = 1,
     ) -> None:
         groups = -(-connections // per_push)
         fanout = {g: min(per_push, connections - g * per_push) for g in range(groups)}
@@ -120,9 +131,14 @@ class MidPlan(Plan):
         self.groups = groups
         self.per_push = per_push
         self.random = random.Random(seed)
+        self.part = part
+        self.parts = parts
+        self.owned = len(range(part, groups, parts))
+        if self.owned < 1:
+            raise ValueError(f"{groups} group(s) cannot be split into {parts} publishers")
 
     def request(self, n: int, now: float) -> tuple[int, bytes]:
-        group = self.random.randrange(self.groups)
+        group = self.part + self.parts * self.random.randrange(self.owned)
         first = group * self.per_push + 1
         mids = "&".join(f"mids={mid}" for mid in range(first, first + self.fanout[group]))
         return self.publish(group, f"/goim/push/mids?operation={PUSH_OP}&{mids}", now)
