@@ -366,6 +366,16 @@ class ShardMids(Record, tag=71):
     body: bytes
 
 
+class ShardPush(Record, tag=80):
+    """A push by user to users this shard owns: store it in their streams and hand it to their
+    connections; answered with the connections (``count``) and each user's seq."""
+
+    req: int
+    op: int
+    mids: list[int]
+    body: bytes
+
+
 class ShardPresence(Record, tag=72):
     """Which of these users (owned by this shard) have a session; answered with their mids."""
 
@@ -444,12 +454,14 @@ class ShardAnswer(Record, tag=74):
     ips: int = 0
     workers: dict[str, int] = msgspec.field(default_factory=dict)
     sessions: list[SessionRow] = msgspec.field(default_factory=list)
+    seqs: list[int] = msgspec.field(default_factory=list)  # (ShardPush: the seq of each of ``mids``)
     text: str = ""  # (ShardExposition: this shard's families)
     host: str = ""  # (ShardExposition from shard 0: the host's families)
 
 
 ShardCall = (
-    ShardKeys
+    ShardPush
+    | ShardKeys
     | ShardMids
     | ShardPresence
     | ShardNumbers

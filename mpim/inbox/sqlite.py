@@ -259,7 +259,7 @@ class SqliteInbox:
         checkpoint_every: int = CHECKPOINT_EVERY,
         shared: bool = False,
     ) -> None:
-        """``shared``: other processes (router shards) append to the same users: no user cache."""
+        """``shared``: other processes (router shards) may append to the same users."""
         self.path = os.fspath(path)
         self._limits = limits
         self._clock = clock
@@ -275,8 +275,11 @@ class SqliteInbox:
         self._group = GroupCommit(group_window)
         self._timer: asyncio.TimerHandle | None = None  # a waiting group's commit
         self._loop: asyncio.AbstractEventLoop | None = None
-        # the committed users rows: no read per append (unless another process writes them too)
-        self._users = UserCache(0 if shared else 65536)
+        # the committed users rows: no read per append. Shared by router shards, a user is
+        # appended to by its owner but for the other copy of a private message: a batch that
+        # meets a seq another process wrote is rolled back, and written again after a fresh read.
+        self._users = UserCache()
+        self._shared = shared
         self._counts = {"commits": 0, "writes": 0}
         log.info("inbox %s: open (durability %s, epoch %s)", self.path, durability, self._epoch)
 
@@ -352,10 +355,19 @@ class SqliteInbox:
             self._group.committed(loop.time(), len(pending))
         self._counts["commits"] += 1
         self._counts["writes"] += len(pending)
+        ops = [op for op, _ in pending]
+        if self._shared:  # (an ack is clamped to the user's top: the file's, not a cached one)
+            self._users.drop(op.mid for op in ops if isinstance(op, AckOp))
         try:
-            results = write_batch(
-                self._conn, [op for op, _ in pending], self._limits, self._epoch, self._clock(), self._users
-            )
+            try:
+                results = write_batch(self._conn, ops, self._limits, self._epoch, self._clock(), self._users)
+            except sqlite3.IntegrityError:
+                if not self._shared:
+                    raise
+                # another process (a router shard's private message) wrote one of these users
+                # since they were cached: the batch was rolled back; read them again
+                self._users.rows.clear()
+                results = write_batch(self._conn, ops, self._limits, self._epoch, self._clock(), self._users)
         except Exception as exc:  # whatever it is, every caller of the batch hears of it
             self._fail(pending, exc)
         else:

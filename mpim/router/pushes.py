@@ -98,7 +98,7 @@ class Pushes:
             self.stopping = True
             log.info("stopping: refusing new pushes")
 
-    def _refuse_unless_ready(self) -> None:
+    def refuse_unless_ready(self) -> None:
         if self.stopping:
             self.stats["refused"] += 1
             raise Refused(-503, "the server is stopping; push refused")
@@ -132,7 +132,7 @@ class Pushes:
     def keys(self, op: int, keys: list[str], body: bytes) -> int | asyncio.Future[int]:
         """Hand to the workers holding these keys; returns how many connections (with several
         hosts: a future of it, once the other hosts holding some of the keys were told)."""
-        self._refuse_unless_ready()
+        self.refuse_unless_ready()
         self.counts["keys"] += 1
         return self.fabric.push_keys(self.send_keys(op, keys, body), op, keys, body)
 
@@ -140,7 +140,7 @@ class Pushes:
         """Append to each user's stream, then hand to every connection of these users.
 
         Resolves to (connections, {mid: seq}) once the messages are stored and sent."""
-        self._refuse_unless_ready()
+        self.refuse_unless_ready()
         self.counts["mids"] += 1
         return self.fabric.push_mids(op, mids, body)
 
@@ -172,7 +172,7 @@ class Pushes:
 
     # -- rooms and everyone ------------------------------------------------------------------------
     def room(self, op: int, room: str, body: bytes) -> asyncio.Future[None]:
-        self._refuse_unless_ready()
+        self.refuse_unless_ready()
         self.counts["room"] += 1
         return self.fabric.push_room(op, room, body, lambda: self._room_here(op, room, body))
 
@@ -187,7 +187,7 @@ class Pushes:
 
     def all(self, op: int, speed: int, body: bytes) -> asyncio.Future[None]:
         """``speed`` is for the whole host (goim), or with several hosts for the cluster."""
-        self._refuse_unless_ready()
+        self.refuse_unless_ready()
         self.counts["all"] += 1
         return self.fabric.push_all(op, speed, body, lambda host_speed: self._all_here(op, host_speed, body))
 

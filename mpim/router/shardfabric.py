@@ -34,6 +34,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from mpim import slots
 from mpim.cluster.directory import Totals
 from mpim.records import (
     SessionRow,
@@ -46,6 +47,7 @@ from mpim.records import (
     ShardMids,
     ShardNumbers,
     ShardPresence,
+    ShardPush,
     ShardRelease,
     ShardSessions,
 )
@@ -114,11 +116,23 @@ class ShardFabric:
         return self.loop.create_task(_summed(local, calls))
 
     def push_mids(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[Stored]:
+        """Each owner stores and hands out its users' part (this shard's at once, the others' one
+        hop away); the answer adds them up."""
         site = self.site
-        down = sorted({k for k in map(site.owner, mids) if k != site.shard and not site.peers.up(k)})
+        groups = slots.split_mids(list(dict.fromkeys(mids)), site.shards)
+        down = sorted(k for k in groups if k != site.shard and not site.peers.up(k))
         if down:
             raise Refused(-503, f"router shard {down[0]} (the owner of some of these users) is unreachable")
-        return self.loop.create_task(self.router.streams.push_mids(op, mids, body))
+        streams = self.router.streams
+        here = groups.pop(site.shard, None)
+        parts: list[asyncio.Future[Stored]] = []
+        if here:
+            parts.append(streams.push_mids_here(op, here, body))
+            if not groups:
+                return parts[0]
+        for k, group in groups.items():
+            parts.append(_stored(self.loop, site.peers.call(k, functools.partial(_push, op, group, body))))
+        return _joined(self.loop, parts)
 
     def deliver_mids(
         self, local: int, op: int, mids: list[int], seqs: list[int], body: bytes
@@ -170,9 +184,17 @@ class ShardFabric:
         return None
 
     # -- calls from the other shards -----------------------------------------------------------------
-    def serve(self, call: ShardCall) -> ShardAnswer:
+    def serve(self, call: ShardCall) -> ShardAnswer | asyncio.Future[ShardAnswer]:
         push = self.router.push
         match call:
+            case ShardPush():
+                push.refuse_unless_ready()
+                return _answered(
+                    self.loop,
+                    call.req,
+                    call.mids,
+                    self.router.streams.push_mids_here(call.op, call.mids, call.body),
+                )
             case ShardKeys():
                 return ShardAnswer(call.req, count=push.send_keys(call.op, call.keys, call.body))
             case ShardMids():
@@ -208,6 +230,84 @@ async def _summed(local: int, calls: list[asyncio.Future[ShardAnswer]]) -> int:
     if failed is not None:
         raise Refused(failed.code, f"delivered to {found} connections; {failed.message}")
     return found
+
+
+def _push(op: int, mids: list[int], body: bytes, req: int) -> ShardPush:
+    return ShardPush(req, op, mids, body)
+
+
+def _stored(loop: asyncio.AbstractEventLoop, call: asyncio.Future[ShardAnswer]) -> asyncio.Future[Stored]:
+    """Another owner's answer to a ShardPush as (connections, {mid: seq})."""
+    out: asyncio.Future[Stored] = loop.create_future()
+
+    def then(done: asyncio.Future[ShardAnswer]) -> None:
+        exc = done.exception() if not done.cancelled() else Refused(-504, "cancelled")
+        if exc is not None:
+            out.set_exception(exc)
+        else:
+            answer = done.result()
+            out.set_result((answer.count, dict(zip(answer.mids, answer.seqs, strict=True))))
+
+    call.add_done_callback(then)
+    return out
+
+
+def _joined(loop: asyncio.AbstractEventLoop, parts: list[asyncio.Future[Stored]]) -> asyncio.Future[Stored]:
+    """The owners' parts of one push as one answer. When some failed, Refused: -503 if every part
+    was refused (nothing stored), else -504 naming what was delivered (some users have it)."""
+    out: asyncio.Future[Stored] = loop.create_future()
+    left = len(parts)
+
+    def one(_: asyncio.Future[Stored]) -> None:
+        nonlocal left
+        left -= 1
+        if left:
+            return
+        found, seqs, failures = 0, {}, []
+        for part in parts:
+            exc = part.exception() if not part.cancelled() else Refused(-504, "cancelled")
+            if exc is None:
+                connections, part_seqs = part.result()
+                found += connections
+                seqs.update(part_seqs)
+            else:
+                failures.append(exc)
+        if not failures:
+            out.set_result((found, seqs))
+            return
+        first = failures[0]
+        message = first.message if isinstance(first, Refused) else str(first)
+        refused = all(isinstance(f, Refused) and f.code == -503 for f in failures)
+        if refused and len(failures) == len(parts):
+            out.set_exception(Refused(-503, message))
+        else:
+            out.set_exception(
+                Refused(-504, f"stored for {len(seqs)} users, delivered to {found} connections; {message}")
+            )
+
+    for part in parts:
+        part.add_done_callback(one)
+    return out
+
+
+def _answered(
+    loop: asyncio.AbstractEventLoop, req: int, mids: list[int], stored: asyncio.Future[Stored]
+) -> asyncio.Future[ShardAnswer]:
+    out: asyncio.Future[ShardAnswer] = loop.create_future()
+
+    def then(done: asyncio.Future[Stored]) -> None:
+        exc = done.exception() if not done.cancelled() else Refused(-504, "cancelled")
+        if exc is not None:
+            out.set_exception(exc)
+            return
+        connections, seqs = done.result()
+        unique = list(dict.fromkeys(mids))
+        out.set_result(
+            ShardAnswer(req, count=connections, mids=unique, seqs=[seqs.get(m, 0) for m in unique])
+        )
+
+    stored.add_done_callback(then)
+    return out
 
 
 def _keys(op: int, keys: list[str], body: bytes, req: int) -> ShardKeys:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ RETRY = 0.1  # seconds between two attempts to link to a shard that is not up
 _decode_calls = records.Decoder(list[ShardCall])
 _decode_answers = records.Decoder(list[ShardAnswer])
 
-Serve = Callable[[ShardCall], ShardAnswer]
+Serve = Callable[[ShardCall], "ShardAnswer | asyncio.Future[ShardAnswer]"]
 
 
 class _Out(stream.FrameProtocol):
@@ -82,12 +83,28 @@ class _In(stream.FrameProtocol):
                 self.shard = call.shard
             try:
                 answer = self.peers.serve(call)
-            except Refused as exc:
-                answer = ShardAnswer(call.req, exc.code, exc.message)
-            except Exception as exc:  # (a bug: the caller hears of it, the link stays)
-                log.exception("router shard call %s failed", type(call).__name__)
-                answer = ShardAnswer(call.req, -500, f"router shard error: {exc}")
-            self.send(records.encode(answer))
+            except Exception as exc:
+                self._answer(call, exc)
+                continue
+            if isinstance(answer, ShardAnswer):
+                self.send(records.encode(answer))
+            else:  # (answered once done: a store write)
+                answer.add_done_callback(functools.partial(self._later, call))
+
+    def _later(self, call: ShardCall, done: asyncio.Future[ShardAnswer]) -> None:
+        exc = done.exception() if not done.cancelled() else Refused(-504, "cancelled")
+        if exc is not None:
+            self._answer(call, exc)
+        else:
+            self.send(records.encode(done.result()))
+
+    def _answer(self, call: ShardCall, exc: BaseException) -> None:
+        if isinstance(exc, Refused):
+            answer = ShardAnswer(call.req, exc.code, exc.message)
+        else:  # (a bug: the caller hears of it, the link stays)
+            log.error("router shard call %s failed", type(call).__name__, exc_info=exc)
+            answer = ShardAnswer(call.req, -500, f"router shard error: {exc}")
+        self.send(records.encode(answer))
 
 
 class _Call:

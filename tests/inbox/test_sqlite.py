@@ -602,3 +602,20 @@ def test_two_shared_writers_of_one_file_append_to_the_same_users_without_losing_
     positions = run(body)
     assert [p[0].seq for p in positions] == list(range(1, 21))
     assert [p[1].seq for p in positions] == list(range(1, 21))
+
+
+def test_a_shared_writer_acks_up_to_what_another_writer_appended(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+
+    async def body() -> int:
+        owner = SqliteInbox(path, InboxLimits(), shared=True)
+        other = SqliteInbox(path, InboxLimits(), shared=True)
+        try:
+            await owner.append([(7, 1, b"a", 0)])  # (cached: top 1)
+            await other.append([(7, 1, b"b", 0)])  # the other copy of a private message: top 2
+            return await owner.ack(7, "d", 2)
+        finally:
+            await owner.close()
+            await other.close()
+
+    assert run(body) == 2

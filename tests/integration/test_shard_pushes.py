@@ -101,7 +101,7 @@ def test_two_router_processes_and_every_push_reaches_the_users_of_both(srv: Serv
             assert text.count("# TYPE mpim_build_info gauge") == 1
             assert 'mpim_sessions{shard="0"}' in text and 'mpim_sessions{shard="1"}' in text
             assert 'mpim_pushes_total{kind="mids",shard="0"}' in text
-            assert 'mpim_connects_total{' in text  # (the workers' counters, reported to shard 0)
+            assert "mpim_connects_total{" in text  # (the workers' counters, reported to shard 0)
         for client in (ca, cb):
             await nothing_more(client)
 
