@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mpim import bus, config
+from mpim import bus, config, records, stream
 from mpim.records import (
     Acked,
     AckEntry,
@@ -74,9 +74,9 @@ def with_shards(tmp_path: Path, shards: int, scenario: Scenario, **cfg: Any) -> 
         targets = FakeTargets()
         link.attach(targets, targets, targets)  # type: ignore[arg-type]
         conns = [BufferedConn(pending=10 * (k + 1)) for k in range(shards)]
-        for k, conn in enumerate(conns):
-            link.links[k].conn = conn  # type: ignore[assignment]
         try:
+            for k, conn in enumerate(conns):
+                link.links[k].conn = conn  # type: ignore[assignment]
             await scenario(link, targets, conns)
         finally:
             await link.close()
@@ -361,3 +361,73 @@ def test_close_says_goodbye_to_every_shard(tmp_path: Path, shards: int) -> None:
         assert all(conn.closed for conn in conns)
 
     with_shards(tmp_path, shards, scenario)
+
+
+# -- over real streams: two fake router shards listening where the worker links ---------------------
+
+_decode_up = records.Decoder(list[records.WorkerRecord])
+
+
+class RouterEnd(stream.FrameProtocol):
+    """A fake router shard's end of one worker's stream: keeps what comes up."""
+
+    def __init__(self, got: list[Any], ends: list[RouterEnd]) -> None:
+        super().__init__(asyncio.get_running_loop())
+        self.got = got
+        ends.append(self)
+
+    def on_frame(self, payload: bytes) -> None:
+        self.got.extend(_decode_up(payload))
+
+
+async def until(check: Callable[[], bool]) -> None:
+    for _ in range(2000):
+        if check():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("never came true")
+
+
+def test_a_shard_that_goes_away_and_comes_back_is_synced_alone(tmp_path: Path) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        endpoints = Endpoints.in_dir(str(tmp_path))
+        got: list[list[Any]] = [[], []]
+        ends: list[list[RouterEnd]] = [[], []]
+
+        async def serve(k: int) -> asyncio.AbstractServer:
+            return await stream.serve(loop, endpoints.router_of(k), lambda: RouterEnd(got[k], ends[k]))
+
+        servers = [await serve(0), await serve(1)]
+        link = HostLink(config.replace(config.Config(), router={"shards": 2}), endpoints, "3")
+        t = FakeTargets()
+        t.sessions = [Entry(f"s{k}", mids_of(k, 2)[0], "", "ip") for k in range(2)]
+        link.attach(t, t, t)  # type: ignore[arg-type]
+        try:
+            hello = Hello(link.host, "3", os.getpid())
+            for k in range(2):
+                await until(lambda k=k: len(got[k]) >= 2)  # type: ignore[misc]
+                assert got[k][:2] == [hello, Sync([t.sessions[k]])]
+            servers[1].close()
+            ends[1][0].abort()  # shard 1 goes away
+            await until(lambda: not link.links[1].up())
+            answers: list[tuple[int, int]] = []
+            for k in range(2):
+                ch = user(k, 2, f"k{k}")
+                link.chat(ch, 1000, b"{}", f"m{k}", 5, lambda a, k=k: answers.append((k, a.code)))  # type: ignore[arg-type,misc]
+            assert answers == [(1, -503)]
+            await until(lambda: isinstance(got[0][-1], Chat))
+            ends[0][0].send(records.encode(ChatAck(got[0][-1].req, 0, "", 1)))
+            await until(lambda: len(answers) == 2)
+            assert answers[1] == (0, 0)
+            before = len(got[0])
+            servers[1] = await serve(1)  # shard 1 is back: only its link greets and syncs again
+            await until(lambda: len(got[1]) >= 4)
+            assert got[1][2:4] == [hello, Sync([t.sessions[1]])]
+            assert not any(isinstance(r, Hello | Sync) for r in got[0][before:])
+        finally:
+            await link.close()
+            for server in servers:
+                server.close()
+
+    asyncio.run(main())
