@@ -7,8 +7,8 @@
   the keys that heart-beat meanwhile, the worker's and the link's counters and, every
   ``online_interval``, local room counts (the first report carries them, however young the clock).
   With several router shards, each link's counts are its shard's (its
-  :class:`~mpim.worker.shards.Tally`) and only shard 0's carries the counters (the host's
-  metrics count them once).
+  :class:`~mpim.worker.shards.Tally`) and every one carries the worker's counters (so the
+  console of any shard shows them; ``/metrics`` takes them from shard 0 only).
 """
 
 from __future__ import annotations
@@ -32,14 +32,12 @@ class LinkReports:
     def __init__(
         self,
         cfg: Config,
-        counters: bool,
         stats: dict[str, int],
         send: Callable[[bytes | None], None],
         encode: Callable[[records.WorkerRecord], bytes | None],
         buffered: Callable[[], int],
     ) -> None:
         self.cfg = cfg
-        self.counters = counters  # the worker's counters go up this link
         self.stats = stats  # the link's counters
         self.send = send  # (the link's: dropped while it is down)
         self.encode = encode
@@ -104,12 +102,9 @@ class LinkReports:
         beats, self._beats = list(self._beats), set()
         self.send(records.encode(Alive(self.tally.online, beats, rooms, self._stats())))
 
-    def _stats(self) -> dict[str, int] | None:
-        """The worker's counters (every report: the metrics stay fresh) and the links' (None: they
-        go up another shard's link)."""
+    def _stats(self) -> dict[str, int]:
+        """The worker's counters (every report: the metrics stay fresh) and the links'."""
         assert self.rooms is not None
-        if not self.counters:
-            return None
         return {
             **self.rooms.counters(),
             **{f"link_{k}": v for k, v in self.stats.items()},

@@ -114,7 +114,7 @@ class RouterLink:
         self.rooms: RoomCounter | None = None
         self.conn: _RouterConn | None = None
         self.calls = RouterCalls(cfg, shard, worker_id, bus, stats, self.send, self._encode, self.up)
-        self.reports = LinkReports(cfg, shard.index == 0, stats, self.send, self._encode, self.buffered)
+        self.reports = LinkReports(cfg, stats, self.send, self._encode, self.buffered)
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._down_logged = False
