@@ -59,6 +59,7 @@ class Peer:
         "mark_seen",
         "mismatches",
         "resync_at",
+        "rooms",
         "stats",
         "synced",
         "waiting",
@@ -75,6 +76,7 @@ class Peer:
         self.draining = False
         self.synced = False
         self.mismatches = 0
+        self.rooms: set[str] = set()  # the rooms it last said it has members in (any shard's)
         self.resync_at = -1e9
         self.confirms: list[int] = []  # this turn's confirmed requests
         self.waiting: list[tuple[int, int]] = []  # (fence, req) waiting for a bus fence
@@ -210,6 +212,9 @@ class Workers:
         info = peer.info
         if info is None or not peer.synced:
             return
+        if rooms is not None:
+            peer.rooms = set(rooms)
+            rooms = {room: n for room, n in rooms.items() if n}  # (0: another router shard's members)
         drift = conns != len(info.conns) or (rooms is not None and rooms != info.room_count)
         peer.mismatches = peer.mismatches + 1 if drift else 0
         if peer.mismatches >= 2:
@@ -262,8 +267,9 @@ class Workers:
     def send_room_counts(self, online: Callable[[str], int]) -> None:
         for peer in self.peers.values():
             info = peer.info
-            if info is not None and info.room_count:
-                peer.send(RoomCounts({room: online(room) for room in info.room_count}))
+            if info is not None and (info.room_count or peer.rooms):
+                rooms = peer.rooms.union(info.room_count)
+                peer.send(RoomCounts({room: online(room) for room in rooms}))
 
     def view(self) -> list[dict[str, Any]]:
         now = self.loop.time()

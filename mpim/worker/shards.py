@@ -84,7 +84,8 @@ class ShardTally:
     """Several shards: the sessions this worker filed with one of them (key -> room), as its
     table should hold them, counted per room."""
 
-    def __init__(self) -> None:
+    def __init__(self, rooms: RoomCounter | None = None) -> None:
+        self.rooms = rooms  # the worker's rooms (all shards')
         self._rooms: dict[str, str] = {}  # key -> room ("" none)
         self._counts: dict[str, int] = {}  # room -> members filed
 
@@ -93,7 +94,10 @@ class ShardTally:
         return len(self._rooms)
 
     def local_counts(self) -> dict[str, int]:
-        return dict(self._counts)
+        """This shard's members per room, and 0 for every other room with members here: the
+        shard sends this worker its count of each (the worker sums the shards')."""
+        everywhere = dict.fromkeys(self.rooms.local_counts(), 0) if self.rooms is not None else {}
+        return everywhere | self._counts
 
     def filed(self, key: str, room: str) -> None:
         """A ``Connect`` or ``RoomChange`` went up: ``key`` is in ``room`` now."""

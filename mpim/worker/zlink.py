@@ -71,7 +71,7 @@ class HostLink:
         loop = asyncio.get_running_loop()
         self.bus.start(loop, delivery)
         for link in self.links:
-            tally: Tally = WorkerTally(sessions, rooms) if self.links.count == 1 else ShardTally()
+            tally: Tally = WorkerTally(sessions, rooms) if self.links.count == 1 else ShardTally(rooms)
             link.start(loop, sessions, delivery, rooms, tally)
 
     async def close(self) -> None:

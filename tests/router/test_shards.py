@@ -17,6 +17,7 @@ import pytest
 
 from mpim.inbox import InboxLimits, MemoryInbox
 from mpim.records import (
+    Alive,
     BusSeen,
     Chat,
     ChatAck,
@@ -25,6 +26,7 @@ from mpim.records import (
     Presence,
     PushKeys,
     PushMids,
+    RoomCounts,
     ShardAnswer,
     ShardCall,
     Sync,
@@ -293,3 +295,21 @@ def test_a_restarted_shards_claims_are_dropped_and_filed_again(pair: Pair) -> No
         h.clock += 1.0
     pair.settle()
     assert len(pair.fabrics[1].keys.claims) == len(pair.fabrics[0].keys.claims) == 0
+
+
+def test_each_shard_tells_a_worker_its_count_of_every_room_the_worker_has_members_in(pair: Pair) -> None:
+    """Found by the worker side's review: a worker whose members of a room all belong to shard 0
+    was never told shard 1's members of it (on other workers), so its clients saw too few."""
+    w0, w1 = pair.worker("w1")
+    _, v1 = pair.worker("w2")
+    pair.connect(0, w0, "ka", A, "live://r")  # w1's member: shard 0's user
+    pair.connect(1, v1, "kb", B, "live://r")  # w2's member: shard 1's user
+    pair.connect(1, v1, "kc", OWN[1][1], "live://r")
+    w1.take()
+    # w1's report to shard 1: none of its members of live://r are shard 1's
+    pair.h[1].send(w1, Alive(0, [], {"live://r": 0}, None))
+    pair.h[1].router.send_room_counts()
+    assert w1.take() == [RoomCounts({"live://r": 2})]  # (w1 adds shard 0's 1 itself)
+    assert w1.take() == []
+    pair.h[1].send(w1, Alive(0, [], {"live://r": 0}, None))  # (zeros are not drift)
+    assert w1.take() == []

@@ -435,3 +435,18 @@ def test_a_shard_that_goes_away_and_comes_back_is_synced_alone(tmp_path: Path) -
                 server.close()
 
     asyncio.run(main())
+
+
+def test_a_shards_room_counts_name_every_local_room_with_0_for_the_other_shards_members() -> None:
+    """So that each shard answers with its count of every room this worker has members in
+    (the worker sums them); a shard told only of its own members' rooms left others out."""
+    from mpim.worker.shards import ShardTally
+
+    class Rooms:
+        def local_counts(self) -> dict[str, int]:
+            return {"live://a": 3, "live://b": 1}
+
+    tally = ShardTally(Rooms())  # type: ignore[arg-type]
+    tally.filed("k1", "live://a")
+    assert tally.local_counts() == {"live://a": 1, "live://b": 0}
+    assert tally.online == 1
