@@ -159,7 +159,7 @@ def test_a_killed_shard_leaves_the_other_shards_users_served_and_comes_back(srv:
         async def served() -> bool:  # shard 0's users, through whichever shard is up
             try:
                 data = await c.post(f"/goim/push/mids?operation=1000&mids={a}", b"alive")
-            except AssertionError:
+            except (AssertionError, OSError):  # (a request queued on the dead shard is reset)
                 return False
             return bool(data["connections"] == 1)
 
@@ -169,7 +169,7 @@ def test_a_killed_shard_leaves_the_other_shards_users_served_and_comes_back(srv:
         async def back() -> bool:  # shard 1 restarted by the master, its tables rebuilt
             try:
                 data = await c.post(f"/goim/push/mids?operation=1000&mids={a}&mids={b}", b"both")
-            except AssertionError:
+            except (AssertionError, OSError):  # (a request queued on the dead shard is reset)
                 return False
             return bool(data["connections"] == 2)
 
