@@ -148,6 +148,19 @@ async def nothing_more(client: Client, quiet: float = 0.3) -> None:
     raise AssertionError(f"unexpected push {frame}")
 
 
+def with_cluster(srv: ServerProcess, test: Callable[[Cluster], Awaitable[None]]) -> None:
+    """Run ``test`` with a Cluster view of a running master, closing its clients after."""
+
+    async def main() -> None:
+        cluster = Cluster(srv)
+        try:
+            await test(cluster)
+        finally:
+            await cluster.close()
+
+    run(main())
+
+
 def in_cluster(
     tmp: Path, workers: int, scenario: Callable[[ServerProcess, Cluster], Awaitable[None]]
 ) -> None:

@@ -18,7 +18,7 @@ import zmq
 from mpim.client import connect_tcp, connect_ws
 from mpim.proto import Op
 from mpim.push import Pusher, PushError
-from tests.integration.cluster import Cluster, nothing_more, pushes, start_master, until
+from tests.integration.cluster import Cluster, nothing_more, pushes, start_master, until, with_cluster
 from tests.support import ROOT, ServerProcess, http_json, run
 
 WORKERS = 3
@@ -43,17 +43,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
-
-
-def with_cluster(srv: ServerProcess, test: object) -> None:
-    async def main() -> None:
-        cluster = Cluster(srv)
-        try:
-            await test(cluster)  # type: ignore[operator]
-        finally:
-            await cluster.close()
-
-    run(main())
 
 
 def test_push_keys_and_mids_reach_exactly_the_right_connections(srv: ServerProcess) -> None:

@@ -15,7 +15,7 @@ import pytest
 from mpim.push import Pusher
 from mpim.sdk import Session
 from mpim.slots import owner_of_mid
-from tests.integration.cluster import Cluster, nothing_more, pushes, start_master, until
+from tests.integration.cluster import Cluster, nothing_more, pushes, start_master, until, with_cluster
 from tests.integration.test_chat import Box
 from tests.support import ServerProcess, http_json, run
 
@@ -51,17 +51,6 @@ async def linked(srv: ServerProcess) -> None:
 
 def routers(srv: ServerProcess) -> dict[int, str]:
     return {pid: t for pid, t in srv.children().items() if "mpim: router" in t}
-
-
-def in_cluster(srv: ServerProcess, test: object) -> None:
-    async def main() -> None:
-        cluster = Cluster(srv)
-        try:
-            await test(cluster)  # type: ignore[operator]
-        finally:
-            await cluster.close()
-
-    run(main())
 
 
 def test_two_router_processes_and_every_push_reaches_the_users_of_both(srv: ServerProcess) -> None:
@@ -105,7 +94,7 @@ def test_two_router_processes_and_every_push_reaches_the_users_of_both(srv: Serv
         for client in (ca, cb):
             await nothing_more(client)
 
-    in_cluster(srv, body)
+    with_cluster(srv, body)
 
 
 async def _metrics(port: int) -> str:
@@ -178,7 +167,7 @@ def test_a_killed_shard_leaves_the_other_shards_users_served_and_comes_back(srv:
         got = [f.body for f in await pushes(cb, 1)]
         assert got == [b"both"]
 
-    in_cluster(srv, body)
+    with_cluster(srv, body)
 
 
 def test_changing_the_number_of_shards_by_restart_keeps_messages_cursors_and_chat_ids(
