@@ -70,9 +70,6 @@ class ShardFabric:
 
     def __init__(self, router: Router, shard: int, shards: int) -> None:
         self.site = site = ShardSite(router, shard, shards)
-        self.router = router
-        self.loop = router.loop
-        self.shard = shard
         self.stats: dict[str, int] = {}
         self.keys = KeyKeeper(site)
         self.views = ShardViews(site)
@@ -113,7 +110,7 @@ class ShardFabric:
     def push_keys(self, local: int, op: int, keys: list[str], body: bytes) -> asyncio.Future[int]:
         peers = self.site.peers
         calls = [peers.call(k, functools.partial(_keys, op, keys, body)) for k in peers.others()]
-        return self.loop.create_task(_summed(local, calls))
+        return self.site.loop.create_task(_summed(local, calls))
 
     def push_mids(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[Stored]:
         """Each owner stores and hands out its users' part (this shard's at once, the others' one
@@ -123,7 +120,7 @@ class ShardFabric:
         down = sorted(k for k in groups if k != site.shard and not site.peers.up(k))
         if down:
             raise Refused(-503, f"router shard {down[0]} (the owner of some of these users) is unreachable")
-        streams = self.router.streams
+        streams = self.site.router.streams
         here = groups.pop(site.shard, None)
         parts: list[asyncio.Future[Stored]] = []
         if here:
@@ -131,8 +128,8 @@ class ShardFabric:
             if not groups:
                 return parts[0]
         for k, group in groups.items():
-            parts.append(_stored(self.loop, site.peers.call(k, functools.partial(_push, op, group, body))))
-        return _joined(self.loop, parts)
+            parts.append(_stored(site.loop, site.peers.call(k, functools.partial(_push, op, group, body))))
+        return _joined(site.loop, parts)
 
     def deliver_mids(
         self, local: int, op: int, mids: list[int], seqs: list[int], body: bytes
@@ -185,22 +182,22 @@ class ShardFabric:
 
     # -- calls from the other shards -----------------------------------------------------------------
     def serve(self, call: ShardCall) -> ShardAnswer | asyncio.Future[ShardAnswer]:
-        push = self.router.push
+        push = self.site.router.push
         match call:
             case ShardPush():
                 push.refuse_unless_ready()
                 return _answered(
-                    self.loop,
+                    self.site.loop,
                     call.req,
                     call.mids,
-                    self.router.streams.push_mids_here(call.op, call.mids, call.body),
+                    self.site.router.streams.push_mids_here(call.op, call.mids, call.body),
                 )
             case ShardKeys():
                 return ShardAnswer(call.req, count=push.send_keys(call.op, call.keys, call.body))
             case ShardMids():
-                refusal = self.router.workers.refusal()
+                refusal = self.site.router.workers.refusal()
                 if refusal:  # (stored: the users' devices read it back when they resume)
-                    raise Refused(-503, f"router shard {self.shard}: {refusal}")
+                    raise Refused(-503, f"router shard {self.site.shard}: {refusal}")
                 return ShardAnswer(call.req, count=push.send_mids(call.op, call.mids, call.seqs, call.body))
             case ShardPresence():
                 return self.views.presence(call.req, call.mids)

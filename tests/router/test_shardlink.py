@@ -130,3 +130,26 @@ def test_a_shard_down_refuses_at_once_a_lost_one_fails_its_calls_and_a_restarted
             await zero.close()
 
     run(main())
+
+
+def test_garbage_on_the_shard_link_closes_that_link_and_the_shard_serves_on(tmp_path: Path) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        endpoints = Endpoints.in_dir(str(tmp_path))
+        peers = [ShardPeers(k, 2, endpoints, loop, _serve(k, []), 5.0) for k in (0, 1)]  # type: ignore[arg-type]
+        for p in peers:
+            await p.start()
+        try:
+            await _linked(peers)
+            path = endpoints.peer_of(1).removeprefix("ipc://")
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(len(b"\xc1garbage").to_bytes(4, "big") + b"\xc1garbage")  # (not msgpack)
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # that link is closed
+            writer.close()
+            assert (await peers[0].call(1, ShardNumbers)).count == 11  # the others are served
+        finally:
+            for p in peers:
+                await p.close()
+
+    run(main())
