@@ -423,11 +423,6 @@ def _check_cluster(source: str, cfg: Config) -> None:
             f'{source}: [inbox] path: ":memory:" is one router process\'s own; with [router] shards > 1'
             " the shards share the inbox: name a file"
         )
-    if cfg.router.shards > 1 and cfg.cluster.redis:
-        raise ConfigError(
-            f"{source}: [router] shards: more than one is not supported with [cluster] redis yet;"
-            " use shards = 1"
-        )
     hook = cfg.router.receive_hook
     if hook:
         module, sep, func = hook.partition(":")

@@ -442,6 +442,14 @@ class SessionRow(msgspec.Struct, array_like=True):
     ip: str
 
 
+class ShardRooms(Record, tag=81):
+    """These rooms got members on the asking shard: shard 0 listens on their channels across
+    hosts (answered once the subscription is on its way to Redis)."""
+
+    req: int
+    rooms: list[str]
+
+
 class ShardAnswer(Record, tag=74):
     """The answer to a shard call: ``code`` 0, or an mpim error code and its message."""
 
@@ -470,6 +478,7 @@ ShardCall = (
     | ShardRelease
     | ShardClaims
     | ShardExposition
+    | ShardRooms
 )
 ShardRecord = ShardCall | ShardAnswer
 

@@ -62,10 +62,6 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[router]\nshards = 2\n[inbox]\npath = ':memory:'\n", "the shards share the inbox: name a file"),
         ("[router]\nshards = 2\nendpoint = 'tcp://127.0.0.1:9'\n", "[router] shards: more than one needs"),
         (
-            "[router]\nshards = 2\n[cluster]\nredis = 'redis://127.0.0.1:6379/0'\n",
-            "[router] shards: more than one is not supported with [cluster] redis",
-        ),
-        (
             "[router]\nshards = 2\n[ingress]\nzmq_bind = 'ipc:///tmp/mpim-ingress'\n",
             "[ingress] zmq_bind: 'ipc:///tmp/mpim-ingress': with [router] shards > 1 the ZeroMQ",
         ),

@@ -65,6 +65,7 @@ class HostInfo:
     conns: int = 0
     ips: int = 0
     ready: int = 1  # 0 while the host files its sessions again (after Redis came back)
+    shards: int = 1  # router shards: each keeps its own index, ``conns_<name>.<shard>``
 
     def fields(self) -> list[str]:
         out: list[str] = []
@@ -143,6 +144,7 @@ class Directory:
         self.ttl_ms = max(1, round(ttl * 1000))
         self.lease_ms = max(1, round(lease * 1000))
         self.owner = secrets.token_hex(8)  # this incarnation's id: its claim on its host name
+        self.part = ""  # this index's suffix: ".<shard>" for one router shard of several
         self._servers_key = f"{prefix}servers"
         self._hosts_key = f"{prefix}hosts"
         self._connect = Script(lua.CONNECT)
@@ -172,11 +174,12 @@ class Directory:
         return f"{self.prefix}ol_{server}"
 
     def conns_key(self, server: str) -> str:
-        return f"{self.prefix}conns_{server}"
+        """The index of what ``server`` (this router shard of it, when it has several) filed."""
+        return f"{self.prefix}conns_{server}{self.part}"
 
     def aside_key(self, server: str) -> str:
         """Where a rebuild sets the server's old index aside."""
-        return f"{self.prefix}rebuild_{server}"
+        return f"{self.prefix}rebuild_{server}{self.part}"
 
     def server_key(self, server: str) -> str:
         return f"{self.prefix}srv_{server}"
@@ -246,11 +249,13 @@ class Directory:
         log.info("directory: %s rebuilt, %d stale entries dropped, %d taken", server, dropped, len(lost))
         return lost
 
-    async def drop(self, server: str) -> int:
-        """Remove every entry of ``server`` and its counts (a clean stop); returns how many."""
+    async def drop(self, server: str, counts: bool = True) -> int:
+        """Remove every entry of ``server`` (of this router shard of it) and, with ``counts``, its
+        room counts (a clean stop); returns how many."""
         index, old = self.conns_key(server), self.aside_key(server)
         await self.pipeline.script("drop", self._begin, [index, old], [])
-        await self.pipeline.script("drop", self._put_online, [self.online_key(server)], [1])
+        if counts:
+            await self.pipeline.script("drop", self._put_online, [self.online_key(server)], [1])
         return await self._sweep_old(server, old, index)
 
     async def _sweep_old(self, server: str, old: str, index: str) -> int:
@@ -324,11 +329,13 @@ class Directory:
         return Totals(sum(h.info.ips for h in hosts), sum(h.info.conns for h in hosts))
 
     # -- hosts ----------------------------------------------------------------------------
-    async def claim_name(self, server: str, info: HostInfo | None = None) -> Claim:
+    async def claim_name(self, server: str, info: HostInfo | None = None, *, keep: bool = False) -> Claim:
         """Take ``server``'s lease for this incarnation, or renew it (every ``lease_interval``,
-        with fresh counts). Not taken while another incarnation's lease lives."""
+        with fresh counts). Not taken while another incarnation's lease lives. ``keep``: renew
+        it and leave its fields as they are (a router shard that does not speak for the host)."""
         keys = [self.server_key(server), self._servers_key, self._hosts_key]
-        args: list[str | int] = [server, self.owner, self.lease_ms, *(info or HostInfo()).fields()]
+        fields = [] if keep else (info or HostInfo()).fields()
+        args: list[str | int] = [server, self.owner, self.lease_ms, *fields]
         taken, other, fresh = await self.pipeline.script("claim_name", self._claim, keys, args)
         return Claim(bool(taken), _text(other) if isinstance(other, bytes) else str(other), bool(fresh))
 

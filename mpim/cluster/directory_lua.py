@@ -3,7 +3,9 @@
 Keys (``P`` = the key prefix), goim v2's three plus mpim's index and host registry:
 ``P mid_<mid>`` hash key -> server; ``P key_<key>`` string server; ``P ol_<server>`` hash
 room -> online count; ``P conns_<server>`` hash key -> mid ("" = no user) of the
-connections a server filed (what lets it be rebuilt or dropped exactly); ``P srv_<server>``
+connections a server filed (what lets it be rebuilt or dropped exactly; a host of several
+router shards keeps one per shard, ``P conns_<server>.<shard>``, and says ``shards`` in its
+lease); ``P srv_<server>``
 hash: the host's **lease** (``owner`` = the incarnation id of the process holding the
 name, address, ports, weight, counts, ``updated`` Redis time), with a short expiry
 (``[cluster] lease_ttl``) renewed every ``lease_interval``; ``P servers`` the set of host
@@ -34,6 +36,13 @@ local server, key, mid, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5
 local prev = redis.call('GET', KEYS[1])
 if prev then
   local pconns = prefix .. 'conns_' .. prev
+  local shards = tonumber(redis.call('HGET', prefix .. 'srv_' .. prev, 'shards') or '') or 1
+  for k = 0, shards - 1 do  -- (a host of several router shards keeps an index per shard)
+    if shards > 1 and redis.call('HEXISTS', pconns .. '.' .. k, key) == 1 then
+      pconns = pconns .. '.' .. k
+      break
+    end
+  end
   local pmid = redis.call('HGET', pconns, key)
   local alive = prev == server or redis.call('EXISTS', prefix .. 'srv_' .. prev) == 1
   if alive and prev ~= server and pmid and pmid ~= mid then return {prev, 1, pmid} end

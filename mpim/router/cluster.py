@@ -19,6 +19,11 @@ How this works:
 - **Counts.** Every ``online_interval`` the host replaces its room counts (``ol_<name>``)
   and reads the other live hosts'; heartbeat replies and the online API add this host's
   own, current counts to them, so a cluster figure is never older than two intervals.
+- **Router shards** (``[router] shards`` > 1): every shard files its own users' sessions
+  (its own index, ``conns_<name>.<shard>``), renews them and the host's lease, and reads the
+  host's channel (each one hands what its own connections hold). Shard 0 speaks for the host:
+  the lease's fields and counts, the room counts, the room and broadcast channels (the other
+  shards ask it to listen on a room that got a member, one hop).
 - **Redis lost.** Local pushes keep working; the cross-host part of a push fails
   with a clear error (the answer says which part was delivered), logged once; when
   Redis answers again the host files everything again and subscribes again. This class
@@ -36,14 +41,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mpim.cluster import ClusterError
-from mpim.cluster.directory import Directory, Entry, HostInfo
+from mpim.cluster.directory import Directory, Entry, HostInfo, Totals
 from mpim.config import Config, parse_address
 from mpim.records import RemoteKick
 from mpim.router.crosshost import CrossHost
@@ -54,10 +59,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mpim.cluster")
 
+HostNumbers = Callable[[], Awaitable[tuple[Totals, dict[str, int]]]]
+"""The host's totals and room counts, summed over its router shards."""
+
 
 class HostCluster:
-    def __init__(self, cfg: Config, router: Router, client: Redis, name: str, incarnation: str = "") -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        router: Router,
+        client: Redis,
+        name: str,
+        incarnation: str = "",
+        shard: int = 0,
+        shards: int = 1,
+    ) -> None:
         self.cfg = cfg
+        self.shards = shards
+        self.voice = shard == 0  # speaks for the host: lease fields, counts, rooms, broadcasts
         self.router = router
         self.client = client
         self.name = name
@@ -69,15 +88,22 @@ class HostCluster:
             prefix=self.prefix,
             timeout=cfg.cluster.timeout,
         )
-        if incarnation:  # (the master's run: a restarted router renews the same lease)
-            self.directory.owner = incarnation
-        self.membership = Membership(cfg.cluster, self.directory, name, self.info, router.loop)
+        if incarnation:  # (the master's run: a restarted router renews the same lease, and the
+            self.directory.owner = incarnation  # router shards of one host share it)
+        if shards > 1:
+            self.directory.part = f".{shard}"
+        info = self.info if self.voice else None
+        self.membership = Membership(cfg.cluster, self.directory, name, info, router.loop)
+        self.host_numbers: HostNumbers | None = None  # (several shards: asked of them all)
+        self.host_totals = Totals(0, 0)  # the host's, as last summed over the shards
         self.online: dict[str, int] = {}  # the other hosts' room counts, last read
         self.up = True
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rebuild_due = False
         self.stats = dict.fromkeys(("published", "received", "errors", "rebuilds", "lapses"), 0)
-        self.crosshost = CrossHost(self.prefix, name, router, client, self.directory, self, self.stats)
+        self.crosshost = CrossHost(
+            self.prefix, name, router, client, self.directory, self, self.stats, rooms=self.voice
+        )
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -87,7 +113,8 @@ class HostCluster:
     async def start(self) -> None:
         """Claim this host's name (ClusterError if a live host keeps it) and start listening."""
         claim = await self.membership.join()
-        stale = await self.directory.drop(self.name)  # (what a dead incarnation left)
+        # (what a dead incarnation left; a shard restarted alone leaves the host's counts be)
+        stale = await self.directory.drop(self.name, counts=self.voice)
         if claim.other and claim.other != self.directory.owner:
             log.info(
                 "host %s: took the name over from incarnation %s, which died (its lease lapsed);"
@@ -111,8 +138,9 @@ class HostCluster:
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(ClusterError, RedisError, OSError):
-            await self.directory.drop(self.name)
-            await self.directory.release_name(self.name)
+            await self.directory.drop(self.name, counts=self.voice)
+            if self.voice:
+                await self.directory.release_name(self.name)
         await self.crosshost.close()
 
     def info(self) -> HostInfo:
@@ -121,14 +149,16 @@ class HostCluster:
         tcp = parse_address(cfg.tcp.bind[0])[1] if cfg.tcp.bind else 0
         ws = parse_address(cfg.websocket.bind[0])[1] if cfg.websocket.bind else 0
         store = self.router.store
+        conns, ips = (len(store), store.ip_total) if self.host_numbers is None else self.host_totals
         return HostInfo(
             domain=nc.domain or self.name,
             addresses=tuple(nc.addresses),
             tcp_port=tcp,
             ws_port=ws,
             wss_port=nc.wss_port,
-            conns=len(store),
-            ips=store.ip_total,
+            conns=conns,
+            ips=ips,
+            shards=self.shards,
         )
 
     # -- whether Redis answers (the cross-host side's calls are guarded here too) -----------------
@@ -234,13 +264,22 @@ class HostCluster:
         """Every online_interval: write this host's room counts, read the other hosts'."""
         self.spawn(self._refresh_online())
 
-    async def put_online(self) -> None:
-        counts = self.router.store.room_counts()
+    async def put_online(self) -> dict[str, int]:
+        """Write this host's room counts as of now (summed over its shards); returns them."""
+        if self.host_numbers is None:
+            counts = self.router.store.room_counts()
+        else:
+            self.host_totals, counts = await self.host_numbers()
         await self.directory.put_online(self.name, counts, 3 * self.cfg.router.online_interval + 1.0)
+        return counts
 
     async def _refresh_online(self) -> None:
-        await self.put_online()
-        rooms = list(self.router.store.room_counts())
+        if not self.voice:  # (shard 0 speaks for the host)
+            self.membership.saw(await self.directory.servers())
+            return
+        opened = self.crosshost.take_opened()
+        rooms = list(await self.put_online())
         self.online = await self.directory.online(rooms, exclude=self.name) if rooms else {}
         self.membership.saw(await self.directory.servers())
-        self.crosshost.listen_rooms(set(rooms))
+        # (a room opened while the counts were read is kept: they may predate its first member)
+        self.crosshost.listen_rooms(set(rooms) | opened | self.crosshost.take_opened())

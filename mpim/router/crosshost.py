@@ -3,7 +3,10 @@
 How this works:
 
 - **Channels.** Each host listens on its own channel (pushes by key and by mid, kicks),
-  on the channel of every room it has members in, and on the broadcast channel. A room
+  on the channel of every room it has members in, and on the broadcast channel. With
+  several router shards each one reads the host's channel (it hands what its own
+  connections hold) and shard 0 alone the room and broadcast channels (it relays them to
+  the host's bus once). A room
   gets its channel as soon as it has its first member here (:meth:`CrossHost.room_opened`);
   every ``online_interval`` the room channels follow this host's rooms
   (:meth:`CrossHost.listen_rooms`).
@@ -68,6 +71,7 @@ class CrossHost:
         directory: Directory,
         health: Health,
         stats: dict[str, int],
+        rooms: bool = True,
     ) -> None:
         self.prefix = prefix
         self.name = name
@@ -77,7 +81,9 @@ class CrossHost:
         self.health = health
         self.stats = stats  # (the cluster's: published, received)
         self.pubsub: Any = client.pubsub(ignore_subscribe_messages=False)
+        self.relays = rooms  # this process listens on room and broadcast channels for the host
         self.rooms: set[str] = set()  # room channels we listen on
+        self._opened: set[str] = set()  # rooms opened since the last take_opened
         self._subscribing: dict[str, asyncio.Task[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
 
@@ -95,15 +101,18 @@ class CrossHost:
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         """Listen on this host's channel and the broadcast channel."""
-        await self.pubsub.subscribe(self.host_channel(self.name), self.all_channel)
+        await self.pubsub.subscribe(*self._channels())
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def resubscribe(self) -> None:
         """Redis came back (or the host files itself anew): listen on every channel again."""
-        channels = [self.host_channel(self.name), self.all_channel, *map(self.room_channel, self.rooms)]
-        await self.pubsub.subscribe(*channels)
+        await self.pubsub.subscribe(*self._channels(), *map(self.room_channel, self.rooms))
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    def _channels(self) -> list[str]:
+        mine = self.host_channel(self.name)
+        return [mine, self.all_channel] if self.relays else [mine]
 
     def stop_reading(self) -> None:
         if self._reader is not None:
@@ -126,7 +135,10 @@ class CrossHost:
     def room_opened(self, room: str) -> asyncio.Future[Any] | None:
         """A room got its first member on this host: listen on its channel now. Returns the
         subscription in flight (its done = the request is on its way to Redis), or None."""
-        if not room or room in self.rooms:
+        if not room:
+            return None
+        self._opened.add(room)
+        if room in self.rooms:
             return self._subscribing.get(room)
         self.rooms.add(room)
         log.debug("listening on room %s across hosts", room)
@@ -136,6 +148,11 @@ class CrossHost:
         self._subscribing[room] = task
         task.add_done_callback(lambda _: self._subscribing.pop(room, None))
         return task
+
+    def take_opened(self) -> set[str]:
+        """The rooms opened since the last call."""
+        opened, self._opened = self._opened, set()
+        return opened
 
     # -- pushes to the other hosts ------------------------------------------------------------------
     async def publish(self, channel: str, record: Any) -> int:

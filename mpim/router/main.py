@@ -54,6 +54,7 @@ from mpim.router.metrics import Sources
 from mpim.router.redisfabric import RedisFabric
 from mpim.router.shardfabric import ShardFabric
 from mpim.router.shardlink import ShardPeers
+from mpim.router.shardredis import ShardRedisFabric
 from mpim.router.tables import SessionTable
 from mpim.router.totals import WorkerTotals
 from mpim.router.zingress import Ingress
@@ -189,22 +190,31 @@ class RouterProcess:
             inbox=self.inbox,
             backend=self.backend,
         )
+        hosts: RedisFabric | None = None
         if self.redis is not None:
             cluster = self.cluster = HostCluster(
-                cfg, router, self.redis, server_name(cfg), self.endpoints.incarnation
+                cfg,
+                router,
+                self.redis,
+                server_name(cfg),
+                self.endpoints.incarnation,
+                shard=self.shard,
+                shards=self.shards,
             )
-            router.fabric = RedisFabric(cluster, cluster.crosshost, store, router.streams, loop)
-            try:
-                await cluster.start()
-            except (ClusterError, RedisError, OSError) as exc:
-                http_sock.close()
-                raise BindError(str(exc)) from None
+            hosts = RedisFabric(cluster, cluster.crosshost, store, router.streams, loop)
+            router.fabric = hosts
         if self.shards > 1:
             try:
-                await self._link_shards(router)
+                await self._link_shards(router, hosts)
             except OSError as exc:
                 http_sock.close()
                 raise BindError(f"cannot listen for the other router shards: {exc}") from None
+        if self.cluster is not None:
+            try:
+                await self.cluster.start()
+            except (ClusterError, RedisError, OSError) as exc:
+                http_sock.close()
+                raise BindError(str(exc)) from None
         api = PushApi(cfg, router)
         self.http = HttpState(cfg, api, loop)
         self.ingress = Ingress(router, cfg.http.max_body, cfg.ingress.api_key)
@@ -251,8 +261,12 @@ class RouterProcess:
         )
         warn_if_open(cfg)
 
-    async def _link_shards(self, router: Router) -> None:
-        fabric = ShardFabric(router, self.shard, self.shards)
+    async def _link_shards(self, router: Router, hosts: RedisFabric | None) -> None:
+        shards = ShardFabric(router, self.shard, self.shards)
+        fabric: ShardFabric | ShardRedisFabric = shards
+        if hosts is not None:
+            assert self.cluster is not None
+            fabric = ShardRedisFabric(shards, hosts, self.cluster)
         router.fabric = fabric
         peers = self.peers = ShardPeers(
             self.shard,
@@ -303,7 +317,7 @@ class RouterProcess:
             StatusReader(path_in(self.endpoints.run_dir)),
         )
         fabric = self.router.fabric
-        if not isinstance(fabric, ShardFabric):
+        if not isinstance(fabric, ShardFabric | ShardRedisFabric):
             return install(api, sources)
         console = install(api, sources, self.shard, fabric.views.metrics)
         fabric.views.exposition = console.exposition

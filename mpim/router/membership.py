@@ -45,7 +45,7 @@ class Membership:
         cfg: ClusterSection,
         directory: Directory,
         name: str,
-        info: Callable[[], HostInfo],
+        info: Callable[[], HostInfo] | None,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.directory = directory
@@ -64,8 +64,14 @@ class Membership:
         self.interval = cfg.lease_interval
         self.ttl = cfg.lease_ttl
 
-    def lease_info(self) -> HostInfo:
-        return dataclasses.replace(self.info(), ready=int(self.ready))
+    def lease_info(self) -> HostInfo | None:
+        """The lease's fields; None: this router shard does not speak for the host (it only
+        keeps the lease alive)."""
+        return None if self.info is None else dataclasses.replace(self.info(), ready=int(self.ready))
+
+    async def claim(self) -> Claim:
+        info = self.lease_info()
+        return await self.directory.claim_name(self.name, info, keep=info is None)
 
     # -- start ------------------------------------------------------------------------------------
     async def join(self) -> Claim:
@@ -76,7 +82,7 @@ class Membership:
         while True:
             started = self.loop.time()
             try:
-                claim = await self.directory.claim_name(self.name, self.lease_info())
+                claim = await self.claim()
             except ClusterError:
                 if started >= deadline:
                     raise
@@ -111,7 +117,7 @@ class Membership:
         if self.replaced_by:
             return
         started = self.loop.time()
-        claim = await self.directory.claim_name(self.name, self.lease_info())
+        claim = await self.claim()
         if not claim.taken:
             self.replaced_by = claim.other
             log.error(
@@ -143,7 +149,7 @@ class Membership:
         back = self.loop.time()
         await refile()
         self.ready = True
-        await self.directory.claim_name(self.name, self.lease_info())
+        await self.claim()
         waiting = set(self.others)
         while waiting and self.loop.time() - back < self.ttl + 2 * self.interval:
             live = {h.name: h for h in await self.directory.servers()}

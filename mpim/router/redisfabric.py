@@ -68,7 +68,7 @@ class RedisFabric:
         self.cluster.rebuild_soon()
 
     def push_keys(self, local: int, op: int, keys: list[str], body: bytes) -> asyncio.Future[int]:
-        return self.loop.create_task(self._with_remote(local, self.publish_keys(op, keys, body)))
+        return self.loop.create_task(self.with_remote(local, self.publish_keys(op, keys, body)))
 
     def push_mids(self, op: int, mids: list[int], body: bytes) -> asyncio.Future[Stored]:
         return self.loop.create_task(self.streams.push_mids(op, mids, body))
@@ -76,7 +76,7 @@ class RedisFabric:
     def deliver_mids(
         self, local: int, op: int, mids: list[int], seqs: list[int], body: bytes
     ) -> Awaitable[int]:
-        return self._with_remote(local, self.publish_mids(op, mids, seqs, body))
+        return self.with_remote(local, self.publish_mids(op, mids, seqs, body))
 
     def push_room(self, op: int, room: str, body: bytes, here: Here) -> asyncio.Future[None]:
         # one order for every host: each one (this one too) takes it from Redis
@@ -89,9 +89,9 @@ class RedisFabric:
         return self.loop.create_task(self._published(self.publish_all(op, speed, body)))
 
     async def _published(self, remote: Awaitable[int]) -> None:
-        await self._with_remote(0, remote)
+        await self.with_remote(0, remote)
 
-    async def _with_remote(self, local: int, remote: Awaitable[int]) -> int:
+    async def with_remote(self, local: int, remote: Awaitable[int]) -> int:
         """Add what other hosts took; a Redis failure is a clear error naming what was done here."""
         try:
             found = local + int(await remote)

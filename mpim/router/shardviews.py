@@ -70,6 +70,11 @@ class ShardViews:
         numbers = await self._numbers()
         return Totals(sum(n.ips for n in numbers), sum(n.count for n in numbers))
 
+    async def host_numbers(self) -> tuple[Totals, dict[str, int]]:
+        """The host's totals and room counts (the reachable shards')."""
+        numbers = await self._numbers()
+        return Totals(sum(n.ips for n in numbers), sum(n.count for n in numbers)), _sum_rooms(numbers)
+
     async def worker_conns(self) -> dict[str, int]:
         """Connections per worker over every shard."""
         out: dict[str, int] = {}

@@ -542,3 +542,33 @@ def test_a_removal_queued_while_a_long_renewal_runs_is_not_undone(redis_url: str
             assert not r.exists("key_k1100") and r.hlen("conns_A") == 1199
 
     with_directory(redis_url, body, alive=("A",))
+
+
+def test_the_router_shards_of_a_host_keep_an_index_each_and_its_keys_stay_protected(redis_url: str) -> None:
+    """A host of two router shards: each files into ``conns_<host>.<shard>``; another host's
+    user is denied a key either shard holds (the lease says ``shards``); one shard's drop, or
+    rebuild, leaves the other's entries and the host's counts alone."""
+
+    async def body(d: Directory) -> None:
+        client = d.client
+        one = Directory(client, ttl=TTL, lease=TTL)
+        one.owner = d.owner  # (the shards of a host share its incarnation)
+        d.part, one.part = ".0", ".1"
+        assert (await d.claim_name("H", HostInfo(shards=2))).taken
+        assert (await one.claim_name("H", keep=True)).taken  # (keeps shard 0's fields)
+        assert {h.name: h.info.shards for h in await d.servers()} == {"H": 2, "G": 1}
+        await d.connect("k0", 10, "H")
+        await one.connect("k1", 11, "H")
+        await d.put_online("H", {"live://1": 2}, ttl=60)
+        assert await d.connect("k1", 12, "G") == Filing("H", 11)  # denied: shard 1 holds it
+        assert await one.connect("k0", 0, "G") == Filing("H", 10)
+        assert await d.servers_of_mids([10, 11]) == {"H": ["k0", "k1"]}
+        assert await one.rebuild("H", [Entry("k1", 11), Entry("k2", 12)]) == []
+        assert await one.drop("H", counts=False) == 2
+        assert await d.servers_of_mids([10, 11, 12]) == {"H": ["k0"]}
+        assert await d.online(["live://1"]) == {"live://1": 2}
+        assert await d.connect("k1", 12, "G") == Filing(None, None)  # free again
+
+    with_directory(redis_url, body, alive=("G",))
+    with sync(redis_url) as r:
+        assert r.hgetall("conns_H.0") == {"k0": "10"} and not r.exists("conns_H.1", "conns_H")

@@ -45,7 +45,7 @@ async def linked(srv: ServerProcess) -> None:
         status, answer = await http_json(srv.http_port, "POST", "/goim/push/keys?operation=1&keys=none", b"")
         return status == 200 and answer["code"] == 0
 
-    for _ in range(4):  # (each request lands on either shard)
+    for _ in range(16):  # (each request lands on either shard: 16 in a row miss one with p = 2^-15)
         await until(everyone, what="the shards linked to each other")
 
 

@@ -22,8 +22,9 @@ class FakeDirectory:
         self.hosts: list[Host] = []
         self.claims: list[HostInfo] = []
 
-    async def claim_name(self, name: str, info: HostInfo) -> Claim:
-        self.claims.append(info)
+    async def claim_name(self, name: str, info: HostInfo | None, keep: bool = False) -> Claim:
+        if info is not None:
+            self.claims.append(info)
         if self.held_by:
             if self.lapse_after == 0:
                 last, self.held_by = self.held_by, ""
