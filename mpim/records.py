@@ -465,6 +465,7 @@ class ShardAnswer(Record, tag=74):
     seqs: list[int] = msgspec.field(default_factory=list)  # (ShardPush: the seq of each of ``mids``)
     text: str = ""  # (ShardExposition: this shard's families)
     host: str = ""  # (ShardExposition from shard 0: the host's families)
+    pushes: int = 0  # (ShardNumbers: the pushes this shard took in since it started)
 
 
 ShardCall = (

@@ -24,9 +24,7 @@ from bench.servers import ROOT
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hosts", type=int, choices=(1, 2), default=1, help="1, or 2 masters on one redis-server")
-    p.add_argument(
-        "--shards", type=int, default=1, help="[router] shards per host (1; more needs --hosts 1 for now)"
-    )
+    p.add_argument("--shards", type=int, default=1, help="[router] shards per host (1)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of workload and faults (60)")
     p.add_argument("--seed", type=int, default=1, help="the random seed of the workload and the nemesis")
     p.add_argument(
@@ -61,8 +59,8 @@ def options(args: Any) -> Options:
             )
     else:
         chosen = list(names)
-    if args.shards < 1 or (args.shards > 1 and args.hosts > 1):
-        raise ValueError("--shards: 1, or more with --hosts 1 (router shards do not run with Redis yet)")
+    if args.shards < 1:
+        raise ValueError("--shards: at least 1")
     root = Path(args.server_root).resolve() if args.server_root else ROOT
     if not (root / "mpim").is_dir():
         raise ValueError(f"--server-root: {root} holds no mpim package")

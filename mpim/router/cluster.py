@@ -149,15 +149,15 @@ class HostCluster:
         tcp = parse_address(cfg.tcp.bind[0])[1] if cfg.tcp.bind else 0
         ws = parse_address(cfg.websocket.bind[0])[1] if cfg.websocket.bind else 0
         store = self.router.store
-        conns, ips = (len(store), store.ip_total) if self.host_numbers is None else self.host_totals
+        host = Totals(store.ip_total, len(store)) if self.host_numbers is None else self.host_totals
         return HostInfo(
             domain=nc.domain or self.name,
             addresses=tuple(nc.addresses),
             tcp_port=tcp,
             ws_port=ws,
             wss_port=nc.wss_port,
-            conns=conns,
-            ips=ips,
+            conns=host.conn_count,
+            ips=host.ip_count,
             shards=self.shards,
         )
 

@@ -17,6 +17,7 @@ any, as ``X-API-Key`` on its event stream and pushes. Routes go through
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import logging
@@ -87,8 +88,11 @@ def _page() -> bytes:
 
 
 class Console:
-    def __init__(self, sources: Sources) -> None:
+    def __init__(self, sources: Sources, host_pushes: Callable[[], Awaitable[int]] | None = None) -> None:
         self.sources = sources
+        self.host_pushes = host_pushes  # (router shards: the host's, summed over the shards)
+        self._host_seen = 0  # the host's pushes as last summed
+        self._summing: asyncio.Future[int] | None = None
         self.exposition: Exposition | None = None  # (set by install)
         self.router = sources.router
         self.totals = sources.totals
@@ -155,10 +159,26 @@ class Console:
             for stream in list(self.streams):
                 stream.send("snapshot", data)
 
+    def _pushes_now(self) -> int:
+        """The pushes taken in so far: this router's, or (shards) the host's as of the last tick."""
+        if self.host_pushes is None:
+            return sum(self.router.push.counts.values())
+        if self._summing is None:
+            summing = self._summing = asyncio.ensure_future(self.host_pushes(), loop=self.router.loop)
+
+            def summed(done: asyncio.Future[int]) -> None:
+                self._summing = None
+                if not done.cancelled() and done.exception() is None:
+                    self._host_seen = done.result()
+
+            summing.add_done_callback(summed)
+        return self._host_seen
+
     def _rates(self, now: float) -> None:
-        pushes = sum(self.router.push.counts.values())
+        pushes = self._pushes_now()
         if self._last_tick is not None and now > self._last_tick:
-            self.rates["pushes"] = (pushes - self._pushes) / (now - self._last_tick)
+            # (never below 0: a router shard that restarted counts from 0 again)
+            self.rates["pushes"] = max(0, pushes - self._pushes) / (now - self._last_tick)
         self._last_tick, self._pushes = now, pushes
         # deliveries/s from each worker's own two latest reports (their clock, so no aliasing)
         live = {peer for _, peer in self.totals.live()}
@@ -327,10 +347,11 @@ def install(
     sources: Sources,
     shard: int | None = None,
     peers: Callable[[], Awaitable[list[ShardMetrics]]] | None = None,
+    host_pushes: Callable[[], Awaitable[int]] | None = None,
 ) -> Console:
     """Serve ``/metrics`` and the console's routes beside the push API (and behind its checks).
     Router shard ``shard``: ``/metrics`` is the host's, with every shard's own families (``peers``)."""
-    console = Console(sources)
+    console = Console(sources, host_pushes)
     exposition = console.exposition = Exposition(
         sources._replace(console_streams=lambda: len(console.streams)), shard
     )

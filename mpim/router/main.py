@@ -319,7 +319,8 @@ class RouterProcess:
         fabric = self.router.fabric
         if not isinstance(fabric, ShardFabric | ShardRedisFabric):
             return install(api, sources)
-        console = install(api, sources, self.shard, fabric.views.metrics)
+        views = fabric.views
+        console = install(api, sources, self.shard, views.metrics, views.host_pushes)
         fabric.views.exposition = console.exposition
         return console
 

@@ -75,6 +75,10 @@ class ShardViews:
         numbers = await self._numbers()
         return Totals(sum(n.ips for n in numbers), sum(n.count for n in numbers)), _sum_rooms(numbers)
 
+    async def host_pushes(self) -> int:
+        """The pushes the reachable shards took in (the console's pushes/s for the host)."""
+        return sum(n.pushes for n in await self._numbers())
+
     async def worker_conns(self) -> dict[str, int]:
         """Connections per worker over every shard."""
         out: dict[str, int] = {}
@@ -126,8 +130,14 @@ class ShardViews:
     def numbers(self, req: int) -> ShardAnswer:
         store = self.site.store
         workers = {info.id: len(info.conns) for info in store.workers.values()}
+        pushes = sum(self.site.router.push.counts.values())
         return ShardAnswer(
-            req, count=len(store), rooms=store.room_counts(), ips=store.ip_total, workers=workers
+            req,
+            count=len(store),
+            rooms=store.room_counts(),
+            ips=store.ip_total,
+            workers=workers,
+            pushes=pushes,
         )
 
     def presence(self, req: int, mids: list[int]) -> ShardAnswer:

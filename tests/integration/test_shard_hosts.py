@@ -72,6 +72,7 @@ def test_every_push_through_either_host_reaches_the_users_of_every_shard(
             c = ca if i < 2 else cb
             client, _ = await c.join(f"k{mid}", mid, "live://shx", ws=bool(i % 2))
             clients.append(client)
+        extra, _ = await ca.join("extra", OWN[1][4], "")  # (a third on host a: counts are not IPs)
         mids = "&".join(f"mids={m}" for m in users)
         keys = "&".join(f"keys=k{m}" for m in users)
         for i in range(4):  # (several requests: each host's kernel spreads them over its shards)
@@ -91,7 +92,7 @@ def test_every_push_through_either_host_reaches_the_users_of_every_shard(
         async def counted() -> bool:
             total = await cb.get("/goim/online/total")
             rooms = await ca.get("/goim/online/room?type=live&rooms=shx")
-            return bool(total["conn_count"] == 4 and rooms == {"shx": 4})
+            return bool(total["conn_count"] == 5 and total["ip_count"] == 4 and rooms == {"shx": 4})
 
         await until(counted, what="cluster-wide counts over both hosts and all four shards")
         nodes = await ca.get("/goim/nodes/weighted?platform=web")
@@ -113,7 +114,7 @@ def test_every_push_through_either_host_reaches_the_users_of_every_shard(
         answer = await ca.post(f"/goim/push/keys?operation=1000&keys=k{users[1]}", b"moved")
         assert answer["connections"] == 1
         assert [f.body for f in await pushes(again, 1)] == [b"moved"]
-        for client in (clients[0], clients[2], clients[3], again):
+        for client in (clients[0], clients[2], clients[3], again, extra):
             await client.close()
 
     run(main())

@@ -31,8 +31,11 @@ from mpim.records import (
     ShardCall,
     Sync,
 )
+from mpim.router.console import Console
 from mpim.router.errors import Refused
+from mpim.router.metrics import Sources
 from mpim.router.shardfabric import ShardFabric
+from mpim.router.totals import WorkerTotals
 from mpim.slots import owner_of_mid
 from tests.router.fakes import FakeLink, Harness
 
@@ -313,3 +316,26 @@ def test_each_shard_tells_a_worker_its_count_of_every_room_the_worker_has_member
     assert w1.take() == []
     pair.h[1].send(w1, Alive(0, [], {"live://r": 0}, None))  # (zeros are not drift)
     assert w1.take() == []
+
+
+def test_the_consoles_pushes_per_second_are_the_hosts(pair: Pair) -> None:
+    """Each shard's console counts the pushes every shard took in (a hop, summed at each tick)."""
+    w0, _ = pair.worker("w1")
+    pair.connect(0, w0, "ka", A)
+    consoles = [
+        Console(Sources(h.router, WorkerTotals(h.router)), pair.fabrics[k].views.host_pushes)
+        for k, h in enumerate(pair.h)
+    ]
+    for c in consoles:
+        c.tick()
+    pair.settle()
+    for k in (0, 1, 1, 1):  # (pushes taken in by both shards: 1 by shard 0, 3 by shard 1)
+        pair.h[k].router.push.keys(1000, ["ka"], b"x")
+    pair.settle()
+    for _ in range(2):  # (the sum asked at one tick is seen at the next)
+        pair.h[1].clock += 1.0  # (the loop's clock)
+        for c in consoles:
+            c.tick()
+        pair.settle()
+    for c in consoles:
+        assert c.rates["pushes"] == 4.0 and c._host_seen == 4
