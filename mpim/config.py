@@ -418,7 +418,7 @@ def _check_cluster(source: str, cfg: Config) -> None:
             f"{source}: [ingress] zmq_bind: {cfg.ingress.zmq_bind!r}: with [router] shards > 1 the"
             " ZeroMQ ingress must be a tcp:// address (the shards share its port); use tcp:// or shards = 1"
         )
-    if cfg.router.shards > 1 and cfg.inbox.enabled and cfg.inbox.path == ":memory:":
+    if cfg.router.shards > 1 and cfg.inbox.enabled and cfg.inbox.path == ":memory:" and not cfg.cluster.redis:
         raise ConfigError(
             f'{source}: [inbox] path: ":memory:" is one router process\'s own; with [router] shards > 1'
             " the shards share the inbox: name a file"

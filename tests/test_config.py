@@ -196,3 +196,11 @@ def test_max_targets_is_a_config_key_with_limits() -> None:
     for bad in (0, -1, 1_000_001):
         with pytest.raises(config.ConfigError, match=r"\[router\] max_targets"):
             config.replace(config.Config(), router={"max_targets": bad})
+
+
+def test_router_shards_on_a_cluster_keep_the_inbox_in_redis(tmp_path: Path) -> None:
+    """Several shards with ``[cluster] redis`` are allowed; the inbox is Redis's there, so an
+    ``[inbox] path`` of ":memory:" (unused) is no reason to refuse them."""
+    text = "[router]\nshards = 4\n[inbox]\npath = ':memory:'\n[cluster]\nredis = 'redis://127.0.0.1:6379/0'\n"
+    cfg = config.load(write(tmp_path, text))
+    assert cfg.router.shards == 4 and cfg.cluster.redis

@@ -49,3 +49,10 @@ def test_one_host_with_two_router_shards_under_faults_keeps_every_guarantee(tmp_
     """Issue 24: the histories hold with several router shards too (kill-router and pause-router
     pick one shard; the others go on serving their users)."""
     assert_valid(*chaos(tmp_path, "--hosts", "1", "--shards", "2", "--seed", "2"))
+
+
+@pytest.mark.timeout(600)
+def test_two_hosts_of_two_router_shards_on_redis_under_faults_keep_every_guarantee(tmp_path: Path) -> None:
+    """Issue 24 with ``[cluster] redis``: each shard serves its slots against Redis, shard 0 speaks
+    for its host; Redis faults, killed and paused shards on both hosts."""
+    assert_valid(*chaos(tmp_path, "--hosts", "2", "--shards", "2", "--seed", "3"))
