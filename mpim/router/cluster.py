@@ -100,6 +100,7 @@ class HostCluster:
         self.up = True
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rebuild_due = False
+        self.stopped = False  # (a clean stop: nothing is filed or renewed after it)
         self.stats = dict.fromkeys(("published", "received", "errors", "rebuilds", "lapses"), 0)
         self.crosshost = CrossHost(
             self.prefix, name, router, client, self.directory, self, self.stats, rooms=self.voice
@@ -134,6 +135,7 @@ class HostCluster:
 
     async def stop(self) -> None:
         """A clean stop: this host's entries and name go at once (not after the ttl)."""
+        self.stopped = True
         self.crosshost.stop_reading()
         for task in list(self._tasks):
             task.cancel()
@@ -163,6 +165,9 @@ class HostCluster:
 
     # -- whether Redis answers (the cross-host side's calls are guarded here too) -----------------
     def spawn(self, coro: Any) -> None:
+        if self.stopped:  # (a renewal or rebuild due after the stop would file entries again)
+            coro.close()
+            return
         task = asyncio.get_running_loop().create_task(self.guarded(coro))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

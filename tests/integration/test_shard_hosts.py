@@ -186,3 +186,31 @@ def test_one_shard_killed_leaves_the_other_shards_users_reachable_across_hosts(
 
 async def _routers_back(srv: ServerProcess) -> bool:
     return len([t for t in srv.children().values() if "mpim: router" in t]) == 2
+
+
+def test_a_clean_stop_of_a_sharded_host_takes_its_entries_and_name_out_of_redis(
+    hosts: tuple[ServerProcess, ServerProcess, RedisServer],
+) -> None:
+    a, b, redis = hosts
+
+    async def main() -> None:
+        ca = Cluster(a)
+        for k in (0, 1):
+            await ca.join(f"gone{k}", OWN[k][6], "live://gone")
+        r = Redis.from_url(redis.url, decode_responses=True)
+        try:
+            assert r.exists("conns_sha.0") and r.exists("conns_sha.1")
+            assert a.stop() == 0
+            assert not r.exists("conns_sha.0", "conns_sha.1", "key_gone0", "key_gone1", "ol_sha")
+            assert r.hget(f"mid_{OWN[1][6]}", "gone1") is None
+
+            async def released() -> bool:  # (another shard's last renewal may outlive shard 0's release)
+                return not r.exists("srv_sha")
+
+            await until(released, what="host a's lease gone")
+            hosts = await Cluster(b).get("/goim/nodes/weighted?platform=web")
+            assert [h["name"] for h in hosts["hosts"]] == ["shb"]
+        finally:
+            r.close()
+
+    run(main())
