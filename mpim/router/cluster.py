@@ -286,5 +286,7 @@ class HostCluster:
         rooms = list(await self.put_online())
         self.online = await self.directory.online(rooms, exclude=self.name) if rooms else {}
         self.membership.saw(await self.directory.servers())
-        # (a room opened while the counts were read is kept: they may predate its first member)
-        self.crosshost.listen_rooms(set(rooms) | opened | self.crosshost.take_opened())
+        # (a room opened while the counts were read is kept: they may predate its first member;
+        # so is one a worker reports members in: its shard may be restarting)
+        reported = {room for peer in self.router.workers.by_id.values() for room in peer.rooms}
+        self.crosshost.listen_rooms(set(rooms) | reported | opened | self.crosshost.take_opened())

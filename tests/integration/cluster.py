@@ -30,6 +30,21 @@ def start_master(tmp: Path, workers: int, **sections: dict[str, Any]) -> ServerP
     return srv
 
 
+def cluster_host(
+    tmp: Path, name: str, redis_url: str, workers: int = 1, **sections: dict[str, Any]
+) -> ServerProcess:
+    """A master named ``name`` in ``tmp/name``, one host of a cluster on ``redis_url``; each of
+    ``sections`` is merged into its table."""
+    tables: dict[str, dict[str, Any]] = {
+        "server": {"name": name, "workers": workers, "graceful_timeout": 5.0, "worker_timeout": 10.0},
+        "cluster": {"redis": redis_url, "timeout": 0.5},
+    }
+    for section, table in sections.items():
+        tables[section] = {**tables.get(section, {}), **table}
+    (tmp / name).mkdir(exist_ok=True)
+    return start_master(tmp / name, workers, **tables)
+
+
 async def until(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
     """Poll ``check`` until it returns something truthy."""
     deadline = time.monotonic() + timeout

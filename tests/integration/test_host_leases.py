@@ -20,7 +20,7 @@ from typing import Any
 
 from mpim.client import Client, ConnectionClosedError, connect_tcp
 from mpim.proto import Op
-from tests.integration.cluster import Cluster, start_master, until
+from tests.integration.cluster import Cluster, cluster_host, until
 from tests.redis_support import RedisServer
 from tests.support import ServerProcess, http_json, run, wait_port
 
@@ -30,14 +30,7 @@ LEASE = 4.0
 def host(
     tmp: Path, name: str, redis: RedisServer, workers: int = 1, **sections: dict[str, Any]
 ) -> ServerProcess:
-    (tmp / name).mkdir(exist_ok=True)
-    return start_master(
-        tmp / name,
-        workers,
-        server={"name": name, "workers": workers, "graceful_timeout": 5.0},
-        cluster={"redis": redis.url, "timeout": 0.5},
-        **sections,
-    )
+    return cluster_host(tmp, name, redis.url, workers, **sections)
 
 
 def crash(srv: ServerProcess) -> None:

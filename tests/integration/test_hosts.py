@@ -21,7 +21,7 @@ import pytest
 from mpim.client import Client, connect_tcp, connect_ws
 from mpim.proto import Frame, Op
 from mpim.sdk import Message, Session
-from tests.integration.cluster import Cluster, start_master, until
+from tests.integration.cluster import Cluster, cluster_host, until
 from tests.redis_support import RedisServer
 from tests.support import ServerProcess, run
 
@@ -29,14 +29,12 @@ FAST = {"heartbeat": 2.0, "heartbeat_max": 2}  # session ttl = 4 + 2 * report in
 
 
 def host(tmp: Path, name: str, redis: RedisServer, **sections: dict[str, Any]) -> ServerProcess:
-    (tmp / name).mkdir(exist_ok=True)
-    return start_master(
-        tmp / name,
-        1,
-        server={"name": name, "workers": 1, "graceful_timeout": 5.0},
-        cluster={"redis": redis.url, "timeout": 0.5},
+    return cluster_host(
+        tmp,
+        name,
+        redis.url,
         protocol=FAST,
-        router={"online_interval": 0.5},
+        router={"online_interval": 0.5, **sections.pop("router", {})},
         **sections,
     )
 

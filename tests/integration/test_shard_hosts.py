@@ -21,7 +21,7 @@ from mpim.client import connect_tcp
 from mpim.proto import Op
 from mpim.sdk import Session
 from mpim.slots import owner_of_mid
-from tests.integration.cluster import Cluster, pushes, start_master, until
+from tests.integration.cluster import Cluster, cluster_host, pushes, until
 from tests.integration.test_chat import Box
 from tests.integration.test_shard_pushes import linked
 from tests.redis_support import RedisServer
@@ -32,12 +32,11 @@ OWN = {k: [m for m in range(1, 400) if owner_of_mid(m, 2) == k][:8] for k in (0,
 
 
 def host(tmp: Path, name: str, redis: RedisServer) -> ServerProcess:
-    (tmp / name).mkdir(exist_ok=True)
-    return start_master(
-        tmp / name,
+    return cluster_host(
+        tmp,
+        name,
+        redis.url,
         2,
-        server={"name": name, "workers": 2, "graceful_timeout": 5.0},
-        cluster={"redis": redis.url, "timeout": 0.5},
         protocol=FAST,
         router={"online_interval": 0.5, "shards": 2},
         upstream={"ack": "only"},
