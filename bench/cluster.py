@@ -159,11 +159,15 @@ class TwoHosts(Server):
         return "\n".join([*parts, f"--- redis:\n{self.redis.log_tail(chars)}"])
 
     async def filed(self) -> dict[str, int]:
-        """Host label -> connections it has filed in the Redis directory (``conns_<server>``,
-        see mpim/cluster/directory.py)."""
+        """Host label -> connections it has filed in the Redis directory (``conns_<server>``, or
+        ``conns_<server>.<shard>`` per router shard; see mpim/cluster/directory.py)."""
+        counts: dict[str, int] = {}
         async with self.redis.client() as conn:
-            counts = [await conn.hlen(f"conns_{HOST_NAMES[label]}") for label in self.hosts]
-        return dict(zip(self.hosts, counts, strict=True))
+            for label in self.hosts:
+                index = f"conns_{HOST_NAMES[label]}"
+                parts = [index, *[k async for k in conn.scan_iter(match=f"{index}.*")]]
+                counts[label] = sum([await conn.hlen(k) for k in parts])
+        return counts
 
     async def command_stats(self) -> dict[str, tuple[int, int]]:
         """Redis's ``INFO commandstats``: command -> (calls, microseconds) since it started."""

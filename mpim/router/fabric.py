@@ -5,7 +5,10 @@ The router's pieces (:mod:`~mpim.router.pushes`, :mod:`~mpim.router.requests`,
 step that may concern other hosts to the :class:`Fabric`. :class:`LocalFabric` is the
 embedded default (every answer is this host's own); :class:`mpim.router.redisfabric.RedisFabric`
 is the Redis one, on :class:`mpim.router.cluster.HostCluster` (goim v2's session layout, leases)
-and :class:`mpim.router.crosshost.CrossHost` (cross-host pushes over Redis pub/sub).
+and :class:`mpim.router.crosshost.CrossHost` (cross-host pushes over Redis pub/sub). With
+several router shards (``[router] shards``) the other shards are beyond this process too:
+:class:`mpim.router.shardfabric.ShardFabric` on one host, and
+:class:`mpim.router.shardredis.ShardRedisFabric` (the shards and the other hosts) on Redis.
 
 A method that may need Redis returns either a value (known now) or an awaitable
 (known once Redis answered); callers treat both the same way.
