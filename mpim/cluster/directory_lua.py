@@ -164,7 +164,16 @@ return out
 REBUILD_BEGIN = """
 -- Set the server's index aside; what the rebuild does not file again is dropped after.
 -- KEYS: 1 conns_<server>, 2 rebuild_<server>.
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], KEYS[2]) end
+-- An aside index still there (a rebuild that runs, or one whose process died before its
+-- sweep) gets these entries added, never replaced: its stale ones are swept too.
+if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('RENAME', KEYS[1], KEYS[2])
+  return 1
+end
+local h = redis.call('HGETALL', KEYS[1])
+for j = 1, #h, 2 do redis.call('HSET', KEYS[2], h[j], h[j + 1]) end
+redis.call('DEL', KEYS[1])
 return 1
 """
 

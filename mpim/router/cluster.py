@@ -100,6 +100,7 @@ class HostCluster:
         self.up = True
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rebuild_due = False
+        self._rebuilding = asyncio.Lock()
         self.stopped = False  # (a clean stop: nothing is filed or renewed after it)
         self.stats = dict.fromkeys(("published", "received", "errors", "rebuilds", "lapses"), 0)
         self.crosshost = CrossHost(
@@ -226,7 +227,8 @@ class HostCluster:
     async def _rebuild(self) -> None:
         self._rebuild_due = False
         self.stats["rebuilds"] += 1
-        moved = await self.directory.rebuild(self.name, self._entries)
+        async with self._rebuilding:  # (one at a time: each sets the index aside, then sweeps it)
+            moved = await self.directory.rebuild(self.name, self._entries)
         await self._kick_here(moved)
         await self.crosshost.resubscribe()
 

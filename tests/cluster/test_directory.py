@@ -572,3 +572,24 @@ def test_the_router_shards_of_a_host_keep_an_index_each_and_its_keys_stay_protec
     with_directory(redis_url, body, alive=("G",))
     with sync(redis_url) as r:
         assert r.hgetall("conns_H.0") == {"k0": "10"} and not r.exists("conns_H.1", "conns_H")
+
+
+def test_a_rebuild_after_one_that_never_swept_drops_the_stale_entries_of_both(redis_url: str) -> None:
+    """A rebuild sets the index aside, files the live entries, then sweeps the rest. When an
+    aside index is still there (a rebuild that runs, or whose router died before its sweep), the
+    next one adds to it instead of replacing it: nothing stale escapes the sweep (the two-host
+    soak, seed 31: a connection closed while its host was cut off from Redis stayed filed)."""
+
+    async def body(d: Directory) -> None:
+        await d.connect("gone", 7, "A")
+        await d.connect("live", 8, "A")
+        index, aside = d.conns_key("A"), d.aside_key("A")
+        await d.pipeline.script("rebuild", d._begin, [index, aside], [])  # (its sweep never came)
+        await d.connect("gone-too", 9, "A")
+        assert await d.rebuild("A", [Entry("live", 8)]) == []
+        assert await d.servers_of_mids([7, 8, 9]) == {"A": ["live"]}
+        assert await d.server_of_keys(["gone", "gone-too", "live"]) == {"live": "A"}
+
+    with_directory(redis_url, body, alive=("A",))
+    with sync(redis_url) as r:
+        assert r.hgetall("conns_A") == {"live": "8"} and not r.exists("rebuild_A", "mid_7", "mid_9")
