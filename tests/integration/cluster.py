@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,20 @@ def cluster_host(
         tables[section] = {**tables.get(section, {}), **table}
     (tmp / name).mkdir(exist_ok=True)
     return start_master(tmp / name, workers, **tables)
+
+
+@contextlib.contextmanager
+def serving(
+    servers: tuple[ServerProcess, ...], ready: Callable[[ServerProcess], Awaitable[Any]]
+) -> Iterator[tuple[ServerProcess, ...]]:
+    """The servers once each is ``ready``; all stopped after."""
+    try:
+        for srv in servers:
+            run(ready(srv))
+        yield servers
+    finally:
+        for srv in servers:
+            srv.stop()
 
 
 async def until(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:

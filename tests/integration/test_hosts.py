@@ -21,7 +21,7 @@ import pytest
 from mpim.client import Client, connect_tcp, connect_ws
 from mpim.proto import Frame, Op
 from mpim.sdk import Message, Session
-from tests.integration.cluster import Cluster, cluster_host, until
+from tests.integration.cluster import Cluster, cluster_host, serving, until
 from tests.redis_support import RedisServer
 from tests.support import ServerProcess, run
 
@@ -43,15 +43,9 @@ def host(tmp: Path, name: str, redis: RedisServer, **sections: dict[str, Any]) -
 def hosts(
     tmp_path: Path, redis_private: RedisServer
 ) -> Iterator[tuple[ServerProcess, ServerProcess, RedisServer]]:
-    a = host(tmp_path, "host-a", redis_private)
-    b = host(tmp_path, "host-b", redis_private)
-    try:
-        run(Cluster(a).wait_workers(1))
-        run(Cluster(b).wait_workers(1))
+    pair = host(tmp_path, "host-a", redis_private), host(tmp_path, "host-b", redis_private)
+    with serving(pair, lambda s: Cluster(s).wait_workers(1)) as (a, b):
         yield a, b, redis_private
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_pushes_from_one_host_reach_clients_on_both(

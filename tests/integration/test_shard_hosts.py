@@ -21,7 +21,7 @@ from mpim.client import connect_tcp
 from mpim.proto import Op
 from mpim.sdk import Session
 from mpim.slots import owner_of_mid
-from tests.integration.cluster import Cluster, cluster_host, pushes, until
+from tests.integration.cluster import Cluster, cluster_host, pushes, serving, until
 from tests.integration.test_chat import Box
 from tests.integration.test_shard_pushes import linked
 from tests.redis_support import RedisServer
@@ -47,15 +47,9 @@ def host(tmp: Path, name: str, redis: RedisServer) -> ServerProcess:
 def hosts(
     tmp_path: Path, redis_private: RedisServer
 ) -> Iterator[tuple[ServerProcess, ServerProcess, RedisServer]]:
-    a = host(tmp_path, "sha", redis_private)
-    b = host(tmp_path, "shb", redis_private)
-    try:
-        run(linked(a))
-        run(linked(b))
+    pair = host(tmp_path, "sha", redis_private), host(tmp_path, "shb", redis_private)
+    with serving(pair, linked) as (a, b):
         yield a, b, redis_private
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_every_push_through_either_host_reaches_the_users_of_every_shard(
