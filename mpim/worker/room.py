@@ -52,8 +52,10 @@ class Room:
         "cluster_online",
         "first_at",
         "flush_handle",
+        "fresh",
         "id",
         "last_flush",
+        "newest_join",
         "pending",
         "reserved",
         "tcp",
@@ -70,6 +72,10 @@ class Room:
         self.cluster_online = -1
         self.reserved = 0  # clients about to join (waiting for the router)
         self.first_at = 0.0  # when the router accepted the oldest pending frame (metrics)
+        # members that joined lately -> when (time.monotonic()): a push the router accepted
+        # before a member joined is not that member's (see RoomTable.push)
+        self.fresh: dict[Channel, float] = {}
+        self.newest_join = 0.0  # the latest of them
 
     def __len__(self) -> int:
         return len(self.tcp) + len(self.ws)
@@ -143,7 +149,10 @@ class RoomTable:
 
     def join(self, room_id: str, channel: Channel) -> Room:
         room = self._open(room_id)
+        if room.pending:  # (queued before the join: the members before it get them)
+            self.flush(room)
         (room.ws if channel.is_ws else room.tcp)[channel] = channel.write
+        room.fresh[channel] = room.newest_join = time.monotonic()
         return room
 
     def reserve(self, room_id: str) -> Room:
@@ -158,6 +167,7 @@ class RoomTable:
 
     def leave(self, room: Room, channel: Channel) -> None:
         (room.ws if channel.is_ws else room.tcp).pop(channel, None)
+        room.fresh.pop(channel, None)
         self._maybe_discard(room)
 
     def _maybe_discard(self, room: Room) -> None:
@@ -178,11 +188,20 @@ class RoomTable:
     def push(self, room_id: str, frame: bytes, at: float = 0.0) -> bool:
         """Queue an encoded frame for a room; False if no local member is in it.
 
-        ``at``: when the router accepted the push (``time.monotonic()``), for the latency metric."""
+        ``at``: when the router accepted the push (``time.monotonic()``, one clock for the host),
+        for the latency metric, and so that a member who joined after it does not get it: a
+        worker that was paused (or slow) reads its bus backlog after the joins it answered
+        meanwhile, and a client that reconnected would get a push twice, once on each connection."""
         room = self._rooms.get(room_id)
         if room is None:
             self.meter.room_absent += 1
             return False
+        if room.fresh and at:
+            if at < room.newest_join:  # (someone joined after the router accepted this push)
+                if self._excluded(room, frame, at):
+                    return True
+            elif at > room.newest_join + 1.0:  # (every join is older than what comes in now)
+                room.fresh.clear()
         pending = room.pending
         if not pending:
             room.first_at = at or time.monotonic()
@@ -202,6 +221,25 @@ class RoomTable:
                 room.flush_handle = loop.call_later(self.batch_delay, self.flush, room)
             else:
                 room.flush_handle = loop.call_soon(self.flush, room)
+        return True
+
+    def _excluded(self, room: Room, frame: bytes, at: float) -> bool:
+        """A frame older than some members' joins: written now to the others (after what is
+        pending, to keep the order); True if so. Joins are forgotten once the frames coming in
+        are a second younger than all of them (pushes of several router shards interleave)."""
+        late = [ch for ch, joined in room.fresh.items() if joined > at]
+        if not late:
+            return False
+        self.flush(room)
+        skip = set(late)
+        tcp = [w for ch, w in room.tcp.items() if ch not in skip]
+        ws = [w for ch, w in room.ws.items() if ch not in skip]
+        for write in tcp:
+            write(frame)
+        message = ws_batch(frame) if ws else b""
+        for write in ws:
+            write(message)
+        self.meter.flushed(1, len(tcp) + len(ws), len(frame), len(ws), len(message), at)
         return True
 
     def flush(self, room: Room) -> None:

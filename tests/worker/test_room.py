@@ -374,3 +374,30 @@ def test_reconfigure_switches_mode_and_keeps_pending_frames() -> None:
     rooms.push("live://1", encode(1000, b"b"))
     loop.advance(5.0)
     assert channel.frames() == [b"a", b"b"]
+
+
+def test_a_push_accepted_before_a_member_joined_is_not_that_members() -> None:
+    """A worker paused (or slow) reads its bus backlog after the joins it answered meanwhile: a
+    room push the router accepted before a member joined reaches the older members only, in
+    order with what was pending; later pushes reach everyone (the two-host soak with router
+    shards, seed 44: a goim client that reconnected to a paused worker got six room pushes a
+    second time on its new connection)."""
+    import time
+
+    loop = FakeLoop()
+    rooms = table(loop)
+    old_tcp, old_ws = members(rooms, tcp=1, ws=1)
+    before = time.monotonic()
+    assert rooms.push("live://1", encode(1000, b"queued"), before)  # (pending, not yet flushed)
+    new_tcp, new_ws = FakeChannel(False, loop), FakeChannel(True, loop)
+    for ch in (new_tcp, new_ws):
+        rooms.join("live://1", ch)  # type: ignore[arg-type]
+    assert rooms.push("live://1", encode(1000, b"backlog"), before)  # (accepted before the joins)
+    assert rooms.push("live://1", encode(1000, b"after"), time.monotonic() + 0.001)
+    rooms.flush_all()  # (the window after the early write: flushed now, not when it ends)
+    for ch in (old_tcp, old_ws):
+        assert ch.frames() == [b"queued", b"backlog", b"after"]
+    for ch in (new_tcp, new_ws):
+        assert ch.frames() == [b"after"]
+    assert rooms.push("live://1", encode(1000, b"much later"), time.monotonic() + 2.0)
+    assert not rooms.get("live://1").fresh  # type: ignore[union-attr]  # (old joins are forgotten)
