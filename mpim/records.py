@@ -384,9 +384,11 @@ class ShardPresence(Record, tag=72):
 
 
 class ShardNumbers(Record, tag=73):
-    """This shard's counts (rooms, connections, client IPs, connections per worker)."""
+    """This shard's counts (rooms, connections, client IPs, connections per worker); ``brief``:
+    only the pushes it took in (the console asks every second)."""
 
     req: int
+    brief: bool = False
 
 
 class ShardSessions(Record, tag=75):

@@ -202,7 +202,7 @@ class ShardFabric:
             case ShardPresence():
                 return self.views.presence(call.req, call.mids)
             case ShardNumbers():
-                return self.views.numbers(call.req)
+                return self.views.numbers(call.req, call.brief)
             case ShardSessions():
                 return ShardAnswer(call.req, sessions=self.views.rows(call.key, call.mid))
             case ShardClaim() | ShardRelease() | ShardClaims():

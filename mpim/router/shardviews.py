@@ -51,11 +51,11 @@ class ShardViews:
                 online.update(answer.mids)
         return online
 
-    async def _numbers(self) -> list[ShardAnswer]:
+    async def _numbers(self, brief: bool = False) -> list[ShardAnswer]:
         peers = self.site.peers
-        calls = [peers.call(k, ShardNumbers) for k in peers.others()]
+        calls = [peers.call(k, functools.partial(ShardNumbers, brief=brief)) for k in peers.others()]
         got = [a for a in await answers(calls) if isinstance(a, ShardAnswer)]
-        return [self.numbers(0), *got]
+        return [self.numbers(0, brief), *got]
 
     async def top_rooms(self, prefix: str, limit: int) -> list[tuple[str, int]]:
         rooms = _sum_rooms(await self._numbers())
@@ -77,7 +77,7 @@ class ShardViews:
 
     async def host_pushes(self) -> int:
         """The pushes the reachable shards took in (the console's pushes/s for the host)."""
-        return sum(n.pushes for n in await self._numbers())
+        return sum(n.pushes for n in await self._numbers(brief=True))
 
     async def worker_conns(self) -> dict[str, int]:
         """Connections per worker over every shard."""
@@ -127,10 +127,12 @@ class ShardViews:
             conns = store.conns_of(mid)
         return [SessionRow(c.key, c.mid, c.seq, c.worker.id, c.room, c.ip) for c in conns]
 
-    def numbers(self, req: int) -> ShardAnswer:
+    def numbers(self, req: int, brief: bool = False) -> ShardAnswer:
+        pushes = sum(self.site.router.push.counts.values())
+        if brief:  # (no room counts: a host's can be large, and the console asks every second)
+            return ShardAnswer(req, pushes=pushes)
         store = self.site.store
         workers = {info.id: len(info.conns) for info in store.workers.values()}
-        pushes = sum(self.site.router.push.counts.values())
         return ShardAnswer(
             req,
             count=len(store),
